@@ -1,0 +1,49 @@
+"""Packaging for tb-lstm-states."""
+
+import setuptools
+
+setuptools.setup(
+    name="tb-lstm-states",
+    version="0.1.0",
+    description=(
+        "A TensorBoard plugin to log and watch the per-timestep cell states, hidden "
+        "states and gates of PyTorch LSTM, GRU and RNN layers across training"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=setuptools.find_packages(include=["tb_lstm_states", "tb_lstm_states.*"]),
+    package_data={"tb_lstm_states": ["static/*"]},
+    include_package_data=True,
+    install_requires=[
+        "tensorboard>=2.12",
+        "torch>=2.1",
+        "numpy>=1.22",
+        "protobuf>=3.20",
+        "werkzeug>=2.0",
+        "scikit-learn>=1.1",
+        "google-crc32c>=1.5",
+    ],
+    extras_require={
+        "umap": ["umap-learn>=0.5"],
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2",
+            "hypothesis>=6",
+            "playwright>=1.40",
+            "umap-learn>=0.5",
+        ],
+        "demo": [],
+    },
+    entry_points={
+        "tensorboard_plugins": [
+            "lstm_states = tb_lstm_states.plugin:StatesLoader",
+        ],
+    },
+    classifiers=[
+        "Intended Audience :: Science/Research",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,40 @@
+"""tb-lstm-states: per-timestep states of PyTorch recurrent layers, in TensorBoard.
+
+    import tb_lstm_states as tls
+    states = tls.capture(model.lstm, probe_inputs)
+    with tls.StateWriter("runs/exp1") as writer:
+        writer.add_states("encoder", states, step=epoch)
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+# Public name -> module. Imported on first use, because TensorBoard imports this
+# package to load the plugin and must not pay for importing torch.
+_EXPORTS = {
+    "capture": "capture",
+    "record": "capture",
+    "Recorder": "capture",
+    "RecurrentStates": "states",
+    "LayerStates": "states",
+    "StateWriter": "writer",
+    "states_pb": "summary",
+    "read_states": "reader",
+    "StatesRecord": "reader",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError("module 'tb_lstm_states' has no attribute %r" % name)
+    value = getattr(importlib.import_module("tb_lstm_states." + module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
