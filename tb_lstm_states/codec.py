@@ -37,15 +37,32 @@ class RecordError(ValueError):
     """A record is malformed, or its version is newer than this package reads."""
 
 
-def _array_bytes(array: np.ndarray, dtype: str) -> Tuple[str, np.ndarray]:
-    """Converts an array to its stored dtype: float16 unless its finite values need more."""
+def _fits_float16(array: np.ndarray) -> bool:
+    """Whether every finite value of `array` lies within float16's range."""
+    if array.dtype == np.float16 or array.size == 0:
+        return True
+    # Two reductions over the array, no temporaries: the common case.
+    with np.errstate(invalid="ignore"):
+        high, low = float(array.max()), float(array.min())
+    if np.isfinite(high) and np.isfinite(low):
+        return max(high, -low) <= _FLOAT16_MAX
+    # NaN or Inf present: they are kept as they are, only the finite values count.
+    finite = array[np.isfinite(array)]
+    return finite.size == 0 or float(np.abs(finite).max()) <= _FLOAT16_MAX
+
+
+def _array_bytes(array, dtype: str, copy: bool = False) -> Tuple[str, np.ndarray]:
+    """Converts an array to its stored dtype: float16 unless its finite values need more.
+
+    With `copy`, the result never shares memory with `array` (one pass either way:
+    a cast is the copy).
+    """
     array = np.asarray(array)
-    if dtype == "float16":
-        finite = array[np.isfinite(array)] if array.size else array
-        if finite.size and float(np.abs(finite).max()) > _FLOAT16_MAX:
-            dtype = "float32"
-    stored = np.ascontiguousarray(array, dtype=DTYPES[dtype])
-    return dtype, stored
+    if dtype == "float16" and not _fits_float16(array):
+        dtype = "float32"
+    if copy:
+        return dtype, np.array(array, dtype=DTYPES[dtype], order="C", copy=True)
+    return dtype, np.ascontiguousarray(array, dtype=DTYPES[dtype])
 
 
 def _check_shape(name, array, shape):
@@ -62,6 +79,7 @@ def encode_record(
     series: Optional[Dict[str, np.ndarray]] = None,
     tokens: Optional[Sequence[Sequence[str]]] = None,
     dtype: str = "float16",
+    copy: bool = False,
 ) -> List[np.ndarray]:
     """Encodes states (numpy arrays) into the blobs of one record.
 
@@ -71,6 +89,8 @@ def encode_record(
       tokens: `batch` lists of strings, one per timestep (at most `time` each).
       dtype: `"float16"` (arrays with finite values beyond float16's range are kept as
         float32) or `"float32"`.
+      copy: if True, no returned blob shares memory with the inputs, so they can be
+        changed as soon as this returns (a writer thread writes the blobs later).
 
     Returns:
       The blobs: the header as a uint8 array, then each array as a contiguous array
@@ -91,7 +111,11 @@ def encode_record(
             "states need one LayerStates per (layer, direction); got %d layers for "
             "%d directions" % (len(layers), num_directions)
         )
-    batch, time = (int(d) for d in np.shape(layers[0].hidden)[:2])
+    first = np.shape(layers[0].hidden)
+    if len(first) != 3:
+        raise ValueError(
+            "layer 0 hidden must be [batch, time, units], got shape %s" % list(first))
+    batch, time = int(first[0]), int(first[1])
     lengths = np.asarray(recurrent_states.lengths).astype(np.int64).reshape(-1)
     _check_shape("lengths", lengths, (batch,))
     if lengths.size and (lengths.min() < 0 or lengths.max() > time):
@@ -107,7 +131,15 @@ def encode_record(
                     % (index, name, list(np.shape(array)))
                 )
             _check_shape("layer %d %s" % (index, name), array, (batch, time, array.shape[2]))
-            stored_dtype, stored = _array_bytes(array, dtype)
+            if name in states_lib.GATE_NAMES[kind]:
+                # Gates are as wide as the cell (LSTM) or the hidden state (GRU).
+                width = np.shape(layer.cell if kind == "lstm" else layer.hidden)[2]
+                if array.shape[2] != width:
+                    raise ValueError(
+                        "layer %d %s gate has %d units, expected %d like its %s state"
+                        % (index, name, array.shape[2], width,
+                           "cell" if kind == "lstm" else "hidden"))
+            stored_dtype, stored = _array_bytes(array, dtype, copy)
             entries.append(
                 {"layer": index, "kind": name, "dtype": stored_dtype, "shape": list(stored.shape)}
             )
@@ -123,7 +155,7 @@ def encode_record(
         if not np.issubdtype(values.dtype, np.number) and values.dtype != np.bool_:
             raise ValueError("series %r must be numeric, got dtype %s" % (name, values.dtype))
         _check_shape("series %r" % name, values, (batch, time))
-        stored_dtype, stored = _array_bytes(values.astype(np.float64, copy=False), "float32")
+        stored_dtype, stored = _array_bytes(values, "float32", copy)
         entries.append({"series": name, "dtype": stored_dtype, "shape": list(stored.shape)})
         blobs.append(stored)
         series_names.append(name)

@@ -1,0 +1,211 @@
+"""TFRecord framing of TensorBoard event files, written and read with a C CRC32C.
+
+An event file is a sequence of records, each framed as
+
+    u64 length (little-endian) | u32 masked CRC32C of those 8 bytes |
+    payload (a serialized `Event`)  | u32 masked CRC32C of the payload
+
+TensorBoard's own writer computes the CRC in pure Python (about 6 MB/s). Here the
+payload is given as a list of pieces (small `bytes` and large memoryviews of numpy
+arrays), checksummed in C piece by piece and written without ever being joined, so
+a large record is never copied.
+
+`google_crc32c` (1.9) accepts only `bytes`-like objects without a release hook (not
+a memoryview of a numpy array) and releases the GIL only for `bytes` of 1 MiB or
+more. So large pieces are checksummed in slices of `CRC_SLICE_BYTES`, each copied to
+`bytes` while it is in cache: the GIL is held only for that memcpy, and the C CRC
+runs while the training thread holds the GIL.
+"""
+
+import os
+import socket
+import struct
+import threading
+import time
+from typing import BinaryIO, Iterator, Optional, Sequence, Tuple, Union
+
+import google_crc32c
+
+from tensorboard.compat.proto import event_pb2
+
+# google_crc32c releases the GIL for bytes of at least 1 MiB; larger slices would
+# fall out of the CPU cache between the copy and the checksum.
+CRC_SLICE_BYTES = 1 << 20
+
+_HEADER = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
+_MASK_DELTA = 0xA282EAD8
+
+Piece = Union[bytes, memoryview]
+
+_uid_lock = threading.Lock()
+_uid = 0
+
+
+class CorruptRecordError(IOError):
+    """A record of an event file fails its checksum."""
+
+
+def masked_crc(crc: int) -> int:
+    """Masks a CRC32C the way TFRecord does, so data holding CRCs checksums well."""
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def crc32c(pieces: Sequence[Piece], crc: int = 0) -> int:
+    """CRC32C of the concatenation of `pieces`, without concatenating them."""
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            crc = google_crc32c.extend(crc, piece)
+            continue
+        view = memoryview(piece).cast("B")
+        for start in range(0, len(view), CRC_SLICE_BYTES):
+            # google_crc32c takes only `bytes` (not a memoryview of an array), and
+            # releases the GIL only for `bytes`: a slice copied while it is in cache
+            # costs far less than holding the GIL for the whole checksum.
+            crc = google_crc32c.extend(crc, bytes(view[start:start + CRC_SLICE_BYTES]))
+    return crc
+
+
+def frame(pieces: Sequence[Piece]) -> Tuple[bytes, bytes, int]:
+    """Returns `(head, tail, length)`: the framing around a payload made of `pieces`."""
+    length = sum(memoryview(piece).nbytes for piece in pieces)
+    header = _HEADER.pack(length)
+    head = header + _CRC.pack(masked_crc(crc32c([header])))
+    tail = _CRC.pack(masked_crc(crc32c(pieces)))
+    return head, tail, length
+
+
+def event_file_name(logdir: str, suffix: str = "") -> str:
+    """A new event file path in `logdir`, named like TensorBoard's own writers name them.
+
+    The name holds `tfevents`, which is how both TensorBoard loaders recognise event
+    files, and a per-process counter so two writers never share a file.
+    """
+    global _uid
+    with _uid_lock:
+        uid = _uid
+        _uid += 1
+    name = "events.out.tfevents.%010d.%s.%d.%d%s" % (
+        time.time(), socket.gethostname(), os.getpid(), uid, suffix)
+    return os.path.join(logdir, name)
+
+
+class RecordFile:
+    """Appends framed records to a new event file. Not thread-safe: one writer thread."""
+
+    def __init__(self, path: str):
+        """Creates the file and writes the `file_version` event TensorBoard expects first.
+
+        Raises:
+          OSError: if the file cannot be created.
+        """
+        self.path = path
+        self._file: Optional[BinaryIO] = open(path, "xb")
+        first = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
+        first.source_metadata.writer = "tb_lstm_states"
+        self.write([first.SerializeToString()])
+
+    def write(self, pieces: Sequence[Piece]) -> int:
+        """Writes one record whose payload is the concatenation of `pieces`; flushes it.
+
+        On failure (a full disk) the file is cut back to where the record began, so
+        every record before it stays readable and later ones stay framed.
+
+        Returns:
+          The number of bytes the record took in the file.
+        """
+        head, tail, length = frame(pieces)
+        start = self._file.tell()
+        try:
+            self._file.write(head)
+            for piece in pieces:
+                self._file.write(piece)
+            self._file.write(tail)
+            self._file.flush()
+        except BaseException:
+            self._truncate(start)
+            raise
+        return len(head) + length + len(tail)
+
+    def _truncate(self, position: int) -> None:
+        try:
+            self._file.seek(position)
+            self._file.truncate()
+            self._file.flush()
+        except (OSError, ValueError):
+            pass  # the error being raised says more than this one would
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class CorruptPayloadError(CorruptRecordError):
+    """A record's payload fails its checksum; the next record starts at `next_offset`."""
+
+    def __init__(self, path: str, offset: int, next_offset: int):
+        super().__init__(
+            "%s: the record at byte %d is corrupt (payload checksum mismatch)" % (path, offset))
+        self.path = path
+        self.offset = offset
+        self.next_offset = next_offset
+
+
+def read_records(path: str, on_corrupt=None) -> Iterator[Tuple[int, bytes]]:
+    """Yields `(offset, payload)` of each complete, checksummed record of an event file.
+
+    A truncated last record (a writer still writing, or killed mid-record) ends the
+    iteration quietly, as it does in TensorBoard's loaders.
+
+    Args:
+      path: the event file.
+      on_corrupt: None to raise on a corrupt record; else a function called with the
+        `CorruptRecordError`, after which a record with a bad payload is skipped and
+        a record with a bad length ends the file (nothing after it is framed).
+
+    Raises:
+      CorruptRecordError: on a corrupt record when `on_corrupt` is None, naming the
+        file and the byte offset.
+    """
+    position = 0
+    while True:
+        try:
+            for offset, payload in _read_from(path, position):
+                yield offset, payload
+            return
+        except CorruptRecordError as e:
+            if on_corrupt is None:
+                raise
+            on_corrupt(e)
+            if not isinstance(e, CorruptPayloadError):
+                return
+            position = e.next_offset
+
+
+def _read_from(path, position):
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(position)
+        while True:
+            offset = f.tell()
+            head = f.read(12)
+            if len(head) < 12:
+                return
+            header = head[:8]
+            if _CRC.unpack(head[8:])[0] != masked_crc(google_crc32c.value(header)):
+                raise CorruptRecordError(
+                    "%s: the record at byte %d has a corrupt length (checksum mismatch); "
+                    "the rest of this file cannot be read" % (path, offset))
+            (length,) = _HEADER.unpack(header)
+            # Checked against the file's size before reading, so a crafted length
+            # cannot make the reader allocate more than the file holds.
+            if offset + 12 + length + 4 > max(size, os.fstat(f.fileno()).st_size):
+                return  # truncated last record: a writer still writing, or killed
+            payload = f.read(length)
+            footer = f.read(4)
+            if len(payload) < length or len(footer) < 4:
+                return
+            if _CRC.unpack(footer)[0] != masked_crc(google_crc32c.value(payload)):
+                raise CorruptPayloadError(path, offset, f.tell())
+            yield offset, payload

@@ -1,0 +1,159 @@
+"""`read_states`: the states logged in a logdir, as numpy arrays, without TensorBoard.
+
+    import tb_lstm_states as tls
+    for rec in tls.read_states("runs", tag="encoder"):
+        cell = rec.states.layer(0).cell  # [batch, time, hidden], float16 or float32
+
+The logdir is walked the way TensorBoard walks it: every directory holding a file
+whose name contains `tfevents` is a run, named by its path relative to the logdir
+(`"."` for the logdir itself). Its event files are read in name order (their names
+start with the creation time), every record's CRC32C is checked in C, and only
+`lstm_states` records are decoded: JSON headers and raw little-endian arrays,
+never pickle.
+
+A truncated last record (a writer still running, or killed mid-record) is skipped
+quietly, as TensorBoard does. A record that fails its checksum is skipped with a
+`CorruptRecordWarning` naming the file and byte offset, and reading goes on with the
+next record: one flipped bit should not hide a whole training run. A corrupt length
+ends that file (nothing after it can be framed), with the same warning.
+"""
+
+import dataclasses
+import numbers
+import os
+import warnings
+from typing import Dict, Iterable, Iterator, List, Optional, Union
+
+import numpy as np
+
+from tensorboard.compat.proto import event_pb2
+
+from tb_lstm_states import codec, event_file, metadata
+from tb_lstm_states import states as states_lib
+
+
+class CorruptRecordWarning(UserWarning):
+    """An event file holds a record that fails its checksum; it was skipped."""
+
+
+@dataclasses.dataclass
+class StatesRecord:
+    """The states of one (run, tag, step), as `read_states` yields them.
+
+    Attributes:
+      run: the run, the directory relative to the logdir (`"."` for the logdir).
+      tag: the tag the states were logged under.
+      step: the step they were logged at.
+      wall_time: when they were logged, seconds since the epoch.
+      states: a `RecurrentStates` of read-only numpy arrays in their stored dtype.
+      series: name -> `[batch, time]` float32 array.
+      tokens: `batch` lists of strings, or None.
+      description: the description given when logging, or "".
+    """
+
+    run: str
+    tag: str
+    step: int
+    wall_time: float
+    states: states_lib.RecurrentStates
+    series: Dict[str, np.ndarray]
+    tokens: Optional[List[List[str]]]
+    description: str = ""
+
+
+def read_states(
+    logdir: str,
+    *,
+    run: Optional[str] = None,
+    tag: Optional[str] = None,
+    steps: Union[None, int, Iterable[int]] = None,
+) -> Iterator[StatesRecord]:
+    """Yields the states records of a logdir, run by run, in file order.
+
+    Args:
+      logdir: the directory TensorBoard would be given as `--logdir`.
+      run: only this run (`"."` for event files directly in `logdir`).
+      tag: only this tag.
+      steps: only this step, or these steps.
+
+    Yields:
+      `StatesRecord`s. A (run, tag, step) logged twice (a restarted run) is yielded
+      twice, in the order written.
+
+    Raises:
+      FileNotFoundError: if `logdir` does not exist.
+      codec.RecordError: on an `lstm_states` record written by a newer version of
+        this package (upgrade tb-lstm-states), or a malformed one.
+    """
+    logdir = os.fspath(logdir)
+    if not os.path.isdir(logdir):
+        raise FileNotFoundError("logdir %r is not a directory" % logdir)
+    wanted_steps = _step_filter(steps)
+    for run_name, paths in _runs(logdir):
+        if run is not None and run_name != os.path.normpath(run):
+            continue
+        for path in paths:
+            for offset, payload in event_file.read_records(path, on_corrupt=_warn):
+                record = _decode(run_name, path, offset, payload, tag, wanted_steps)
+                yield from record
+
+
+def _warn(error: event_file.CorruptRecordError) -> None:
+    warnings.warn("skipping a corrupt record: %s" % error, CorruptRecordWarning, stacklevel=4)
+
+
+def _step_filter(steps):
+    if steps is None:
+        return None
+    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool):
+        return {int(steps)}
+    return {int(s) for s in steps}
+
+
+def _runs(logdir):
+    """`(run, sorted event file paths)` of each run, runs in sorted order."""
+    runs = []
+    for directory, subdirectories, files in os.walk(logdir):
+        subdirectories.sort()
+        paths = sorted(os.path.join(directory, f) for f in files if "tfevents" in f)
+        if paths:
+            runs.append((os.path.relpath(directory, logdir), paths))
+    return sorted(runs)
+
+
+def _decode(run_name, path, offset, payload, tag, wanted_steps):
+    event = event_pb2.Event.FromString(payload)
+    if not event.HasField("summary"):
+        return
+    if wanted_steps is not None and event.step not in wanted_steps:
+        return
+    for value in event.summary.value:
+        if tag is not None and value.tag != tag:
+            continue
+        plugin_data = value.metadata.plugin_data
+        if plugin_data.plugin_name != metadata.PLUGIN_NAME:
+            continue
+        try:
+            content = metadata.parse_plugin_content(plugin_data.content)
+        except ValueError as e:
+            raise codec.RecordError(
+                "%s: the record of tag %r at step %d (byte %d): %s"
+                % (path, value.tag, event.step, offset, e)) from None
+        if content.get("role") != metadata.ROLE_STATES:
+            continue
+        try:
+            states, series, tokens, _ = codec.decode_record(value.tensor.string_val)
+        except codec.RecordError as e:
+            raise codec.RecordError(
+                "%s: the record of tag %r at step %d (byte %d): %s"
+                % (path, value.tag, event.step, offset, e)) from None
+        yield StatesRecord(
+            run=run_name,
+            tag=value.tag,
+            step=event.step,
+            wall_time=event.wall_time,
+            states=states,
+            series=series,
+            tokens=tokens,
+            description=value.metadata.summary_description,
+        )

@@ -1,0 +1,425 @@
+"""`StateWriter`: writes recurrent states into TensorBoard event files, off the training thread.
+
+    import tb_lstm_states as tls
+    with tls.StateWriter("runs/exp1") as writer:
+        for epoch in range(epochs):
+            train(...)
+            writer.log("encoder", model.lstm, probe_inputs, step=epoch)
+
+Each `add_states` converts the states to host numpy arrays at the stored dtype (the
+only copy, and the one the float16 cast needs anyway) and returns. A background
+thread computes the statistics, frames the event and writes it. The event proto is
+encoded by hand around the arrays, so a large record never goes through protobuf
+serialization or a Python-level copy, and its CRC32C is computed in C
+(`event_file`). A queue bounded in bytes makes `add_states` wait when the disk
+falls behind, instead of holding an unbounded number of records in memory.
+
+With `summary_writer=sw`, the states go to a second event file of this writer's own
+in `sw`'s run directory, so they show under the same run as `sw`'s scalars. Writing
+through `sw`'s own event file would run TensorBoard's pure-Python CRC (about 6 MB/s)
+in `sw`'s thread and slow training through the GIL. Both TensorBoard load paths read
+both files of a run live: the Rust data server always does, and the Python loader
+does with `--reload_multifile=true`, which this plugin's loader sets by default.
+"""
+
+import atexit
+import numbers
+import os
+import struct
+import threading
+import time
+import weakref
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+
+from tb_lstm_states import codec, event_file, metadata, statistics, summary
+
+# The protobuf limit on one serialized message: readers cannot parse a larger Event.
+MAX_EVENT_BYTES = (1 << 31) - 1
+
+DEFAULT_MAX_QUEUE_BYTES = 256 << 20
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+# Room kept below the limit for the statistics value, which the writer thread builds.
+_STATISTICS_ROOM_PER_ROW = 128
+_STATISTICS_ROOM = 16 << 10
+
+
+class StateWriter:
+    """Writes `RecurrentStates` as `lstm_states` summaries into an event file.
+
+    Safe to call from several threads; records are written in the order their
+    `add_states` calls returned. An error in the writer thread (a full disk) is raised
+    by the next call to `add_states`, `flush` or `close`; the record that failed is
+    cut from the file, so every record before it stays readable.
+    """
+
+    def __init__(
+        self,
+        logdir: Optional[str] = None,
+        *,
+        summary_writer: Any = None,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        filename_suffix: str = ".lstm_states",
+    ):
+        """Creates a new event file and the thread that writes it.
+
+        Args:
+          logdir: the run directory to write into (created if missing).
+          summary_writer: a `torch.utils.tensorboard.SummaryWriter` (or anything with
+            `log_dir` or `get_logdir()`): write into its run instead. Give exactly one
+            of `logdir` and `summary_writer`.
+          max_queue_bytes: how many bytes of records may wait for the disk before
+            `add_states` waits. A single larger record is still accepted.
+          filename_suffix: appended to the event file name.
+
+        Raises:
+          ValueError: if neither or both of `logdir` and `summary_writer` are given.
+          OSError: if the event file cannot be created.
+        """
+        if (logdir is None) == (summary_writer is None):
+            raise ValueError(
+                "give exactly one of logdir (a run directory) or summary_writer "
+                "(a torch SummaryWriter whose run the states join)")
+        if summary_writer is not None:
+            logdir = _summary_writer_logdir(summary_writer)
+        logdir = os.fspath(logdir)
+        os.makedirs(logdir, exist_ok=True)
+        self._file = event_file.RecordFile(event_file.event_file_name(logdir, filename_suffix))
+        self._max_queue_bytes = int(max_queue_bytes)
+
+        self._lock = threading.Condition()
+        self._queue: List[_Job] = []
+        self._queued_bytes = 0
+        self._busy = False
+        self._closing = False
+        self._closed = False
+        self._error: Optional[BaseException] = None
+        self._error_job: Optional[_Job] = None
+
+        self._thread = threading.Thread(
+            target=self._run, name="tb_lstm_states.StateWriter", daemon=True)
+        self._thread.start()
+        # The thread is a daemon so a forgotten close() cannot hang the interpreter;
+        # this hook still writes what is queued at exit.
+        self._atexit = _close_at_exit(weakref.ref(self))
+        atexit.register(self._atexit)
+
+    @property
+    def path(self) -> str:
+        """The event file this writer writes."""
+        return self._file.path
+
+    @property
+    def logdir(self) -> str:
+        """The run directory this writer writes into."""
+        return os.path.dirname(self._file.path)
+
+    def add_states(
+        self,
+        tag: str,
+        states,
+        step: int,
+        *,
+        series: Optional[Dict[str, Any]] = None,
+        tokens: Optional[Sequence[Sequence[str]]] = None,
+        description: Optional[str] = None,
+        dtype: str = "float16",
+    ) -> None:
+        """Queues the states of one step for writing and returns without waiting for the disk.
+
+        Args:
+          tag: the name of the states in TensorBoard, e.g. `"encoder"`.
+          states: a `RecurrentStates` of torch tensors (as `tls.capture` returns) or
+            numpy arrays. It is copied before this returns, so it can be reused.
+          step: the training step or epoch, an int (numpy integers too).
+          series: optional named `[batch, time]` numeric tracks shown as overlays.
+          tokens: optional `batch` lists of strings, one per timestep.
+          description: optional Markdown shown in the tab.
+          dtype: `"float16"` (default; arrays with finite values beyond its range are
+            kept as float32, NaN and Inf are kept) or `"float32"`.
+
+        Raises:
+          TypeError: if `step` is not an int.
+          ValueError: on a bad tag or dtype, shapes of states, series or tokens that do
+            not match, or a record over the 2 GiB protobuf limit; nothing is written.
+          RuntimeError: if writing an earlier record failed (see the cause).
+        """
+        self._check_open()
+        if not isinstance(tag, str) or not tag:
+            raise ValueError("tag must be a non-empty string, got %r" % (tag,))
+        step = _check_step(step)
+        if dtype not in codec.DTYPES:
+            raise ValueError("dtype must be one of %s, got %r" % (sorted(codec.DTYPES), dtype))
+        numpy_states = summary.to_numpy_states(states)
+        numpy_series = {name: summary._to_numpy(v) for name, v in (series or {}).items()}
+        _check_size(tag, step, numpy_states, numpy_series, codec.DTYPES[dtype].itemsize)
+        blobs = codec.encode_record(
+            numpy_states, series=numpy_series, tokens=tokens, dtype=dtype, copy=True)
+        rows = len(statistics.rows(numpy_states.kind, len(numpy_states.layers)))
+        job = _Job(
+            tag=tag,
+            step=step,
+            wall_time=time.time(),
+            blobs=blobs,
+            value_prefix=summary_pb2.Summary.Value(
+                tag=tag,
+                metadata=metadata.create_summary_metadata(
+                    metadata.ROLE_STATES,
+                    description=description,
+                    content=summary.structure(numpy_states),
+                ),
+            ).SerializeToString(),
+            statistics_room=_STATISTICS_ROOM + rows * _STATISTICS_ROOM_PER_ROW,
+        )
+        # Exact now that the stored dtypes are known (float16 may have become float32).
+        if job.size_bound() > MAX_EVENT_BYTES:
+            raise _too_large(tag, step, job.size_bound())
+        self._enqueue(job)
+
+    def log(
+        self,
+        tag: str,
+        module,
+        inputs,
+        step: int,
+        *,
+        hx=None,
+        series: Optional[Dict[str, Any]] = None,
+        tokens: Optional[Sequence[Sequence[str]]] = None,
+        description: Optional[str] = None,
+        dtype: str = "float16",
+    ) -> None:
+        """Captures the states of `module` on `inputs` (`tls.capture`) and queues them.
+
+        Args:
+          tag, step, series, tokens, description, dtype: as for `add_states`.
+          module: an `nn.LSTM`, `nn.GRU` or `nn.RNN`.
+          inputs: its input (a tensor or a `PackedSequence`).
+          hx: optional initial state, as the module takes it.
+
+        Raises:
+          As `add_states`, and as `tls.capture` for a module or input it cannot run.
+        """
+        self._check_open()
+        _check_step(step)  # before running the module
+        from tb_lstm_states import capture  # imports torch: only when used
+
+        states = capture.capture(module, inputs, hx=hx)
+        self.add_states(tag, states, step, series=series, tokens=tokens,
+                        description=description, dtype=dtype)
+
+    def flush(self) -> None:
+        """Waits until every queued record is written and handed to the OS.
+
+        Raises:
+          RuntimeError: if writing a record failed (see the cause).
+        """
+        with self._lock:
+            while self._queue or self._busy:
+                self._lock.wait()
+        self._raise_pending_error()
+
+    def close(self) -> None:
+        """Writes what is queued, stops the writer thread and closes the file. Idempotent.
+
+        Raises:
+          RuntimeError: if writing a record failed (see the cause); the file is
+            closed all the same.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._closing = True
+            self._lock.notify_all()
+        self._thread.join()
+        self._file.close()
+        atexit.unregister(self._atexit)
+        self._raise_pending_error()
+
+    def __enter__(self) -> "StateWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("this StateWriter is closed; create a new one to write more")
+        self._raise_pending_error()
+
+    def _raise_pending_error(self) -> None:
+        with self._lock:
+            error, job = self._error, self._error_job
+            self._error = self._error_job = None
+        if error is not None:
+            raise RuntimeError(
+                "StateWriter could not write step %d of tag %r to %s (%s: %s); the records "
+                "before it are intact" % (job.step, job.tag, self.path,
+                                          type(error).__name__, error)
+            ) from error
+
+    def _enqueue(self, job: "_Job") -> None:
+        with self._lock:
+            # Backpressure: wait for the disk rather than queue without bound. A record
+            # larger than the bound is accepted once the queue is empty.
+            while self._queue and self._queued_bytes + job.nbytes > self._max_queue_bytes:
+                self._lock.wait()
+            if self._closed:
+                raise ValueError("this StateWriter was closed while add_states waited")
+            self._queue.append(job)
+            self._queued_bytes += job.nbytes
+            self._lock.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    self._lock.wait()
+                if not self._queue:
+                    return
+                job = self._queue.pop(0)
+                self._busy = True
+            try:
+                self._file.write(job.event_pieces())
+            except Exception as e:  # surfaced to the caller by the next call
+                with self._lock:
+                    if self._error is None:
+                        self._error, self._error_job = e, job
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._queued_bytes -= job.nbytes
+                    self._lock.notify_all()
+
+
+class _Job:
+    """One record waiting for the writer thread."""
+
+    def __init__(self, *, tag, step, wall_time, blobs, value_prefix, statistics_room):
+        self.tag = tag
+        self.step = step
+        self.wall_time = wall_time
+        self.blobs = blobs
+        self.value_prefix = value_prefix
+        self.statistics_room = statistics_room
+        self.nbytes = sum(blob.nbytes for blob in blobs)
+        self._tensor_prefix = tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_STRING,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(blobs))]),
+        ).SerializeToString()
+
+    def size_bound(self) -> int:
+        """An upper bound of the serialized Event's size."""
+        tensor = len(self._tensor_prefix) + sum(
+            _length_delimited_size(blob.nbytes) for blob in self.blobs)
+        value = len(self.value_prefix) + _length_delimited_size(tensor)
+        return (9 + 11 + 11 + _length_delimited_size(value)
+                + _length_delimited_size(self.statistics_room))
+
+    def event_pieces(self) -> List[event_file.Piece]:
+        """The serialized `Event` holding the record and its statistics, as pieces.
+
+        Field by field what `Event(summary=states_pb(...)).SerializeToString()` holds;
+        the arrays go in as memoryviews, so nothing large is copied.
+        """
+        numpy_states = codec.decode_record([_bytes_view(b) for b in self.blobs])[0]
+        # From the stored arrays: the caller's may have changed since add_states.
+        statistics_bytes = summary.statistics_value(self.tag, numpy_states).SerializeToString()
+
+        tensor: List[event_file.Piece] = [self._tensor_prefix]
+        for blob in self.blobs:
+            view = _bytes_view(blob)
+            tensor += [_key(8, 2) + _varint(view.nbytes), view]  # TensorProto.string_val
+        value = [self.value_prefix, _key(8, 2) + _varint(_size(tensor))] + tensor  # .tensor
+        summary_pieces = (
+            [_key(1, 2) + _varint(_size(value))] + value  # Summary.value
+            + [_key(1, 2) + _varint(len(statistics_bytes)), statistics_bytes]
+        )
+        head = (
+            _key(1, 1) + struct.pack("<d", self.wall_time)  # Event.wall_time
+            + _key(2, 0) + _varint(self.step & 0xFFFFFFFFFFFFFFFF)  # Event.step
+            + _key(5, 2) + _varint(_size(summary_pieces))  # Event.summary
+        )
+        return [head] + summary_pieces
+
+
+def _key(field_number: int, wire_type: int) -> bytes:
+    return _varint(field_number << 3 | wire_type)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _length_delimited_size(length: int) -> int:
+    return 1 + len(_varint(length)) + length
+
+
+def _size(pieces) -> int:
+    return sum(memoryview(piece).nbytes for piece in pieces)
+
+
+def _bytes_view(array: np.ndarray) -> memoryview:
+    return memoryview(array).cast("B")
+
+
+def _check_step(step) -> int:
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise TypeError(
+            "step must be an int (the training step or epoch), got %r of type %s"
+            % (step, type(step).__name__))
+    step = int(step)
+    if not _INT64_MIN <= step <= _INT64_MAX:
+        raise ValueError("step must fit in a signed 64-bit integer, got %d" % step)
+    return step
+
+
+def _check_size(tag, step, numpy_states, numpy_series, itemsize) -> None:
+    # From the shapes alone, before the arrays are converted: a record that cannot
+    # be written must not first allocate gigabytes.
+    arrays = [layer.get(name) for layer in numpy_states.layers
+              for name in ("hidden", "cell") if name == "hidden" or layer.cell is not None]
+    arrays += [gate for layer in numpy_states.layers for gate in layer.gates.values()]
+    size = sum(int(np.size(a)) * itemsize for a in arrays)
+    size += sum(int(np.size(v)) * 4 for v in numpy_series.values())
+    if size > MAX_EVENT_BYTES:
+        raise _too_large(tag, step, size)
+
+
+def _too_large(tag, step, size) -> ValueError:
+    return ValueError(
+        "the record of tag %r at step %d needs %.2f GiB, over the 2 GiB limit of one "
+        "TensorBoard event; log fewer sequences (a smaller probe batch), fewer timesteps, "
+        "or dtype='float16'. Nothing was written for it." % (tag, step, size / (1 << 30)))
+
+
+def _summary_writer_logdir(summary_writer) -> str:
+    get_logdir = getattr(summary_writer, "get_logdir", None)
+    logdir = get_logdir() if callable(get_logdir) else getattr(summary_writer, "log_dir", None)
+    if not logdir:
+        raise ValueError(
+            "summary_writer must be a torch.utils.tensorboard.SummaryWriter (something with "
+            "get_logdir() or log_dir), got %s" % type(summary_writer).__name__)
+    return logdir
+
+
+def _close_at_exit(writer_ref):
+    def close():
+        writer = writer_ref()
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - nothing is left to report it to
+                pass
+    return close
