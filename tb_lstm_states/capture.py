@@ -1,0 +1,666 @@
+"""Exact per-timestep states of PyTorch recurrent layers.
+
+`nn.LSTM`, `nn.GRU` and `nn.RNN` return the hidden state of every timestep of the
+last layer only. `capture` returns every layer's hidden state, LSTM cell state and
+gate activations at every timestep, equal to what the module computes.
+
+How, and why it is fast:
+
+1. Each layer runs through the module's own fused kernel (`torch._VF.lstm` and
+   friends, one layer at a time, dropout off). That gives the hidden state of every
+   timestep of that layer exactly as the module computes it, so the last layer's
+   hidden states are the module's output bit for bit.
+2. Knowing h_{t-1} for every t, all gate pre-activations of a layer are one batched
+   matrix product; nothing about them is sequential.
+3. For an LSTM the cell state c_t = f_t * c_{t-1} + i_t * g_t is still a recurrence,
+   but an elementwise linear one. `_linear_scan` solves it with a chunked
+   Hillis-Steele scan so that short sequences do not pay one Python-level operation
+   per timestep.
+4. For large LSTMs, where step 2 doubles the matrix work of the kernel, a single-pass
+   loop (`_lstm_layer_loop`) does each matrix product once instead.
+"""
+
+import math
+import warnings
+import weakref
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from tb_lstm_states.states import LayerStates, RecurrentStates
+
+__all__ = ["capture", "record", "Recorder"]
+
+# nn.RNNBase.mode -> RecurrentStates.kind.
+_KIND_BY_MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn"}
+_KERNEL_BY_MODE = {
+    "LSTM": torch._VF.lstm,
+    "GRU": torch._VF.gru,
+    "RNN_TANH": torch._VF.rnn_tanh,
+    "RNN_RELU": torch._VF.rnn_relu,
+}
+
+# Modules already warned about dropout; weak so that captured modules can be freed.
+_DROPOUT_WARNED = weakref.WeakSet()
+
+# Rough costs on CPU used to choose between algorithms: seconds per launched tensor
+# operation, and seconds per element touched by an elementwise operation.
+_OP_SECONDS = 6e-6
+_ELEMENT_SECONDS = 4e-10
+
+
+def capture(module, inputs, hx=None):
+    """Computes the per-timestep states of every layer of a recurrent module.
+
+    The module is run without autograd and without inter-layer dropout; its
+    parameters and buffers are not changed.
+
+    Args:
+      module: an `nn.LSTM`, `nn.GRU` or `nn.RNN` (tanh or relu), with any
+        `num_layers`, `bidirectional`, `batch_first`, `bias` and (LSTM) `proj_size`.
+      inputs: what the module's forward takes: a `[time, batch, features]` tensor
+        (`[batch, time, features]` when `batch_first`), an unbatched
+        `[time, features]` tensor, or a `PackedSequence`, sorted or not.
+      hx: the initial state the module's forward takes, or None for zeros.
+
+    Returns:
+      A `RecurrentStates`. Every array is batch-first `[batch, time, ...]`, on the
+      module's device and detached; time index t is input position t for both
+      directions; positions at or beyond a sequence's length are zero. Unbatched
+      input gives batch 1. Arrays may be non-contiguous views of shared buffers.
+
+    Raises:
+      TypeError: `module` is not a supported recurrent module, or `inputs`/`hx`
+        have the wrong type, dtype or device.
+      ValueError: `inputs` or `hx` have a shape the module does not accept.
+    """
+    kind = _check_module(module)
+    _warn_about_dropout(module)
+    with torch.no_grad():
+        sequences = _Sequences(module, inputs)
+        h0, c0 = _initial_states(module, hx, sequences)
+        layers = _capture_layers(module, sequences, h0, c0)
+        lengths = sequences.original_order(sequences.lengths.unsqueeze(0)).squeeze(0)
+    return RecurrentStates(
+        kind=kind,
+        layers=layers,
+        lengths=lengths,
+        num_directions=2 if module.bidirectional else 1,
+    )
+
+
+class Recorder:
+    """Collects the states of the forward calls of one module; see `record`.
+
+    Attributes:
+      module: the recorded module.
+      states: one `RecurrentStates` per forward call made while recording.
+    """
+
+    def __init__(self, module):
+        _check_module(module)
+        self.module = module
+        self.states = []
+        self._handle = None
+
+    def start(self):
+        """Starts recording (`record` does this on entering its block)."""
+        if self._handle is None:
+            self._handle = self.module.register_forward_hook(
+                self._on_forward, with_kwargs=True
+            )
+        return self
+
+    def stop(self):
+        """Stops recording; `states` keeps what was captured."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def clear(self):
+        """Forgets the captured states, e.g. between training steps."""
+        self.states = []
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+        return False
+
+    def _on_forward(self, module, args, kwargs, output):
+        inputs = args[0] if args else kwargs["input"]
+        hx = args[1] if len(args) > 1 else kwargs.get("hx")
+        # Returning None leaves the module's output, and so its gradients, untouched.
+        self.states.append(capture(module, inputs, hx))
+
+
+def record(module):
+    """Captures the states of a module's real forward calls while in a `with` block.
+
+    Example:
+
+        with tls.record(model.lstm) as recorder:
+            loss = loss_fn(model(batch), target)
+        states = recorder.states[-1]
+
+    The module's outputs and gradients are unchanged; each forward call costs one
+    extra `capture` of the same inputs.
+
+    Args:
+      module: an `nn.LSTM`, `nn.GRU` or `nn.RNN`.
+
+    Returns:
+      A `Recorder`, recording between entering and leaving the block.
+    """
+    return Recorder(module)
+
+
+# ----------------------------------------------------------------------------
+# Checking and normalizing the arguments.
+
+
+def _check_module(module):
+    """Returns the kind of `module`, or raises TypeError for unsupported modules."""
+    if isinstance(module, nn.RNNCellBase):
+        raise TypeError(
+            "capture() needs a whole-sequence module (nn.LSTM, nn.GRU or nn.RNN), got "
+            "%s, which computes a single timestep. Use the sequence module instead: "
+            "e.g. nn.LSTM(input_size, hidden_size) holds the same weights as an "
+            "nn.LSTMCell (weight_ih_l0 = cell.weight_ih, and so on)."
+            % type(module).__name__
+        )
+    if not isinstance(module, nn.RNNBase) or module.mode not in _KIND_BY_MODE:
+        raise TypeError(
+            "capture() needs an nn.LSTM, nn.GRU or nn.RNN module, got %s. Pass the "
+            "recurrent layer itself (e.g. model.lstm), not the model around it."
+            % type(module).__name__
+        )
+    return _KIND_BY_MODE[module.mode]
+
+
+def _warn_about_dropout(module):
+    if module.training and module.dropout > 0 and module not in _DROPOUT_WARNED:
+        _DROPOUT_WARNED.add(module)
+        warnings.warn(
+            "capture(): the module is in training mode with dropout=%g; the captured "
+            "states are the dropout-free ones (as in eval mode). Call module.eval() "
+            "before capturing to silence this warning." % module.dropout,
+            stacklevel=3,
+        )
+
+
+def _reference_weight(module):
+    return module.weight_ih_l0
+
+
+class _Sequences:
+    """The input of a capture, normalized to time-major padded form.
+
+    When the input is a PackedSequence, the batch is kept in its sorted order (the
+    one the kernel works in) until `original_order` restores the user's order.
+
+    Attributes:
+      padded: `[time, batch, features]`, contiguous, zero beyond each length.
+      lengths: `[batch]` int64 on the module's device, in working order.
+      batch_sizes: the PackedSequence's batch sizes (CPU), or None for a tensor.
+      packed_index: indices of the valid positions in `padded.view(time*batch, ...)`,
+        in PackedSequence order; None for a tensor.
+    """
+
+    def __init__(self, module, inputs):
+        weight = _reference_weight(module)
+        self.unsorted_indices = None
+        self.sorted_indices = None
+        self.unbatched = False
+        if isinstance(inputs, PackedSequence):
+            data = inputs.data
+            self._check_tensor(module, data, weight, "inputs.data")
+            if data.dim() != 2:
+                raise ValueError(
+                    "PackedSequence data must be 2-D [total_steps, features], got "
+                    "shape %s. Build it with torch.nn.utils.rnn.pack_padded_sequence "
+                    "or pack_sequence." % (tuple(data.shape),)
+                )
+            self._check_features(module, data.shape[-1])
+            batch_sizes = inputs.batch_sizes.cpu()
+            steps, batch = len(batch_sizes), int(batch_sizes[0])
+            valid = torch.arange(batch).unsqueeze(0) < batch_sizes.unsqueeze(1)
+            self.batch_sizes = batch_sizes
+            self.packed_index = valid.flatten().nonzero().squeeze(1).to(data.device)
+            self.lengths = valid.sum(0).to(data.device)
+            self.padded = data.new_zeros(steps * batch, data.shape[-1])
+            self.padded.index_copy_(0, self.packed_index, data)
+            self.padded = self.padded.view(steps, batch, -1)
+            self.packed_data = data
+            self.sorted_indices = inputs.sorted_indices
+            self.unsorted_indices = inputs.unsorted_indices
+            self.all_full = bool((self.lengths == steps).all()) if steps else True
+        elif isinstance(inputs, torch.Tensor):
+            self._check_tensor(module, inputs, weight, "inputs")
+            if inputs.dim() not in (2, 3):
+                raise ValueError(
+                    "inputs must be 3-D (%s) or 2-D unbatched [time, features], got "
+                    "shape %s."
+                    % (
+                        "[batch, time, features] since batch_first=True"
+                        if module.batch_first
+                        else "[time, batch, features]",
+                        tuple(inputs.shape),
+                    )
+                )
+            self._check_features(module, inputs.shape[-1])
+            if inputs.dim() == 2:
+                self.unbatched = True
+                padded = inputs.unsqueeze(1)
+            elif module.batch_first:
+                padded = inputs.transpose(0, 1)
+            else:
+                padded = inputs
+            self.padded = padded.contiguous()
+            self.batch_sizes = None
+            self.packed_index = None
+            self.packed_data = None
+            steps, batch = self.padded.shape[:2]
+            self.lengths = torch.full(
+                (batch,), steps, dtype=torch.int64, device=inputs.device
+            )
+            self.all_full = True
+        else:
+            raise TypeError(
+                "inputs must be a torch.Tensor or a PackedSequence, got %s."
+                % type(inputs).__name__
+            )
+        if self.padded.shape[0] == 0 or self.padded.shape[1] == 0:
+            raise ValueError(
+                "inputs are empty (shape %s): capture needs at least one timestep and "
+                "one sequence." % (tuple(self.padded.shape),)
+            )
+
+    @staticmethod
+    def _check_tensor(module, tensor, weight, name):
+        if tensor.dtype != weight.dtype:
+            raise TypeError(
+                "%s has dtype %s but the module's weights are %s: convert one of them, "
+                "e.g. %s.to(%s)." % (name, tensor.dtype, weight.dtype, name, weight.dtype)
+            )
+        if tensor.device != weight.device:
+            raise TypeError(
+                "%s is on %s but the module is on %s: move them together, e.g. "
+                "%s.to(%r)." % (name, tensor.device, weight.device, name, str(weight.device))
+            )
+
+    @staticmethod
+    def _check_features(module, features):
+        if features != module.input_size:
+            raise ValueError(
+                "inputs have %d features per timestep but the module expects "
+                "input_size=%d: the last dimension of the inputs must be %d%s."
+                % (
+                    features,
+                    module.input_size,
+                    module.input_size,
+                    " (the module is batch_first=False: is the input [batch, time, "
+                    "features]? then set batch_first=True or transpose it)"
+                    if not module.batch_first
+                    else "",
+                )
+            )
+
+    @property
+    def steps(self):
+        return self.padded.shape[0]
+
+    @property
+    def batch(self):
+        return self.padded.shape[1]
+
+    def pack(self, padded):
+        """Returns the PackedSequence data of a time-major padded tensor."""
+        steps, batch = padded.shape[:2]
+        return padded.reshape(steps * batch, -1).index_select(0, self.packed_index)
+
+    def unpack(self, data):
+        """Returns the time-major zero-padded tensor of PackedSequence data."""
+        padded = data.new_zeros(self.steps * self.batch, data.shape[-1])
+        padded.index_copy_(0, self.packed_index, data)
+        return padded.view(self.steps, self.batch, -1)
+
+    def original_order(self, time_major):
+        """Returns a `[time, batch, ...]` array batch-first, in the user's order."""
+        if self.unsorted_indices is not None:
+            return time_major.transpose(0, 1).index_select(0, self.unsorted_indices)
+        return time_major.transpose(0, 1)
+
+
+def _initial_states(module, hx, sequences):
+    """Returns `(h0, c0)` as `[layers*directions, batch, size]` (c0 None if not LSTM).
+
+    The batch is in the working order of `sequences`.
+    """
+    directions = 2 if module.bidirectional else 1
+    rows = module.num_layers * directions
+    batch = sequences.batch
+    hidden_out = module.proj_size if module.proj_size > 0 else module.hidden_size
+    weight = _reference_weight(module)
+    is_lstm = module.mode == "LSTM"
+    if hx is None:
+        h0 = weight.new_zeros(rows, batch, hidden_out)
+        c0 = weight.new_zeros(rows, batch, module.hidden_size) if is_lstm else None
+        return h0, c0
+    if is_lstm:
+        if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise TypeError(
+                "hx of an LSTM must be a tuple (h_0, c_0) of tensors, or None for "
+                "zeros; got %s." % type(hx).__name__
+            )
+        h0 = _check_state(hx[0], "h_0", (rows, batch, hidden_out), sequences, weight)
+        c0 = _check_state(
+            hx[1], "c_0", (rows, batch, module.hidden_size), sequences, weight
+        )
+    else:
+        if not isinstance(hx, torch.Tensor):
+            raise TypeError(
+                "hx of a %s must be a tensor h_0, or None for zeros; got %s."
+                % (type(module).__name__, type(hx).__name__)
+            )
+        h0 = _check_state(hx, "h_0", (rows, batch, hidden_out), sequences, weight)
+        c0 = None
+    if sequences.sorted_indices is not None:
+        # As the module does: hx is given in the user's order, the kernel wants sorted.
+        h0 = h0.index_select(1, sequences.sorted_indices)
+        c0 = c0.index_select(1, sequences.sorted_indices) if c0 is not None else None
+    return h0, c0
+
+
+def _check_state(state, name, expected, sequences, weight):
+    if not isinstance(state, torch.Tensor):
+        raise TypeError("%s must be a tensor, got %s." % (name, type(state).__name__))
+    _Sequences._check_tensor(None, state, weight, name)
+    if sequences.unbatched:
+        wanted = (expected[0], expected[2])
+        layout = "[num_layers * num_directions, hidden] for unbatched input"
+        got = tuple(state.shape)
+        if got != wanted:
+            raise ValueError(
+                "%s has shape %s but the module expects %s %s: build it with that "
+                "shape (or pass hx=None for zeros)." % (name, got, wanted, layout)
+            )
+        return state.unsqueeze(1)
+    layout = "[num_layers * num_directions, batch, hidden]"
+    got = tuple(state.shape)
+    if got != tuple(expected):
+        raise ValueError(
+            "%s has shape %s but the module expects %s %s (always this layout, even "
+            "with batch_first=True): build it with that shape (or pass hx=None for "
+            "zeros)." % (name, got, tuple(expected), layout)
+        )
+    return state
+
+
+# ----------------------------------------------------------------------------
+# The computation.
+
+
+def _layer_weights(module, layer, direction):
+    """Returns the weights of one layer and direction, in `_flat_weights` order."""
+    suffix = "_l%d%s" % (layer, "_reverse" if direction else "")
+    names = ["weight_ih", "weight_hh"]
+    if module.bias:
+        names += ["bias_ih", "bias_hh"]
+    if module.proj_size > 0:
+        names.append("weight_hr")
+    return [getattr(module, name + suffix) for name in names]
+
+
+def _capture_layers(module, sequences, h0, c0):
+    directions = 2 if module.bidirectional else 1
+    kernel = _KERNEL_BY_MODE[module.mode]
+    is_lstm = module.mode == "LSTM"
+    hidden_out = module.proj_size if module.proj_size > 0 else module.hidden_size
+    layers = []
+    layer_input = sequences.padded
+    for layer in range(module.num_layers):
+        weights = [_layer_weights(module, layer, d) for d in range(directions)]
+        rows = slice(layer * directions, (layer + 1) * directions)
+        layer_h0 = h0[rows]
+        layer_c0 = c0[rows] if is_lstm else None
+        loop = is_lstm and _use_loop(module, sequences, layer_input.shape[-1])
+        if loop:
+            # The loop computes hidden states itself, no kernel run needed.
+            outputs = [
+                _lstm_layer_loop(layer_input, weights[d], layer_h0[d], layer_c0[d], d)
+                for d in range(directions)
+            ]
+            output = torch.cat([o[0] for o in outputs], dim=2)
+        else:
+            output = _run_kernel(
+                kernel, module, sequences, layer, layer_input, layer_h0, layer_c0,
+                [w for ws in weights for w in ws],
+            )
+        for d in range(directions):
+            if loop:
+                hidden, cell, gates = outputs[d]
+            else:
+                hidden = output[..., d * hidden_out : (d + 1) * hidden_out]
+                cell, gates = _recompute_gates(
+                    module.mode, sequences, layer_input, hidden, weights[d],
+                    layer_h0[d], layer_c0[d] if is_lstm else None, d,
+                )
+            layers.append(_finish_layer(sequences, hidden, cell, gates))
+        layer_input = output
+    return layers
+
+
+def _run_kernel(kernel, module, sequences, layer, layer_input, h0, c0, weights):
+    """Runs the module's own kernel on one layer; returns `[time, batch, dirs*out]`."""
+    hx = (h0, c0) if c0 is not None else h0
+    args = (hx, weights, module.bias, 1, 0.0, False, module.bidirectional)
+    if sequences.batch_sizes is None:
+        return kernel(layer_input, *args, False)[0]
+    data = sequences.packed_data if layer == 0 else sequences.pack(layer_input)
+    return sequences.unpack(kernel(data, sequences.batch_sizes, *args)[0])
+
+
+def _previous_hidden(sequences, hidden, h0, direction):
+    """Returns h_{t-1} in processing order for every input position t, `[T*B, out]`.
+
+    For the reverse direction the previous step of position t is t+1, and the first
+    step of a sequence of length n is position n-1.
+    """
+    steps, batch, size = hidden.shape
+    previous = hidden.new_empty(steps, batch, size)
+    if direction == 0:
+        previous[0] = h0
+        previous[1:] = hidden[:-1]
+    else:
+        previous[-1] = h0
+        previous[:-1] = hidden[1:]
+        if not sequences.all_full:
+            previous[sequences.lengths - 1, torch.arange(batch, device=h0.device)] = h0
+    return previous.view(steps * batch, size)
+
+
+def _recompute_gates(mode, sequences, layer_input, hidden, weights, h0, c0, direction):
+    """Returns `(cell, gates)` of one layer and direction, time-major.
+
+    Every gate pre-activation is one matrix product over all timesteps, since the
+    kernel already gave h_{t-1} for every t.
+    """
+    if mode in ("RNN_TANH", "RNN_RELU"):
+        return None, {}
+    steps, batch, features = layer_input.shape
+    weight_ih, weight_hh = weights[0], weights[1]
+    rows = steps * batch
+    inputs = layer_input.reshape(rows, features)
+    previous = _previous_hidden(sequences, hidden, h0, direction)
+    if len(weights) >= 4:
+        bias_ih, bias_hh = weights[2], weights[3]
+    else:
+        bias_ih = bias_hh = None
+    if mode == "LSTM":
+        bias = bias_ih + bias_hh if bias_ih is not None else None
+        pre = _linear(inputs, weight_ih, bias)
+        pre.addmm_(previous, weight_hh.t())
+        pre = pre.view(steps, batch, -1)
+        size = pre.shape[-1] // 4
+        pre[..., : 2 * size].sigmoid_()
+        pre[..., 2 * size : 3 * size].tanh_()
+        pre[..., 3 * size :].sigmoid_()
+        input_gate, forget, candidate, output = pre.split(size, dim=2)
+        cell = _cell_states(sequences, input_gate, forget, candidate, c0, direction)
+        gates = {
+            "input": input_gate,
+            "forget": forget,
+            "candidate": candidate,
+            "output": output,
+        }
+        return cell, gates
+    # GRU: r and z see the sum of both products, n sees r * (W_hn h + b_hn).
+    pre_input = _linear(inputs, weight_ih, bias_ih).view(steps, batch, -1)
+    pre_hidden = _linear(previous, weight_hh, bias_hh).view(steps, batch, -1)
+    size = pre_input.shape[-1] // 3
+    reset_update = pre_input[..., : 2 * size]
+    reset_update.add_(pre_hidden[..., : 2 * size]).sigmoid_()
+    reset = pre_input[..., :size]
+    new = pre_input[..., 2 * size :]
+    new.addcmul_(reset, pre_hidden[..., 2 * size :]).tanh_()
+    gates = {"reset": reset, "update": pre_input[..., size : 2 * size], "new": new}
+    return None, gates
+
+
+def _linear(inputs, weight, bias):
+    if bias is None:
+        return torch.mm(inputs, weight.t())
+    return torch.addmm(bias, inputs, weight.t())
+
+
+def _cell_states(sequences, input_gate, forget, candidate, c0, direction):
+    """Solves c_t = f_t * c_{t-1} + i_t * g_t for all t (time-major, processing order)."""
+    steps, batch, size = forget.shape
+    chunk = _scan_chunk(steps, batch * size)
+    padded_steps = -(-steps // chunk) * chunk
+    # u holds i*g with c_0 folded into each sequence's first step; it becomes c.
+    cell = forget.new_empty(padded_steps, batch, size)
+    torch.mul(input_gate, candidate, out=cell[:steps])
+    cell[steps:] = 0
+    if direction == 0:
+        cell[0].addcmul_(forget[0], c0)
+        factor = forget
+    elif sequences.all_full:
+        cell[steps - 1].addcmul_(forget[steps - 1], c0)
+        factor = forget
+    else:
+        # Each sequence starts at its own last position: cut the chain there so the
+        # padding after it does not flow in.
+        first = sequences.lengths - 1
+        columns = torch.arange(batch, device=c0.device)
+        cell[first, columns] += forget[first, columns] * c0
+        factor = forget.clone()
+        factor[first, columns] = 0
+    _linear_scan(cell, factor, steps, chunk, reverse=direction == 1)
+    return cell[:steps]
+
+
+def _scan_chunk(steps, width):
+    """Chooses the chunk length of `_linear_scan` by a simple cost model.
+
+    A chunk of K steps costs about 4*log2(K) full-size elementwise operations, then
+    steps/K small sequential ones; K=1 is the plain sequential loop.
+    """
+    best, best_cost = 1, steps * (_OP_SECONDS + width * _ELEMENT_SECONDS)
+    chunk = 2
+    while chunk <= max(steps, 2) and chunk <= 256:
+        levels = math.ceil(math.log2(chunk))
+        padded = -(-steps // chunk) * chunk
+        full = _OP_SECONDS + padded * width * _ELEMENT_SECONDS
+        cost = (4 * levels + 3) * full + (padded // chunk) * (
+            _OP_SECONDS + width * _ELEMENT_SECONDS
+        )
+        if cost < best_cost:
+            best, best_cost = chunk, cost
+        chunk *= 2
+    return best
+
+
+def _linear_scan(values, factors, steps, chunk, reverse):
+    """In place: values[t] += factors[t] * values[t-1] (t+1 when reverse), in order.
+
+    `values` is `[padded_steps, ...]` with padded_steps a multiple of `chunk`;
+    `factors` covers the first `steps`. Within chunks a Hillis-Steele scan does the
+    work in log2(chunk) vectorized rounds (products of factors only: no division, no
+    logarithms, so as exact as the sequential loop); chunk ends are then carried
+    across chunks sequentially.
+    """
+    if chunk == 1:
+        _sequential_scan(values, factors, steps, reverse)
+        return
+    padded_steps = values.shape[0]
+    trailing = values.shape[1:]
+    products = values.new_zeros(values.shape)
+    products[:steps] = factors
+    values = values.view(padded_steps // chunk, chunk, *trailing)
+    products = products.view(padded_steps // chunk, chunk, *trailing)
+    shift = 1
+    while shift < chunk:
+        if reverse:
+            head, tail = slice(None, -shift), slice(shift, None)
+        else:
+            head, tail = slice(shift, None), slice(None, -shift)
+        carried = products[:, head] * values[:, tail]
+        values[:, head] += carried
+        products[:, head] = products[:, head] * products[:, tail]
+        shift *= 2
+    chunks = values.shape[0]
+    if chunks == 1:
+        return
+    # Carry the boundary value of each chunk into the next one.
+    if reverse:
+        for index in range(chunks - 2, -1, -1):
+            values[index, 0].addcmul_(products[index, 0], values[index + 1, 0])
+        carried = products[:-1, 1:] * values[1:, :1]
+        values[:-1, 1:] += carried
+    else:
+        for index in range(1, chunks):
+            values[index, -1].addcmul_(products[index, -1], values[index - 1, -1])
+        carried = products[1:, :-1] * values[:-1, -1:]
+        values[1:, :-1] += carried
+
+
+def _sequential_scan(values, factors, steps, reverse):
+    value_steps = values.unbind(0)
+    factor_steps = factors.unbind(0)
+    if reverse:
+        for t in range(steps - 2, -1, -1):
+            value_steps[t].addcmul_(factor_steps[t], value_steps[t + 1])
+    else:
+        for t in range(1, steps):
+            value_steps[t].addcmul_(factor_steps[t], value_steps[t - 1])
+
+
+def _use_loop(module, sequences, features):
+    """Whether the single-pass loop beats kernel + recomputed gates for this layer."""
+    return False
+
+
+def _lstm_layer_loop(layer_input, weights, h0, c0, direction):
+    raise NotImplementedError
+
+
+def _finish_layer(sequences, hidden, cell, gates):
+    """Zeros positions beyond each length and returns batch-first `LayerStates`."""
+    if not sequences.all_full:
+        invalid = (
+            torch.arange(sequences.steps, device=sequences.lengths.device).unsqueeze(1)
+            >= sequences.lengths.unsqueeze(0)
+        ).unsqueeze(2)
+        if cell is not None:
+            cell = cell.masked_fill(invalid, 0)
+        gates = {name: gate.masked_fill(invalid, 0) for name, gate in gates.items()}
+    order = sequences.original_order
+    return LayerStates(
+        hidden=order(hidden),
+        cell=order(cell) if cell is not None else None,
+        gates={name: order(gate) for name, gate in gates.items()},
+    )
