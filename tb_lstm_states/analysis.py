@@ -1,0 +1,503 @@
+"""Derived views of recorded states: changes over time, per-unit statistics, projections.
+
+Everything here takes numpy arrays as the codec decodes them (`[batch, time, units]`,
+float16 or float32, with `lengths` valid timesteps per sequence) and returns plain
+numpy values; the plugin turns them into JSON. numpy and scipy only, except the
+optional UMAP projection, which imports `umap` when first asked for.
+
+Non-finite values (a diverged model writes NaN) never raise: statistics that depend
+on them come out NaN, and projections treat them as zero.
+"""
+
+import warnings
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+# Saturation thresholds, as in `statistics.py`: sigmoid gates near 0 or 1, the cell
+# beyond atanh(0.95) (its tanh is saturated), anything else (tanh outputs) near +-1.
+_SIGMOID_GATES = frozenset({"input", "forget", "output", "reset", "update"})
+_CELL_SATURATION = float(np.arctanh(0.95))
+_DEAD_RANGE = 1e-3
+# 1.4826 * MAD estimates the standard deviation of normally distributed values.
+_MAD_SCALE = 1.4826
+DEFAULT_THRESHOLD = 3.5
+
+# Units are clustered on at most this many positions (a fixed stride over them),
+# which bounds the work on long probe batches without changing the picture.
+_MAX_CLUSTER_POSITIONS = 20000
+_MAX_OPTIMAL_ORDERING_UNITS = 256
+
+METHODS = ("pca", "tsne", "umap")
+
+
+def valid_mask(lengths, time: int) -> np.ndarray:
+    """`[batch, time]` bool, True where a timestep lies within its sequence's length."""
+    return np.arange(time)[None, :] < np.asarray(lengths, dtype=np.int64).reshape(-1, 1)
+
+
+def saturated(values: np.ndarray, name: str) -> np.ndarray:
+    """Where `values` of array kind `name` are saturated (bool, same shape)."""
+    if name in _SIGMOID_GATES:
+        return (values < 0.05) | (values > 0.95)
+    if name == "cell":
+        return np.abs(values) > _CELL_SATURATION
+    return np.abs(values) > 0.95
+
+
+def changes(sequence: np.ndarray, length: int, threshold: float = DEFAULT_THRESHOLD) -> Dict:
+    """How a state moves from each timestep to the next, and where it jumps.
+
+    Args:
+      sequence: `[time, units]` states of one sequence.
+      length: its valid timesteps; later ones are ignored.
+      threshold: robust z-score above which a timestep is flagged.
+
+    Returns:
+      A dict of arrays of length `length`, NaN where undefined: `norm` (the norm of
+      x_t - x_{t-1}; undefined at t = 0), `cosine` (the cosine between that change
+      and the previous one; undefined at t < 2), `zscore` ((norm - median) / (1.4826
+      * MAD) over the sequence), plus `anomalies` (timesteps whose z-score exceeds
+      `threshold`), `median` and `mad`.
+    """
+    x = np.asarray(sequence, dtype=np.float64)[: int(length)]
+    n = x.shape[0]
+    norm = np.full(n, np.nan)
+    cosine = np.full(n, np.nan)
+    zscore = np.full(n, np.nan)
+    median = mad = float("nan")
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if n >= 2:
+            delta = np.diff(x, axis=0)
+            delta_norm = np.linalg.norm(delta, axis=1)
+            norm[1:] = delta_norm
+            if n >= 3:
+                dots = np.sum(delta[1:] * delta[:-1], axis=1)
+                denominator = delta_norm[1:] * delta_norm[:-1]
+                cosine[2:] = np.where(denominator > 0, dots / np.where(denominator > 0, denominator, 1), np.nan)
+            finite = delta_norm[np.isfinite(delta_norm)]
+            if finite.size:
+                median = float(np.median(finite))
+                mad = float(np.median(np.abs(finite - median)))
+                scale = _MAD_SCALE * mad
+                if scale > 0:
+                    zscore[1:] = (delta_norm - median) / scale
+                else:
+                    # Constant steps: any larger step is infinitely unusual, but an
+                    # infinity is no use to a plot; flag it at the threshold scale.
+                    zscore[1:] = np.where(delta_norm > median, np.inf, 0.0)
+    flagged = np.nonzero(np.nan_to_num(zscore, nan=-np.inf) > threshold)[0]
+    zscore[np.isinf(zscore)] = np.nan
+    return {
+        "norm": norm,
+        "cosine": cosine,
+        "zscore": zscore,
+        "anomalies": flagged,
+        "median": median,
+        "mad": mad,
+    }
+
+
+def dominant_periods(array: np.ndarray, lengths) -> Dict[str, np.ndarray]:
+    """The strongest periodicity of each unit, from its autocorrelation.
+
+    The autocorrelation of each sequence (mean removed, over its valid length) is
+    averaged across sequences; a unit's period is the lag of the highest local
+    maximum of that average, and its strength the autocorrelation there.
+
+    Args:
+      array: `[batch, time, units]`.
+      lengths: `[batch]` valid timesteps.
+
+    Returns:
+      `period` and `strength`, `[units]` float arrays, NaN where a unit shows no
+      periodicity (no local maximum, or too few timesteps).
+    """
+    array = np.asarray(array, dtype=np.float64)
+    batch, time, units = array.shape
+    max_lag = time // 2
+    total = np.zeros((max_lag + 1, units))
+    counts = np.zeros(max_lag + 1)
+    for b in range(batch):
+        length = int(lengths[b])
+        if length < 4:
+            continue
+        x = np.nan_to_num(array[b, :length], nan=0.0, posinf=0.0, neginf=0.0)
+        x = x - x.mean(axis=0)
+        spectrum = np.fft.rfft(x, n=2 * length, axis=0)
+        autocorrelation = np.fft.irfft(spectrum.real ** 2 + spectrum.imag ** 2, axis=0)[: length // 2 + 1]
+        zero_lag = autocorrelation[0]
+        usable = zero_lag > 1e-12
+        autocorrelation = np.where(usable, autocorrelation / np.where(usable, zero_lag, 1.0), 0.0)
+        lags = autocorrelation.shape[0]
+        total[:lags] += autocorrelation
+        counts[:lags] += 1
+    period = np.full(units, np.nan)
+    strength = np.full(units, np.nan)
+    if max_lag < 3 or counts[2] == 0:
+        return {"period": period, "strength": strength}
+    last = int(np.nonzero(counts)[0].max())
+    mean = total[: last + 1] / counts[: last + 1, None]
+    # Local maxima at lags 2..last-1 (lag 1 is adjacent smoothing, not a period).
+    inner = mean[2:last]
+    peaks = (inner > mean[1 : last - 1]) & (inner >= mean[3 : last + 1]) & (inner > 0)
+    if inner.size:
+        scores = np.where(peaks, inner, -np.inf)
+        best = np.argmax(scores, axis=0)
+        found = np.isfinite(scores[best, np.arange(units)])
+        period[found] = best[found] + 2
+        strength[found] = scores[best, np.arange(units)][found]
+    return {"period": period, "strength": strength}
+
+
+def _pearson_columns(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each column of `matrix` [n, k] with `vector` [n]."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        m = matrix - matrix.mean(axis=0)
+        v = vector - vector.mean()
+        denominator = np.sqrt((m * m).sum(axis=0) * (v * v).sum())
+        return np.where(denominator > 0, (m * v[:, None]).sum(axis=0) / np.where(denominator > 0, denominator, 1), np.nan)
+
+
+def cluster_order(values: np.ndarray) -> np.ndarray:
+    """An ordering of units that puts units with correlated activity side by side.
+
+    Average-linkage hierarchical clustering on 1 - correlation (optimal leaf order
+    for up to 256 units).
+
+    Args:
+      values: `[positions, units]` finite values.
+
+    Returns:
+      A permutation of `range(units)`.
+    """
+    from scipy.cluster import hierarchy
+    from scipy.spatial import distance
+
+    units = values.shape[1]
+    if units < 3:
+        return np.arange(units)
+    if values.shape[0] > _MAX_CLUSTER_POSITIONS:
+        stride = -(-values.shape[0] // _MAX_CLUSTER_POSITIONS)
+        values = values[::stride]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centered = values - values.mean(axis=0)
+        scale = np.sqrt((centered * centered).sum(axis=0))
+        z = centered / np.where(scale > 0, scale, 1.0)
+        correlation = np.clip(z.T @ z, -1.0, 1.0)
+    dist = 1.0 - correlation
+    np.fill_diagonal(dist, 0.0)
+    dist = np.nan_to_num((dist + dist.T) / 2, nan=1.0)
+    linkage = hierarchy.linkage(
+        distance.squareform(dist, checks=False),
+        method="average",
+        optimal_ordering=units <= _MAX_OPTIMAL_ORDERING_UNITS,
+    )
+    return hierarchy.leaves_list(linkage)
+
+
+def unit_statistics(array: np.ndarray, name: str, lengths,
+                    series: Optional[Dict[str, np.ndarray]] = None) -> Dict:
+    """Per-unit statistics of one `[batch, time, units]` array over valid positions.
+
+    Args:
+      array: the array.
+      name: its kind (`cell`, `hidden` or a gate name), which sets what saturated means.
+      lengths: `[batch]` valid timesteps.
+      series: optional named `[batch, time]` tracks to correlate each unit with.
+
+    Returns:
+      A dict: `variance`, `saturation` (fraction of positions saturated), `activity`
+      (mean absolute value), `dead` (bool: the unit spans less than 1e-3),
+      `period` and `period_strength` (see `dominant_periods`), each `[units]`;
+      `correlation`, a dict series name -> `[units]` Pearson correlation; and
+      `order`, a permutation of units from hierarchical clustering.
+    """
+    array = np.asarray(array, dtype=np.float32)
+    units = array.shape[2]
+    mask = valid_mask(lengths, array.shape[1])
+    values = array[mask].astype(np.float64)  # [positions, units]
+    result = {}
+    with np.errstate(invalid="ignore", over="ignore"):
+        if values.shape[0]:
+            result["variance"] = values.var(axis=0)
+            result["saturation"] = saturated(values, name).mean(axis=0)
+            result["activity"] = np.abs(values).mean(axis=0)
+            span = values.max(axis=0) - values.min(axis=0)
+            result["dead"] = span < _DEAD_RANGE
+        else:
+            for key in ("variance", "saturation", "activity"):
+                result[key] = np.full(units, np.nan)
+            result["dead"] = np.zeros(units, dtype=bool)
+    periods = dominant_periods(array, lengths)
+    result["period"] = periods["period"]
+    result["period_strength"] = periods["strength"]
+    result["correlation"] = {
+        key: _pearson_columns(values, np.asarray(track, dtype=np.float64)[mask])
+        if values.shape[0] else np.full(units, np.nan)
+        for key, track in (series or {}).items()
+    }
+    finite = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    result["order"] = cluster_order(finite) if values.shape[0] else np.arange(units)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Aligned projections.
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def project_pca(points: Sequence[np.ndarray]) -> Dict:
+    """Projects every step's points on the 2 principal axes of all steps together.
+
+    One basis for all steps means a point that does not change does not move.
+
+    Args:
+      points: one `[n_k, units]` array per step.
+
+    Returns:
+      `coordinates` (one `[n_k, 2]` float32 array per step) and
+      `explained_variance` (the fraction of variance on each axis).
+    """
+    stacked = _finite(np.concatenate(points, axis=0)) if points else np.zeros((0, 0), np.float32)
+    units = stacked.shape[1] if stacked.ndim == 2 else 0
+    if stacked.shape[0] == 0 or units == 0:
+        return {"coordinates": [np.zeros((len(p), 2), np.float32) for p in points],
+                "explained_variance": [0.0, 0.0]}
+    mean = stacked.mean(axis=0, dtype=np.float64)
+    centered = stacked - mean.astype(np.float32)
+    covariance = (centered.T.astype(np.float64) @ centered.astype(np.float64)) / max(len(stacked) - 1, 1)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    order = np.argsort(eigenvalues)[::-1][:2]
+    basis = eigenvectors[:, order]
+    variances = eigenvalues[order]
+    if basis.shape[1] < 2:  # a single unit: the second axis is constant zero
+        basis = np.concatenate([basis, np.zeros((units, 2 - basis.shape[1]))], axis=1)
+        variances = np.concatenate([variances, [0.0]])
+    # Fix each axis's sign so that the layout does not flip between requests.
+    signs = np.sign(basis[np.argmax(np.abs(basis), axis=0), [0, 1]])
+    basis = basis * np.where(signs == 0, 1.0, signs)
+    basis = basis.astype(np.float32)
+    total = float(np.clip(eigenvalues, 0, None).sum())
+    explained = [float(max(v, 0.0) / total) if total > 0 else 0.0 for v in variances]
+    coordinates = [(_finite(p) - mean.astype(np.float32)) @ basis for p in points]
+    return {"coordinates": coordinates, "explained_variance": explained}
+
+
+def _neighbour_affinities(x: np.ndarray, perplexity: float):
+    """The symmetric t-SNE affinities of `x`, over each point's nearest neighbours.
+
+    Returns:
+      `(rows, cols, p)`: the edges and their joint probabilities (summing to 1).
+    """
+    from scipy import sparse
+
+    n = x.shape[0]
+    k = int(min(n - 1, max(3 * perplexity, 3)))
+    squared = (x * x).sum(axis=1)
+    neighbours = np.empty((n, k), dtype=np.int64)
+    distances = np.empty((n, k), dtype=np.float64)
+    for start in range(0, n, 1024):
+        stop = min(start + 1024, n)
+        block = squared[start:stop, None] + squared[None, :] - 2.0 * (x[start:stop] @ x.T)
+        block[np.arange(stop - start), np.arange(start, stop)] = np.inf
+        nearest = np.argpartition(block, k - 1, axis=1)[:, :k]
+        neighbours[start:stop] = nearest
+        distances[start:stop] = np.maximum(np.take_along_axis(block, nearest, axis=1), 0.0)
+    # Binary search, for all points at once, of the precision giving `perplexity`.
+    distances -= distances.min(axis=1, keepdims=True)
+    target = np.log(perplexity)
+    beta = np.ones(n)
+    low = np.zeros(n)
+    high = np.full(n, np.inf)
+    for _ in range(64):
+        weights = np.exp(-distances * beta[:, None])
+        total = np.maximum(weights.sum(axis=1), 1e-12)
+        entropy = np.log(total) + beta * (distances * weights).sum(axis=1) / total
+        too_flat = entropy > target
+        low = np.where(too_flat, beta, low)
+        high = np.where(too_flat, high, beta)
+        beta = np.where(np.isinf(high), beta * 2.0, (low + high) / 2.0)
+    conditional = weights / total[:, None]
+    matrix = sparse.csr_matrix(
+        (conditional.ravel(), (np.repeat(np.arange(n), k), neighbours.ravel())), shape=(n, n)
+    )
+    matrix = (matrix + matrix.T).tocoo()
+    p = matrix.data / matrix.data.sum()
+    return matrix.row.astype(np.int64), matrix.col.astype(np.int64), p
+
+
+def _tsne_optimize(y, rows, cols, p, *, iterations, exaggeration_iterations,
+                   exaggeration=12.0):
+    """Gradient descent on the t-SNE objective with exact repulsion (O(n^2) per step).
+
+    Exact repulsion is fast in numpy for the few thousand points a step has, and
+    deterministic; momentum and per-coordinate gains follow van der Maaten (2008).
+    """
+    n = y.shape[0]
+    learning_rate = max(n / exaggeration / 4.0, 50.0)
+    y = y.astype(np.float32)
+    p = p.astype(np.float32)
+    update = np.zeros_like(y)
+    gains = np.ones_like(y)
+    # One preallocated n x n buffer, updated in place: allocation and extra
+    # passes over n^2 floats are what this loop's time goes to.
+    kernel = np.empty((n, n), dtype=np.float32)
+    diagonal = np.arange(n)
+    for iteration in range(iterations):
+        exaggerating = iteration < exaggeration_iterations
+        momentum = 0.5 if exaggerating else 0.8
+        factor = exaggeration if exaggerating else 1.0
+        squared = (y * y).sum(axis=1)
+        # kernel = 1 / (1 + |y_i - y_j|^2); rounding can make the distance
+        # slightly negative, never below -1, so no clamp is needed.
+        np.matmul(y, y.T, out=kernel)
+        kernel *= -2.0
+        kernel += (squared + 1.0)[:, None]
+        kernel += squared[None, :]
+        np.reciprocal(kernel, out=kernel)
+        kernel[diagonal, diagonal] = 0.0
+        z = float(kernel.sum(dtype=np.float64))
+        np.multiply(kernel, kernel, out=kernel)
+        weighted = kernel @ np.concatenate([y, np.ones((n, 1), np.float32)], axis=1)
+        repulsion = (weighted[:, 2:3] * y - weighted[:, :2]) / z
+        diff = y[rows] - y[cols]
+        edge = factor * p / (1.0 + (diff * diff).sum(axis=1))
+        attraction = np.stack(
+            [np.bincount(rows, weights=edge * diff[:, d], minlength=n) for d in range(2)], axis=1
+        )
+        gradient = (4.0 * (attraction - repulsion)).astype(np.float32)
+        same_sign = np.sign(gradient) == np.sign(update)
+        gains = np.maximum(np.where(same_sign, gains * 0.8, gains + 0.2), 0.01)
+        update = momentum * update - learning_rate * gains * gradient
+        y = y + update
+    return y
+
+
+def _map_previous(previous_keys, previous_coordinates, keys):
+    """Initial coordinates for `keys` from the layout of the step before.
+
+    A key without a previous position (a sequence that got longer) starts at the
+    centroid of the previous layout.
+    """
+    lookup = {int(k): i for i, k in enumerate(previous_keys)}
+    centroid = previous_coordinates.mean(axis=0) if len(previous_coordinates) else np.zeros(2)
+    init = np.empty((len(keys), 2), dtype=np.float32)
+    for i, key in enumerate(keys):
+        j = lookup.get(int(key))
+        init[i] = previous_coordinates[j] if j is not None else centroid
+    return init
+
+
+# A step with fewer points than this cannot be embedded by t-SNE or UMAP in any
+# meaningful way; it gets the PCA layout instead (reported as `method_used`).
+MIN_NEIGHBOUR_POINTS = 5
+
+
+def project_tsne(points: Sequence[np.ndarray], keys: Sequence[np.ndarray], *,
+                 perplexity: float = 30.0, seed: int = 0,
+                 first_iterations: int = 400, next_iterations: int = 80) -> Dict:
+    """t-SNE of each step, each initialised from the previous step's layout.
+
+    The first step starts from its PCA layout (scaled to a small spread, as t-SNE
+    expects) with early exaggeration; each next step starts where the same
+    (sequence, timestep) lay in the step before, without exaggeration, so
+    consecutive layouts move smoothly instead of jumping.
+
+    Args:
+      points: one `[n_k, units]` array per step, in step order.
+      keys: one `[n_k]` int array per step naming each point (equal keys are the
+        same (sequence, timestep) in different steps).
+      perplexity: the t-SNE perplexity, reduced for small steps.
+      seed: unused by the deterministic optimiser; kept for a stable signature.
+      first_iterations, next_iterations: optimisation steps.
+
+    Returns:
+      `coordinates` (one `[n_k, 2]` float32 array per step) and `method_used`
+      (`"tsne"`, or `"pca"` when a step has fewer than `MIN_NEIGHBOUR_POINTS`).
+    """
+    del seed
+    if any(len(p) < MIN_NEIGHBOUR_POINTS for p in points):
+        return dict(project_pca(points), method_used="pca")
+    pca = project_pca(points)["coordinates"]
+    coordinates = []
+    previous = previous_keys = None
+    for index, (x, step_keys) in enumerate(zip(points, keys)):
+        x = _finite(x).astype(np.float64)
+        n = len(x)
+        rows, cols, p = _neighbour_affinities(x, min(perplexity, (n - 1) / 3.0))
+        if previous is None:
+            init = pca[index].astype(np.float64)
+            spread = init[:, 0].std() if n > 1 else 0.0
+            init = init / spread * 1e-4 if spread > 0 else np.random.RandomState(0).normal(0, 1e-4, (n, 2))
+            y = _tsne_optimize(init, rows, cols, p, iterations=first_iterations,
+                               exaggeration_iterations=min(200, first_iterations // 2))
+        else:
+            init = _map_previous(previous_keys, previous, step_keys).astype(np.float64)
+            y = _tsne_optimize(init, rows, cols, p, iterations=next_iterations,
+                               exaggeration_iterations=0)
+        y = y.astype(np.float32)
+        coordinates.append(y)
+        previous, previous_keys = y, step_keys
+    return {"coordinates": coordinates, "method_used": "tsne"}
+
+
+def umap_available() -> bool:
+    """Whether the optional `umap-learn` package can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("umap") is not None
+
+
+def project_umap(points: Sequence[np.ndarray], keys: Sequence[np.ndarray], *,
+                 seed: int = 0, next_epochs: int = 100) -> Dict:
+    """UMAP of each step, each initialised from the previous step's layout.
+
+    Args:
+      points: one `[n_k, units]` array per step, in step order.
+      keys: one `[n_k]` int array per step naming each point across steps.
+      seed: the random state of every fit (deterministic, single-threaded).
+      next_epochs: optimisation epochs of the steps after the first.
+
+    Returns:
+      `coordinates` and `method_used`, as `project_tsne`.
+
+    Raises:
+      ImportError: when `umap-learn` is not installed.
+    """
+    if any(len(p) < MIN_NEIGHBOUR_POINTS for p in points):
+        return dict(project_pca(points), method_used="pca")
+    import umap  # optional; slow to import, so only when asked for
+
+    coordinates = []
+    previous = previous_keys = None
+    for x, step_keys in zip(points, keys):
+        x = _finite(x)
+        n = len(x)
+        options = dict(n_components=2, n_neighbors=int(min(15, n - 1)), random_state=seed,
+                       n_jobs=1)
+        if previous is None:
+            options["init"] = "spectral" if n > 16 else "random"
+        else:
+            options["init"] = _map_previous(previous_keys, previous, step_keys)
+            options["n_epochs"] = next_epochs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y = umap.UMAP(**options).fit_transform(x).astype(np.float32)
+        coordinates.append(np.nan_to_num(y))
+        previous, previous_keys = y, step_keys
+    return {"coordinates": coordinates, "method_used": "umap"}
+
+
+def project(method: str, points: List[np.ndarray], keys: List[np.ndarray]) -> Dict:
+    """Dispatches to `project_pca`, `project_tsne` or `project_umap`."""
+    if method == "pca":
+        return dict(project_pca(points), method_used="pca")
+    if method == "tsne":
+        return project_tsne(points, keys)
+    if method == "umap":
+        return project_umap(points, keys)
+    raise ValueError("method must be one of %s, got %r" % (METHODS, method))
