@@ -1,0 +1,253 @@
+// A small typed client for the backend routes under /data/plugin/lstm_states/.
+// The iframe's <base href="plugin/lstm_states/"> makes "./runs" reach them.
+
+import { decodeArray, NdArray, parseDtype, parseShape } from "./decode";
+
+export interface TagInfo {
+  kind: string; // lstm | gru | rnn
+  layers: number;
+  directions: number;
+  batch: number;
+  time: number;
+  units: Record<string, number>;
+  kinds: string[];
+  steps: number;
+  first_step: number | null;
+  last_step: number | null;
+  description: string; // safe HTML rendered by the backend
+}
+
+export type Runs = Record<string, Record<string, TagInfo>>;
+
+export interface StepInfo {
+  step: number;
+  wall_time: number;
+}
+
+export interface Series {
+  series: Record<string, Float32Array>; // [time] of the requested sequence
+  tokens: string[] | null; // of the requested sequence
+}
+
+export interface Overview {
+  steps: number[];
+  /** statistic name -> values per step, for the requested layer and kind */
+  stats: Record<string, Float32Array>;
+}
+
+export interface Changes {
+  norm: Float32Array;
+  cosine: Float32Array;
+  zscore: Float32Array;
+  anomalies: number[];
+}
+
+export interface Units {
+  variance: Float32Array;
+  saturation: Float32Array;
+  activity: Float32Array;
+  period: Float32Array;
+  correlation: Record<string, Float32Array>;
+  cluster_order: number[] | null;
+}
+
+export interface Projection {
+  steps: number[];
+  /** per step: [time, 2] coordinates of the requested sequence */
+  points: Map<number, Float32Array>;
+  time: number;
+}
+
+export class HttpError extends Error {
+  constructor(public status: number, message: string) {
+    super(message);
+  }
+}
+
+type Params = Record<string, string | number | null | undefined>;
+
+export function routeUrl(route: string, params: Params = {}): string {
+  const search = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined) search.set(k, String(v));
+  const q = search.toString();
+  return "./" + route + (q ? "?" + q : "");
+}
+
+async function get(route: string, params: Params, signal?: AbortSignal): Promise<Response> {
+  const response = await fetch(routeUrl(route, params), { signal, credentials: "same-origin" });
+  if (!response.ok) {
+    let message = `${route}: HTTP ${response.status}`;
+    try {
+      const text = (await response.text()).trim();
+      if (text) message += ": " + text.slice(0, 300);
+    } catch {
+      // keep the status line
+    }
+    throw new HttpError(response.status, message);
+  }
+  return response;
+}
+
+async function getJson(route: string, params: Params = {}, signal?: AbortSignal): Promise<any> {
+  return (await get(route, params, signal)).json();
+}
+
+const num = (v: any, fallback = 0): number => (typeof v === "number" && Number.isFinite(v) ? v : fallback);
+const floats = (v: any): Float32Array =>
+  Float32Array.from(Array.isArray(v) ? v.map((x: any) => (x === null ? NaN : Number(x))) : []);
+
+export function normaliseTag(raw: any): TagInfo {
+  const kinds: string[] = Array.isArray(raw?.kinds) ? raw.kinds.map(String) : ["hidden"];
+  let units: Record<string, number> = {};
+  if (raw && typeof raw.units === "object" && raw.units !== null) {
+    for (const [k, v] of Object.entries(raw.units)) units[k] = num(v);
+  } else {
+    for (const k of kinds) units[k] = num(raw?.units);
+  }
+  return {
+    kind: String(raw?.kind ?? "lstm"),
+    layers: Math.max(1, num(raw?.layers ?? raw?.num_layers, 1)),
+    directions: Math.max(1, num(raw?.directions ?? raw?.num_directions, 1)),
+    batch: Math.max(1, num(raw?.batch, 1)),
+    time: num(raw?.time),
+    units,
+    kinds,
+    steps: num(raw?.steps),
+    first_step: typeof raw?.first_step === "number" ? raw.first_step : null,
+    last_step: typeof raw?.last_step === "number" ? raw.last_step : null,
+    description: typeof raw?.description === "string" ? raw.description : "",
+  };
+}
+
+export async function fetchRuns(signal?: AbortSignal): Promise<Runs> {
+  const raw = await getJson("runs", {}, signal);
+  const runs: Runs = {};
+  for (const [run, tags] of Object.entries(raw ?? {})) {
+    runs[run] = {};
+    for (const [tag, info] of Object.entries(tags as any)) runs[run][tag] = normaliseTag(info);
+  }
+  return runs;
+}
+
+export async function fetchSteps(run: string, tag: string, signal?: AbortSignal): Promise<StepInfo[]> {
+  const raw = await getJson("steps", { run, tag }, signal);
+  const list = Array.isArray(raw) ? raw : Array.isArray(raw?.steps) ? raw.steps : [];
+  return list
+    .map((s: any) => (typeof s === "number" ? { step: s, wall_time: 0 } : { step: num(s?.step), wall_time: num(s?.wall_time) }))
+    .sort((a: StepInfo, b: StepInfo) => a.step - b.step);
+}
+
+function header(response: Response, suffix: string): string | null {
+  let found: string | null = null;
+  response.headers.forEach((value, name) => {
+    if (found === null && name.toLowerCase().endsWith(suffix)) found = value;
+  });
+  return found;
+}
+
+export interface StatesQuery {
+  run: string;
+  tag: string;
+  step: number;
+  layer: number;
+  kind: string;
+  sequence: number;
+}
+
+export function statesUrl(q: StatesQuery, npy = false): string {
+  return routeUrl("states", { ...q, format: npy ? "npy" : null });
+}
+
+/** One [time, units] array of one sequence, decoded to float32. */
+export async function fetchStates(q: StatesQuery, signal?: AbortSignal): Promise<NdArray> {
+  const response = await get("states", { ...q }, signal);
+  const shape = parseShape(header(response, "shape"));
+  const dtype = parseDtype(header(response, "dtype") ?? "float16");
+  return decodeArray(await response.arrayBuffer(), shape, dtype);
+}
+
+export async function fetchSeries(run: string, tag: string, step: number, sequence: number, signal?: AbortSignal): Promise<Series> {
+  const raw = await getJson("series", { run, tag, step }, signal);
+  const series: Record<string, Float32Array> = {};
+  for (const [name, values] of Object.entries(raw?.series ?? {})) {
+    const rows = values as any;
+    series[name] = floats(Array.isArray(rows?.[0]) ? rows[sequence] : rows);
+  }
+  let tokens: string[] | null = null;
+  const t = raw?.tokens;
+  if (Array.isArray(t)) {
+    const row = Array.isArray(t[0]) || t.length === 0 ? t[sequence] : t;
+    if (Array.isArray(row)) tokens = row.map((x: any) => String(x));
+  }
+  return { series, tokens };
+}
+
+export async function fetchOverview(run: string, tag: string, layer: number, kind: string, signal?: AbortSignal): Promise<Overview> {
+  const raw = await getJson("overview", { run, tag }, signal);
+  const steps: number[] = (raw?.steps ?? []).map((s: any) => num(typeof s === "object" ? s?.step : s));
+  const columns: string[] = raw?.columns ?? [];
+  const rows: any[] = raw?.rows ?? [];
+  const values: any[] = raw?.values ?? [];
+  const stats: Record<string, Float32Array> = {};
+  const rowIndex = (l: number, k: string) => rows.findIndex((r) => Number(r?.[0] ?? r?.layer) === l && String(r?.[1] ?? r?.kind) === k);
+  const pick = (l: number, k: string, col: string) => {
+    const r = rowIndex(l, k), c = columns.indexOf(col);
+    return Float32Array.from(steps.map((_, i) => (r < 0 || c < 0 ? NaN : num(values?.[i]?.[r]?.[c], NaN))));
+  };
+  stats["saturated"] = pick(layer, kind, "saturated");
+  stats["dead"] = pick(layer, kind, "dead");
+  stats["mean |c|"] = pick(layer, rowIndex(layer, "cell") >= 0 ? "cell" : "hidden", "mean_abs");
+  stats["change"] = pick(layer, kind, "change");
+  return { steps, stats };
+}
+
+export async function fetchChanges(q: StatesQuery, signal?: AbortSignal): Promise<Changes> {
+  const raw = await getJson("changes", { ...q }, signal);
+  return {
+    norm: floats(raw?.norm),
+    cosine: floats(raw?.cosine),
+    zscore: floats(raw?.zscore ?? raw?.z),
+    anomalies: (raw?.anomalies ?? []).map(Number).filter(Number.isInteger),
+  };
+}
+
+export async function fetchUnits(q: Omit<StatesQuery, "sequence">, signal?: AbortSignal): Promise<Units> {
+  const raw = await getJson("units", { run: q.run, tag: q.tag, step: q.step, layer: q.layer, kind: q.kind }, signal);
+  const correlation: Record<string, Float32Array> = {};
+  for (const [k, v] of Object.entries(raw?.correlation ?? {})) correlation[k] = floats(v);
+  const order = raw?.cluster_order ?? raw?.order ?? null;
+  return {
+    variance: floats(raw?.variance),
+    saturation: floats(raw?.saturation),
+    activity: floats(raw?.activity),
+    period: floats(raw?.period),
+    correlation,
+    cluster_order: Array.isArray(order) ? order.map(Number) : null,
+  };
+}
+
+export async function fetchProjection(
+  q: { run: string; tag: string; layer: number; kind: string; method: string; sequence: number; steps?: number[] },
+  signal?: AbortSignal,
+): Promise<Projection> {
+  const raw = await getJson("projection", {
+    run: q.run, tag: q.tag, layer: q.layer, kind: q.kind, method: q.method, sequence: q.sequence,
+    steps: q.steps ? q.steps.join(",") : null,
+  }, signal);
+  const steps: number[] = (raw?.steps ?? []).map(Number);
+  const points = new Map<number, Float32Array>();
+  const coords: any[] = raw?.points ?? raw?.coords ?? [];
+  let time = 0;
+  steps.forEach((s, i) => {
+    let per = coords[i];
+    if (Array.isArray(per?.[0]?.[0])) per = per[0]; // [sequence][time][2]
+    const flat = new Float32Array((per?.length ?? 0) * 2);
+    (per ?? []).forEach((p: any, t: number) => {
+      flat[2 * t] = num(p?.[0], NaN);
+      flat[2 * t + 1] = num(p?.[1], NaN);
+    });
+    time = Math.max(time, per?.length ?? 0);
+    points.set(s, flat);
+  });
+  return { steps, points, time };
+}

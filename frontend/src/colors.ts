@@ -1,0 +1,97 @@
+// Colour scales. Pure: lookup tables of packed RGBA (little-endian ImageData order).
+
+export type Rgb = [number, number, number];
+
+/** Diverging: blue for negative, the centre colour at the midpoint, red for positive. */
+const NEGATIVE: Rgb[] = [[5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 222]];
+const POSITIVE: Rgb[] = [[244, 165, 130], [214, 96, 77], [178, 24, 43], [103, 0, 31]];
+export const LIGHT_CENTRE: Rgb = [247, 247, 247];
+export const DARK_CENTRE: Rgb = [38, 38, 42];
+
+function mix(a: Rgb, b: Rgb, f: number): Rgb {
+  return [a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, a[2] + (b[2] - a[2]) * f];
+}
+
+function ramp(stops: Rgb[], f: number): Rgb {
+  const x = Math.min(Math.max(f, 0), 1) * (stops.length - 1);
+  const i = Math.min(Math.floor(x), stops.length - 2);
+  return mix(stops[i], stops[i + 1], x - i);
+}
+
+/** The colour at f in [0, 1] of the diverging scale (0.5 is the centre). */
+export function divergingColor(f: number, centre: Rgb = LIGHT_CENTRE): Rgb {
+  const stops = [...NEGATIVE, centre, ...POSITIVE];
+  return ramp(stops, f);
+}
+
+/** 256 packed RGBA colours of the diverging scale, plus NaN's grey at index 256. */
+export function divergingLut(dark: boolean): Uint32Array {
+  const lut = new Uint32Array(257);
+  const centre = dark ? DARK_CENTRE : LIGHT_CENTRE;
+  for (let i = 0; i < 256; i++) lut[i] = pack(divergingColor(i / 255, centre));
+  lut[256] = pack(dark ? [90, 90, 90] : [200, 200, 200]);
+  return lut;
+}
+
+export function pack([r, g, b]: Rgb, a = 255): number {
+  return ((a << 24) | (Math.round(b) << 16) | (Math.round(g) << 8) | Math.round(r)) >>> 0;
+}
+
+export function cssColor([r, g, b]: Rgb): string {
+  return `rgb(${Math.round(r)},${Math.round(g)},${Math.round(b)})`;
+}
+
+/** A domain: values map linearly from [lo, hi] onto the lut, the centre at (lo + hi) / 2. */
+export interface Domain {
+  lo: number;
+  hi: number;
+}
+
+/** Maps values to lut indices in place of a colour; NaN maps to 256. */
+export function lutIndex(value: number, domain: Domain): number {
+  if (value !== value) return 256;
+  const f = (value - domain.lo) / (domain.hi - domain.lo);
+  if (f <= 0) return 0;
+  if (f >= 1) return 255;
+  return (f * 255 + 0.5) | 0;
+}
+
+/** Kinds whose values lie in [0, 1] (sigmoid gates): their scale is centred at 0.5. */
+export const SIGMOID_KINDS = new Set(["input", "forget", "output", "reset", "update"]);
+
+/**
+ * The colour domain of an array: symmetric about 0 (about 0.5 for sigmoid gates), wide
+ * enough for the 99.5th percentile of |value - centre| so a single outlier does not wash
+ * the map out; tanh-bounded kinds never use less than their natural range.
+ */
+export function domainFor(kind: string, data: Float32Array): Domain {
+  if (SIGMOID_KINDS.has(kind)) return { lo: 0, hi: 1 };
+  const m = robustMaxAbs(data, 0);
+  const bounded = kind === "hidden" || kind === "candidate" || kind === "new";
+  const half = bounded ? Math.max(Math.min(m, 1), 1e-6) : Math.max(m, 1e-6);
+  return { lo: -half, hi: half };
+}
+
+/** The 99.5th percentile of |v - centre| over finite values, from a sample of at most 20,000. */
+export function robustMaxAbs(data: Float32Array, centre: number): number {
+  const n = data.length;
+  if (!n) return 1;
+  const stride = Math.max(1, Math.floor(n / 20000));
+  const sample: number[] = [];
+  for (let i = 0; i < n; i += stride) {
+    const v = data[i];
+    if (Number.isFinite(v)) sample.push(Math.abs(v - centre));
+  }
+  if (!sample.length) return 1;
+  sample.sort((a, b) => a - b);
+  return sample[Math.min(sample.length - 1, Math.floor(sample.length * 0.995))];
+}
+
+/** A sequential scale for timesteps or series (viridis-like). */
+const SEQUENTIAL: Rgb[] = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+export function sequentialColor(f: number): Rgb {
+  return ramp(SEQUENTIAL, f);
+}
+
+/** Distinct line colours (Tableau 10). */
+export const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];

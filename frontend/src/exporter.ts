@@ -1,0 +1,101 @@
+// Export of what is on screen: PNG of a view, the shown array as .npy (exactly what the
+// backend serves) or CSV, and a WebM of the playback (MediaRecorder; no workers needed).
+
+import * as api from "./api";
+import type { App } from "./app";
+import { toCsv } from "./decode";
+import { download, safeFileName } from "./dom";
+
+function canvasBlob(canvas: HTMLCanvasElement, type = "image/png"): Promise<Blob> {
+  return new Promise((resolve, reject) => canvas.toBlob((b) => (b ? resolve(b) : reject(new Error("the canvas could not be encoded"))), type));
+}
+
+/** Draws canvases side by side (at their backing size) on the theme background. */
+function compose(canvases: HTMLCanvasElement[], background: string): HTMLCanvasElement {
+  const visible = canvases.filter((c) => c.offsetParent !== null || c.isConnected);
+  const gap = 16;
+  const out = document.createElement("canvas");
+  out.width = visible.reduce((w, c) => w + c.width, 0) + gap * Math.max(0, visible.length - 1);
+  out.height = Math.max(1, ...visible.map((c) => c.height));
+  const ctx = out.getContext("2d")!;
+  ctx.fillStyle = background;
+  ctx.fillRect(0, 0, out.width, out.height);
+  let x = 0;
+  for (const c of visible) {
+    ctx.drawImage(c, x, 0);
+    x += c.width + gap;
+  }
+  return out;
+}
+
+export class Exporter {
+  recording = false;
+
+  constructor(private app: App) {}
+
+  private name(ext: string): string {
+    const s = this.app.state;
+    return safeFileName(s.run, s.tag, "layer" + s.layer, s.kind, "seq" + s.sequence, "step" + (this.app.currentStep() ?? "")) + "." + ext;
+  }
+
+  async run(what: string): Promise<void> {
+    const app = this.app;
+    const bg = app.theme.bg;
+    if (what === "heatmap.png") {
+      const list = [app.heat.base.canvas];
+      if (app.state.compare) list.push(app.heatB.base.canvas);
+      if (app.heatD.root.parentElement?.style.display !== "none" && app.state.compare) list.push(app.heatD.base.canvas);
+      download(this.name("png"), await canvasBlob(compose(list, bg)));
+    } else if (what === "lines.png") {
+      download(this.name("png"), await canvasBlob(compose([app.lines.base.canvas], bg)));
+    } else if (what === "projection.png") {
+      download(this.name("png"), await canvasBlob(compose([app.projectionView.base.canvas], bg)));
+    } else if (what === "npy") {
+      const step = app.currentStep();
+      if (step === null) throw new Error("no step to export");
+      const response = await fetch(api.statesUrl(app.query(step), true));
+      if (!response.ok) throw new Error(`states .npy: HTTP ${response.status}`);
+      download(this.name("npy"), await response.blob());
+    } else if (what === "csv") {
+      const array = app.shownArray();
+      if (!array) throw new Error("no array on screen to export");
+      download(this.name("csv"), new Blob([toCsv(array)], { type: "text/csv" }));
+    } else if (what === "webm") {
+      await this.recordWebm();
+    }
+  }
+
+  /** Plays every step once into the heatmap canvas and records it. */
+  async recordWebm(): Promise<void> {
+    const app = this.app;
+    if (this.recording) return;
+    if (typeof MediaRecorder === "undefined") throw new Error("this browser cannot record video (no MediaRecorder)");
+    const canvas = app.heat.base.canvas;
+    const type = ["video/webm;codecs=vp9", "video/webm;codecs=vp8", "video/webm"].find((t) => MediaRecorder.isTypeSupported(t));
+    if (!type) throw new Error("this browser cannot record WebM");
+    if (app.playing) app.togglePlay();
+    this.recording = true;
+    const stream = canvas.captureStream(30);
+    const recorder = new MediaRecorder(stream, { mimeType: type, videoBitsPerSecond: 4_000_000 });
+    const chunks: Blob[] = [];
+    recorder.ondataavailable = (e) => e.data.size && chunks.push(e.data);
+    const stopped = new Promise<void>((resolve) => (recorder.onstop = () => resolve()));
+    const start = app.stepIndex();
+    recorder.start(250);
+    try {
+      const frameMs = Math.max(1000 / app.state.speed, 34);
+      for (let i = 0; i < app.steps.length; i++) {
+        await app.arrays.get(api.statesUrl(app.query(app.steps[i])), () => api.fetchStates(app.query(app.steps[i])));
+        app.goToIndex(i);
+        await new Promise((r) => setTimeout(r, frameMs));
+      }
+    } finally {
+      recorder.stop();
+      stream.getTracks().forEach((t) => t.stop());
+      await stopped;
+      this.recording = false;
+      app.goToIndex(start);
+    }
+    download(this.name("webm"), new Blob(chunks, { type: "video/webm" }));
+  }
+}

@@ -1,0 +1,139 @@
+// The units x timesteps heatmap: an ImageData per frame through a colour lookup table,
+// downsampled by min/max per pixel bucket when the array is larger than the canvas.
+
+import { Domain, divergingColor, DARK_CENTRE, LIGHT_CENTRE, cssColor, lutIndex } from "./colors";
+import { HiDpiCanvas } from "./dom";
+import { heatmapGrid } from "./downsample";
+import { rowAt } from "./layout";
+import { TimePlot } from "./timeplot";
+import type { Theme } from "./theme";
+
+export interface HeatmapFrame {
+  data: Float32Array; // [time, units]
+  units: number;
+  order: number[]; // units top to bottom
+  domain: Domain;
+  lut: Uint32Array;
+  selected: Map<number, string>; // unit -> line colour
+  centre: number;
+}
+
+export class Heatmap extends TimePlot {
+  private image: HTMLCanvasElement = document.createElement("canvas");
+  private imageCtx = this.image.getContext("2d")!;
+  private imageData: ImageData | null = null;
+  frame: HeatmapFrame | null = null;
+  rows = 0;
+  onPaint: (() => void) | null = null;
+
+  constructor() {
+    super("tls-heatmap", 2, 18);
+  }
+
+  draw(frame: HeatmapFrame | null, theme: Theme, message = ""): void {
+    this.frame = frame;
+    const ctx = this.base.clear();
+    const { plot } = this;
+    if (!frame) {
+      ctx.fillStyle = theme.muted;
+      ctx.font = "12px sans-serif";
+      ctx.textAlign = "center";
+      ctx.fillText(message, plot.x + plot.w / 2, plot.y + plot.h / 2);
+      return;
+    }
+    const dpr = this.base.dpr;
+    const { grid, rows, cols } = heatmapGrid(
+      frame.data, frame.units, frame.order, this.t0, this.t1, plot.w * dpr, plot.h * dpr, frame.centre,
+    );
+    this.rows = frame.order.length;
+    if (!this.imageData || this.imageData.width !== cols || this.imageData.height !== rows) {
+      this.image.width = cols;
+      this.image.height = rows;
+      this.imageData = this.imageCtx.createImageData(cols, rows);
+    }
+    const pixels = new Uint32Array(this.imageData.data.buffer);
+    const { lut, domain } = frame;
+    for (let i = 0; i < grid.length; i++) pixels[i] = lut[lutIndex(grid[i], domain)];
+    this.imageCtx.putImageData(this.imageData, 0, 0);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(this.image, plot.x, plot.y, plot.w, plot.h);
+    this.drawUnitAxis(ctx, theme, frame);
+    this.drawTimeAxis(ctx, theme);
+    this.onPaint?.();
+  }
+
+  private drawUnitAxis(ctx: CanvasRenderingContext2D, theme: Theme, frame: HeatmapFrame): void {
+    const { plot } = this;
+    const n = frame.order.length;
+    const rowH = plot.h / n;
+    ctx.font = "10px sans-serif";
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    ctx.fillStyle = theme.muted;
+    const every = Math.max(1, Math.ceil(14 / rowH));
+    for (let r = 0; r < n; r += every) ctx.fillText(String(frame.order[r]), plot.x - 8, plot.y + (r + 0.5) * rowH);
+    frame.order.forEach((u, r) => {
+      const color = frame.selected.get(u);
+      if (!color) return;
+      ctx.fillStyle = color;
+      ctx.fillRect(plot.x - 5, plot.y + r * rowH, 4, Math.max(2, rowH));
+    });
+    ctx.save();
+    ctx.fillStyle = theme.muted;
+    ctx.translate(10, plot.y + plot.h / 2);
+    ctx.rotate(-Math.PI / 2);
+    ctx.textAlign = "center";
+    ctx.fillText("unit", 0, 0);
+    ctx.restore();
+  }
+
+  /** The unit and timestep under a client position, or null. */
+  hit(clientX: number, clientY: number): { t: number; row: number; unit: number } | null {
+    if (!this.frame) return null;
+    const t = this.timestepAtClient(clientX);
+    const rect = this.base.canvas.getBoundingClientRect();
+    const row = rowAt(clientY - rect.top, this.plot.y, this.plot.h, this.rows);
+    if (t === null || row === null) return null;
+    return { t, row, unit: this.frame.order[row] };
+  }
+
+  /** Outlines the hovered row on the overlay. */
+  drawRow(ctx: CanvasRenderingContext2D, row: number | null, theme: Theme): void {
+    if (row === null || !this.rows) return;
+    const { plot } = this;
+    const h = plot.h / this.rows;
+    ctx.strokeStyle = theme.dark ? "rgba(255,255,255,0.7)" : "rgba(0,0,0,0.55)";
+    ctx.strokeRect(plot.x + 0.5, Math.round(plot.y + row * h) + 0.5, plot.w - 1, Math.max(1, Math.round(h) - 1));
+  }
+}
+
+/** A colour bar for a domain, with its ends and centre labelled. */
+export class Legend {
+  readonly view = new HiDpiCanvas("tls-legend");
+
+  draw(domain: Domain, theme: Theme, label: string): void {
+    this.view.resize(220, 26);
+    const ctx = this.view.clear();
+    const barX = 30, barW = 160;
+    const centre = theme.dark ? DARK_CENTRE : LIGHT_CENTRE;
+    for (let i = 0; i < barW; i++) {
+      ctx.fillStyle = cssColor(divergingColor(i / (barW - 1), centre));
+      ctx.fillRect(barX + i, 2, 1, 10);
+    }
+    ctx.strokeStyle = theme.muted;
+    ctx.strokeRect(barX - 0.5, 1.5, barW + 1, 11);
+    ctx.fillStyle = theme.muted;
+    ctx.font = "10px sans-serif";
+    ctx.textBaseline = "top";
+    const fmt = (v: number) => String(Number(v.toPrecision(3)));
+    ctx.textAlign = "left";
+    ctx.fillText(fmt(domain.lo), barX, 14);
+    ctx.textAlign = "center";
+    ctx.fillText(fmt((domain.lo + domain.hi) / 2), barX + barW / 2, 14);
+    ctx.textAlign = "right";
+    ctx.fillText(fmt(domain.hi), barX + barW, 14);
+    ctx.textAlign = "left";
+    ctx.textBaseline = "middle";
+    ctx.fillText(label, 0, 7);
+  }
+}

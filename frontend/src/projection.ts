@@ -1,0 +1,103 @@
+// The 2-D trajectory of the state through the timesteps, on axes fixed across steps
+// (the backend aligns the projections) so playback shows motion, not re-layout.
+
+import { cssColor, sequentialColor } from "./colors";
+import { HiDpiCanvas } from "./dom";
+import { extent } from "./downsample";
+import { linear } from "./layout";
+import type { Theme } from "./theme";
+
+export class ProjectionView {
+  readonly base = new HiDpiCanvas("tls-base");
+  readonly overlay = new HiDpiCanvas("tls-overlay");
+  private bounds: { x: [number, number]; y: [number, number] } | null = null;
+  private points: Float32Array | null = null;
+  private sx = linear([0, 1], [0, 1]);
+  private sy = linear([0, 1], [0, 1]);
+
+  /** Fixes the axes to the extent of every step's points. */
+  setAll(all: Iterable<Float32Array>): void {
+    const xs: number[] = [], ys: number[] = [];
+    for (const p of all) for (let i = 0; i < p.length; i += 2) { xs.push(p[i]); ys.push(p[i + 1]); }
+    const x = extent(xs), y = extent(ys);
+    const padX = (x[1] - x[0]) * 0.05, padY = (y[1] - y[0]) * 0.05;
+    this.bounds = { x: [x[0] - padX, x[1] + padX], y: [y[0] - padY, y[1] + padY] };
+  }
+
+  draw(
+    points: Float32Array | null, previous: Float32Array | null, t0: number, t1: number,
+    color: ((t: number) => number) | null, theme: Theme, message: string,
+  ): void {
+    const size = this.base.width;
+    const ctx = this.base.clear();
+    this.points = points;
+    ctx.strokeStyle = theme.grid;
+    ctx.strokeRect(0.5, 0.5, size - 1, size - 1);
+    if (!points || !this.bounds) {
+      ctx.fillStyle = theme.muted;
+      ctx.font = "12px sans-serif";
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      ctx.fillText(message, size / 2, size / 2);
+      return;
+    }
+    this.sx = linear(this.bounds.x, [8, size - 8]);
+    this.sy = linear(this.bounds.y, [size - 8, 8]);
+    const n = points.length / 2;
+    const hi = Math.min(t1, n);
+    if (previous) {
+      ctx.strokeStyle = theme.dark ? "rgba(255,255,255,0.15)" : "rgba(0,0,0,0.12)";
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      for (let t = t0; t < Math.min(t1, previous.length / 2); t++) {
+        const x = this.sx(previous[2 * t]), y = this.sy(previous[2 * t + 1]);
+        if (t === t0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+      }
+      ctx.stroke();
+    }
+    const span = Math.max(1, hi - t0 - 1);
+    ctx.lineWidth = 1.5;
+    for (let t = t0 + 1; t < hi; t++) {
+      const f = color ? color(t) : (t - t0) / span;
+      ctx.strokeStyle = cssColor(sequentialColor(Number.isFinite(f) ? f : 0));
+      ctx.beginPath();
+      ctx.moveTo(this.sx(points[2 * t - 2]), this.sy(points[2 * t - 1]));
+      ctx.lineTo(this.sx(points[2 * t]), this.sy(points[2 * t + 1]));
+      ctx.stroke();
+    }
+    if (hi > t0) {
+      ctx.fillStyle = cssColor(sequentialColor(0));
+      ctx.beginPath();
+      ctx.arc(this.sx(points[2 * t0]), this.sy(points[2 * t0 + 1]), 3, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+  }
+
+  drawOverlay(t: number | null, theme: Theme): void {
+    const ctx = this.overlay.clear();
+    const p = this.points;
+    if (t === null || !p || 2 * t + 1 >= p.length) return;
+    ctx.strokeStyle = theme.fg;
+    ctx.fillStyle = theme.cursor;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.arc(this.sx(p[2 * t]), this.sy(p[2 * t + 1]), 5, 0, 2 * Math.PI);
+    ctx.fill();
+    ctx.stroke();
+  }
+
+  /** The timestep whose point lies nearest a client position (within 12 px). */
+  nearest(clientX: number, clientY: number, t0: number, t1: number): number | null {
+    const p = this.points;
+    if (!p) return null;
+    const rect = this.base.canvas.getBoundingClientRect();
+    const x = clientX - rect.left, y = clientY - rect.top;
+    let best: number | null = null, bestD = 144;
+    for (let t = t0; t < Math.min(t1, p.length / 2); t++) {
+      const dx = this.sx(p[2 * t]) - x, dy = this.sy(p[2 * t + 1]) - y;
+      const d = dx * dx + dy * dy;
+      if (d < bestD) { best = t; bestD = d; }
+    }
+    return best;
+  }
+}
