@@ -22,6 +22,8 @@ _DEAD_RANGE = 1e-3
 # 1.4826 * MAD estimates the standard deviation of normally distributed values.
 _MAD_SCALE = 1.4826
 DEFAULT_THRESHOLD = 3.5
+# The robust scale is at least this fraction of the median change.
+_MIN_RELATIVE_SCALE = 0.01
 
 # Units are clustered on at most this many positions (a fixed stride over them),
 # which bounds the work on long probe batches without changing the picture.
@@ -79,12 +81,13 @@ def changes(sequence: np.ndarray, length: int, threshold: float = DEFAULT_THRESH
             if finite.size:
                 median = float(np.median(finite))
                 mad = float(np.median(np.abs(finite - median)))
-                scale = _MAD_SCALE * mad
+                # Near-constant steps give a MAD of rounding noise; the floor
+                # keeps that noise from scoring as anomalies.
+                scale = max(_MAD_SCALE * mad, _MIN_RELATIVE_SCALE * median)
                 if scale > 0:
                     zscore[1:] = (delta_norm - median) / scale
                 else:
-                    # Constant steps: any larger step is infinitely unusual, but an
-                    # infinity is no use to a plot; flag it at the threshold scale.
+                    # Constant zero steps: any step at all is infinitely unusual.
                     zscore[1:] = np.where(delta_norm > median, np.inf, 0.0)
     flagged = np.nonzero(np.nan_to_num(zscore, nan=-np.inf) > threshold)[0]
     zscore[np.isinf(zscore)] = np.nan

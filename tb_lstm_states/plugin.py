@@ -768,10 +768,10 @@ def _floats(array):
     array = np.asarray(array, dtype=np.float64)
     finite = np.isfinite(array)
     if finite.all():
-        return np.round(array, 7).tolist()
-    rounded = np.round(np.where(finite, array, 0.0), 7).astype(object)
-    rounded[~finite] = None
-    return rounded.tolist()
+        return array.tolist()
+    values = array.astype(object)
+    values[~finite] = None
+    return values.tolist()
 
 
 def _encode(value):
