@@ -12,19 +12,25 @@ a large record is never copied.
 
 `google_crc32c` (1.9) accepts only `bytes`-like objects without a release hook (not
 a memoryview of a numpy array) and releases the GIL only for `bytes` of 1 MiB or
-more. So large pieces are checksummed in slices of `CRC_SLICE_BYTES`, each copied to
-`bytes` while it is in cache: the GIL is held only for that memcpy, and the C CRC
-runs while the training thread holds the GIL.
+more. So large pieces are checksummed by calling the C library that google_crc32c
+ships (`crc32c_extend`) through ctypes, which takes a pointer and releases the GIL:
+no copy, and the training thread keeps running. Where that library cannot be found,
+pieces are checksummed in slices of `CRC_SLICE_BYTES`, each copied to `bytes` while
+it is in cache, so the GIL is held only for the memcpy.
 """
 
+import ctypes
+import ctypes.util
+import glob
 import os
 import socket
 import struct
 import threading
 import time
-from typing import BinaryIO, Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import google_crc32c
+import numpy as np
 
 from tensorboard.compat.proto import event_pb2
 
@@ -51,6 +57,38 @@ def masked_crc(crc: int) -> int:
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
 
 
+def _load_crc32c_extend():
+    """`crc32c_extend` of the C library that google_crc32c ships, through ctypes, or None.
+
+    ctypes releases the GIL for the call and takes a raw pointer, so a numpy array is
+    checksummed in place while the training thread runs.
+    """
+    base = os.path.dirname(google_crc32c.__file__)
+    patterns = [
+        os.path.join(base + ".libs", "libcrc32c*.so*"),  # manylinux wheels (auditwheel)
+        os.path.join(base, ".dylibs", "libcrc32c*.dylib"),  # macOS wheels (delocate)
+        os.path.join(base, "extra-dll", "crc32c*.dll"),  # Windows wheels
+    ]
+    candidates = sorted(path for pattern in patterns for path in glob.glob(pattern))
+    system = ctypes.util.find_library("crc32c")  # a build linked against the system's
+    if system:
+        candidates.append(system)
+    check = b"123456789"
+    for path in candidates:
+        try:
+            extend = ctypes.CDLL(path).crc32c_extend
+        except (OSError, AttributeError):
+            continue
+        extend.restype = ctypes.c_uint32
+        extend.argtypes = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t]
+        if extend(0, check, len(check)) == google_crc32c.value(check):
+            return extend
+    return None
+
+
+_c_extend = _load_crc32c_extend()
+
+
 def crc32c(pieces: Sequence[Piece], crc: int = 0) -> int:
     """CRC32C of the concatenation of `pieces`, without concatenating them."""
     for piece in pieces:
@@ -58,6 +96,10 @@ def crc32c(pieces: Sequence[Piece], crc: int = 0) -> int:
             crc = google_crc32c.extend(crc, piece)
             continue
         view = memoryview(piece).cast("B")
+        if _c_extend is not None:
+            address = np.frombuffer(view, dtype=np.uint8).ctypes.data if len(view) else 0
+            crc = _c_extend(crc, address, len(view))
+            continue
         for start in range(0, len(view), CRC_SLICE_BYTES):
             # google_crc32c takes only `bytes` (not a memoryview of an array), and
             # releases the GIL only for `bytes`: a slice copied while it is in cache
@@ -100,13 +142,16 @@ class RecordFile:
           OSError: if the file cannot be created.
         """
         self.path = path
-        self._file: Optional[BinaryIO] = open(path, "xb")
+        # Unbuffered: each record goes to the OS in one writev, so a reader (or a
+        # kill) never sees a record split by a user-space buffer.
+        self._fd: Optional[int] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        self._position = 0
         first = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
         first.source_metadata.writer = "tb_lstm_states"
         self.write([first.SerializeToString()])
 
     def write(self, pieces: Sequence[Piece]) -> int:
-        """Writes one record whose payload is the concatenation of `pieces`; flushes it.
+        """Writes one record whose payload is the concatenation of `pieces`.
 
         On failure (a full disk) the file is cut back to where the record began, so
         every record before it stays readable and later ones stay framed.
@@ -114,31 +159,47 @@ class RecordFile:
         Returns:
           The number of bytes the record took in the file.
         """
+        if self._fd is None:
+            raise ValueError("%s is closed" % self.path)
         head, tail, length = frame(pieces)
-        start = self._file.tell()
         try:
-            self._file.write(head)
-            for piece in pieces:
-                self._file.write(piece)
-            self._file.write(tail)
-            self._file.flush()
+            _write_all(self._fd, [head] + list(pieces) + [tail])
         except BaseException:
-            self._truncate(start)
+            try:
+                os.ftruncate(self._fd, self._position)
+                os.lseek(self._fd, self._position, os.SEEK_SET)
+            except OSError:
+                pass  # the error being raised says more than this one would
             raise
+        self._position += len(head) + length + len(tail)
         return len(head) + length + len(tail)
 
-    def _truncate(self, position: int) -> None:
-        try:
-            self._file.seek(position)
-            self._file.truncate()
-            self._file.flush()
-        except (OSError, ValueError):
-            pass  # the error being raised says more than this one would
-
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+# Linux's IOV_MAX; writev takes at most this many buffers per call.
+_MAX_BUFFERS = 1024
+
+
+def _write_all(fd: int, pieces: Sequence[Piece]) -> None:
+    """Writes `pieces` in as few `writev` calls as the OS allows (one GIL release
+    each), going on after a partial write."""
+    views = [memoryview(piece).cast("B") for piece in pieces]
+    views = [view for view in views if len(view)]
+    while views:
+        batch = views[:_MAX_BUFFERS]
+        written = os.writev(fd, batch)
+        # Drop what was written; a partial write leaves part of one buffer.
+        while written and views:
+            if written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            else:
+                views[0] = views[0][written:]
+                written = 0
 
 
 class CorruptPayloadError(CorruptRecordError):

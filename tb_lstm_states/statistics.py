@@ -16,6 +16,11 @@ _CELL_SATURATION = float(np.arctanh(0.95))
 # A unit whose values span less than this over every valid position is dead.
 _DEAD_RANGE = 1e-3
 
+# Statistics are an overview computed for every record the writer writes: past this
+# many values per array they are estimated from evenly spaced sequences of the batch
+# (all timesteps of each), so a large probe batch costs milliseconds, not seconds.
+MAX_VALUES = 1 << 18
+
 
 def rows(kind, num_entries):
     """The `(layer, array kind)` of each statistics row, in stored order."""
@@ -38,7 +43,9 @@ def array_statistics(array, name, mask):
       A float32 vector in the order of `COLUMNS`; NaN where nothing is valid.
     """
     array = np.asarray(array, dtype=np.float32)
-    values = array[mask]  # [valid, units]
+    complete = bool(mask.all())
+    # [valid, units]; without padding a reshape, not a gather.
+    values = array.reshape(-1, array.shape[-1]) if complete else array[mask]
     out = np.full(len(COLUMNS), np.nan, dtype=np.float32)
     if values.size == 0:
         return out
@@ -55,19 +62,42 @@ def array_statistics(array, name, mask):
         out[3] = np.mean((values.max(axis=0) - values.min(axis=0)) < _DEAD_RANGE)
         steps = mask[:, 1:] & mask[:, :-1]
         if steps.any():
-            out[4] = np.mean(np.linalg.norm(np.diff(array, axis=1)[steps], axis=-1))
+            change = array[:, 1:] - array[:, :-1]
+            change = change.reshape(-1, array.shape[-1]) if complete else change[steps]
+            out[4] = np.mean(np.linalg.norm(change, axis=-1))
     return out
 
 
-def record_statistics(recurrent_states):
+def sample_sequences(batch, values_per_sequence, max_values=MAX_VALUES):
+    """Indices of the sequences statistics are computed on: all of them, or evenly
+    spaced ones holding at most `max_values` values (at least one sequence)."""
+    if batch * values_per_sequence <= max_values:
+        return np.arange(batch)
+    count = max(1, max_values // max(1, values_per_sequence))
+    return np.unique(np.linspace(0, batch - 1, count).round().astype(np.int64))
+
+
+def record_statistics(recurrent_states, max_values=MAX_VALUES):
     """Statistics of every (layer, kind) of a `RecurrentStates` of numpy arrays.
+
+    Args:
+      recurrent_states: the states.
+      max_values: past this many values in an array, the statistics are computed on
+        evenly spaced sequences of the batch (see `sample_sequences`).
 
     Returns:
       A float32 array `[len(rows(...)), len(COLUMNS)]`.
     """
-    mask = _valid_mask(recurrent_states.lengths, recurrent_states.time_steps)
+    entries = rows(recurrent_states.kind, len(recurrent_states.layers))
+    arrays = [recurrent_states.layers[layer].get(name) for layer, name in entries]
+    widest = max(int(np.shape(a)[2]) for a in arrays)
+    sample = sample_sequences(
+        recurrent_states.batch_size, recurrent_states.time_steps * widest, max_values)
+    everything = len(sample) == recurrent_states.batch_size
+    lengths = np.asarray(recurrent_states.lengths).reshape(-1)[sample]
+    mask = _valid_mask(lengths, recurrent_states.time_steps)
     result = [
-        array_statistics(recurrent_states.layers[layer].get(name), name, mask)
-        for layer, name in rows(recurrent_states.kind, len(recurrent_states.layers))
+        array_statistics(array if everything else np.asarray(array)[sample], name, mask)
+        for array, (_, name) in zip(arrays, entries)
     ]
     return np.stack(result).astype(np.float32)

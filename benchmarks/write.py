@@ -1,0 +1,207 @@
+"""How fast states reach the disk: StateWriter vs torch's SummaryWriter vs ndarray.tofile.
+
+    .venv/bin/python benchmarks/write.py [--sizes 1 8 64] [--repeats 5] [--dir DIR]
+
+For LSTM records of about 1, 8 and 64 MB (at float16, the stored size), prints MB/s of
+the stored bytes, side by side:
+
+- `tofile`: the record's float16 arrays written with `ndarray.tofile` and flushed: the
+  disk bandwidth a user gets by dumping raw arrays.
+- `StateWriter`: `add_states` + `flush` of states that are already float16, so the
+  conversion is a plain copy (`write`), and of float32 states, which pays the float16
+  cast (`end to end`). Both include statistics, CRC and framing.
+- `SummaryWriter`: torch's `SummaryWriter` writing the same summary:
+  `sw._get_file_writer().add_summary(states_pb(...), step)` + `sw.flush()`. `write`
+  times a prebuilt summary; `end to end` includes `states_pb` from float32 states.
+
+Then the cost to the training thread: a pure-Python loop runs while a 64 MB record is
+written in the background, and the loss of loop iterations against the same loop with
+no writing is printed, with how long `add_states` itself blocked.
+
+Figures are medians of `--repeats` runs; on a shared machine they are noisy.
+"""
+
+import argparse
+import os
+import shutil
+import statistics as stats_lib
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+import tb_lstm_states as tls
+from tb_lstm_states import states as states_lib
+from tb_lstm_states import summary as summary_lib
+
+TIME, HIDDEN = 128, 256
+ROW_BYTES = len(states_lib.array_kinds("lstm")) * TIME * HIDDEN * 2  # one sequence, float16
+
+
+def make_states(megabytes, dtype, seed=0):
+    """An LSTM record (one layer) of about `megabytes` MB at float16."""
+    batch = max(1, round(megabytes * 2**20 / ROW_BYTES))
+    rng = np.random.default_rng(seed)
+
+    def array(low=-1.0, high=1.0):
+        return rng.uniform(low, high, size=(batch, TIME, HIDDEN)).astype(dtype)
+
+    layer = states_lib.LayerStates(
+        hidden=array(), cell=array(-3, 3),
+        gates={g: array(0, 1) for g in states_lib.GATE_NAMES["lstm"]})
+    return states_lib.RecurrentStates("lstm", [layer], np.full(batch, TIME), 1)
+
+
+def arrays_of(states):
+    return [layer.get(name) for layer in states.layers for name in states_lib.array_kinds("lstm")]
+
+
+def stored_bytes(states):
+    return sum(a.size * 2 for a in arrays_of(states))
+
+
+def median_seconds(function, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return stats_lib.median(times)
+
+
+def bench_tofile(directory, states16, repeats):
+    path = os.path.join(directory, "raw.bin")
+    with open(path, "wb") as f:
+        def write():
+            for array in arrays_of(states16):
+                array.tofile(f)
+            f.flush()
+        return median_seconds(write, repeats)
+
+
+def bench_state_writer(directory, states, repeats):
+    with tls.StateWriter(os.path.join(directory, "state_writer")) as writer:
+        step = iter(range(10**9))
+
+        def write():
+            writer.add_states("lstm", states, next(step))
+            writer.flush()
+        return median_seconds(write, repeats)
+
+
+def bench_summary_writer(directory, states32, repeats, prebuilt):
+    from torch.utils.tensorboard import SummaryWriter
+
+    sw = SummaryWriter(os.path.join(directory, "summary_writer"))
+    file_writer = sw._get_file_writer()
+    pb = tls.states_pb("lstm", states32)
+    step = iter(range(10**9))
+
+    def write():
+        summary = pb if prebuilt else tls.states_pb("lstm", states32)
+        file_writer.add_summary(summary, next(step))
+        sw.flush()
+    try:
+        return median_seconds(write, repeats)
+    finally:
+        sw.close()
+
+
+def python_loop(iterations):
+    total = 0
+    for i in range(iterations):
+        total += i
+    return total
+
+
+def loop_rate(seconds):
+    """Iterations per second of `python_loop`, over about `seconds`."""
+    chunk, done = 20000, 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        python_loop(chunk)
+        done += chunk
+    return done / (time.perf_counter() - start)
+
+
+def bench_training_thread(directory, states, repeats):
+    """Returns `(median slowdown, median add_states seconds, median write seconds)`."""
+    slowdowns, blocked, written = [], [], []
+    with tls.StateWriter(os.path.join(directory, "training_thread")) as writer:
+        for step in range(repeats):
+            done = threading.Event()
+            start = time.perf_counter()
+            writer.add_states("lstm", states, step)
+            returned = time.perf_counter()
+            waiter = threading.Thread(target=lambda: (writer.flush(), done.set()))
+            waiter.start()
+            chunk, iterations = 20000, 0
+            while not done.is_set():
+                python_loop(chunk)
+                iterations += chunk
+            finished = time.perf_counter()
+            waiter.join()
+            during = iterations / (finished - returned)
+            alone = loop_rate(max(0.3, finished - returned))
+            slowdowns.append(1 - during / alone)
+            blocked.append(returned - start)
+            written.append(finished - returned)
+    return stats_lib.median(slowdowns), stats_lib.median(blocked), stats_lib.median(written)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--summary-writer-seconds", type=float, default=30,
+                        help="time budget per size for the slow SummaryWriter runs")
+    parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
+    args = parser.parse_args(argv)
+
+    directory = tempfile.mkdtemp(prefix="tls-bench-", dir=args.dir)
+    try:
+        print("MB/s of stored (float16) bytes; medians of %d runs; %s, %d CPUs"
+              % (args.repeats, sys.platform, os.cpu_count()))
+        print("%8s | %8s | %11s %11s | %11s %11s | %9s %9s"
+              % ("record", "tofile", "StateWriter", "StateWriter", "SummaryWr.", "SummaryWr.",
+                 "SW/tofile", "SW/torch"))
+        print("%8s | %8s | %11s %11s | %11s %11s | %9s %9s"
+              % ("MB", "", "write", "end to end", "write", "end to end", "write", "write"))
+        for megabytes in args.sizes:
+            states32 = make_states(megabytes, np.float32)
+            states16 = summary_lib.to_numpy_states(states32)
+            for layer in states16.layers:
+                layer.hidden = layer.hidden.astype(np.float16)
+                layer.cell = layer.cell.astype(np.float16)
+                layer.gates = {k: v.astype(np.float16) for k, v in layer.gates.items()}
+            size = stored_bytes(states16) / 1e6
+            tofile = bench_tofile(directory, states16, args.repeats)
+            ours = bench_state_writer(directory, states16, args.repeats)
+            ours_e2e = bench_state_writer(directory, states32, args.repeats)
+            # torch's writer runs at a few MB/s: as many runs as fit the time budget.
+            sw_repeats = max(1, min(args.repeats, int(args.summary_writer_seconds * 6 / size)))
+            theirs = bench_summary_writer(directory, states32, sw_repeats, prebuilt=True)
+            theirs_e2e = bench_summary_writer(directory, states32, 1, prebuilt=False)
+            print("%8.1f | %8.0f | %11.0f %11.0f | %11.1f %11.1f | %8.0f%% %8.0fx"
+                  % (size, size / tofile, size / ours, size / ours_e2e, size / theirs,
+                     size / theirs_e2e, 100 * tofile / ours, theirs / ours))
+            sys.stdout.flush()
+
+        states16 = make_states(64, np.float16)
+        slowdown, blocked, written = bench_training_thread(directory, states16, args.repeats)
+        print("training thread, 64 MB record (float16 input): add_states blocked %.0f ms, "
+              "background write %.0f ms, pure-Python loop slowed by %.1f%% while it ran"
+              % (blocked * 1e3, written * 1e3, 100 * slowdown))
+        states32 = make_states(64, np.float32)
+        slowdown, blocked, written = bench_training_thread(directory, states32, args.repeats)
+        print("training thread, 64 MB record (float32 input): add_states blocked %.0f ms, "
+              "background write %.0f ms, pure-Python loop slowed by %.1f%% while it ran"
+              % (blocked * 1e3, written * 1e3, 100 * slowdown))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

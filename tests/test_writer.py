@@ -1,0 +1,404 @@
+"""Tests for `StateWriter`: round trips, the event bytes, bad input, errors, threads."""
+
+import glob
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tensorboard.compat.proto import event_pb2, summary_pb2
+
+import tb_lstm_states as tls
+from tb_lstm_states import event_file, metadata, statistics
+from tb_lstm_states import summary as summary_lib
+from tb_lstm_states import writer as writer_lib
+from tb_lstm_states import states as states_lib
+
+
+def make_states(kind="lstm", *, num_layers=1, num_directions=1, batch=3, time=6, hidden=4,
+                lengths=None, seed=0, dtype=np.float32):
+    """A `RecurrentStates` of random numpy arrays, zero past each sequence's length."""
+    rng = np.random.default_rng(seed)
+    lengths = np.full(batch, time) if lengths is None else np.asarray(lengths)
+    valid = (np.arange(time)[None, :] < lengths[:, None])[:, :, None]
+
+    def array(units=hidden):
+        return (rng.standard_normal((batch, time, units)) * valid).astype(dtype)
+
+    layers = [
+        states_lib.LayerStates(
+            hidden=array(),
+            cell=array() if kind == "lstm" else None,
+            gates={name: array() for name in states_lib.GATE_NAMES[kind]},
+        )
+        for _ in range(num_layers * num_directions)
+    ]
+    return states_lib.RecurrentStates(kind, layers, lengths, num_directions)
+
+
+def arrays(states):
+    """`{(layer, kind): array}` of every array of `states`."""
+    return {
+        (index, name): np.asarray(layer.get(name))
+        for index, layer in enumerate(states.layers)
+        for name in states_lib.array_kinds(states.kind)
+    }
+
+
+def event_files(directory):
+    return sorted(glob.glob(os.path.join(str(directory), "*tfevents*")))
+
+
+def events(path):
+    return [event_pb2.Event.FromString(payload) for _, payload in event_file.read_records(path)]
+
+
+CASES = {
+    "lstm": dict(kind="lstm", num_layers=2),
+    "gru": dict(kind="gru"),
+    "rnn": dict(kind="rnn", num_layers=3),
+    "bidirectional_lstm": dict(kind="lstm", num_layers=2, num_directions=2),
+    "bidirectional_gru": dict(kind="gru", num_directions=2),
+    "packed": dict(kind="lstm", num_directions=2, batch=4, lengths=[6, 4, 1, 0]),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_round_trip(tmp_path, case, dtype):
+    states = make_states(**CASES[case])
+    series = {"price": np.random.default_rng(1).standard_normal((states.batch_size, 6))}
+    tokens = [["t%d" % t for t in range(n)] for n in states.lengths]
+    with tls.StateWriter(tmp_path / "run") as writer:
+        writer.add_states("enc", states, 7, series=series, tokens=tokens, dtype=dtype,
+                          description="**probe**")
+        writer.add_states("enc", states, 8, dtype=dtype)
+
+    records = list(tls.read_states(tmp_path))
+    assert [(r.run, r.tag, r.step) for r in records] == [("run", "enc", 7), ("run", "enc", 8)]
+    record = records[0]
+    assert record.states.kind == states.kind
+    assert record.states.num_directions == states.num_directions
+    assert len(record.states.layers) == len(states.layers)
+    np.testing.assert_array_equal(record.states.lengths, states.lengths)
+    for key, original in arrays(states).items():
+        got = arrays(record.states)[key]
+        assert got.dtype == np.dtype(dtype), key
+        # Bitwise: float32 as written, float16 exactly numpy's rounding of it.
+        np.testing.assert_array_equal(got.view(np.uint8), original.astype(dtype).view(np.uint8))
+    np.testing.assert_array_equal(record.series["price"], series["price"].astype(np.float32))
+    assert record.tokens == tokens
+    assert record.description == "**probe**"
+    assert records[1].series == {} and records[1].tokens is None
+
+
+def test_torch_tensors_round_trip(tmp_path):
+    numpy_states = make_states("gru", num_layers=2)
+    torch_states = states_lib.RecurrentStates(
+        "gru",
+        [states_lib.LayerStates(torch.from_numpy(layer.hidden), None,
+                                {k: torch.from_numpy(v) for k, v in layer.gates.items()})
+         for layer in numpy_states.layers],
+        torch.from_numpy(numpy_states.lengths),
+    )
+    with tls.StateWriter(tmp_path) as writer:
+        writer.add_states("g", torch_states, 0, dtype="float32",
+                          series={"x": torch.ones(3, 6)})
+    (record,) = tls.read_states(tmp_path)
+    assert record.run == "."
+    for key, original in arrays(numpy_states).items():
+        np.testing.assert_array_equal(arrays(record.states)[key], original)
+    np.testing.assert_array_equal(record.series["x"], np.ones((3, 6), np.float32))
+
+
+def test_log_captures_real_module(tmp_path):
+    capture = pytest.importorskip("tb_lstm_states.capture").capture
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(5, 8, num_layers=2, batch_first=True, bidirectional=True)
+    inputs = torch.randn(3, 7, 5)
+    with tls.StateWriter(tmp_path) as writer:
+        writer.log("lstm", lstm, inputs, step=np.int64(2), dtype="float32")
+    (record,) = tls.read_states(tmp_path)
+    assert record.step == 2 and record.states.kind == "lstm"
+    assert record.states.num_layers == 2 and record.states.num_directions == 2
+    expected = capture(lstm, inputs)
+    np.testing.assert_array_equal(
+        record.states.layer(1, 1).cell, expected.layer(1, 1).cell.numpy())
+    # The last layer's hidden states are nn.LSTM's own output.
+    output, _ = lstm(inputs)
+    np.testing.assert_allclose(record.states.layer(1, 0).hidden, output[..., :8].detach(),
+                               atol=1e-5)
+
+
+def test_event_bytes_are_what_protobuf_would_serialize(tmp_path):
+    states = make_states("lstm", num_layers=2, lengths=[6, 2, 0])
+    series = {"y": np.arange(18.0).reshape(3, 6)}
+    with tls.StateWriter(tmp_path) as writer:
+        writer.add_states("enc", states, -3, series=series, tokens=[["a"], [], ["b", "c"]],
+                          description="d", dtype="float32")
+        path = writer.path
+    assert "tfevents" in os.path.basename(path)
+    first, event = events(path)
+    assert first.file_version == "brain.Event:2"
+    assert event.step == -3 and event.wall_time > 0
+    expected = tls.states_pb("enc", states, series=series, tokens=[["a"], [], ["b", "c"]],
+                             description="d", dtype="float32")
+    # The record, field by field: hand encoding and protobuf agree.
+    assert event.summary.value[0] == expected.value[0]
+    assert event.summary.value[0].SerializeToString() == expected.value[0].SerializeToString()
+    got, want = event.summary.value[1], expected.value[1]
+    assert got.tag == "enc" + metadata.STATISTICS_SUFFIX
+    assert got.metadata == want.metadata
+    assert event.summary.value[0].metadata.data_class == summary_pb2.DATA_CLASS_BLOB_SEQUENCE
+    assert got.metadata.data_class == summary_pb2.DATA_CLASS_TENSOR
+    np.testing.assert_array_equal(
+        np.frombuffer(got.tensor.tensor_content, "<f4"),
+        np.frombuffer(want.tensor.tensor_content, "<f4"))
+
+
+def test_statistics_of_float16_records_are_of_the_stored_values(tmp_path):
+    states = make_states("gru")
+    with tls.StateWriter(tmp_path) as writer:
+        writer.add_states("g", states, 1)
+        path = writer.path
+    value = events(path)[1].summary.value[1]
+    stored = summary_lib.to_numpy_states(states)
+    for layer in stored.layers:
+        layer.hidden = layer.hidden.astype(np.float16)
+        layer.gates = {k: v.astype(np.float16) for k, v in layer.gates.items()}
+    table = np.frombuffer(value.tensor.tensor_content, "<f4")
+    np.testing.assert_allclose(
+        table, statistics.record_statistics(stored).reshape(-1), rtol=1e-6)
+
+
+def test_float16_range_nan_and_inf(tmp_path):
+    states = make_states("rnn", num_layers=2)
+    big = states.layers[0].hidden
+    big[0, 0, 0] = 1e5  # finite, beyond float16: this array is kept as float32
+    special = states.layers[1].hidden
+    special[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    special[1, 0, 0] = 60000.0  # within float16's range
+    with tls.StateWriter(tmp_path) as writer:
+        writer.add_states("r", states, 0)
+    (record,) = tls.read_states(tmp_path)
+    assert record.states.layers[0].hidden.dtype == np.float32
+    np.testing.assert_array_equal(record.states.layers[0].hidden, big)
+    kept = record.states.layers[1].hidden
+    assert kept.dtype == np.float16
+    assert np.isnan(kept[0, 0, 0]) and kept[0, 0, 1] == np.inf and kept[0, 0, 2] == -np.inf
+    np.testing.assert_array_equal(kept.view(np.uint16), special.astype(np.float16).view(np.uint16))
+
+
+@pytest.mark.parametrize("step", [1.0, 2.5, "3", True, None, np.float32(1)])
+def test_step_must_be_an_int(tmp_path, step):
+    with tls.StateWriter(tmp_path) as writer:
+        with pytest.raises(TypeError, match="step must be an int"):
+            writer.add_states("t", make_states(), step)
+
+
+def test_numpy_integer_steps(tmp_path):
+    with tls.StateWriter(tmp_path) as writer:
+        for step in (np.int32(1), np.int64(2), np.uint8(3), 2**40):
+            writer.add_states("t", make_states(), step)
+    assert [r.step for r in tls.read_states(tmp_path)] == [1, 2, 3, 2**40]
+
+
+def _bad_series(states):
+    return dict(series={"price": np.zeros((states.batch_size, states.time_steps + 1))})
+
+
+def _bad_tokens_count(states):
+    return dict(tokens=[["a"]] * (states.batch_size + 1))
+
+
+def _bad_tokens_length(states):
+    return dict(tokens=[["a"] * (states.time_steps + 1)] * states.batch_size)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (_bad_series, "series 'price' has shape"),
+    (_bad_tokens_count, "tokens must be 3 lists"),
+    (_bad_tokens_length, r"tokens\[0\] must be a list of at most time=6"),
+])
+def test_mismatched_series_and_tokens(tmp_path, bad, message):
+    states = make_states()
+    with tls.StateWriter(tmp_path) as writer:
+        writer.add_states("t", states, 0)
+        with pytest.raises(ValueError, match=message):
+            writer.add_states("t", states, 1, **bad(states))
+    assert [r.step for r in tls.read_states(tmp_path)] == [0]
+
+
+def test_mismatched_state_shapes(tmp_path):
+    with tls.StateWriter(tmp_path) as writer:
+        states = make_states("lstm", num_layers=2)
+        states.layers[1].cell = states.layers[1].cell[:2]
+        with pytest.raises(ValueError, match=r"layer 1 cell has shape \[2, 6, 4\]"):
+            writer.add_states("t", states, 0)
+        states = make_states("lstm")
+        states.layers[0].gates["forget"] = states.layers[0].gates["forget"][:, :, :3]
+        with pytest.raises(ValueError, match="forget gate has 3 units, expected 4"):
+            writer.add_states("t", states, 0)
+        states = make_states("gru")
+        states.lengths = np.array([6, 7, 1])
+        with pytest.raises(ValueError, match="lengths must lie in"):
+            writer.add_states("t", states, 0)
+        with pytest.raises(ValueError, match="tag must be a non-empty string"):
+            writer.add_states("", make_states(), 0)
+        with pytest.raises(ValueError, match="dtype must be one of"):
+            writer.add_states("t", make_states(), 0, dtype="bfloat16")
+    assert list(tls.read_states(tmp_path)) == []
+    # Only the file_version event: nothing of the refused records reached the file.
+    assert len(events(event_files(tmp_path)[0])) == 1
+
+
+def test_record_over_two_gib_is_refused_before_anything_is_written(tmp_path):
+    with tls.StateWriter(tmp_path) as writer:
+        writer.add_states("t", make_states(), 0)
+        writer.flush()
+        huge = make_states("rnn", batch=1, time=1, hidden=1)
+        # 2**31 float16 values (4 GiB) that take no memory: refused from the shapes.
+        huge.layers[0].hidden = np.broadcast_to(np.float32(0), (1, 1 << 16, 1 << 15))
+        huge.lengths = np.array([1 << 16])
+        with pytest.raises(ValueError, match="over the 2 GiB limit"):
+            writer.add_states("t", huge, 1)
+        writer.add_states("t", make_states(), 2)
+    assert [r.step for r in tls.read_states(tmp_path)] == [0, 2]
+
+
+def test_record_limit_is_checked_on_the_stored_size(tmp_path, monkeypatch):
+    # float16 asked, float32 needed: only known after the conversion.
+    states = make_states("rnn", hidden=4000)
+    size16 = states.layers[0].hidden.size * 2  # 144 kB; 288 kB at float32
+    monkeypatch.setattr(writer_lib, "MAX_EVENT_BYTES", size16 + 60000)
+    with tls.StateWriter(tmp_path) as writer:
+        writer.add_states("t", states, 0)
+        states.layers[0].hidden[0, 0, 0] = 1e6
+        with pytest.raises(ValueError, match="over the 2 GiB limit"):
+            writer.add_states("t", states, 1)
+    assert [r.step for r in tls.read_states(tmp_path)] == [0]
+
+
+def test_size_on_disk(tmp_path):
+    states = make_states("lstm", num_layers=2, num_directions=2, batch=16, time=64, hidden=32)
+    raw16 = sum(a.size for a in arrays(states).values()) * 2
+    with tls.StateWriter(tmp_path) as writer:
+        writer.flush()
+        empty = os.path.getsize(writer.path)
+        for step in range(3):
+            writer.add_states("t", states, step)
+        writer.flush()
+        per_step = (os.path.getsize(writer.path) - empty) / 3
+    assert per_step <= 1.05 * raw16 + 4096, (per_step, raw16)
+
+
+def test_arrays_can_change_after_add_states_returns(tmp_path):
+    states = make_states("rnn")
+    original = states.layers[0].hidden.copy()
+    with tls.StateWriter(tmp_path, max_queue_bytes=1 << 30) as writer:
+        writer.add_states("t", states, 0, dtype="float32")
+        states.layers[0].hidden[:] = 42  # the caller reuses its buffer at once
+    (record,) = tls.read_states(tmp_path)
+    np.testing.assert_array_equal(record.states.layers[0].hidden, original)
+
+
+def test_many_threads(tmp_path):
+    errors = []
+    with tls.StateWriter(tmp_path, max_queue_bytes=4096) as writer:
+        def work(thread):
+            try:
+                for i in range(5):
+                    writer.add_states("thread%d" % thread, make_states(seed=i), i)
+                writer.flush()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    records = list(tls.read_states(tmp_path))
+    assert sorted((r.tag, r.step) for r in records) == [
+        ("thread%d" % t, i) for t in range(4) for i in range(5)]
+    for r in records:  # per tag, in the order each thread wrote them
+        np.testing.assert_array_equal(
+            r.states.layers[0].hidden, make_states(seed=r.step).layers[0].hidden.astype(np.float16))
+
+
+def test_writer_thread_error_surfaces_and_earlier_records_survive(tmp_path, monkeypatch):
+    real_write_all = event_file._write_all
+    calls = {"n": 0}
+
+    def failing_write_all(fd, pieces):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the second states record: half of it, then a full disk
+            real_write_all(fd, pieces[: len(pieces) // 2])
+            raise OSError(28, "No space left on device")
+        real_write_all(fd, pieces)
+
+    monkeypatch.setattr(event_file, "_write_all", failing_write_all)
+    writer = tls.StateWriter(tmp_path)  # call 1: file_version
+    writer.add_states("t", make_states(), 0)  # call 2
+    writer.add_states("t", make_states(), 1)  # call 3: fails
+    with pytest.raises(RuntimeError, match="could not write step 1 of tag 't'") as info:
+        writer.flush()
+    assert isinstance(info.value.__cause__, OSError)
+    writer.add_states("t", make_states(), 2)  # the writer goes on
+    writer.close()
+    # The half-written record was cut away: every record reads, none is corrupt.
+    assert [r.step for r in tls.read_states(tmp_path)] == [0, 2]
+
+
+def test_close_and_context_manager(tmp_path):
+    writer = tls.StateWriter(tmp_path)
+    writer.add_states("t", make_states(), 0)
+    writer.close()
+    writer.close()  # idempotent
+    with pytest.raises(ValueError, match="closed"):
+        writer.add_states("t", make_states(), 1)
+    with pytest.raises(ValueError, match="exactly one of"):
+        tls.StateWriter()
+    with pytest.raises(ValueError, match="exactly one of"):
+        tls.StateWriter(tmp_path, summary_writer=object())
+    assert [r.step for r in tls.read_states(tmp_path)] == [0]
+
+
+def test_summary_writer_run(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    sw = SummaryWriter(str(tmp_path / "exp1"))
+    with tls.StateWriter(summary_writer=sw) as writer:
+        sw.add_scalar("loss", 1.0, 0)
+        writer.add_states("enc", make_states(), 0)
+        assert os.path.dirname(writer.path) == sw.log_dir
+    sw.close()
+    assert [(r.run, r.step) for r in tls.read_states(tmp_path)] == [("exp1", 0)]
+    assert len(event_files(tmp_path / "exp1")) == 2
+
+
+def test_queue_is_bounded(tmp_path, monkeypatch):
+    seen, writers = [], []
+    real_write = event_file.RecordFile.write
+
+    def slow_write(self, pieces):
+        if writers:  # a slow disk: the queue fills up behind this write
+            seen.append(writers[0]._queued_bytes)
+            time.sleep(0.02)
+        return real_write(self, pieces)
+
+    monkeypatch.setattr(event_file.RecordFile, "write", slow_write)
+    states = make_states(batch=4, time=8, hidden=8)
+    record_bytes = sum(a.size for a in arrays(states).values()) * 2
+    writer = tls.StateWriter(tmp_path, max_queue_bytes=2 * record_bytes + 1000)
+    writers.append(writer)
+    for step in range(10):
+        writer.add_states("t", states, step)
+    writer.close()
+    assert len(seen) == 10
+    assert max(seen) <= 2 * record_bytes + 1000  # add_states waited for room
+    assert max(seen) > record_bytes  # and the queue did hold more than one record
+    assert len(list(tls.read_states(tmp_path))) == 10
