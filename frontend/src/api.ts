@@ -53,9 +53,11 @@ export interface Units {
 
 export interface Projection {
   steps: number[];
-  /** per step: [time, 2] coordinates of the requested sequence */
+  /** per step: [length, 2] coordinates of the requested sequence, flat */
   points: Map<number, Float32Array>;
-  time: number;
+  bounds: [number, number, number, number] | null;
+  methodUsed: string;
+  explained: number[] | null;
 }
 
 export class HttpError extends Error {
@@ -137,13 +139,6 @@ export async function fetchSteps(run: string, tag: string, signal?: AbortSignal)
     .sort((a: StepInfo, b: StepInfo) => a.step - b.step);
 }
 
-function header(response: Response, suffix: string): string | null {
-  let found: string | null = null;
-  response.headers.forEach((value, name) => {
-    if (found === null && name.toLowerCase().endsWith(suffix)) found = value;
-  });
-  return found;
-}
 
 export interface StatesQuery {
   run: string;
@@ -161,9 +156,11 @@ export function statesUrl(q: StatesQuery, npy = false): string {
 /** One [time, units] array of one sequence, decoded to float32. */
 export async function fetchStates(q: StatesQuery, signal?: AbortSignal): Promise<NdArray> {
   const response = await get("states", { ...q }, signal);
-  const shape = parseShape(header(response, "shape"));
-  const dtype = parseDtype(header(response, "dtype") ?? "float16");
-  return decodeArray(await response.arrayBuffer(), shape, dtype);
+  const shape = parseShape(response.headers.get("X-Shape"));
+  const dtype = parseDtype(response.headers.get("X-Dtype") ?? "float32");
+  const array = decodeArray(await response.arrayBuffer(), shape, dtype);
+  const lengths = (response.headers.get("X-Lengths") ?? "").split(",").map(Number).filter(Number.isInteger);
+  return { ...array, lengths };
 }
 
 export async function fetchSeries(run: string, tag: string, step: number, sequence: number, signal?: AbortSignal): Promise<Series> {
@@ -226,28 +223,37 @@ export async function fetchUnits(q: Omit<StatesQuery, "sequence">, signal?: Abor
   };
 }
 
+/**
+ * The aligned 2-D layout of one sequence at every step the backend picks (all steps,
+ * or evenly spaced ones within its cap, always with the last).
+ */
 export async function fetchProjection(
-  q: { run: string; tag: string; layer: number; kind: string; method: string; sequence: number; steps?: number[] },
+  q: { run: string; tag: string; layer: number; kind: string; method: string; sequence: number },
   signal?: AbortSignal,
 ): Promise<Projection> {
   const raw = await getJson("projection", {
     run: q.run, tag: q.tag, layer: q.layer, kind: q.kind, method: q.method, sequence: q.sequence,
-    steps: q.steps ? q.steps.join(",") : null,
   }, signal);
+  return parseProjection(raw);
+}
+
+export function parseProjection(raw: any): Projection {
   const steps: number[] = (raw?.steps ?? []).map(Number);
+  const offsets: number[] = (raw?.offsets ?? []).map(Number);
+  const lengths: any[] = raw?.lengths ?? [];
+  const coords: any[] = raw?.coordinates ?? [];
   const points = new Map<number, Float32Array>();
-  const coords: any[] = raw?.points ?? raw?.coords ?? [];
-  let time = 0;
-  steps.forEach((s, i) => {
-    let per = coords[i];
-    if (Array.isArray(per?.[0]?.[0])) per = per[0]; // [sequence][time][2]
-    const flat = new Float32Array((per?.length ?? 0) * 2);
-    (per ?? []).forEach((p: any, t: number) => {
-      flat[2 * t] = num(p?.[0], NaN);
-      flat[2 * t + 1] = num(p?.[1], NaN);
-    });
-    time = Math.max(time, per?.length ?? 0);
+  steps.forEach((s, k) => {
+    const n = num(Array.isArray(lengths[k]) ? lengths[k][0] : lengths[k]);
+    const start = 2 * num(offsets[k]);
+    const flat = new Float32Array(2 * n);
+    for (let i = 0; i < 2 * n; i++) flat[i] = num(coords[start + i], NaN);
     points.set(s, flat);
   });
-  return { steps, points, time };
+  const b = raw?.bounds;
+  const bounds = Array.isArray(b) && b.length === 4 && b.every((v: any) => typeof v === "number") ? (b as [number, number, number, number]) : null;
+  return {
+    steps, points, bounds, methodUsed: String(raw?.method_used ?? raw?.method ?? ""),
+    explained: Array.isArray(raw?.explained_variance) ? raw.explained_variance.map(Number) : null,
+  };
 }

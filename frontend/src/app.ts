@@ -106,6 +106,7 @@ export class App {
   readonly lines = new LinePlot("tls-lines");
   readonly changes = new ChangeTrack();
   private changesNote = el("span", { class: "tls-sub" });
+  private projectionNote = el("div", { class: "tls-hint" });
   readonly projectionView = new ProjectionView();
   private overviewView = new OverviewView();
   private tooltip = el("div", { class: "tls-tooltip", role: "tooltip" });
@@ -231,7 +232,8 @@ export class App {
       el("h3", {}, "Change per timestep", this.changesNote), this.changes.root);
     const projCard = el("div", { class: "tls-card" },
       el("h3", {}, "Trajectory", el("span", { style: "flex:1" }), this.sel.method, this.sel.colorBy),
-      el("div", { class: "tls-stack" }, this.projectionView.base.canvas, this.projectionView.overlay.canvas));
+      el("div", { class: "tls-stack" }, this.projectionView.base.canvas, this.projectionView.overlay.canvas),
+      this.projectionNote);
     const overviewCard = el("div", { class: "tls-card" }, el("h3", {}, "Training overview"), this.overviewView.root);
     this.overviewView.onPick = (step) => this.goToStep(step);
     const main = el("div", { class: "tls-main" },
@@ -512,7 +514,7 @@ export class App {
         this.steps = list;
         this.syncControls();
         this.loadOverview(changed && !first);
-        if (first || !this.projection) this.loadProjection();
+        this.loadProjection(!first);
       }
       if (first) this.syncControls();
       this.loadCompareSteps();
@@ -675,21 +677,24 @@ export class App {
     );
   }
 
-  private loadProjection(): void {
+  private loadProjection(force = false): void {
     const info = this.info;
     if (!info || !this.steps.length) return;
-    const perStep = Math.max(1, info.time);
-    const budget = Math.max(1, Math.floor(PROJECTION_POINTS / perStep));
-    let steps: number[] | undefined;
-    if (this.steps.length > budget) {
-      const i = this.stepIndex();
-      const lo = Math.max(0, Math.min(i - Math.floor(budget / 2), this.steps.length - budget));
-      steps = this.steps.slice(lo, lo + budget);
-    }
-    const q = { run: this.state.run, tag: this.state.tag, layer: this.state.layer, kind: this.state.kind, method: this.state.method, sequence: this.state.sequence, steps };
+    const q = { run: this.state.run, tag: this.state.tag, layer: this.state.layer, kind: this.state.kind, method: this.state.method, sequence: this.state.sequence };
     const key = JSON.stringify(q);
-    if (key === this.projectionKey) return;
+    // New steps refit PCA (cheap; its one basis spans the steps); t-SNE and UMAP refit on request.
+    if (key === this.projectionKey && !(force && q.method === "pca")) return;
+    const refresh = key === this.projectionKey;
     this.projectionKey = key;
+    if (refresh) {
+      api.fetchProjection(q).then((p) => {
+        if (key !== this.projectionKey) return;
+        this.projection = p;
+        this.projectionView.setAll(p.points.values(), p.bounds);
+        this.invalidate();
+      }, () => undefined);
+      return;
+    }
     this.projection = null;
     this.projectionError = this.state.method === "pca" ? "loading…" : `fitting ${this.state.method === "tsne" ? "t-SNE" : "UMAP"}…`;
     api.fetchProjection(q).then(
@@ -697,7 +702,7 @@ export class App {
         if (key !== this.projectionKey) return;
         this.projection = p;
         this.projectionError = "";
-        this.projectionView.setAll(p.points.values());
+        this.projectionView.setAll(p.points.values(), p.bounds);
         this.invalidate();
       },
       (e) => {
@@ -942,8 +947,12 @@ export class App {
     this.projectionView.base.resize(size, size);
     this.projectionView.overlay.resize(size, size);
     const p = this.projection;
-    const points = p?.points.get(step) ?? null;
-    const idx = p ? p.steps.indexOf(step) : -1;
+    const projected = p ? nearestStep(p.steps, step) : null;
+    const points = p && projected !== null ? p.points.get(projected) ?? null : null;
+    const idx = p && projected !== null ? p.steps.indexOf(projected) : -1;
+    this.projectionNote.textContent = p ? (p.methodUsed === "pca" ? "PCA" : p.methodUsed === "tsne" ? "t-SNE" : "UMAP") +
+      (p.explained ? ` · ${Math.round(100 * (p.explained[0] + (p.explained[1] ?? 0)))}% of variance` : "") +
+      (projected !== step && projected !== null ? ` · nearest projected step ${projected}` : "") : "";
     const previous = p && idx > 0 ? p.points.get(p.steps[idx - 1]) ?? null : null;
     let color: ((t: number) => number) | null = null;
     if (this.state.colorBy !== "time" && series?.series[this.state.colorBy]) {

@@ -5,6 +5,8 @@ export type Dtype = "float16" | "float32";
 export interface NdArray {
   shape: number[];
   data: Float32Array;
+  /** valid timesteps of each sequence, when known; later positions are padding */
+  lengths?: number[];
 }
 
 let halfTable: Float32Array | null = null;

@@ -16,7 +16,12 @@ export class ProjectionView {
   private sy = linear([0, 1], [0, 1]);
 
   /** Fixes the axes to the extent of every step's points. */
-  setAll(all: Iterable<Float32Array>): void {
+  setAll(all: Iterable<Float32Array>, bounds: [number, number, number, number] | null = null): void {
+    if (bounds && bounds[2] > bounds[0] && bounds[3] > bounds[1]) {
+      const padX = (bounds[2] - bounds[0]) * 0.05, padY = (bounds[3] - bounds[1]) * 0.05;
+      this.bounds = { x: [bounds[0] - padX, bounds[2] + padX], y: [bounds[1] - padY, bounds[3] + padY] };
+      return;
+    }
     const xs: number[] = [], ys: number[] = [];
     for (const p of all) for (let i = 0; i < p.length; i += 2) { xs.push(p[i]); ys.push(p[i + 1]); }
     const x = extent(xs), y = extent(ys);
