@@ -81,7 +81,7 @@ def capture(module, inputs, hx=None):
         sequences = _Sequences(module, inputs)
         h0, c0 = _initial_states(module, hx, sequences)
         layers = _capture_layers(module, sequences, h0, c0)
-        lengths = sequences.original_order(sequences.lengths.unsqueeze(0)).squeeze(0)
+        lengths = sequences.original_order(sequences.lengths.unsqueeze(0)).squeeze(1)
     return RecurrentStates(
         kind=kind,
         layers=layers,

@@ -1,0 +1,409 @@
+"""Tests of `tb_lstm_states.capture`: exactness against the modules themselves.
+
+The core test runs a seeded random matrix of module and input configurations and
+checks every captured array against what the module itself returns (its output at
+every timestep, h_n, c_n) plus the LSTM identity h = o * tanh(c). The same tests run
+on CUDA when it is available.
+"""
+
+import importlib
+import random
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import tb_lstm_states as tls
+capture_module = importlib.import_module(tls.capture.__module__)
+from tb_lstm_states.states import GATE_NAMES
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
+MODULES = {
+    "lstm": lambda **kw: nn.LSTM(**kw),
+    "gru": lambda **kw: nn.GRU(**kw),
+    "rnn_tanh": lambda **kw: nn.RNN(nonlinearity="tanh", **kw),
+    "rnn_relu": lambda **kw: nn.RNN(nonlinearity="relu", **kw),
+}
+INPUT_MODES = ("batched", "unbatched", "packed_sorted", "packed_unsorted")
+# Chunk lengths forced on the cell-state scan; None keeps the cost model's choice.
+SCAN_CHUNKS = (None, 1, 2, 4, 8)
+NUM_CONFIGS = 240
+
+
+def random_configs(count, seed=20260101):
+    """Seeded module/input configurations covering every option of `capture`."""
+    rng = random.Random(seed)
+    configs = []
+    for index in range(count):
+        kind = list(MODULES)[index % len(MODULES)]
+        mode = INPUT_MODES[(index // len(MODULES)) % len(INPUT_MODES)]
+        hidden = rng.randint(1, 6)
+        configs.append(
+            dict(
+                kind=kind,
+                mode=mode,
+                num_layers=rng.randint(1, 3),
+                bidirectional=rng.random() < 0.5,
+                batch_first=rng.random() < 0.5,
+                bias=rng.random() < 0.75,
+                proj_size=rng.randint(1, hidden - 1) if kind == "lstm" and hidden > 1
+                and rng.random() < 0.4 else 0,
+                input_size=rng.randint(1, 5),
+                hidden_size=hidden,
+                batch=1 if mode == "unbatched" else rng.randint(1, 4),
+                steps=rng.randint(1, 12),
+                hx_given=rng.random() < 0.5,
+                dtype=rng.choice([torch.float32, torch.float64]),
+                chunk=rng.choice(SCAN_CHUNKS),
+                seed=rng.randrange(2**31),
+            )
+        )
+    return configs
+
+
+def config_id(config):
+    return "{kind}-{mode}-L{num_layers}{bi}{bf}{nobias}{proj}-{dtype}-k{chunk}-{seed}".format(
+        bi="-bi" if config["bidirectional"] else "",
+        bf="-bf" if config["batch_first"] else "",
+        nobias="-nobias" if not config["bias"] else "",
+        proj="-proj%d" % config["proj_size"] if config["proj_size"] else "",
+        dtype=str(config["dtype"]).replace("torch.", ""),
+        **{k: v for k, v in config.items() if k != "dtype"},
+    )
+
+
+def build(config, device):
+    """Returns `(module, inputs, hx, lengths)` for a config; lengths is `[batch]`."""
+    generator = torch.Generator().manual_seed(config["seed"])
+    torch.manual_seed(config["seed"])
+    options = dict(
+        input_size=config["input_size"],
+        hidden_size=config["hidden_size"],
+        num_layers=config["num_layers"],
+        bidirectional=config["bidirectional"],
+        batch_first=config["batch_first"],
+        bias=config["bias"],
+    )
+    if config["proj_size"]:
+        options["proj_size"] = config["proj_size"]
+    module = MODULES[config["kind"]](**options).to(device, config["dtype"]).eval()
+    batch, steps = config["batch"], config["steps"]
+    dtype = config["dtype"]
+    padded = torch.randn(batch, steps, config["input_size"], generator=generator)
+    padded = padded.to(device, dtype)
+    lengths = torch.full((batch,), steps, dtype=torch.int64)
+    mode = config["mode"]
+    if mode.startswith("packed"):
+        lengths = torch.randint(1, steps + 1, (batch,), generator=generator)
+        lengths[0] = steps  # The padded length is the longest one.
+        if mode == "packed_sorted":
+            lengths = lengths.sort(descending=True).values
+        else:
+            lengths = lengths[torch.randperm(batch, generator=generator)]
+        if not config["batch_first"]:
+            padded = padded.transpose(0, 1)
+        inputs = pack_padded_sequence(
+            padded,
+            lengths,
+            batch_first=config["batch_first"],
+            enforce_sorted=mode == "packed_sorted",
+        )
+    elif mode == "unbatched":
+        inputs = padded[0]
+    else:
+        inputs = padded if config["batch_first"] else padded.transpose(0, 1).contiguous()
+    hx = None
+    if config["hx_given"]:
+        rows = config["num_layers"] * (2 if config["bidirectional"] else 1)
+        out = config["proj_size"] or config["hidden_size"]
+        shape = (rows, out) if mode == "unbatched" else (rows, batch, out)
+        h0 = torch.randn(*shape, generator=generator).to(device, dtype)
+        hx = h0
+        if config["kind"] == "lstm":
+            cell_shape = shape[:-1] + (config["hidden_size"],)
+            hx = (h0, torch.randn(*cell_shape, generator=generator).to(device, dtype))
+    return module, inputs, hx, lengths
+
+
+def module_reference(module, inputs, hx, batch_first):
+    """The module's own output as `[batch, time, dirs*out]` with its h_n and c_n."""
+    output, final = module(inputs, hx)
+    h_n, c_n = final if isinstance(final, tuple) else (final, None)
+    if isinstance(output, torch.Tensor) and output.dim() == 2:  # unbatched
+        return output.unsqueeze(0), h_n.unsqueeze(1), (
+            c_n.unsqueeze(1) if c_n is not None else None
+        )
+    if isinstance(inputs, nn.utils.rnn.PackedSequence):
+        output, _ = pad_packed_sequence(output, batch_first=True)
+    elif not batch_first:
+        output = output.transpose(0, 1)
+    return output, h_n, c_n
+
+
+def assert_close(actual, expected, tolerance, what):
+    error = (actual - expected).abs().max().item() if actual.numel() else 0.0
+    assert error <= tolerance, "%s: max abs error %.3g > %.3g" % (what, error, tolerance)
+
+
+def assert_exact(module, inputs, hx, lengths, states):
+    """Checks a capture against the module's own outputs and the gate identities."""
+    tolerance = TOLERANCE[module.weight_ih_l0.dtype]
+    kind = states.kind
+    directions = 2 if module.bidirectional else 1
+    output, h_n, c_n = module_reference(module, inputs, hx, module.batch_first)
+    batch, steps = output.shape[:2]
+    out_size = module.proj_size or module.hidden_size
+    device = module.weight_ih_l0.device
+
+    assert states.num_directions == directions
+    assert states.num_layers == module.num_layers
+    assert len(states.layers) == module.num_layers * directions
+    assert torch.equal(states.lengths.cpu(), lengths)
+    valid = (torch.arange(steps).unsqueeze(0) < lengths.unsqueeze(1)).to(device)
+    valid = valid.unsqueeze(2)
+
+    last = torch.cat(
+        [states.layer(module.num_layers - 1, d).hidden for d in range(directions)], 2
+    )
+    assert_close(last * valid, output * valid, tolerance, "last layer hidden vs output")
+
+    for index, layer in enumerate(states.layers):
+        direction = index % directions
+        arrays = {"hidden": layer.hidden, **layer.gates}
+        if kind == "lstm":
+            arrays["cell"] = layer.cell
+        else:
+            assert layer.cell is None
+        assert set(layer.gates) == set(GATE_NAMES[kind])
+        for name, array in arrays.items():
+            width = out_size if name == "hidden" else module.hidden_size
+            assert tuple(array.shape) == (batch, steps, width), name
+            assert array.device == device and not array.requires_grad, name
+            assert not (array * ~valid).any(), "%s is not zero beyond the lengths" % name
+        # The final state is at the last valid position going forward, at 0 in reverse.
+        final_position = lengths - 1 if direction == 0 else torch.zeros_like(lengths)
+        rows = torch.arange(batch)
+        assert_close(
+            layer.hidden[rows, final_position], h_n[index], tolerance, "hidden vs h_n"
+        )
+        if kind == "lstm":
+            assert_close(
+                layer.cell[rows, final_position], c_n[index], tolerance, "cell vs c_n"
+            )
+            if module.proj_size == 0:
+                expected = layer.gates["output"] * torch.tanh(layer.cell)
+                assert_close(layer.hidden, expected, tolerance, "h = o * tanh(c)")
+
+
+@pytest.fixture
+def forced_chunk(monkeypatch):
+    """Returns a function that forces the cell-scan chunk length (None: default)."""
+
+    def force(chunk):
+        if chunk is not None:
+            monkeypatch.setattr(capture_module, "_scan_chunk", lambda *args: chunk)
+
+    return force
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("config", random_configs(NUM_CONFIGS), ids=config_id)
+def test_capture_is_exact(config, device, forced_chunk):
+    forced_chunk(config["chunk"])
+    module, inputs, hx, lengths = build(config, device)
+    states = tls.capture(module, inputs, hx)
+    assert states.kind == config["kind"].split("_")[0]
+    assert_exact(module, inputs, hx, lengths, states)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_long_sequences_with_default_scan(device, bidirectional, dtype):
+    torch.manual_seed(1)
+    module = nn.LSTM(8, 16, 2, bidirectional=bidirectional).to(device, dtype).eval()
+    padded = torch.randn(300, 5, 8, device=device, dtype=dtype)
+    lengths = torch.tensor([300, 17, 256, 299, 1])
+    for inputs in (padded, pack_padded_sequence(padded, lengths, enforce_sorted=False)):
+        states = tls.capture(module, inputs)
+        expected_lengths = lengths if inputs is not padded else torch.full((5,), 300)
+        assert_exact(module, inputs, None, expected_lengths, states)
+
+
+def test_chunk_choice_depends_on_shape():
+    # Short, narrow scans pay per-operation overhead: they are chunked.
+    assert capture_module._scan_chunk(128, 8 * 64) > 1
+    # Wide ones are bound by memory traffic: plain sequential.
+    assert capture_module._scan_chunk(100, 64 * 512) == 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dropout_in_training_mode_warns_once(device):
+    torch.manual_seed(2)
+    module = nn.LSTM(3, 4, num_layers=2, dropout=0.5).to(device).train()
+    inputs = torch.randn(6, 2, 3, device=device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = tls.capture(module, inputs)
+        tls.capture(module, inputs)
+    messages = [str(w.message) for w in caught if "dropout" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert "eval()" in messages[0]
+    module.eval()
+    assert_exact(module, inputs, None, torch.full((2,), 6), first)
+    assert module.training is False  # capture does not switch modes itself.
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_no_warning_without_dropout(device):
+    module = nn.GRU(3, 4, num_layers=2).to(device).train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tls.capture(module, torch.randn(5, 2, 3, device=device))
+
+
+def assert_same_states(actual, expected):
+    assert actual.kind == expected.kind
+    assert torch.equal(actual.lengths, expected.lengths)
+    for mine, theirs in zip(actual.layers, expected.layers):
+        assert torch.equal(mine.hidden, theirs.hidden)
+        assert (mine.cell is None) == (theirs.cell is None)
+        if mine.cell is not None:
+            assert torch.equal(mine.cell, theirs.cell)
+        assert set(mine.gates) == set(theirs.gates)
+        for name in mine.gates:
+            assert torch.equal(mine.gates[name], theirs.gates[name])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+def test_record_captures_forward_calls_without_changing_them(device, kind):
+    torch.manual_seed(3)
+    module = MODULES[kind](input_size=3, hidden_size=4, num_layers=2, batch_first=True)
+    module = module.to(device).eval()
+    inputs = torch.randn(2, 7, 3, device=device, requires_grad=True)
+    packed = pack_padded_sequence(
+        torch.randn(2, 7, 3, device=device), torch.tensor([3, 7]),
+        batch_first=True, enforce_sorted=False,
+    )
+
+    def forward_and_grads():
+        module.zero_grad()
+        inputs.grad = None
+        output, _ = module(inputs)
+        output.square().sum().backward()
+        grads = [p.grad.clone() for p in module.parameters()]
+        return output.detach(), grads, inputs.grad.clone()
+
+    plain = forward_and_grads()
+    with tls.record(module) as recorder:
+        recorded = forward_and_grads()
+        module(input=packed)  # Keyword arguments are seen too.
+    module(inputs)  # Not recorded: the block is over.
+
+    assert torch.equal(plain[0], recorded[0])
+    for before, after in zip(plain[1], recorded[1]):
+        assert torch.equal(before, after)
+    assert torch.equal(plain[2], recorded[2])
+    assert len(recorder.states) == 2
+    assert_same_states(recorder.states[0], tls.capture(module, inputs))
+    assert_same_states(recorder.states[1], tls.capture(module, packed))
+    assert isinstance(recorder, tls.Recorder)
+
+
+def test_record_passes_hx():
+    torch.manual_seed(4)
+    module = nn.LSTM(3, 4).eval()
+    inputs = torch.randn(5, 2, 3)
+    hx = (torch.randn(1, 2, 4), torch.randn(1, 2, 4))
+    with tls.record(module) as recorder:
+        module(inputs, hx)
+        module(inputs, hx=hx)
+    expected = tls.capture(module, inputs, hx)
+    for states in recorder.states:
+        assert_same_states(states, expected)
+
+
+@pytest.mark.parametrize(
+    "module, match",
+    [
+        (nn.LSTMCell(3, 4), r"nn\.LSTM.*LSTMCell.*sequence module"),
+        (nn.GRUCell(3, 4), r"nn\.GRU.*GRUCell"),
+        (nn.Linear(3, 4), r"nn\.LSTM, nn\.GRU or nn\.RNN.*Linear.*recurrent layer itself"),
+        (nn.Sequential(nn.LSTM(3, 4)), r"Sequential.*model\.lstm"),
+    ],
+)
+def test_unsupported_modules_are_refused(module, match):
+    with pytest.raises(TypeError, match=match):
+        tls.capture(module, torch.randn(5, 2, 3))
+    with pytest.raises(TypeError, match=match):
+        tls.record(module)
+
+
+@pytest.mark.parametrize(
+    "inputs, hx, error, match",
+    [
+        (torch.randn(5, 2, 7), None, ValueError, r"7 features.*input_size=3.*must be 3"),
+        (torch.randn(5, 4), None, ValueError, r"4 features.*input_size=3"),  # unbatched
+        (torch.randn(5, 2, 3, 1), None, ValueError, r"3-D.*2-D unbatched.*\(5, 2, 3, 1\)"),
+        (torch.randn(5, 2, 3).double(), None, TypeError, r"float64.*float32.*\.to\("),
+        ([1.0, 2.0], None, TypeError, r"torch\.Tensor or a PackedSequence"),
+        (torch.randn(5, 2, 3), torch.randn(1, 2, 4), TypeError, r"tuple \(h_0, c_0\)"),
+        (
+            torch.randn(5, 2, 3),
+            (torch.randn(1, 3, 4), torch.randn(1, 2, 4)),
+            ValueError,
+            r"h_0 has shape \(1, 3, 4\).*expects \(1, 2, 4\).*hx=None",
+        ),
+        (
+            torch.randn(5, 2, 3),
+            (torch.randn(1, 2, 4), torch.randn(2, 2, 4)),
+            ValueError,
+            r"c_0 has shape \(2, 2, 4\).*expects \(1, 2, 4\)",
+        ),
+        (
+            torch.randn(5, 3),
+            (torch.randn(1, 2, 4), torch.randn(1, 2, 4)),
+            ValueError,
+            r"expects \(1, 4\).*unbatched",
+        ),
+        (torch.randn(0, 2, 3), None, ValueError, r"empty"),
+    ],
+)
+def test_bad_inputs_name_the_problem_and_the_fix(inputs, hx, error, match):
+    module = nn.LSTM(3, 4).eval()
+    with pytest.raises(error, match=match):
+        tls.capture(module, inputs, hx)
+
+
+def test_bad_gru_hx():
+    module = nn.GRU(3, 4, num_layers=2).eval()
+    with pytest.raises(TypeError, match=r"tensor h_0"):
+        tls.capture(module, torch.randn(5, 2, 3), (torch.zeros(2, 2, 4),))
+    with pytest.raises(ValueError, match=r"expects \(2, 2, 4\)"):
+        tls.capture(module, torch.randn(5, 2, 3), torch.zeros(1, 2, 4))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", list(MODULES))
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_non_finite_inputs_give_non_finite_states(device, kind, bidirectional):
+    torch.manual_seed(5)
+    module = MODULES[kind](input_size=3, hidden_size=4, bidirectional=bidirectional)
+    module = module.to(device).eval()
+    inputs = torch.randn(6, 2, 3, device=device)
+    inputs[3, 0, 1] = float("nan")
+    inputs[2, 1, 0] = float("inf")
+    states = tls.capture(module, inputs)
+    expected, _ = module(inputs)
+    last = torch.cat([layer.hidden for layer in states.layers], 2)
+    torch.testing.assert_close(last, expected.transpose(0, 1), equal_nan=True)
+    forward = states.layer(0, 0)
+    # Forward direction: finite before the bad step, not finite from it on.
+    assert torch.isfinite(forward.hidden[0, :3]).all()
+    assert not torch.isfinite(forward.hidden[0, 3:]).all()
+    if kind == "lstm":
+        assert not torch.isfinite(forward.cell[0, 3:]).all()
