@@ -117,19 +117,32 @@ def frame(pieces: Sequence[Piece]) -> Tuple[bytes, bytes, int]:
     return head, tail, length
 
 
-def event_file_name(logdir: str, suffix: str = "") -> str:
+def event_file_name(logdir: str, suffix: str = "", timestamp: Optional[float] = None) -> str:
     """A new event file path in `logdir`, named like TensorBoard's own writers name them.
 
     The name holds `tfevents`, which is how both TensorBoard loaders recognise event
-    files, and a per-process counter so two writers never share a file.
+    files, then the creation time (or `timestamp`), which orders a run's files, and a
+    per-process counter so two writers never share a file.
     """
     global _uid
     with _uid_lock:
         uid = _uid
         _uid += 1
     name = "events.out.tfevents.%010d.%s.%d.%d%s" % (
-        time.time(), socket.gethostname(), os.getpid(), uid, suffix)
+        time.time() if timestamp is None else timestamp,
+        socket.gethostname(), os.getpid(), uid, suffix)
     return os.path.join(logdir, name)
+
+
+def oldest_event_file_time(logdir: str) -> Optional[int]:
+    """The smallest creation time in the names of the event files in `logdir`, or None."""
+    times = []
+    for name in os.listdir(logdir):
+        if "tfevents" in name:
+            field = name.split("tfevents.", 1)[-1].split(".", 1)[0]
+            if field.isdigit():
+                times.append(int(field))
+    return min(times) if times else None
 
 
 class RecordFile:

@@ -20,6 +20,8 @@ through `sw`'s own event file would run TensorBoard's pure-Python CRC (about 6 M
 in `sw`'s thread and slow training through the GIL. Both TensorBoard load paths read
 both files of a run live: the Rust data server always does, and the Python loader
 does with `--reload_multifile=true`, which this plugin's loader sets by default.
+(Without it, the Python loader follows only the last file in name order; this
+writer's file is named to sort first, so the user's scalars stay live.)
 """
 
 import atexit
@@ -84,11 +86,21 @@ class StateWriter:
             raise ValueError(
                 "give exactly one of logdir (a run directory) or summary_writer "
                 "(a torch SummaryWriter whose run the states join)")
+        timestamp = None
         if summary_writer is not None:
             logdir = _summary_writer_logdir(summary_writer)
         logdir = os.fspath(logdir)
         os.makedirs(logdir, exist_ok=True)
-        self._file = event_file.RecordFile(event_file.event_file_name(logdir, filename_suffix))
+        if summary_writer is not None:
+            # Named to sort before the SummaryWriter's file. A Python loader that
+            # polls only the newest file of a run (--reload_multifile=false, which
+            # this plugin's loader does not leave) then keeps following the user's
+            # scalars, and only these states stop updating live.
+            oldest = event_file.oldest_event_file_time(logdir)
+            if oldest is not None:
+                timestamp = min(oldest, int(time.time())) - 1
+        self._file = event_file.RecordFile(
+            event_file.event_file_name(logdir, filename_suffix, timestamp))
         self._max_queue_bytes = int(max_queue_bytes)
 
         self._lock = threading.Condition()

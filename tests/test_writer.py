@@ -402,3 +402,15 @@ def test_queue_is_bounded(tmp_path, monkeypatch):
     assert max(seen) <= 2 * record_bytes + 1000  # add_states waited for room
     assert max(seen) > record_bytes  # and the queue did hold more than one record
     assert len(list(tls.read_states(tmp_path))) == 10
+
+
+def test_summary_writer_file_sorts_first(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    sw = SummaryWriter(str(tmp_path))
+    with tls.StateWriter(summary_writer=sw) as writer:
+        ours = os.path.basename(writer.path)
+    sw.close()
+    # A Python loader without --reload_multifile follows only the last file: the
+    # user's scalars, not these states.
+    assert [os.path.basename(p) for p in event_files(tmp_path)][0] == ours
