@@ -73,6 +73,7 @@ Routes:
   `.js` as `text/javascript`.
 """
 
+import contextlib
 import io
 import json
 import math
@@ -80,6 +81,7 @@ import os
 import re
 import threading
 import time
+from concurrent import futures
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -87,6 +89,7 @@ from werkzeug import wrappers
 
 from tensorboard import errors, plugin_util
 from tensorboard.backend import http_util
+from tensorboard.backend.event_processing import data_provider as data_provider_lib
 from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 from tensorboard.util import tb_logging
@@ -195,9 +198,21 @@ class StatesPlugin(base_plugin.TBPlugin):
         self._downsample = hint if isinstance(hint, int) and hint > 0 else ALL_STEPS
         if cache_bytes is None:
             cache_bytes = DEFAULT_CACHE_MB << 20
-        self.cache = cache.ByteBoundedCache(cache_bytes)
+        # Headers (small, needed by every request) get their own slice of the
+        # budget, so that large arrays never evict them.
+        header_bytes = min(max(cache_bytes // 16, 1 << 20), cache_bytes // 2)
+        self.headers = cache.ByteBoundedCache(header_bytes)
+        self.cache = cache.ByteBoundedCache(cache_bytes - header_bytes)
         self._indexes: Dict[tuple, _TagIndex] = {}
         self._indexes_lock = threading.Lock()
+        # The Rust data server answers a small blob only after ~40 ms (a TCP
+        # delayed-ACK stall) but serves many at once; so blobs are read in parallel:
+        # headers ahead of need, and a header beside its array. The in-process
+        # provider copies a whole record to read any blob of it: no read-ahead there.
+        self._read_ahead = not isinstance(
+            self._data_provider, data_provider_lib.MultiplexerDataProvider)
+        self._request_pool = futures.ThreadPoolExecutor(8, thread_name_prefix="lstm_states")
+        self._prefetch_pool = futures.ThreadPoolExecutor(8, thread_name_prefix="lstm_states_prefetch")
 
     def get_plugin_apps(self):
         return {
@@ -255,6 +270,10 @@ class StatesPlugin(base_plugin.TBPlugin):
         index = _TagIndex(structure, series.description, sorted(data, key=lambda d: d.step), now)
         with self._indexes_lock:
             self._indexes[key] = index
+        if self._read_ahead:
+            for datum in index.data:
+                if self.headers.get(self._header_key(experiment, run, tag, datum)) is None:
+                    self._prefetch_pool.submit(self._header, ctx, experiment, run, tag, datum)
         return index
 
     def _raise_unknown(self, ctx, experiment, run, tag):
@@ -283,8 +302,12 @@ class StatesPlugin(base_plugin.TBPlugin):
     def _read_blob(self, ctx, datum, position):
         return self._data_provider.read_blob(ctx, blob_key=datum.values[position].blob_key)
 
+    @staticmethod
+    def _header_key(experiment, run, tag, datum):
+        return (experiment, run, tag, datum.step, datum.wall_time)
+
     def _header(self, ctx, experiment, run, tag, datum):
-        key = ("header", experiment, run, tag, datum.step, datum.wall_time)
+        key = self._header_key(experiment, run, tag, datum)
 
         def load():
             if not datum.values:
@@ -297,13 +320,14 @@ class StatesPlugin(base_plugin.TBPlugin):
                 )
             return header
 
-        return self._record_call(run, tag, datum, lambda: self.cache.get_or_compute(key, load))
+        return self._record_call(run, tag, datum, lambda: self.headers.get_or_compute(key, load))
 
-    def _blob_array(self, ctx, experiment, run, tag, datum, header, position):
+    def _blob_array(self, ctx, experiment, run, tag, datum, header, position, blob=None):
         key = ("array", experiment, run, tag, datum.step, datum.wall_time, position)
 
         def load():
-            return codec.decode_array(header, position, self._read_blob(ctx, datum, position))
+            data = blob if blob is not None else self._read_blob(ctx, datum, position)
+            return codec.decode_array(header, position, data)
 
         return self._record_call(run, tag, datum, lambda: self.cache.get_or_compute(key, load))
 
@@ -317,24 +341,23 @@ class StatesPlugin(base_plugin.TBPlugin):
 
     def _state_array(self, ctx, experiment, run, tag, step, layer, kind):
         """Returns `(header, datum, array)` for one layer and kind of one step."""
-        _, datum = self._datum(ctx, experiment, run, tag, step)
-        header = self._header(ctx, experiment, run, tag, datum)
-        entries = header["num_layers"] * header["num_directions"]
-        if layer >= entries:
-            raise errors.NotFoundError(
-                "run %r tag %r has layers 0 to %d (layer * directions + direction); no layer %d"
-                % (run, tag, entries - 1, layer)
-            )
-        kinds = states_lib.array_kinds(header["kind"])
-        if kind not in kinds:
-            raise errors.NotFoundError(
-                "run %r tag %r (%s) has kinds %s; no kind %r" % (run, tag, header["kind"], ", ".join(kinds), kind)
-            )
-        try:
-            position = codec.find_array(header, layer=layer, kind=kind)
-        except KeyError:
-            raise errors.NotFoundError("run %r tag %r step %d has no layer %d %s" % (run, tag, step, layer, kind))
-        return header, datum, self._blob_array(ctx, experiment, run, tag, datum, header, position)
+        index, datum = self._datum(ctx, experiment, run, tag, step)
+        header = self.headers.get(self._header_key(experiment, run, tag, datum))
+        guess = blob = None
+        if header is None and self._read_ahead:
+            # Read the header and, where the record is laid out as the codec writes
+            # it, the array at the same time; the header then confirms the guess.
+            guess = _array_position(index.structure, layer, kind)
+            pending = self._request_pool.submit(self._header, ctx, experiment, run, tag, datum)
+            if guess is not None and guess < len(datum.values):
+                with contextlib.suppress(errors.PublicError):
+                    blob = self._read_blob(ctx, datum, guess)
+            header = pending.result()
+        else:
+            header = self._header(ctx, experiment, run, tag, datum)
+        position = _locate(header, run, tag, step, layer, kind)
+        blob = blob if position == guess else None
+        return header, datum, self._blob_array(ctx, experiment, run, tag, datum, header, position, blob)
 
     # ------------------------------------------------------------------
     # Routes: parse and validate, then call an `*_impl` method.
@@ -451,9 +474,10 @@ class StatesPlugin(base_plugin.TBPlugin):
         ctx, experiment = _context(request)
         args = _Args(request)
         run, tag = args.string("run"), args.string("tag")
-        return _json(request, self.overview_impl(ctx, experiment, run, tag))
+        return _json_bytes(request, self.overview_impl(ctx, experiment, run, tag))
 
     def overview_impl(self, ctx, experiment, run, tag):
+        """Returns the encoded JSON of the `overview` route (cached per listing)."""
         statistics_tag = tag + metadata.STATISTICS_SUFFIX
         run_tag_filter = provider.RunTagFilter(runs=[run], tags=[statistics_tag])
         listing = self._data_provider.list_tensors(
@@ -474,6 +498,11 @@ class StatesPlugin(base_plugin.TBPlugin):
             ctx, experiment_id=experiment, plugin_name=self.plugin_name,
             downsample=self._downsample, run_tag_filter=run_tag_filter,
         ).get(run, {}).get(statistics_tag, [])
+        key = ("overview", experiment, run, tag, tuple((d.step, d.wall_time) for d in data))
+        return self.cache.get_or_compute(key, lambda: _encode(self._overview(rows, columns, data)))
+
+    @staticmethod
+    def _overview(rows, columns, data):
         shape = (len(rows), len(columns))
         values = []
         for datum in data:
@@ -487,7 +516,8 @@ class StatesPlugin(base_plugin.TBPlugin):
             "columns": columns,
             "steps": [d.step for d in data],
             "wall_times": [d.wall_time for d in data],
-            "values": _floats(stacked),
+            # Six significant digits: plenty for a plot, and a third of the JSON.
+            "values": _floats(stacked, significant=6),
         }
 
     @wrappers.Request.application
@@ -592,7 +622,8 @@ class StatesPlugin(base_plugin.TBPlugin):
         else:
             chosen = sorted(set(steps))
         data = [self._datum(ctx, experiment, run, tag, s)[1] for s in chosen]
-        headers = [self._header(ctx, experiment, run, tag, d) for d in data]
+        headers = list(self._request_pool.map(
+            lambda datum: self._header(ctx, experiment, run, tag, datum), data))
         if sequences is not None:
             sequences = sorted(set(sequences))
             for header in headers:
@@ -629,9 +660,12 @@ class StatesPlugin(base_plugin.TBPlugin):
         return self.cache.get_or_compute(key, compute)
 
     def _projection(self, ctx, experiment, run, tag, layer, kind, method, data, headers, sequences):
+        positions = [_locate(h, run, tag, d.step, layer, kind) for d, h in zip(data, headers)]
+        arrays = list(self._request_pool.map(
+            lambda args: self._blob_array(ctx, experiment, run, tag, *args),
+            zip(data, headers, positions)))
         points, keys, lengths = [], [], []
-        for datum, header in zip(data, headers):
-            _, _, array = self._state_array(ctx, experiment, run, tag, datum.step, layer, kind)
+        for header, array in zip(headers, arrays):
             chosen = sequences if sequences is not None else list(range(header["batch"]))
             step_lengths = [header["lengths"][b] for b in chosen]
             rows = [array[b, :n] for b, n in zip(chosen, step_lengths)]
@@ -661,7 +695,7 @@ class StatesPlugin(base_plugin.TBPlugin):
             "sequences": sequences if sequences is not None else list(range(headers[0]["batch"] if headers else 0)),
             "lengths": lengths,
             "offsets": [int(o) for o in offsets] if coordinates else [],
-            "coordinates": np.round(flat.ravel(), 5).tolist(),
+            "coordinates": _rounded_relative(flat.ravel()),
             "bounds": bounds,
             "explained_variance": result.get("explained_variance"),
         })
@@ -716,6 +750,39 @@ def _structure(content):
     }
 
 
+def _locate(header, run, tag, step, layer, kind):
+    """The blob index of `layer`, `kind` in a record; 404 naming what is missing."""
+    entries = header["num_layers"] * header["num_directions"]
+    if layer >= entries:
+        raise errors.NotFoundError(
+            "run %r tag %r has layers 0 to %d (layer * directions + direction); no layer %d"
+            % (run, tag, entries - 1, layer)
+        )
+    kinds = states_lib.array_kinds(header["kind"])
+    if kind not in kinds:
+        raise errors.NotFoundError(
+            "run %r tag %r (%s) has kinds %s; no kind %r" % (run, tag, header["kind"], ", ".join(kinds), kind)
+        )
+    try:
+        return codec.find_array(header, layer=layer, kind=kind)
+    except KeyError:
+        raise errors.NotFoundError("run %r tag %r step %d has no layer %d %s" % (run, tag, step, layer, kind))
+
+
+def _array_position(structure, layer, kind):
+    """The blob index of an array in a record laid out as `codec.encode_record` does.
+
+    Returns None when `layer` or `kind` is out of the structure's range.
+    """
+    kinds = structure["kinds"]
+    layers, directions = structure["layers"], structure["directions"]
+    if not (isinstance(layers, int) and isinstance(directions, int)):
+        return None
+    if kind not in kinds or not 0 <= layer < layers * directions:
+        return None
+    return 1 + layer * len(kinds) + kinds.index(kind)
+
+
 def _check_sequence(header, sequence, run, tag):
     if sequence >= header["batch"]:
         raise errors.NotFoundError(
@@ -763,15 +830,36 @@ def _float(value):
     return value if math.isfinite(value) else None
 
 
-def _floats(array):
-    """A nested list of an array's values, None where not finite."""
+def _floats(array, significant=None):
+    """A nested list of an array's values, None where not finite.
+
+    Args:
+      array: an array of numbers.
+      significant: if given, round to this many significant digits.
+    """
     array = np.asarray(array, dtype=np.float64)
     finite = np.isfinite(array)
+    if significant is not None:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            magnitude = np.floor(np.log10(np.abs(np.where(finite & (array != 0), array, 1.0))))
+            scale = 10.0 ** (significant - 1 - magnitude)
+            array = np.where(finite, np.round(array * scale) / scale, array)
     if finite.all():
         return array.tolist()
     values = array.astype(object)
     values[~finite] = None
     return values.tolist()
+
+
+def _rounded_relative(values):
+    """Values rounded to 1e-3 of the largest magnitude's power of ten, as a list.
+
+    Finer than any canvas draws, and short numbers are several times faster to
+    encode as JSON: at 400,000 coordinates that is most of a projection's reply.
+    """
+    largest = float(np.abs(values).max()) if len(values) else 0.0
+    decimals = 3 - int(math.floor(math.log10(largest))) if largest > 0 else 0
+    return np.round(values, max(decimals, 0)).tolist()
 
 
 def _encode(value):
