@@ -18,12 +18,14 @@ import { TimeView } from "./timeplot";
 import { TokenStrip } from "./tokens";
 
 const POLL_MS = 5000;
-const PREFETCH = 8;
-const MAX_PARALLEL = 4;
+const PREFETCH = 8; // steps ahead of a paused view
+const PREFETCH_PLAYING = 24; // steps ahead during playback
+const MAX_PARALLEL = 6;
 const PROJECTION_POINTS = 50_000;
 
 interface Stats {
   ready: number | null;
+  draws: number[];
   paints: { step: number; t: number }[];
   errors: string[];
 }
@@ -45,7 +47,7 @@ export class App {
   playing = false;
   hover: { t: number; unit: number | null; row: number | null; panel: Heatmap | null } | null = null;
   drag: { start: number; end: number; plot: "heat" | "lines"; x: number; moved: boolean } | null = null;
-  readonly stats: Stats = { ready: null, paints: [], errors: [] };
+  readonly stats: Stats = { ready: null, draws: [], paints: [], errors: [] };
 
   readonly arrays = new ByteCache<NdArray>(384 << 20, (a) => a.data.byteLength + 64);
   readonly json = new ByteCache<any>(64 << 20, () => 64 << 10);
@@ -580,7 +582,7 @@ export class App {
 
   private ensureFrame(step: number): void {
     const q = this.query(step);
-    const done = () => this.invalidate();
+    const done = () => { if (this.currentStep() === step) this.invalidate(); };
     const fail = (e: any) => this.showError(String(e?.message ?? e));
     if (!this.arrays.has(this.arrayKey(q))) this.loadArray(q).then(done, fail);
     const cq = this.compareQuery(step);
@@ -591,7 +593,8 @@ export class App {
   private prefetch(): void {
     const i = this.stepIndex();
     if (i < 0) return;
-    for (let k = 1; k <= PREFETCH && this.arrays.pendingCount < MAX_PARALLEL; k++) {
+    const ahead = this.playing ? PREFETCH_PLAYING : PREFETCH;
+    for (let k = 1; k <= ahead && this.arrays.pendingCount < MAX_PARALLEL; k++) {
       const j = i + k;
       if (j >= this.steps.length && !this.state.loop) break;
       const step = this.steps[j % this.steps.length];
@@ -604,7 +607,9 @@ export class App {
         if (!this.arrays.has(ck) && !this.arrays.isPending(ck)) this.loadArray(cq).catch(() => undefined);
       }
       if (this.playing && k <= 3) {
-        this.loadJson("changes", this.query(step), () => api.fetchChanges(this.query(step))).catch(() => undefined);
+        this.loadJson("changes", q, () => api.fetchChanges(q)).catch(() => undefined);
+        const sp = this.seriesParams(step);
+        this.loadJson("series", sp, () => api.fetchSeries(sp.run, sp.tag, sp.step, sp.sequence)).catch(() => undefined);
       }
     }
   }
@@ -620,15 +625,19 @@ export class App {
   private currentSeries(): api.Series | undefined {
     const step = this.currentStep();
     if (step === null) return undefined;
-    const p = { run: this.state.run, tag: this.state.tag, step, sequence: this.state.sequence };
+    const p = this.seriesParams(step);
     const hit = this.peekJson<api.Series>("series", p);
     if (hit) return hit;
     this.loadJson("series", p, () => api.fetchSeries(p.run, p.tag, p.step, p.sequence)).then(
-      () => this.invalidate(), () => undefined);
+      (s) => { if (this.currentStep() === step && !sameSeries(s, this.lastSeries)) this.invalidate(); }, () => undefined);
     // while it loads, the previous step's series (the probe inputs rarely change)
     return this.lastSeries ?? undefined;
   }
   private lastSeries: api.Series | null = null;
+
+  private seriesParams(step: number) {
+    return { run: this.state.run, tag: this.state.tag, step, sequence: this.state.sequence };
+  }
 
   private currentChanges(): api.Changes | undefined {
     const step = this.currentStep();
@@ -636,7 +645,13 @@ export class App {
     const q = this.query(step);
     const hit = this.peekJson<api.Changes>("changes", q);
     if (hit) return hit;
-    this.loadJson("changes", q, () => api.fetchChanges(q)).then(() => this.invalidate(), () => undefined);
+    this.loadJson("changes", q, () => api.fetchChanges(q)).then(() => {
+      if (this.currentStep() === step) {
+        const [t0, t1] = this.range();
+        this.drawChangeTrack(t0, t1, this.lastWidth);
+        this.drawOverlays();
+      }
+    }, () => undefined);
     return undefined;
   }
 
@@ -830,7 +845,10 @@ export class App {
       else if (this.shownCompare && !this.sameSelection(this.shownCompare.key, ck)) this.shownCompare = null;
     } else this.shownCompare = null;
     this.prefetch();
+    const started = performance.now();
     this.drawViews(width);
+    this.stats.draws.push(performance.now() - started);
+    if (this.stats.draws.length > 5000) this.stats.draws.splice(0, 1000);
   }
 
   private sameSelection(a: string, b: string): boolean {
@@ -839,6 +857,7 @@ export class App {
   }
 
   private drawViews(fullWidth: number): void {
+    this.lastWidth = fullWidth;
     const theme = this.theme;
     const shown = this.shown;
     const compare = !!this.state.compare;
@@ -935,17 +954,12 @@ export class App {
     })) : [];
     this.lines.draw(tracks, theme, data ? "click heatmap rows to plot units" : "", [this.domain.lo, this.domain.hi]);
 
-    // change track
-    const changes = this.currentChanges();
-    this.changes.layout(fullWidth, 80);
-    this.changes.setRange(t0, t1);
-    this.changes.draw(changes?.norm ?? null, changes?.anomalies ?? [], theme, "loading…");
-    this.changesNote.textContent = changes ? `‖Δ${this.state.kind === "cell" ? "c" : "h"}ₜ‖ · ${changes.anomalies.length} anomal${changes.anomalies.length === 1 ? "y" : "ies"} marked (click a mark to jump)` : "";
+    this.drawChangeTrack(t0, t1, fullWidth);
 
     // projection
     const size = 276;
     this.projectionView.base.resize(size, size);
-    this.projectionView.overlay.resize(size, size);
+    if (this.projectionView.overlay.resize(size, size)) this.projectionView.overlayShown = true;
     const p = this.projection;
     const projected = p ? nearestStep(p.steps, step) : null;
     const points = p && projected !== null ? p.points.get(projected) ?? null : null;
@@ -971,6 +985,17 @@ export class App {
     if (!this.explicitUnits && this.state.units.length) this.saveHash();
   }
 
+  private lastWidth = 800;
+
+  private drawChangeTrack(t0: number, t1: number, fullWidth: number): void {
+    const changes = this.currentChanges();
+    this.changes.layout(fullWidth, 80);
+    this.changes.setRange(t0, t1);
+    this.changes.draw(changes?.norm ?? null, changes?.anomalies ?? [], this.theme, "loading…");
+    const note = changes ? `‖Δ${this.state.kind === "cell" ? "c" : "h"}ₜ‖ · ${changes.anomalies.length} anomal${changes.anomalies.length === 1 ? "y" : "ies"} marked (click a mark to jump)` : "";
+    if (this.changesNote.textContent !== note) this.changesNote.textContent = note;
+  }
+
   drawOverlays(): void {
     const [t0, t1] = this.range();
     const view: TimeView = {
@@ -978,7 +1003,8 @@ export class App {
       selection: this.drag && this.drag.moved ? [this.drag.start, this.drag.end] : null,
     };
     for (const h of [this.heat, this.heatB, this.heatD]) {
-      h.drawOverlay(view, this.theme, (ctx) => h.drawRow(ctx, this.hover?.panel === h ? this.hover.row : null, this.theme));
+      const row = this.hover?.panel === h ? this.hover.row : null;
+      h.drawOverlay(view, this.theme, (ctx) => h.drawRow(ctx, row, this.theme), String(row) + ":" + h.rows);
     }
     this.lines.drawOverlay(view, this.theme);
     this.series.drawOverlay(view, this.theme);
@@ -1033,4 +1059,12 @@ export class App {
   shownArray(): NdArray | null {
     return this.shown?.array ?? null;
   }
+}
+
+function sameSeries(a: api.Series | null, b: api.Series | null): boolean {
+  if (!a || !b) return a === b;
+  if ((a.tokens ?? []).join("\u0000") !== (b.tokens ?? []).join("\u0000")) return false;
+  const names = Object.keys(a.series);
+  if (names.join() !== Object.keys(b.series).join()) return false;
+  return names.every((n) => a.series[n].length === b.series[n].length && a.series[n].every((v, i) => Object.is(v, b.series[n][i])));
 }

@@ -55,6 +55,7 @@ export function decodeArray(buffer: ArrayBuffer, shape: number[], dtype: Dtype):
   if (buffer.byteLength !== count * itemsize) {
     throw new Error(`array holds ${buffer.byteLength} bytes, its shape [${shape}] of ${dtype} needs ${count * itemsize}`);
   }
+  if (dtype === "float32" && littleEndianHost) return { shape, data: new Float32Array(buffer, 0, count) }; // no copy
   const data = new Float32Array(count);
   const view = new DataView(buffer);
   if (dtype === "float16") {
@@ -66,7 +67,7 @@ export function decodeArray(buffer: ArrayBuffer, shape: number[], dtype: Dtype):
       for (let i = 0; i < count; i++) data[i] = table[view.getUint16(2 * i, true)];
     }
   } else if (littleEndianHost) {
-    data.set(new Float32Array(buffer, 0, count));
+    return { shape, data: new Float32Array(buffer, 0, count) }; // no copy
   } else {
     for (let i = 0; i < count; i++) data[i] = view.getFloat32(4 * i, true);
   }

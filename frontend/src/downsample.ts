@@ -16,13 +16,13 @@ export function bucketRange(start: number, end: number, n: number, b: number): [
  */
 export function heatmapGrid(
   data: Float32Array, units: number, order: ArrayLike<number>, t0: number, t1: number,
-  maxCols: number, maxRows: number, centre = 0,
+  maxCols: number, maxRows: number, centre = 0, out?: Float32Array,
 ): { grid: Float32Array; rows: number; cols: number } {
   const span = Math.max(0, t1 - t0);
   const cols = Math.max(1, Math.min(span, Math.max(1, Math.floor(maxCols))));
   const nUnits = order.length;
   const rows = Math.max(1, Math.min(nUnits, Math.max(1, Math.floor(maxRows))));
-  const grid = new Float32Array(rows * cols);
+  const grid = out && out.length >= rows * cols ? out.subarray(0, rows * cols) : new Float32Array(rows * cols);
   if (span === 0 || nUnits === 0) return { grid: grid.fill(NaN), rows, cols };
   if (cols === span && rows === nUnits) {
     for (let r = 0; r < rows; r++) {

@@ -23,6 +23,7 @@ export class Heatmap extends TimePlot {
   private imageCtx = this.image.getContext("2d")!;
   private imageData: ImageData | null = null;
   frame: HeatmapFrame | null = null;
+  private gridBuffer: Float32Array<ArrayBufferLike> = new Float32Array(0);
   rows = 0;
   onPaint: (() => void) | null = null;
 
@@ -43,8 +44,9 @@ export class Heatmap extends TimePlot {
     }
     const dpr = this.base.dpr;
     const { grid, rows, cols } = heatmapGrid(
-      frame.data, frame.units, frame.order, this.t0, this.t1, plot.w * dpr, plot.h * dpr, frame.centre,
+      frame.data, frame.units, frame.order, this.t0, this.t1, plot.w * dpr, plot.h * dpr, frame.centre, this.gridBuffer,
     );
+    this.gridBuffer = grid.length > this.gridBuffer.length ? grid : this.gridBuffer;
     this.rows = frame.order.length;
     if (!this.imageData || this.imageData.width !== cols || this.imageData.height !== rows) {
       this.image.width = cols;

@@ -62,14 +62,20 @@ export class ProjectionView {
     }
     const span = Math.max(1, hi - t0 - 1);
     ctx.lineWidth = 1.5;
+    ctx.lineCap = "round";
+    // one path per colour bin: a few strokes instead of one per segment
+    const BINS = 32;
+    const paths: Path2D[] = Array.from({ length: BINS }, () => new Path2D());
     for (let t = t0 + 1; t < hi; t++) {
       const f = color ? color(t) : (t - t0) / span;
-      ctx.strokeStyle = cssColor(sequentialColor(Number.isFinite(f) ? f : 0));
-      ctx.beginPath();
-      ctx.moveTo(this.sx(points[2 * t - 2]), this.sy(points[2 * t - 1]));
-      ctx.lineTo(this.sx(points[2 * t]), this.sy(points[2 * t + 1]));
-      ctx.stroke();
+      const bin = Math.min(BINS - 1, Math.max(0, Math.floor((Number.isFinite(f) ? f : 0) * BINS)));
+      paths[bin].moveTo(this.sx(points[2 * t - 2]), this.sy(points[2 * t - 1]));
+      paths[bin].lineTo(this.sx(points[2 * t]), this.sy(points[2 * t + 1]));
     }
+    paths.forEach((path, bin) => {
+      ctx.strokeStyle = cssColor(sequentialColor((bin + 0.5) / BINS));
+      ctx.stroke(path);
+    });
     if (hi > t0) {
       ctx.fillStyle = cssColor(sequentialColor(0));
       ctx.beginPath();
@@ -78,7 +84,11 @@ export class ProjectionView {
     }
   }
 
+  overlayShown = true;
+
   drawOverlay(t: number | null, theme: Theme): void {
+    if (t === null && !this.overlayShown) return;
+    this.overlayShown = t !== null;
     const ctx = this.overlay.clear();
     const p = this.points;
     if (t === null || !p || 2 * t + 1 >= p.length) return;

@@ -67,7 +67,8 @@ html, body { margin:0; background:var(--bg); color:var(--fg); }
 .tls button.on { background:var(--accent); color:#fff; border-color:var(--accent); }
 .tls-play { display:flex; align-items:center; gap:8px; padding:8px 10px; background:var(--panel); border:1px solid var(--border); border-radius:6px; margin-bottom:10px; }
 .tls-play input[type=range] { flex:1; accent-color:var(--accent); min-width:120px; }
-.tls-steplabel { font-variant-numeric:tabular-nums; min-width:150px; text-align:right; color:var(--muted); }
+.tls-steplabel { font-variant-numeric:tabular-nums; width:170px; white-space:nowrap; overflow:hidden; text-align:right; color:var(--muted); contain:strict; height:18px; }
+.tls-card { contain:layout paint; }
 .tls-steplabel b { color:var(--fg); }
 .tls-main { display:grid; grid-template-columns:minmax(0,1fr) 300px; gap:14px; align-items:start; }
 .tls-col { min-width:0; }

@@ -30,6 +30,7 @@ export class TimePlot {
   plot: Rect = { x: GUTTER, y: 0, w: 1, h: 1 };
   t0 = 0;
   t1 = 1;
+  private overlayKey = "";
 
   constructor(cls: string, public top = 4, public bottom = 18) {
     this.root = el("div", { class: "tls-stack " + cls });
@@ -82,7 +83,11 @@ export class TimePlot {
   }
 
   /** Draws the cursor, the hover line and the zoom selection on the overlay. */
-  drawOverlay(view: TimeView, theme: Theme, extra?: (ctx: CanvasRenderingContext2D) => void): void {
+  drawOverlay(view: TimeView, theme: Theme, extra?: (ctx: CanvasRenderingContext2D) => void, extraKey = ""): void {
+    // skipped when nothing it shows changed: playback then repaints no overlay at all
+    const key = [view.t0, view.t1, view.cursor, view.hover, view.selection, theme.dark, this.overlay.width, this.overlay.height, this.plot.w, this.plot.h, extraKey].join();
+    if (key === this.overlayKey) return;
+    this.overlayKey = key;
     const ctx = this.overlay.clear();
     const { plot } = this;
     const column = (t: number) => [this.x(t), Math.max(1, this.x(t + 1) - this.x(t))];
