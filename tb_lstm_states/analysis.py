@@ -400,6 +400,26 @@ def _map_previous(previous_keys, previous_coordinates, keys):
     return init
 
 
+def _align_onto(y, keys, target, target_keys):
+    """Moves `y` by the similarity transform (rotation or reflection, uniform scale,
+    translation) that best fits its points onto the same keys in `target`."""
+    lookup = {int(k): i for i, k in enumerate(target_keys)}
+    pairs = [(i, lookup[int(k)]) for i, k in enumerate(keys) if int(k) in lookup]
+    if len(pairs) < 3:
+        return y
+    mine, theirs = (np.array(index) for index in zip(*pairs))
+    source = y[mine].astype(np.float64)
+    goal = target[theirs].astype(np.float64)
+    source_mean, goal_mean = source.mean(axis=0), goal.mean(axis=0)
+    source_centered, goal_centered = source - source_mean, goal - goal_mean
+    u, singular, vt = np.linalg.svd(source_centered.T @ goal_centered)
+    norm = (source_centered ** 2).sum()
+    if norm <= 0:
+        return y
+    scale = singular.sum() / norm
+    return ((y - source_mean) @ (u @ vt) * scale + goal_mean).astype(np.float32)
+
+
 # A step with fewer points than this cannot be embedded by t-SNE or UMAP in any
 # meaningful way; it gets the PCA layout instead (reported as `method_used`).
 MIN_NEIGHBOUR_POINTS = 5
@@ -494,8 +514,12 @@ def project_umap(points: Sequence[np.ndarray], keys: Sequence[np.ndarray], *,
             options["n_epochs"] = next_epochs
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            y = umap.UMAP(**options).fit_transform(x).astype(np.float32)
-        coordinates.append(np.nan_to_num(y))
+            y = np.nan_to_num(umap.UMAP(**options).fit_transform(x).astype(np.float32))
+        if previous is not None:
+            # UMAP rescales its initial layout into a box of its own; bring the
+            # result back into the previous step's frame.
+            y = _align_onto(y, step_keys, previous, previous_keys)
+        coordinates.append(y)
         previous, previous_keys = y, step_keys
     return {"coordinates": coordinates, "method_used": "umap"}
 

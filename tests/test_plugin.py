@@ -380,3 +380,28 @@ def test_analysis_handles_non_finite_values():
     assert list(change["anomalies"]) == []
     projected = analysis.project("tsne", [array[0], array[1]], [np.arange(9), np.arange(9)])
     assert np.isfinite(np.concatenate(projected["coordinates"])).all()
+
+
+def test_projection_umap_is_aligned(tmp_path):
+    pytest.importorskip("umap")  # optional dependency; its first use compiles (~30 s)
+    rs = np.random.RandomState(0)
+    base = rs.randn(40, 6).astype(np.float32)
+    with tls.StateWriter(str(tmp_path / "run")) as writer:
+        for step in range(2):
+            states = make_states(kind="rnn", layers=1, batch=2, time=20, units=6)
+            states.layers[0].hidden = (base + 0.001 * step).reshape(2, 20, 6)
+            writer.add_states("t", states, step, dtype="float32")
+    client, _, _ = make_client(tmp_path)
+    body = get_json(client, "projection", run="run", tag="t", layer=0, kind="hidden", method="umap")
+    assert body["method_used"] == "umap" and body["offsets"] == [0, 40]
+    coordinates = np.array(body["coordinates"]).reshape(2, 40, 2)
+    assert np.isfinite(coordinates).all()
+    # Initialised from step 0's layout, step 1 stays close to it.
+    assert np.abs(coordinates[1] - coordinates[0]).mean() < 0.5 * coordinates[0].std()
+
+
+def test_umap_missing_is_a_clear_400(served, monkeypatch):
+    client, _ = served
+    monkeypatch.setattr(analysis, "umap_available", lambda: False)
+    status, response = get(client, "projection", run="lstm", tag="encoder", layer=0, kind="cell", method="umap")
+    assert status == 400 and b"pip install" in response.data
