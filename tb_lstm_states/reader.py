@@ -121,7 +121,28 @@ def _runs(logdir):
     return sorted(runs)
 
 
+def _peek_step(payload):
+    """The step of a serialized Event without parsing it, or None if not found first.
+
+    Writers serialize `wall_time` (field 1, fixed64) then `step` (field 2, varint)
+    first, so a step filter can skip a large record without parsing its arrays.
+    """
+    if len(payload) < 11 or payload[0] != 0x09 or payload[9] != 0x10:
+        return None
+    step, shift = 0, 0
+    for byte in payload[10:20]:
+        step |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return step - (1 << 64) if step >= 1 << 63 else step
+    return None
+
+
 def _decode(run_name, path, offset, payload, tag, wanted_steps):
+    if wanted_steps is not None:
+        step = _peek_step(payload)
+        if step is not None and step not in wanted_steps:
+            return
     event = event_pb2.Event.FromString(payload)
     if not event.HasField("summary"):
         return

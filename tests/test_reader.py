@@ -213,3 +213,27 @@ def test_writer_killed_at_a_random_point(tmp_path):
     assert len(records) >= 1
     for r in records:
         assert np.all(r.states.layers[0].hidden == r.step)
+
+
+def test_records_queued_at_exit_are_written(tmp_path):
+    script = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import tb_lstm_states as tls
+        from tb_lstm_states import states as S
+        writer = tls.StateWriter(sys.argv[1])  # never closed: the exit hook writes
+        for step in range(3):
+            h = np.full((2, 5, 3), step, dtype=np.float32)
+            writer.add_states("t", S.RecurrentStates("rnn", [S.LayerStates(h)], [5, 5]), step)
+    """)
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=REPO,
+                   timeout=60)
+    assert [r.step for r in tls.read_states(tmp_path)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("step", [0, 1, 127, 128, 2**40, -1, -(2**63), 2**63 - 1])
+def test_peek_step_agrees_with_protobuf(step):
+    payload = event_pb2.Event(wall_time=1.5, step=step).SerializeToString()
+    # Step 0 is not serialized at all (proto3 default): the reader then parses.
+    assert reader._peek_step(payload) == (step or None)
+    assert reader._peek_step(event_pb2.Event(step=step).SerializeToString()) in (None, step)
