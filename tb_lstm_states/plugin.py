@@ -62,13 +62,16 @@ Routes:
   `offsets[k]`. `coordinates` is flat `[x0, y0, x1, y1, ...]`; `bounds` is `[xmin,
   ymin, xmax, ymax]`. Layouts are aligned across steps: PCA on one basis fitted on
   all requested steps; t-SNE and UMAP each step initialised from the previous
-  step's layout. `steps` and `sequence` take comma-separated lists (default: all
-  sequences; all steps, or if they exceed the cap, evenly spaced steps that fit,
-  always with the last). Points per request are capped (`PROJECTION_CAPS`: pca
-  250,000; tsne 25,000 in all and 3,000 per step; umap 25,000 and 10,000 per step);
-  an explicit request over the cap answers 400 naming the cap. `method_used` is
-  `pca` when a step has fewer than 5 points. `explained_variance` (PCA only) gives
-  the fraction of variance on each axis. Results are cached.
+  step's layout (UMAP's then moved onto the previous layout by a similarity
+  transform, as UMAP rescales its start). `steps` and `sequence` take
+  comma-separated lists (default: all sequences; all steps, or if they exceed the
+  cap, evenly spaced steps that fit, always with the last). Points per request are
+  capped (`PROJECTION_CAPS`: pca 250,000; tsne 25,000 in all and 3,000 per step;
+  umap 25,000 and 10,000 per step); an explicit request over the cap answers 400
+  naming the cap. `method_used` is `pca` when a step has fewer than 5 points.
+  `explained_variance` (PCA only, else null) gives the fraction of variance on each
+  axis. Coordinates are rounded to 1e-3 of the power of ten of the largest one.
+  Results are cached: t-SNE takes seconds per step, so show progress.
 - `index.js` and any other file of `tb_lstm_states/static/` by its relative path:
   `.js` as `text/javascript`.
 """
@@ -112,6 +115,11 @@ PROJECTION_CAPS = {
     "tsne": (25_000, 3_000),
     "umap": (25_000, 10_000),
 }
+
+# Shared by every plugin instance (TensorBoard makes one); threads start on first use.
+# Tasks of one pool never wait on tasks of the same pool, so neither can deadlock.
+_REQUEST_POOL = futures.ThreadPoolExecutor(8, thread_name_prefix="lstm_states")
+_PREFETCH_POOL = futures.ThreadPoolExecutor(8, thread_name_prefix="lstm_states_prefetch")
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _STATIC_TYPES = {
@@ -211,8 +219,8 @@ class StatesPlugin(base_plugin.TBPlugin):
         # provider copies a whole record to read any blob of it: no read-ahead there.
         self._read_ahead = not isinstance(
             self._data_provider, data_provider_lib.MultiplexerDataProvider)
-        self._request_pool = futures.ThreadPoolExecutor(8, thread_name_prefix="lstm_states")
-        self._prefetch_pool = futures.ThreadPoolExecutor(8, thread_name_prefix="lstm_states_prefetch")
+        self._request_pool = _REQUEST_POOL
+        self._prefetch_pool = _PREFETCH_POOL
 
     def get_plugin_apps(self):
         return {
