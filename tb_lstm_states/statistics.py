@@ -19,7 +19,7 @@ _DEAD_RANGE = 1e-3
 # Statistics are an overview computed for every record the writer writes: past this
 # many values per array they are estimated from evenly spaced sequences of the batch
 # (all timesteps of each), so a large probe batch costs milliseconds, not seconds.
-MAX_VALUES = 1 << 18
+MAX_VALUES = 1 << 16
 
 
 def rows(kind, num_entries):

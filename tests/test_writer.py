@@ -414,3 +414,20 @@ def test_summary_writer_file_sorts_first(tmp_path):
     # A Python loader without --reload_multifile follows only the last file: the
     # user's scalars, not these states.
     assert [os.path.basename(p) for p in event_files(tmp_path)][0] == ours
+
+
+def test_statistics_of_large_batches_are_sampled_sequences():
+    assert list(statistics.sample_sequences(4, 10, max_values=100)) == [0, 1, 2, 3]
+    assert list(statistics.sample_sequences(100, 10, max_values=50)) == [0, 25, 50, 74, 99]
+    assert list(statistics.sample_sequences(3, 1000, max_values=10)) == [0]
+    states = make_states("lstm", batch=64, time=32, hidden=64, lengths=np.arange(64) % 33)
+    sampled = statistics.record_statistics(states, max_values=16 * 32 * 64)
+    exact = statistics.record_statistics(states, max_values=1 << 40)
+    rows = statistics.sample_sequences(64, 32 * 64, max_values=16 * 32 * 64)
+    subset = states_lib.RecurrentStates(
+        "lstm", [states_lib.LayerStates(
+            states.layers[0].hidden[rows], states.layers[0].cell[rows],
+            {k: v[rows] for k, v in states.layers[0].gates.items()})], states.lengths[rows])
+    np.testing.assert_array_equal(sampled, statistics.record_statistics(subset))
+    # An estimate: means and fractions stay close to the exact ones.
+    np.testing.assert_allclose(sampled[:, :3], exact[:, :3], rtol=0.1, atol=0.02)
