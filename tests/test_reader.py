@@ -237,3 +237,17 @@ def test_peek_step_agrees_with_protobuf(step):
     # Step 0 is not serialized at all (proto3 default): the reader then parses.
     assert reader._peek_step(payload) == (step or None)
     assert reader._peek_step(event_pb2.Event(step=step).SerializeToString()) in (None, step)
+
+
+@pytest.mark.parametrize("c_library", [True, False], ids=["ctypes", "bytes_slices"])
+def test_crc_of_pieces(monkeypatch, c_library):
+    import google_crc32c
+
+    if c_library:
+        assert event_file._c_extend is not None, "google_crc32c's C library was not found"
+    else:
+        monkeypatch.setattr(event_file, "_c_extend", None)
+    data = np.random.default_rng(0).integers(0, 256, 3 * event_file.CRC_SLICE_BYTES + 5,
+                                             dtype=np.uint8)
+    pieces = [b"head", data[:7], memoryview(data)[7:], np.zeros(0, np.uint8), b""]
+    assert event_file.crc32c(pieces) == google_crc32c.value(b"head" + data.tobytes())
