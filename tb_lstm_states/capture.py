@@ -640,12 +640,85 @@ def _sequential_scan(values, factors, steps, reverse):
 
 
 def _use_loop(module, sequences, features):
-    """Whether the single-pass loop beats kernel + recomputed gates for this layer."""
-    return False
+    """Whether the single-pass loop beats kernel + recomputed gates for a layer.
+
+    The kernel path does the recurrent matrix products twice (once in the kernel,
+    once batched for the gates) but launches few operations; the loop does them once
+    but launches `_LOOP_OPS` operations per timestep. The loop wins once the
+    per-step product is large enough to hide that per-operation overhead.
+    """
+    if not sequences.all_full or module.proj_size > 0:
+        return False
+    if _LOOP_CHOICE is not None:
+        return _LOOP_CHOICE
+    if module.weight_ih_l0.device.type != "cpu":
+        # GPU kernels (cuDNN) are far ahead of per-step launches.
+        return False
+    return sequences.batch * module.hidden_size >= _LOOP_MIN_BATCH_TIMES_HIDDEN
+
+
+# Tests force one path or the other through this (None: the cost rule decides).
+_LOOP_CHOICE = None
+# Per-step recurrent product size (batch * hidden) from which the loop is faster.
+_LOOP_MIN_BATCH_TIMES_HIDDEN = 8192
+_LOOP_OPS = 7
+
+
+def _gate_rows(size, device):
+    """Row order putting the three sigmoid gates (i, f, o) before the tanh one (g)."""
+    return torch.cat(
+        [
+            torch.arange(0, 2 * size, device=device),
+            torch.arange(3 * size, 4 * size, device=device),
+            torch.arange(2 * size, 3 * size, device=device),
+        ]
+    )
 
 
 def _lstm_layer_loop(layer_input, weights, h0, c0, direction):
-    raise NotImplementedError
+    """One LSTM layer and direction in a single pass; returns time-major states.
+
+    The input products of all timesteps are one matrix product up front; each step
+    then does one `addmm` into its slice of the gates buffer and six in-place
+    elementwise operations, with every per-step view made before the loop.
+    """
+    steps, batch, features = layer_input.shape
+    size = weights[1].shape[1]
+    rows = _gate_rows(size, layer_input.device)
+    weight_ih = weights[0].index_select(0, rows)
+    weight_hh_t = weights[1].index_select(0, rows).t()
+    bias = (weights[2] + weights[3]).index_select(0, rows) if len(weights) >= 4 else None
+    pre = _linear(layer_input.reshape(steps * batch, features), weight_ih, bias)
+    pre = pre.view(steps, batch, 4 * size)
+    hidden = pre.new_empty(steps, batch, size)
+    cell = pre.new_empty(steps, batch, size)
+    scratch = pre.new_empty(batch, size)
+    gates_at = pre.unbind(0)
+    sigmoids_at = pre[..., : 3 * size].unbind(0)
+    input_at = pre[..., :size].unbind(0)
+    forget_at = pre[..., size : 2 * size].unbind(0)
+    output_at = pre[..., 2 * size : 3 * size].unbind(0)
+    candidate_at = pre[..., 3 * size :].unbind(0)
+    hidden_at = hidden.unbind(0)
+    cell_at = cell.unbind(0)
+    previous_hidden, previous_cell = h0, c0
+    order = range(steps) if direction == 0 else range(steps - 1, -1, -1)
+    for t in order:
+        gates_at[t].addmm_(previous_hidden, weight_hh_t)
+        sigmoids_at[t].sigmoid_()
+        candidate_at[t].tanh_()
+        torch.mul(forget_at[t], previous_cell, out=cell_at[t])
+        cell_at[t].addcmul_(input_at[t], candidate_at[t])
+        torch.tanh(cell_at[t], out=scratch)
+        torch.mul(output_at[t], scratch, out=hidden_at[t])
+        previous_hidden, previous_cell = hidden_at[t], cell_at[t]
+    gates = {
+        "input": pre[..., :size],
+        "forget": pre[..., size : 2 * size],
+        "candidate": pre[..., 3 * size :],
+        "output": pre[..., 2 * size : 3 * size],
+    }
+    return hidden, cell, gates
 
 
 def _finish_layer(sequences, hidden, cell, gates):

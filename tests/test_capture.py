@@ -30,6 +30,8 @@ MODULES = {
 INPUT_MODES = ("batched", "unbatched", "packed_sorted", "packed_unsorted")
 # Chunk lengths forced on the cell-state scan; None keeps the cost model's choice.
 SCAN_CHUNKS = (None, 1, 2, 4, 8)
+# LSTM path forced: True the single-pass loop, False kernel + gates, None the rule.
+LOOP_CHOICES = (None, True, False)
 NUM_CONFIGS = 240
 
 
@@ -58,6 +60,7 @@ def random_configs(count, seed=20260101):
                 hx_given=rng.random() < 0.5,
                 dtype=rng.choice([torch.float32, torch.float64]),
                 chunk=rng.choice(SCAN_CHUNKS),
+                loop=rng.choice(LOOP_CHOICES),
                 seed=rng.randrange(2**31),
             )
         )
@@ -65,11 +68,12 @@ def random_configs(count, seed=20260101):
 
 
 def config_id(config):
-    return "{kind}-{mode}-L{num_layers}{bi}{bf}{nobias}{proj}-{dtype}-k{chunk}-{seed}".format(
+    return "{kind}-{mode}-L{num_layers}{bi}{bf}{nobias}{proj}-{dtype}-k{chunk}{loop_id}-{seed}".format(
         bi="-bi" if config["bidirectional"] else "",
         bf="-bf" if config["batch_first"] else "",
         nobias="-nobias" if not config["bias"] else "",
         proj="-proj%d" % config["proj_size"] if config["proj_size"] else "",
+        loop_id={None: "", True: "-loop", False: "-kernel"}[config["loop"]],
         dtype=str(config["dtype"]).replace("torch.", ""),
         **{k: v for k, v in config.items() if k != "dtype"},
     )
@@ -199,20 +203,21 @@ def assert_exact(module, inputs, hx, lengths, states):
 
 
 @pytest.fixture
-def forced_chunk(monkeypatch):
-    """Returns a function that forces the cell-scan chunk length (None: default)."""
+def force_paths(monkeypatch):
+    """Returns a function forcing the scan chunk and the LSTM path (None: default)."""
 
-    def force(chunk):
+    def force(chunk=None, loop=None):
         if chunk is not None:
             monkeypatch.setattr(capture_module, "_scan_chunk", lambda *args: chunk)
+        monkeypatch.setattr(capture_module, "_LOOP_CHOICE", loop)
 
     return force
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("config", random_configs(NUM_CONFIGS), ids=config_id)
-def test_capture_is_exact(config, device, forced_chunk):
-    forced_chunk(config["chunk"])
+def test_capture_is_exact(config, device, force_paths):
+    force_paths(config["chunk"], config["loop"])
     module, inputs, hx, lengths = build(config, device)
     states = tls.capture(module, inputs, hx)
     assert states.kind == config["kind"].split("_")[0]
@@ -222,7 +227,9 @@ def test_capture_is_exact(config, device, forced_chunk):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_long_sequences_with_default_scan(device, bidirectional, dtype):
+@pytest.mark.parametrize("loop", LOOP_CHOICES)
+def test_long_sequences_with_default_scan(device, bidirectional, dtype, loop, force_paths):
+    force_paths(loop=loop)
     torch.manual_seed(1)
     module = nn.LSTM(8, 16, 2, bidirectional=bidirectional).to(device, dtype).eval()
     padded = torch.randn(300, 5, 8, device=device, dtype=dtype)
