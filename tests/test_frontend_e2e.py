@@ -22,6 +22,8 @@ from conftest import http_get, tensorboard_server
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 BATCH, TIME, UNITS = 2, 48, 24
+LENGTHS = [48, 40]
+JUMP = 30
 WORDS = ["the", "cat", "sat", HOSTILE, "on", "a", "mat", "&amp;", "<b>x</b>"]
 
 
@@ -33,13 +35,20 @@ def make_states(step, seed):
     t = np.arange(TIME)[:, None]
     scale = 0.3 + 0.7 * (1 - np.exp(-step / 3))
     cell = np.stack([np.sin(t * freq + phase + 0.6 * step) * scale * (1.5 + b) for b in range(BATCH)])
+    if step == 5:
+        cell[:, JUMP:] *= -1  # a sudden change: the change track flags it
+    cell[1, LENGTHS[1]:] = 0  # the second sequence is shorter; the rest is padding
     sig = lambda x: 1 / (1 + np.exp(-x))
     layer = LayerStates(
         hidden=np.tanh(cell).astype(np.float32),
         cell=cell.astype(np.float32),
-        gates={"input": sig(cell), "forget": sig(cell + 1), "candidate": np.tanh(cell / 2), "output": sig(-cell)},
+        gates={name: np.asarray(g, np.float32) for name, g in
+               {"input": sig(cell), "forget": sig(cell + 1), "candidate": np.tanh(cell / 2), "output": sig(-cell)}.items()},
     )
-    return RecurrentStates(kind="lstm", layers=[layer], lengths=np.full(BATCH, TIME), num_directions=1)
+    for name, array in layer.gates.items():
+        array[1, LENGTHS[1]:] = 0
+    layer.hidden[1, LENGTHS[1]:] = 0
+    return RecurrentStates(kind="lstm", layers=[layer], lengths=np.array(LENGTHS), num_directions=1)
 
 
 def write_steps(run_dir, steps, seed):
@@ -204,6 +213,60 @@ def test_hostile_names_are_text(page, server, artifacts_dir):
     frame.click("select[aria-label='compare with']")
     shot(page, artifacts_dir, "hostile")
     assert not page.problems
+
+
+def test_zoom_order_and_anomaly_jump(page, server, artifacts_dir):
+    frame = open_tab(page, server, {"run": "run_a", "tag": "lstm", "step": "5"})
+    wait_until(lambda: "1 anomaly marked" in frame.inner_text(".tls-main"))
+    # click the anomaly mark: the cursor moves there (and into the URL)
+    changes = frame.query_selector(".tls-changes canvas.tls-base").bounding_box()
+    plot_x, plot_w = 56, changes["width"] - 56 - 10
+    frame.click(".tls-changes canvas.tls-base", position={"x": plot_x + (JUMP + 0.5) / TIME * plot_w, "y": 30})
+    wait_until(lambda: "cursor%%3D%d" % JUMP in page.evaluate("location.hash"))
+    # drag across the heatmap: zoom into that time range; double-click: back out
+    box = frame.query_selector(".tls-heatmap canvas.tls-base").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + plot_x + 0.25 * plot_w, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + plot_x + 0.4 * plot_w, y, steps=4)
+    page.mouse.move(box["x"] + plot_x + 0.5 * plot_w, y, steps=4)
+    page.mouse.up()
+    title = wait_until(lambda: (lambda t: t if "timesteps" in t else None)(frame.inner_text(".tls-card h3")))
+    first, last = map(int, re.search(r"timesteps (\d+)–(\d+)", title).groups())
+    assert 10 <= first < last <= 26
+    shot(page, artifacts_dir, "zoom")
+    frame.dblclick(".tls-heatmap canvas.tls-base", position={"x": box["width"] / 2, "y": box["height"] / 2})
+    wait_until(lambda: "timesteps" not in frame.inner_text(".tls-card h3"))
+    # ordering units by variance or clustering reorders the rows
+    by_index = heatmap_pixels(frame)
+    frame.select_option("select[aria-label='unit order']", "variance")
+    wait_until(lambda: heatmap_pixels(frame) != by_index)
+    frame.select_option("select[aria-label='unit order']", "cluster")
+    wait_until(lambda: heatmap_pixels(frame) != by_index)
+
+
+def test_exports(page, server):
+    frame = open_tab(page, server, {"run": "run_a", "tag": "lstm", "step": "2", "loop": "0"})
+
+    def export(what):
+        with page.expect_download(timeout=30000) as info:
+            frame.select_option("select[aria-label='export']", what)
+        download = info.value
+        with open(download.path(), "rb") as f:
+            return download.suggested_filename, f.read()
+
+    name, body = export("npy")
+    assert name.endswith(".npy")
+    _, _, served = http_get(server + "/data/plugin/lstm_states/states?" + urllib.parse.urlencode(
+        dict(run="run_a", tag="lstm", step=2, layer=0, kind="cell", sequence=0, format="npy")))
+    np.testing.assert_array_equal(np.load(io.BytesIO(body)), np.load(io.BytesIO(served)))
+    name, body = export("csv")
+    rows = body.decode().splitlines()
+    assert rows[0].startswith("timestep,unit_0,unit_1") and len(rows) == TIME + 1
+    name, body = export("heatmap.png")
+    assert body[:8] == b"\x89PNG\r\n\x1a\n"
+    name, body = export("webm")
+    assert name.endswith(".webm") and body[:4] == b"\x1a\x45\xdf\xa3" and len(body) > 1000
 
 
 def test_dark_mode_follows_tensorboard(page, server, artifacts_dir):

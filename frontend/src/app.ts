@@ -893,7 +893,10 @@ export class App {
       if (!this.explicitUnits && !this.state.units.length) this.state.units = order.slice(0, 3);
       this.state.units = this.state.units.filter((u) => u < units);
       const selected = new Map(this.state.units.map((u, i) => [u, PALETTE[i % PALETTE.length]]));
-      frame = { data: shown.array.data, units, order, domain: this.domain, lut: this.lut, selected, centre: (this.domain.lo + this.domain.hi) / 2 };
+      frame = {
+        data: shown.array.data, units, order, domain: this.domain, lut: this.lut, selected,
+        centre: (this.domain.lo + this.domain.hi) / 2, length: shown.array.lengths?.[0],
+      };
     }
     this.legend.draw(this.domain, theme, "value");
     this.heat.layout(panelW, heatH);
@@ -906,7 +909,7 @@ export class App {
       this.heatB.setRange(t0, Math.min(t1, b?.array.shape[0] ?? t1));
       const bUnits = b ? b.array.shape[1] : 0;
       const bOrder = b && bUnits === units ? order : Array.from({ length: bUnits }, (_, i) => i);
-      this.heatB.draw(b && frame ? { ...frame, data: b.array.data, units: bUnits, order: bOrder } : null, theme, "loading…");
+      this.heatB.draw(b && frame ? { ...frame, data: b.array.data, units: bUnits, order: bOrder, length: b.array.lengths?.[0] } : null, theme, "loading…");
       if (diff && shown && b && frame) {
         const d = new Float32Array(shown.array.data.length);
         const x = shown.array.data, y = b.array.data;

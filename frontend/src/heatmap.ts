@@ -16,6 +16,7 @@ export interface HeatmapFrame {
   lut: Uint32Array;
   selected: Map<number, string>; // unit -> line colour
   centre: number;
+  length?: number; // valid timesteps; later ones are padding
 }
 
 export class Heatmap extends TimePlot {
@@ -59,6 +60,18 @@ export class Heatmap extends TimePlot {
     this.imageCtx.putImageData(this.imageData, 0, 0);
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(this.image, plot.x, plot.y, plot.w, plot.h);
+    if (frame.length !== undefined && frame.length < this.t1) {
+      const x0 = Math.max(plot.x, this.x(Math.max(frame.length, this.t0)));
+      ctx.fillStyle = theme.dark ? "rgba(32,33,36,0.8)" : "rgba(255,255,255,0.8)";
+      ctx.fillRect(x0, plot.y, plot.x + plot.w - x0, plot.h);
+      if (plot.x + plot.w - x0 > 60) {
+        ctx.fillStyle = theme.muted;
+        ctx.font = "11px sans-serif";
+        ctx.textAlign = "center";
+        ctx.textBaseline = "middle";
+        ctx.fillText("padding (past the sequence length)", (x0 + plot.x + plot.w) / 2, plot.y + plot.h / 2);
+      }
+    }
     this.drawUnitAxis(ctx, theme, frame);
     this.drawTimeAxis(ctx, theme);
     this.onPaint?.();

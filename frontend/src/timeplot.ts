@@ -85,7 +85,7 @@ export class TimePlot {
   /** Draws the cursor, the hover line and the zoom selection on the overlay. */
   drawOverlay(view: TimeView, theme: Theme, extra?: (ctx: CanvasRenderingContext2D) => void, extraKey = ""): void {
     // skipped when nothing it shows changed: playback then repaints no overlay at all
-    const key = [view.t0, view.t1, view.cursor, view.hover, view.selection, theme.dark, this.overlay.width, this.overlay.height, this.plot.w, this.plot.h, extraKey].join();
+    const key = [this.t0, this.t1, view.t0, view.t1, view.cursor, view.hover, view.selection, theme.dark, this.overlay.width, this.overlay.height, this.plot.w, this.plot.h, extraKey].join();
     if (key === this.overlayKey) return;
     this.overlayKey = key;
     const ctx = this.overlay.clear();
