@@ -7,8 +7,8 @@
             writer.log("encoder", model.lstm, probe_inputs, step=epoch)
 
 Each `add_states` converts the states to host numpy arrays at the stored dtype (the
-only copy, and the one the float16 cast needs anyway) and returns. A background
-thread computes the statistics, frames the event and writes it. The event proto is
+only copy, and the one the float16 cast needs anyway), computes their statistics on
+sampled sequences, and returns. A background thread frames the event and writes it. The event proto is
 encoded by hand around the arrays, so a large record never goes through protobuf
 serialization or a Python-level copy, and its CRC32C is computed in C
 (`event_file`). A queue bounded in bytes makes `add_states` wait when the disk
@@ -37,7 +37,7 @@ import numpy as np
 
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-from tb_lstm_states import codec, event_file, metadata, statistics, summary
+from tb_lstm_states import codec, event_file, metadata, summary
 
 # The protobuf limit on one serialized message: readers cannot parse a larger Event.
 MAX_EVENT_BYTES = (1 << 31) - 1
@@ -45,9 +45,6 @@ MAX_EVENT_BYTES = (1 << 31) - 1
 DEFAULT_MAX_QUEUE_BYTES = 256 << 20
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-# Room kept below the limit for the statistics value, which the writer thread builds.
-_STATISTICS_ROOM_PER_ROW = 128
-_STATISTICS_ROOM = 16 << 10
 
 
 class StateWriter:
@@ -171,7 +168,6 @@ class StateWriter:
         _check_size(tag, step, numpy_states, numpy_series, codec.DTYPES[dtype].itemsize)
         blobs = codec.encode_record(
             numpy_states, series=numpy_series, tokens=tokens, dtype=dtype, copy=True)
-        rows = len(statistics.rows(numpy_states.kind, len(numpy_states.layers)))
         job = _Job(
             tag=tag,
             step=step,
@@ -185,7 +181,11 @@ class StateWriter:
                     content=summary.structure(numpy_states),
                 ),
             ).SerializeToString(),
-            statistics_room=_STATISTICS_ROOM + rows * _STATISTICS_ROOM_PER_ROW,
+            # Here, not in the writer thread: from the caller's arrays, exactly as
+            # `states_pb` computes them, and in one stretch of the GIL. In the writer
+            # thread each of its numpy calls would hand the GIL back and forth with
+            # the training thread. Sampled (`statistics.MAX_VALUES`): milliseconds.
+            statistics_bytes=summary.statistics_value(tag, numpy_states).SerializeToString(),
         )
         # Exact now that the stored dtypes are known (float16 may have become float32).
         if job.size_bound() > MAX_EVENT_BYTES:
@@ -312,13 +312,13 @@ class StateWriter:
 class _Job:
     """One record waiting for the writer thread."""
 
-    def __init__(self, *, tag, step, wall_time, blobs, value_prefix, statistics_room):
+    def __init__(self, *, tag, step, wall_time, blobs, value_prefix, statistics_bytes):
         self.tag = tag
         self.step = step
         self.wall_time = wall_time
         self.blobs = blobs
         self.value_prefix = value_prefix
-        self.statistics_room = statistics_room
+        self.statistics_bytes = statistics_bytes
         self.nbytes = sum(blob.nbytes for blob in blobs)
         self._tensor_prefix = tensor_pb2.TensorProto(
             dtype=types_pb2.DT_STRING,
@@ -332,7 +332,7 @@ class _Job:
             _length_delimited_size(blob.nbytes) for blob in self.blobs)
         value = len(self.value_prefix) + _length_delimited_size(tensor)
         return (9 + 11 + 11 + _length_delimited_size(value)
-                + _length_delimited_size(self.statistics_room))
+                + _length_delimited_size(len(self.statistics_bytes)))
 
     def event_pieces(self) -> List[event_file.Piece]:
         """The serialized `Event` holding the record and its statistics, as pieces.
@@ -340,10 +340,6 @@ class _Job:
         Field by field what `Event(summary=states_pb(...)).SerializeToString()` holds;
         the arrays go in as memoryviews, so nothing large is copied.
         """
-        numpy_states = codec.decode_record([_bytes_view(b) for b in self.blobs])[0]
-        # From the stored arrays: the caller's may have changed since add_states.
-        statistics_bytes = summary.statistics_value(self.tag, numpy_states).SerializeToString()
-
         tensor: List[event_file.Piece] = [self._tensor_prefix]
         for blob in self.blobs:
             view = _bytes_view(blob)
@@ -351,7 +347,7 @@ class _Job:
         value = [self.value_prefix, _key(8, 2) + _varint(_size(tensor))] + tensor  # .tensor
         summary_pieces = (
             [_key(1, 2) + _varint(_size(value))] + value  # Summary.value
-            + [_key(1, 2) + _varint(len(statistics_bytes)), statistics_bytes]
+            + [_key(1, 2) + _varint(len(self.statistics_bytes)), self.statistics_bytes]
         )
         head = (
             _key(1, 1) + struct.pack("<d", self.wall_time)  # Event.wall_time
