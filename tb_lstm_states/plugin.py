@@ -690,7 +690,10 @@ class StatesPlugin(base_plugin.TBPlugin):
                None if sequences is None else tuple(sequences))
 
         def compute():
-            return self._projection(ctx, experiment, run, tag, layer, kind, method, data, headers, sequences)
+            try:
+                return self._projection(ctx, experiment, run, tag, layer, kind, method, data, headers, sequences)
+            finally:
+                _release_free_memory()
 
         return self.cache.get_or_compute(key, compute)
 
@@ -837,6 +840,32 @@ def _evenly_spaced(count, keep):
 def _abbreviate(values, limit=8):
     text = ",".join(str(v) for v in values[:limit])
     return text + (",..." if len(values) > limit else "")
+
+
+def _release_free_memory():
+    """Hands freed heap memory back to the system (glibc only).
+
+    A projection's temporaries (a float32 copy of 200,000 points, 400,000 Python
+    floats) are freed into malloc's per-thread arenas, which glibc keeps: without
+    this, resident memory grows well past the cache after a few projections.
+    """
+    trim = _MALLOC_TRIM
+    if trim is not None:
+        trim(0)
+
+
+def _find_malloc_trim():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()
 
 
 class _single_threaded_blas:
