@@ -445,7 +445,7 @@ def _capture_layers(module, sequences, h0, c0):
             else:
                 hidden = output[..., d * hidden_out : (d + 1) * hidden_out]
                 cell, gates = _recompute_gates(
-                    module.mode, sequences, layer_input, hidden, weights[d],
+                    module.mode, sequences, layer_input, output, weights[d],
                     layer_h0[d], layer_c0[d] if is_lstm else None, d,
                 )
             layers.append(_finish_layer(sequences, hidden, cell, gates))
@@ -463,26 +463,33 @@ def _run_kernel(kernel, module, sequences, layer, layer_input, h0, c0, weights):
     return sequences.unpack(kernel(data, sequences.batch_sizes, *args)[0])
 
 
-def _previous_hidden(sequences, hidden, h0, direction):
-    """Returns h_{t-1} in processing order for every input position t, `[T*B, out]`.
+def _add_recurrent_product(pre, sequences, output, direction, width, h0, weight_hh):
+    """Adds h_{t-1} @ W_hh^T to the `[time*batch, gates]` pre-activations `pre`.
 
-    For the reverse direction the previous step of position t is t+1, and the first
-    step of a sequence of length n is position n-1.
+    `output` is the kernel's `[time, batch, directions*width]` output; h_{t-1} of every
+    position is read from it in place (a strided view, no copy). For the reverse
+    direction the previous step of position t is t+1, and a sequence of length n
+    starts at position n-1 from h0.
     """
-    steps, batch, size = hidden.shape
-    previous = hidden.new_empty(steps, batch, size)
+    steps, batch = sequences.steps, sequences.batch
+    hidden = output.view(steps * batch, -1)[:, direction * width : (direction + 1) * width]
+    weight_t = weight_hh.t()
+    rest = (steps - 1) * batch
     if direction == 0:
-        previous[0] = h0
-        previous[1:] = hidden[:-1]
+        pre[batch:].addmm_(hidden[:rest], weight_t)
+        pre[:batch].addmm_(h0, weight_t)
+    elif sequences.all_full:
+        pre[:rest].addmm_(hidden[batch:], weight_t)
+        pre[rest:].addmm_(h0, weight_t)
     else:
-        previous[-1] = h0
-        previous[:-1] = hidden[1:]
-        if not sequences.all_full:
-            previous[sequences.lengths - 1, torch.arange(batch, device=h0.device)] = h0
-    return previous.view(steps * batch, size)
+        # Past a sequence's end the kernel output is zero, so the big product adds
+        # nothing at its first position; its h0 term goes in separately.
+        pre[:rest].addmm_(hidden[batch:], weight_t)
+        columns = torch.arange(batch, device=h0.device)
+        pre.index_add_(0, (sequences.lengths - 1) * batch + columns, h0 @ weight_t)
 
 
-def _recompute_gates(mode, sequences, layer_input, hidden, weights, h0, c0, direction):
+def _recompute_gates(mode, sequences, layer_input, output, weights, h0, c0, direction):
     """Returns `(cell, gates)` of one layer and direction, time-major.
 
     Every gate pre-activation is one matrix product over all timesteps, since the
@@ -492,9 +499,8 @@ def _recompute_gates(mode, sequences, layer_input, hidden, weights, h0, c0, dire
         return None, {}
     steps, batch, features = layer_input.shape
     weight_ih, weight_hh = weights[0], weights[1]
-    rows = steps * batch
-    inputs = layer_input.reshape(rows, features)
-    previous = _previous_hidden(sequences, hidden, h0, direction)
+    width = weight_hh.shape[1]
+    inputs = layer_input.reshape(steps * batch, features)
     if len(weights) >= 4:
         bias_ih, bias_hh = weights[2], weights[3]
     else:
@@ -502,24 +508,29 @@ def _recompute_gates(mode, sequences, layer_input, hidden, weights, h0, c0, dire
     if mode == "LSTM":
         bias = bias_ih + bias_hh if bias_ih is not None else None
         pre = _linear(inputs, weight_ih, bias)
-        pre.addmm_(previous, weight_hh.t())
+        _add_recurrent_product(pre, sequences, output, direction, width, h0, weight_hh)
         pre = pre.view(steps, batch, -1)
         size = pre.shape[-1] // 4
         pre[..., : 2 * size].sigmoid_()
         pre[..., 2 * size : 3 * size].tanh_()
         pre[..., 3 * size :].sigmoid_()
-        input_gate, forget, candidate, output = pre.split(size, dim=2)
+        input_gate, forget, candidate, output_gate = pre.split(size, dim=2)
         cell = _cell_states(sequences, input_gate, forget, candidate, c0, direction)
         gates = {
             "input": input_gate,
             "forget": forget,
             "candidate": candidate,
-            "output": output,
+            "output": output_gate,
         }
         return cell, gates
     # GRU: r and z see the sum of both products, n sees r * (W_hn h + b_hn).
     pre_input = _linear(inputs, weight_ih, bias_ih).view(steps, batch, -1)
-    pre_hidden = _linear(previous, weight_hh, bias_hh).view(steps, batch, -1)
+    if bias_hh is None:
+        pre_hidden = pre_input.new_zeros(steps * batch, pre_input.shape[-1])
+    else:
+        pre_hidden = bias_hh.expand(steps * batch, -1).clone()
+    _add_recurrent_product(pre_hidden, sequences, output, direction, width, h0, weight_hh)
+    pre_hidden = pre_hidden.view(steps, batch, -1)
     size = pre_input.shape[-1] // 3
     reset_update = pre_input[..., : 2 * size]
     reset_update.add_(pre_hidden[..., : 2 * size]).sigmoid_()
@@ -728,9 +739,11 @@ def _finish_layer(sequences, hidden, cell, gates):
             torch.arange(sequences.steps, device=sequences.lengths.device).unsqueeze(1)
             >= sequences.lengths.unsqueeze(0)
         ).unsqueeze(2)
+        # In place: these are capture's own buffers, not the user's.
         if cell is not None:
-            cell = cell.masked_fill(invalid, 0)
-        gates = {name: gate.masked_fill(invalid, 0) for name, gate in gates.items()}
+            cell.masked_fill_(invalid, 0)
+        for gate in gates.values():
+            gate.masked_fill_(invalid, 0)
     order = sequences.original_order
     return LayerStates(
         hidden=order(hidden),
