@@ -16,7 +16,7 @@ records without torch. Every header field is validated before anything is alloca
 """
 
 import json
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -51,15 +51,19 @@ def _fits_float16(array: np.ndarray) -> bool:
     return finite.size == 0 or float(np.abs(finite).max()) <= _FLOAT16_MAX
 
 
-def _array_bytes(array, dtype: str, copy: bool = False) -> Tuple[str, np.ndarray]:
+def _array_bytes(array, dtype: str, copy: bool = False, allocate=None) -> Tuple[str, np.ndarray]:
     """Converts an array to its stored dtype: float16 unless its finite values need more.
 
     With `copy`, the result never shares memory with `array` (one pass either way:
-    a cast is the copy).
+    a cast is the copy). With `allocate`, it is filled into `allocate(shape, dtype)`.
     """
     array = np.asarray(array)
     if dtype == "float16" and not _fits_float16(array):
         dtype = "float32"
+    if allocate is not None:
+        out = allocate(array.shape, DTYPES[dtype])
+        np.copyto(out, array, casting="unsafe")
+        return dtype, out
     if copy:
         return dtype, np.array(array, dtype=DTYPES[dtype], order="C", copy=True)
     return dtype, np.ascontiguousarray(array, dtype=DTYPES[dtype])
@@ -80,6 +84,7 @@ def encode_record(
     tokens: Optional[Sequence[Sequence[str]]] = None,
     dtype: str = "float16",
     copy: bool = False,
+    allocate: Optional[Callable[[Tuple[int, ...], np.dtype], np.ndarray]] = None,
 ) -> List[np.ndarray]:
     """Encodes states (numpy arrays) into the blobs of one record.
 
@@ -91,6 +96,9 @@ def encode_record(
         float32) or `"float32"`.
       copy: if True, no returned blob shares memory with the inputs, so they can be
         changed as soon as this returns (a writer thread writes the blobs later).
+      allocate: optional `allocate(shape, dtype)` returning a C-contiguous array the
+        stored array is copied into (a writer reuses its buffers: fresh memory costs
+        page faults on every record). Implies `copy`.
 
     Returns:
       The blobs: the header as a uint8 array, then each array as a contiguous array
@@ -139,7 +147,7 @@ def encode_record(
                         "layer %d %s gate has %d units, expected %d like its %s state"
                         % (index, name, array.shape[2], width,
                            "cell" if kind == "lstm" else "hidden"))
-            stored_dtype, stored = _array_bytes(array, dtype, copy)
+            stored_dtype, stored = _array_bytes(array, dtype, copy, allocate)
             entries.append(
                 {"layer": index, "kind": name, "dtype": stored_dtype, "shape": list(stored.shape)}
             )
@@ -155,7 +163,7 @@ def encode_record(
         if not np.issubdtype(values.dtype, np.number) and values.dtype != np.bool_:
             raise ValueError("series %r must be numeric, got dtype %s" % (name, values.dtype))
         _check_shape("series %r" % name, values, (batch, time))
-        stored_dtype, stored = _array_bytes(values, "float32", copy)
+        stored_dtype, stored = _array_bytes(values, "float32", copy, allocate)
         entries.append({"series": name, "dtype": stored_dtype, "shape": list(stored.shape)})
         blobs.append(stored)
         series_names.append(name)

@@ -425,3 +425,24 @@ def test_statistics_of_large_batches_are_sampled_sequences():
     np.testing.assert_array_equal(sampled, statistics.record_statistics(subset))
     # An estimate: means and fractions stay close to the exact ones.
     np.testing.assert_allclose(sampled[:, :3], exact[:, :3], rtol=0.1, atol=0.02)
+
+
+def test_buffers_are_reused_and_bounded(tmp_path):
+    states = make_states("lstm", batch=4, time=8, hidden=8)
+    record_bytes = sum(a.size for a in arrays(states).values()) * 2
+    with tls.StateWriter(tmp_path, max_queue_bytes=record_bytes) as writer:
+        writer.add_states("t", make_states("lstm", batch=4, time=8, hidden=8, seed=1), 0)
+        writer.flush()
+        assert writer._pool._bytes == record_bytes  # one record's buffers, kept
+        writer.add_states("t", make_states("lstm", batch=4, time=8, hidden=8, seed=2), 1)
+        assert writer._pool._bytes == 0  # taken again, not allocated anew
+        writer.flush()
+        writer.add_states("t", make_states("gru", batch=4, time=8, hidden=16), 2)
+        writer.flush()
+        assert writer._pool._bytes <= record_bytes  # other shapes evict, within the bound
+    assert writer._pool._bytes == 0
+    records = list(tls.read_states(tmp_path))
+    for record, seed in zip(records[:2], (1, 2)):
+        expected = make_states("lstm", batch=4, time=8, hidden=8, seed=seed)
+        np.testing.assert_array_equal(
+            record.states.layers[0].cell, expected.layers[0].cell.astype(np.float16))
