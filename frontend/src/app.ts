@@ -60,6 +60,8 @@ export class App {
   private shownCompare: { key: string; array: NdArray } | null = null;
   private orderCache = new Map<string, number[]>();
   private lastOrder: number[] = [];
+  private identityOrder: number[] = [];
+  private difference: { a: NdArray; b: NdArray; data: Float32Array; max: number } | null = null;
   private domain: Domain = { lo: -1, hi: 1 };
   private domainKey = "";
   private error = "";
@@ -656,7 +658,10 @@ export class App {
   }
 
   private unitOrder(units: number): number[] {
-    const identity = () => Array.from({ length: units }, (_, i) => i);
+    const identity = () => {
+      if (this.identityOrder.length !== units) this.identityOrder = Array.from({ length: units }, (_, i) => i);
+      return this.identityOrder;
+    };
     const order = this.state.order;
     if (order === "index") return identity();
     const step = this.currentStep();
@@ -911,15 +916,18 @@ export class App {
       const bOrder = b && bUnits === units ? order : Array.from({ length: bUnits }, (_, i) => i);
       this.heatB.draw(b && frame ? { ...frame, data: b.array.data, units: bUnits, order: bOrder, length: b.array.lengths?.[0] } : null, theme, "loading…");
       if (diff && shown && b && frame) {
-        const d = new Float32Array(shown.array.data.length);
-        const x = shown.array.data, y = b.array.data;
-        let m = 0;
-        for (let i = 0; i < d.length; i++) {
-          d[i] = x[i] - y[i];
-          const a = Math.abs(d[i]);
-          if (a > m && a !== Infinity) m = a;
+        if (this.difference?.a !== shown.array || this.difference?.b !== b.array) {
+          const d = new Float32Array(shown.array.data.length);
+          const x = shown.array.data, y = b.array.data;
+          let m = 0;
+          for (let i = 0; i < d.length; i++) {
+            d[i] = x[i] - y[i];
+            const a = Math.abs(d[i]);
+            if (a > m && a !== Infinity) m = a;
+          }
+          this.difference = { a: shown.array, b: b.array, data: d, max: Math.max(m, 1e-6) };
         }
-        m = Math.max(m, 1e-6);
+        const { data: d, max: m } = this.difference;
         this.titleD.textContent = `difference (left − right) · max |Δ| ${formatValue(m)}`;
         this.heatD.layout(panelW, heatH);
         this.heatD.setRange(t0, t1);

@@ -25,6 +25,8 @@ export class Heatmap extends TimePlot {
   private imageData: ImageData | null = null;
   frame: HeatmapFrame | null = null;
   private gridBuffer: Float32Array<ArrayBufferLike> = new Float32Array(0);
+  private grid: { grid: Float32Array; rows: number; cols: number } | null = null;
+  private gridInputs: unknown[] = [];
   rows = 0;
   onPaint: (() => void) | null = null;
 
@@ -44,10 +46,17 @@ export class Heatmap extends TimePlot {
       return;
     }
     const dpr = this.base.dpr;
-    const { grid, rows, cols } = heatmapGrid(
-      frame.data, frame.units, frame.order, this.t0, this.t1, plot.w * dpr, plot.h * dpr, frame.centre, this.gridBuffer,
-    );
-    this.gridBuffer = grid.length > this.gridBuffer.length ? grid : this.gridBuffer;
+    // The grid only depends on the data, the order, the range and the size: a redraw for
+    // anything else (theme, domain, selected units) reuses it.
+    const inputs = [frame.data, frame.order, this.t0, this.t1, plot.w * dpr, plot.h * dpr, frame.centre];
+    if (!this.grid || inputs.some((v, i) => v !== this.gridInputs[i])) {
+      this.grid = heatmapGrid(
+        frame.data, frame.units, frame.order, this.t0, this.t1, plot.w * dpr, plot.h * dpr, frame.centre, this.gridBuffer,
+      );
+      this.gridInputs = inputs;
+      if (this.grid.grid.length > this.gridBuffer.length) this.gridBuffer = this.grid.grid;
+    }
+    const { grid, rows, cols } = this.grid;
     this.rows = frame.order.length;
     if (!this.imageData || this.imageData.width !== cols || this.imageData.height !== rows) {
       this.image.width = cols;
