@@ -56,6 +56,9 @@ def test_every_step_kept_served_and_live(tmp_path, load_fast):
             # steps then written to the older file must still show up.
             with tls.StateWriter(str(run), filename_suffix=".b") as other:
                 other.add_states("other", make_states(**SHAPE), 0)
+            # Once the loader has read the newer file, it polls the older one only
+            # because of --reload_multifile=true.
+            wait_for_json(base + PREFIX + "runs", lambda body: "other" in body.get("run", {}))
             write_steps(states_writer, range(300, 305))
             steps = wait_for_json(steps_url, lambda body: len(body) >= 305, timeout=60)
             assert steps[-1]["step"] == 304
