@@ -428,7 +428,7 @@ MIN_NEIGHBOUR_POINTS = 5
 
 
 def project_tsne(points: Sequence[np.ndarray], keys: Sequence[np.ndarray], *,
-                 perplexity: float = 30.0, seed: int = 0,
+                 perplexity: float = 30.0,
                  first_iterations: int = 400, next_iterations: int = 50) -> Dict:
     """t-SNE of each step, each initialised from the previous step's layout.
 
@@ -442,14 +442,12 @@ def project_tsne(points: Sequence[np.ndarray], keys: Sequence[np.ndarray], *,
       keys: one `[n_k]` int array per step naming each point (equal keys are the
         same (sequence, timestep) in different steps).
       perplexity: the t-SNE perplexity, reduced for small steps.
-      seed: unused by the deterministic optimiser; kept for a stable signature.
       first_iterations, next_iterations: optimisation steps.
 
     Returns:
       `coordinates` (one `[n_k, 2]` float32 array per step) and `method_used`
       (`"tsne"`, or `"pca"` when a step has fewer than `MIN_NEIGHBOUR_POINTS`).
     """
-    del seed
     if any(len(p) < MIN_NEIGHBOUR_POINTS for p in points):
         return dict(project_pca(points), method_used="pca")
     pca = project_pca(points)["coordinates"]

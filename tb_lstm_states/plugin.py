@@ -85,7 +85,7 @@ import re
 import threading
 import time
 from concurrent import futures
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 from werkzeug import wrappers

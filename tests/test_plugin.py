@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tb_lstm_states as tls
-from tb_lstm_states import analysis, metadata, plugin, statistics
+from tb_lstm_states import analysis, plugin, statistics
 from tensorboard.plugins.core import core_plugin
 
 from test_plugin_support import PREFIX, make_client, make_states, write_run
