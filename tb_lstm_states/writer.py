@@ -72,7 +72,9 @@ class StateWriter:
             `log_dir` or `get_logdir()`): write into its run instead. Give exactly one
             of `logdir` and `summary_writer`.
           max_queue_bytes: how many bytes of records may wait for the disk before
-            `add_states` waits. A single larger record is still accepted.
+            `add_states` waits. A single larger record is still accepted. Written
+            records' buffers are kept for reuse within the same bound (and at most
+            two records' worth) until `close`.
           filename_suffix: appended to the event file name.
 
         Raises:
@@ -333,7 +335,8 @@ class _BufferPool:
     Fresh memory costs a page fault per 4 KiB on first touch, which made copying a
     64 MB record several times slower than copying into a reused buffer (measured on
     the project's VMs). A training loop logs the same shapes every time, so one
-    record's buffers are enough. At most `max_bytes` are kept; `clear` frees them.
+    record's buffers are enough. At most two records' worth (one being written while
+    the next is converted) and `max_bytes` in all are kept; `clear` frees them.
     """
 
     def __init__(self, max_bytes: int):
@@ -341,6 +344,7 @@ class _BufferPool:
         self._lock = threading.Lock()
         self._free: Dict[tuple, List[np.ndarray]] = {}
         self._bytes = 0
+        self._largest_record = 0
 
     def take(self, shape, dtype) -> np.ndarray:
         key = (tuple(int(d) for d in shape), np.dtype(dtype).str)
@@ -353,18 +357,22 @@ class _BufferPool:
         return np.empty(key[0], dtype=key[1])
 
     def give(self, arrays) -> None:
+        """Takes back the arrays of one record."""
+        arrays = list(arrays or ())
         with self._lock:
-            for array in arrays or ():
-                if self._bytes + array.nbytes > self._max_bytes:
-                    self._evict(array.nbytes)
-                if self._bytes + array.nbytes <= self._max_bytes:
+            self._largest_record = max(self._largest_record, sum(a.nbytes for a in arrays))
+            limit = min(self._max_bytes, 2 * self._largest_record)
+            for array in arrays:
+                if self._bytes + array.nbytes > limit:
+                    self._evict(array.nbytes, limit)
+                if self._bytes + array.nbytes <= limit:
                     self._free.setdefault((array.shape, array.dtype.str), []).append(array)
                     self._bytes += array.nbytes
 
-    def _evict(self, nbytes) -> None:
+    def _evict(self, nbytes, limit) -> None:
         # Oldest shapes first: dicts keep insertion order.
         for key in list(self._free):
-            while self._free[key] and self._bytes + nbytes > self._max_bytes:
+            while self._free[key] and self._bytes + nbytes > limit:
                 self._bytes -= self._free[key].pop(0).nbytes
             if not self._free[key]:
                 del self._free[key]

@@ -446,3 +446,13 @@ def test_buffers_are_reused_and_bounded(tmp_path):
         expected = make_states("lstm", batch=4, time=8, hidden=8, seed=seed)
         np.testing.assert_array_equal(
             record.states.layers[0].cell, expected.layers[0].cell.astype(np.float16))
+
+
+def test_buffers_kept_are_at_most_two_records(tmp_path):
+    states = make_states("lstm", batch=4, time=8, hidden=8)
+    record_bytes = sum(a.size for a in arrays(states).values()) * 2
+    with tls.StateWriter(tmp_path, max_queue_bytes=100 * record_bytes) as writer:
+        for step in range(8):
+            writer.add_states("t", states, step)
+        writer.flush()
+        assert writer._pool._bytes <= 2 * record_bytes
