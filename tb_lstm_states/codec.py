@@ -51,7 +51,8 @@ def _fits_float16(array: np.ndarray) -> bool:
     return finite.size == 0 or float(np.abs(finite).max()) <= _FLOAT16_MAX
 
 
-def _array_bytes(array, dtype: str, copy: bool = False, allocate=None) -> Tuple[str, np.ndarray]:
+def _array_bytes(array, dtype: str, copy: bool = False, allocate=None,
+                 copy_into=None) -> Tuple[str, np.ndarray]:
     """Converts an array to its stored dtype: float16 unless its finite values need more.
 
     With `copy`, the result never shares memory with `array` (one pass either way:
@@ -62,11 +63,15 @@ def _array_bytes(array, dtype: str, copy: bool = False, allocate=None) -> Tuple[
         dtype = "float32"
     if allocate is not None:
         out = allocate(array.shape, DTYPES[dtype])
-        np.copyto(out, array, casting="unsafe")
+        (copy_into or _copy_into)(out, array)
         return dtype, out
     if copy:
         return dtype, np.array(array, dtype=DTYPES[dtype], order="C", copy=True)
     return dtype, np.ascontiguousarray(array, dtype=DTYPES[dtype])
+
+
+def _copy_into(out: np.ndarray, array: np.ndarray) -> None:
+    np.copyto(out, array, casting="unsafe")
 
 
 def _check_shape(name, array, shape):
@@ -85,6 +90,7 @@ def encode_record(
     dtype: str = "float16",
     copy: bool = False,
     allocate: Optional[Callable[[Tuple[int, ...], np.dtype], np.ndarray]] = None,
+    copy_into: Optional[Callable[[np.ndarray, np.ndarray], None]] = None,
 ) -> List[np.ndarray]:
     """Encodes states (numpy arrays) into the blobs of one record.
 
@@ -99,6 +105,9 @@ def encode_record(
       allocate: optional `allocate(shape, dtype)` returning a C-contiguous array the
         stored array is copied into (a writer reuses its buffers: fresh memory costs
         page faults on every record). Implies `copy`.
+      copy_into: optional `copy_into(out, array)` that converts `array` into an
+        allocated `out` (default `numpy.copyto`); a writer passes a faster float16
+        cast. It must round to nearest even, as numpy does.
 
     Returns:
       The blobs: the header as a uint8 array, then each array as a contiguous array
@@ -147,7 +156,7 @@ def encode_record(
                         "layer %d %s gate has %d units, expected %d like its %s state"
                         % (index, name, array.shape[2], width,
                            "cell" if kind == "lstm" else "hidden"))
-            stored_dtype, stored = _array_bytes(array, dtype, copy, allocate)
+            stored_dtype, stored = _array_bytes(array, dtype, copy, allocate, copy_into)
             entries.append(
                 {"layer": index, "kind": name, "dtype": stored_dtype, "shape": list(stored.shape)}
             )
@@ -163,7 +172,7 @@ def encode_record(
         if not np.issubdtype(values.dtype, np.number) and values.dtype != np.bool_:
             raise ValueError("series %r must be numeric, got dtype %s" % (name, values.dtype))
         _check_shape("series %r" % name, values, (batch, time))
-        stored_dtype, stored = _array_bytes(values, "float32", copy, allocate)
+        stored_dtype, stored = _array_bytes(values, "float32", copy, allocate, copy_into)
         entries.append({"series": name, "dtype": stored_dtype, "shape": list(stored.shape)})
         blobs.append(stored)
         series_names.append(name)

@@ -28,6 +28,7 @@ import atexit
 import numbers
 import os
 import struct
+import sys
 import threading
 import time
 import weakref
@@ -179,7 +180,7 @@ class StateWriter:
         try:
             blobs = codec.encode_record(
                 numpy_states, series=numpy_series, tokens=tokens, dtype=dtype,
-                allocate=allocate)
+                allocate=allocate, copy_into=_copy_into)
         except BaseException:
             self._pool.give(pooled)
             raise
@@ -430,6 +431,26 @@ class _Job:
             + _key(5, 2) + _varint(_size(summary_pieces))  # Event.summary
         )
         return [head] + summary_pieces
+
+
+def _copy_into(out: np.ndarray, array: np.ndarray) -> None:
+    """Copies `array` into `out`, casting float32 to float16 with torch where loaded.
+
+    numpy's float32 -> float16 cast is scalar code: about 3 ns a value, 6-10x slower
+    than torch's vectorized one (measured on 32M values), and it is most of what
+    `add_states` costs. Both round to nearest even: the results are bitwise equal
+    but for the payload bits of NaNs, which stay NaNs. torch is used only if the
+    caller has imported it (it has, to produce the states); never imported here.
+    """
+    torch = sys.modules.get("torch")
+    if (torch is not None and out.dtype == np.float16 and array.dtype == np.float32
+            and array.flags.writeable):
+        try:
+            torch.from_numpy(out).copy_(torch.from_numpy(array))
+            return
+        except (TypeError, ValueError, RuntimeError):
+            pass  # strides torch cannot view (negative ones): numpy does it
+    np.copyto(out, array, casting="unsafe")
 
 
 def _key(field_number: int, wire_type: int) -> bytes:

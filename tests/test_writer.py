@@ -456,3 +456,20 @@ def test_buffers_kept_are_at_most_two_records(tmp_path):
             writer.add_states("t", states, step)
         writer.flush()
         assert writer._pool._bytes <= 2 * record_bytes
+
+
+def test_float16_cast_matches_numpy():
+    rng = np.random.default_rng(0)
+    base = np.concatenate([
+        rng.standard_normal(3000).astype(np.float32) * scale
+        for scale in (1e-7, 1e-3, 1, 1e3, 6e4)]).reshape(5, 150, 20)
+    base[0, 0, :6] = [0.0, -0.0, np.inf, -np.inf, np.nan, 65519.99]
+    readonly = base.copy()
+    readonly.flags.writeable = False
+    for array in (base, base[:, ::-1], base.transpose(1, 0, 2), readonly,
+                  np.broadcast_to(base[:1], base.shape)):
+        out = np.empty(array.shape, np.float16)
+        with np.errstate(over="ignore"):  # 6e4 * N(0, 1) overflows to inf, as it should
+            writer_lib._copy_into(out, array)
+            expected = array.astype(np.float16)
+        np.testing.assert_array_equal(out.view(np.uint16), expected.view(np.uint16))
