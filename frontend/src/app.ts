@@ -4,7 +4,7 @@ import * as api from "./api";
 import { ByteCache } from "./cache";
 import { Domain, divergingLut, domainFor, PALETTE, SIGMOID_KINDS } from "./colors";
 import { NdArray } from "./decode";
-import { el, icon, setOptions } from "./dom";
+import { el, icon, setOptions, setText } from "./dom";
 import { Exporter } from "./exporter";
 import { readHash, writeHash } from "./hash";
 import { DEFAULT_STATE, METHODS, SPEEDS, ViewState } from "./hashstate";
@@ -18,7 +18,7 @@ import { TimeView } from "./timeplot";
 import { TokenStrip } from "./tokens";
 
 const POLL_MS = 5000;
-const PREFETCH = 8; // steps ahead of a paused view
+const PREFETCH = 4; // steps ahead of a paused view
 const PREFETCH_PLAYING = 24; // steps ahead during playback
 const MAX_PARALLEL = 6;
 const PROJECTION_POINTS = 50_000;
@@ -56,7 +56,7 @@ export class App {
   private projection: api.Projection | null = null;
   private projectionKey = "";
   private projectionError = "";
-  private shown: { key: string; array: NdArray } | null = null;
+  private shown: { key: string; array: NdArray; step: number } | null = null;
   private shownCompare: { key: string; array: NdArray } | null = null;
   private orderCache = new Map<string, number[]>();
   private lastOrder: number[] = [];
@@ -139,7 +139,7 @@ export class App {
     window.addEventListener("resize", () => this.invalidate());
     document.addEventListener("keydown", (e) => this.onKey(e));
     this.heat.onPaint = () => {
-      const step = this.currentStep();
+      const step = this.shown?.step ?? null; // the step whose data is on screen
       if (step !== null) {
         this.stats.paints.push({ step, t: performance.now() });
         if (this.stats.paints.length > 5000) this.stats.paints.splice(0, 1000);
@@ -563,8 +563,19 @@ export class App {
     return api.statesUrl(q);
   }
 
-  private loadArray(q: api.StatesQuery): Promise<NdArray> {
-    return this.arrays.get(this.arrayKey(q), () => api.fetchStates(q));
+  private loadArray(q: api.StatesQuery, signal?: AbortSignal): Promise<NdArray> {
+    return this.arrays.get(this.arrayKey(q), () => api.fetchStates(q, signal));
+  }
+
+  /** Prefetches in flight, by key: cancelled when the view jumps away from them. */
+  private prefetching = new Map<string, AbortController>();
+
+  private prefetchArray(q: api.StatesQuery): void {
+    const key = this.arrayKey(q);
+    if (this.arrays.has(key) || this.arrays.isPending(key)) return;
+    const controller = new AbortController();
+    this.prefetching.set(key, controller);
+    this.loadArray(q, controller.signal).catch(() => undefined).finally(() => this.prefetching.delete(key));
   }
 
   private compareQuery(step: number): api.StatesQuery | null {
@@ -585,7 +596,11 @@ export class App {
   private ensureFrame(step: number): void {
     const q = this.query(step);
     const done = () => { if (this.currentStep() === step) this.invalidate(); };
-    const fail = (e: any) => this.showError(String(e?.message ?? e));
+    const fail = (e: any) => {
+      // a cancelled prefetch of this very step: ask again
+      if (e?.name === "AbortError") setTimeout(() => this.invalidate(), 0);
+      else this.showError(String(e?.message ?? e));
+    };
     if (!this.arrays.has(this.arrayKey(q))) this.loadArray(q).then(done, fail);
     const cq = this.compareQuery(step);
     if (cq && !this.arrays.has(this.arrayKey(cq))) this.loadArray(cq).then(done, fail);
@@ -596,18 +611,30 @@ export class App {
     const i = this.stepIndex();
     if (i < 0) return;
     const ahead = this.playing ? PREFETCH_PLAYING : PREFETCH;
+    const wanted = new Set<string>();
+    for (let k = 0; k <= ahead && k < this.steps.length; k++) {
+      const step = this.steps[(i + k) % this.steps.length];
+      wanted.add(this.arrayKey(this.query(step)));
+      const cq = this.compareQuery(step);
+      if (cq) wanted.add(this.arrayKey(cq));
+    }
+    // after a jump, the old window's requests would only delay the step on screen
+    for (const [key, controller] of this.prefetching) {
+      if (!wanted.has(key)) {
+        controller.abort();
+        this.prefetching.delete(key);
+      }
+    }
+    // the step on screen first: nothing else competes with it on the backend
+    if (!this.frameReady(this.steps[i])) return;
     for (let k = 1; k <= ahead && this.arrays.pendingCount < MAX_PARALLEL; k++) {
       const j = i + k;
       if (j >= this.steps.length && !this.state.loop) break;
       const step = this.steps[j % this.steps.length];
       const q = this.query(step);
-      const key = this.arrayKey(q);
-      if (!this.arrays.has(key) && !this.arrays.isPending(key)) this.loadArray(q).catch(() => undefined);
+      this.prefetchArray(q);
       const cq = this.compareQuery(step);
-      if (cq) {
-        const ck = this.arrayKey(cq);
-        if (!this.arrays.has(ck) && !this.arrays.isPending(ck)) this.loadArray(cq).catch(() => undefined);
-      }
+      if (cq) this.prefetchArray(cq);
       if (this.playing && k <= 3) {
         this.loadJson("changes", q, () => api.fetchChanges(q)).catch(() => undefined);
         const sp = this.seriesParams(step);
@@ -799,11 +826,14 @@ export class App {
 
   private syncStep(): void {
     const i = this.stepIndex();
-    this.slider.max = String(Math.max(0, this.steps.length - 1));
-    this.slider.value = String(Math.max(0, i));
-    this.slider.disabled = this.steps.length < 2;
+    const max = String(Math.max(0, this.steps.length - 1));
+    if (this.slider.max !== max) this.slider.max = max;
+    if (this.slider.value !== String(Math.max(0, i))) this.slider.value = String(Math.max(0, i));
+    if (this.slider.disabled !== this.steps.length < 2) this.slider.disabled = this.steps.length < 2;
     const step = this.currentStep();
-    this.stepLabel.replaceChildren("step ", el("b", {}, step === null ? "–" : String(step)), ` · ${i + 1} of ${this.steps.length}`);
+    if (!this.stepLabel.firstChild) this.stepLabel.append("step ", el("b"), "");
+    setText(this.stepLabel.childNodes[1], step === null ? "–" : String(step));
+    setText(this.stepLabel.childNodes[2], ` · ${i + 1} of ${this.steps.length}`);
   }
 
   /** Schedules a redraw on the next animation frame. */
@@ -836,7 +866,7 @@ export class App {
     const q = this.query(step);
     const key = this.arrayKey(q);
     const array = this.arrays.peek(key);
-    if (array) this.shown = { key, array };
+    if (array) this.shown = { key, array, step };
     else {
       this.ensureFrame(step);
       // keep the previous frame of the same selection on screen while this one loads
@@ -878,9 +908,9 @@ export class App {
     const [t0, t1] = this.range();
     const step = this.currentStep()!;
     const kindLabel = this.state.kind === "cell" ? "cell state c" : this.state.kind === "hidden" ? "hidden state h" : this.state.kind + " gate";
-    this.heatTitle.textContent = `${kindLabel} · ${this.sel.layer.selectedOptions[0]?.textContent ?? ""} · sequence #${this.state.sequence}` + (t0 > 0 || t1 < (shown?.array.shape[0] ?? t1) ? ` · timesteps ${t0}–${t1 - 1}` : "");
+    setText(this.heatTitle, `${kindLabel} · ${this.sel.layer.selectedOptions[0]?.textContent ?? ""} · sequence #${this.state.sequence}` + (t0 > 0 || t1 < (shown?.array.shape[0] ?? t1) ? ` · timesteps ${t0}–${t1 - 1}` : ""));
     this.titleA.style.display = compare ? "" : "none";
-    this.titleA.textContent = `${this.state.run} · step ${step}`;
+    setText(this.titleA, `${this.state.run} · step ${step}`);
 
     let order: number[] = [];
     let frame: HeatmapFrame | null = null;
@@ -909,7 +939,7 @@ export class App {
     this.heat.draw(frame, theme, this.error || "loading…");
     if (compare) {
       const cq = this.compareQuery(step);
-      this.titleB.textContent = cq ? `${cq.run} · step ${cq.step}` : `${this.state.compare} · no steps`;
+      setText(this.titleB, cq ? `${cq.run} · step ${cq.step}` : `${this.state.compare} · no steps`);
       this.heatB.layout(panelW, heatH);
       this.heatB.setRange(t0, Math.min(t1, b?.array.shape[0] ?? t1));
       const bUnits = b ? b.array.shape[1] : 0;
@@ -928,7 +958,7 @@ export class App {
           this.difference = { a: shown.array, b: b.array, data: d, max: Math.max(m, 1e-6) };
         }
         const { data: d, max: m } = this.difference;
-        this.titleD.textContent = `difference (left − right) · max |Δ| ${formatValue(m)}`;
+        setText(this.titleD, `difference (left − right) · max |Δ| ${formatValue(m)}`);
         this.heatD.layout(panelW, heatH);
         this.heatD.setRange(t0, t1);
         this.heatD.draw({ ...frame, data: d, domain: { lo: -m, hi: m }, centre: 0 }, theme);
@@ -975,9 +1005,9 @@ export class App {
     const projected = p ? nearestStep(p.steps, step) : null;
     const points = p && projected !== null ? p.points.get(projected) ?? null : null;
     const idx = p && projected !== null ? p.steps.indexOf(projected) : -1;
-    this.projectionNote.textContent = p ? (p.methodUsed === "pca" ? "PCA" : p.methodUsed === "tsne" ? "t-SNE" : "UMAP") +
+    setText(this.projectionNote, p ? (p.methodUsed === "pca" ? "PCA" : p.methodUsed === "tsne" ? "t-SNE" : "UMAP") +
       (p.explained ? ` · ${Math.round(100 * (p.explained[0] + (p.explained[1] ?? 0)))}% of variance` : "") +
-      (projected !== step && projected !== null ? ` · nearest projected step ${projected}` : "") : "";
+      (projected !== step && projected !== null ? ` · nearest projected step ${projected}` : "") : "");
     const previous = p && idx > 0 ? p.points.get(p.steps[idx - 1]) ?? null : null;
     let color: ((t: number) => number) | null = null;
     if (this.state.colorBy !== "time" && series?.series[this.state.colorBy]) {

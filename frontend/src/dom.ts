@@ -12,6 +12,11 @@ export function el<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
+/** Sets an element's text only when it differs (a write invalidates layout even when equal). */
+export function setText(node: Node, text: string): void {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 /** Replaces the options of a select, keeping `value` selected when present. */
 export function setOptions(select: HTMLSelectElement, options: [string, string][], value: string): void {
   const same = select.options.length === options.length &&

@@ -1,6 +1,6 @@
 // Sparklines of the per-step statistics of the whole run, the current step marked.
 
-import { el, HiDpiCanvas } from "./dom";
+import { el, HiDpiCanvas, setText } from "./dom";
 import { extent } from "./downsample";
 import { formatValue, linear } from "./layout";
 import type { Theme } from "./theme";
@@ -60,7 +60,7 @@ export class OverviewView {
           ctx.fill();
         }
       }
-      value.textContent = index >= 0 ? formatValue(values[index]) : "";
+      setText(value, index >= 0 ? formatValue(values[index]) : "");
     }
   }
 }
