@@ -7,12 +7,14 @@
             writer.log("encoder", model.lstm, probe_inputs, step=epoch)
 
 Each `add_states` converts the states to host numpy arrays at the stored dtype (the
-only copy, and the one the float16 cast needs anyway), computes their statistics on
-sampled sequences, and returns. A background thread frames the event and writes it. The event proto is
-encoded by hand around the arrays, so a large record never goes through protobuf
-serialization or a Python-level copy, and its CRC32C is computed in C
-(`event_file`). A queue bounded in bytes makes `add_states` wait when the disk
-falls behind, instead of holding an unbounded number of records in memory.
+only copy, and the one the float16 cast needs anyway: torch's vectorized cast where
+torch is loaded, into buffers reused from earlier records), computes their
+statistics on sampled sequences, and returns. A background thread frames the event
+and writes it. The event proto is encoded by hand around the arrays, so a large
+record never goes through protobuf serialization or a Python-level copy, and its
+CRC32C is computed in C without the GIL (`event_file`). A queue bounded in bytes
+makes `add_states` wait when the disk falls behind, instead of holding an unbounded
+number of records in memory.
 
 With `summary_writer=sw`, the states go to a second event file of this writer's own
 in `sw`'s run directory, so they show under the same run as `sw`'s scalars. Writing
