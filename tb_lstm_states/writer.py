@@ -41,6 +41,7 @@ import numpy as np
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
 from tb_lstm_states import codec, event_file, metadata, summary
+from tb_lstm_states import states as states_lib
 
 # The protobuf limit on one serialized message: readers cannot parse a larger Event.
 MAX_EVENT_BYTES = (1 << 31) - 1
@@ -170,6 +171,11 @@ class StateWriter:
         step = _check_step(step)
         if dtype not in codec.DTYPES:
             raise ValueError("dtype must be one of %s, got %r" % (sorted(codec.DTYPES), dtype))
+        if not isinstance(states, states_lib.RecurrentStates):
+            raise TypeError(
+                "states must be a RecurrentStates (what tls.capture returns), got %s; "
+                "to capture and write in one call use log(tag, module, inputs, step)"
+                % type(states).__name__)
         numpy_states = summary.to_numpy_states(states)
         numpy_series = {name: summary._to_numpy(v) for name, v in (series or {}).items()}
         _check_size(tag, step, numpy_states, numpy_series, codec.DTYPES[dtype].itemsize)

@@ -244,6 +244,8 @@ def test_mismatched_state_shapes(tmp_path):
             writer.add_states("", make_states(), 0)
         with pytest.raises(ValueError, match="dtype must be one of"):
             writer.add_states("t", make_states(), 0, dtype="bfloat16")
+        with pytest.raises(TypeError, match="states must be a RecurrentStates"):
+            writer.add_states("t", {"hidden": np.zeros((1, 2, 3))}, 0)
     assert list(tls.read_states(tmp_path)) == []
     # Only the file_version event: nothing of the refused records reached the file.
     assert len(events(event_files(tmp_path)[0])) == 1
