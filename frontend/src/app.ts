@@ -866,9 +866,9 @@ export class App {
     const q = this.query(step);
     const key = this.arrayKey(q);
     const array = this.arrays.peek(key);
+    if (!this.frameReady(step)) this.ensureFrame(step); // the primary, the compared or both
     if (array) this.shown = { key, array, step };
     else {
-      this.ensureFrame(step);
       // keep the previous frame of the same selection on screen while this one loads
       if (this.shown && !this.sameSelection(this.shown.key, key)) this.shown = null;
     }
