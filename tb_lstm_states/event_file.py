@@ -155,8 +155,8 @@ class RecordFile:
           OSError: if the file cannot be created.
         """
         self.path = path
-        # Unbuffered: each record goes to the OS in one writev, so a reader (or a
-        # kill) never sees a record split by a user-space buffer.
+        # Unbuffered: each record is in the OS when `write` returns, and no record
+        # waits in a user-space buffer for a reader (or is lost to a kill).
         self._fd: Optional[int] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         self._position = 0
         first = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
@@ -193,26 +193,32 @@ class RecordFile:
             self._fd = None
 
 
-# Linux's IOV_MAX; writev takes at most this many buffers per call.
-_MAX_BUFFERS = 1024
+# Pieces smaller than this are joined and written together; larger ones are written
+# straight from their memory.
+_SMALL_PIECE = 64 << 10
 
 
 def _write_all(fd: int, pieces: Sequence[Piece]) -> None:
-    """Writes `pieces` in as few `writev` calls as the OS allows (one GIL release
-    each), going on after a partial write."""
-    views = [memoryview(piece).cast("B") for piece in pieces]
-    views = [view for view in views if len(view)]
-    while views:
-        batch = views[:_MAX_BUFFERS]
-        written = os.writev(fd, batch)
-        # Drop what was written; a partial write leaves part of one buffer.
-        while written and views:
-            if written >= len(views[0]):
-                written -= len(views[0])
-                views.pop(0)
-            else:
-                views[0] = views[0][written:]
-                written = 0
+    """Writes `pieces` in order: small ones joined, large ones each in one `os.write`
+    straight from their memory (the GIL is released while the kernel copies), going
+    on after a partial write."""
+    small = bytearray()
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        if len(view) < _SMALL_PIECE:
+            small += view
+            continue
+        if small:
+            _write_fully(fd, memoryview(small))
+            small = bytearray()
+        _write_fully(fd, view)
+    if small:
+        _write_fully(fd, memoryview(small))
+
+
+def _write_fully(fd: int, view: memoryview) -> None:
+    while len(view):
+        view = view[os.write(fd, view):]
 
 
 class CorruptPayloadError(CorruptRecordError):
