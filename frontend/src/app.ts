@@ -810,18 +810,25 @@ export class App {
       this.description.innerHTML = info.description;
       this.description.style.display = info.description ? "" : "none";
     }
+    this.syncSeriesOptions();
+    const compareRuns = Object.keys(this.runs).filter((r) => this.runs[r][this.state.tag]).sort();
+    setOptions(this.sel.compare, [["", "off"], ...compareRuns.map((r) => [r, r === this.state.run ? r + " (another step)" : r] as [string, string])], this.state.compare);
+    this.compareStepInput.value = this.state.compareStep === null ? "" : String(this.state.compareStep);
+    this.sel.speed.value = String(this.state.speed);
+    this.loopButton.classList.toggle("on", this.state.loop);
+    this.syncStep();
+  }
+
+  /** The selectors whose options name the input series (known once a step's series loads). */
+  private syncSeriesOptions(): void {
     const series = this.seriesNames();
     const orders: [string, string][] = [["index", "index"], ["variance", "variance"], ["cluster", "clustering"],
       ...series.map((s) => ["corr:" + s, "correlation with " + s] as [string, string])];
     if (this.state.order.startsWith("corr:") && !series.includes(this.state.order.slice(5))) orders.push([this.state.order, "correlation with " + this.state.order.slice(5)]);
     setOptions(this.sel.order, orders, this.state.order);
-    const compareRuns = Object.keys(this.runs).filter((r) => this.runs[r][this.state.tag]).sort();
-    setOptions(this.sel.compare, [["", "off"], ...compareRuns.map((r) => [r, r === this.state.run ? r + " (another step)" : r] as [string, string])], this.state.compare);
-    this.compareStepInput.value = this.state.compareStep === null ? "" : String(this.state.compareStep);
-    setOptions(this.sel.colorBy, [["time", "by timestep"], ...series.map((s) => [s, "by " + s] as [string, string])], this.state.colorBy);
-    this.sel.speed.value = String(this.state.speed);
-    this.loopButton.classList.toggle("on", this.state.loop);
-    this.syncStep();
+    const colors: [string, string][] = [["time", "by timestep"], ...series.map((s) => [s, "by " + s] as [string, string])];
+    if (!series.includes(this.state.colorBy) && this.state.colorBy !== "time") colors.push([this.state.colorBy, "by " + this.state.colorBy]);
+    setOptions(this.sel.colorBy, colors, this.state.colorBy);
   }
 
   private syncStep(): void {
@@ -967,7 +974,10 @@ export class App {
 
     // tokens tinted by the first selected unit (the hovered one while hovering)
     const series = this.currentSeries();
-    if (series) this.lastSeries = series;
+    if (series && series !== this.lastSeries) {
+      this.lastSeries = series;
+      this.syncSeriesOptions();
+    }
     const tintUnit = this.hover?.unit ?? this.state.units[0] ?? null;
     const data = shown?.array.data;
     this.tokens.draw(series?.tokens ?? null, t0, t1, panelW,
@@ -979,7 +989,7 @@ export class App {
     const names = series ? Object.keys(series.series) : [];
     this.seriesCard.style.display = names.length ? "" : "none";
     if (names.length && series) {
-      this.series.layout(fullWidth, 90);
+      this.series.layout(fullWidth, 100);
       this.series.setRange(t0, t1);
       this.series.draw(names.map((n, i) => {
         const v = series.series[n];
@@ -988,7 +998,7 @@ export class App {
     }
 
     // selected units
-    this.lines.layout(fullWidth, 150);
+    this.lines.layout(fullWidth, 170);
     this.lines.setRange(t0, t1);
     const tracks: Track[] = data ? this.state.units.map((u, i) => ({
       label: "unit " + u, color: PALETTE[i % PALETTE.length], get: (t: number) => data[t * units + u],

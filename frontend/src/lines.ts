@@ -18,7 +18,7 @@ export class LinePlot extends TimePlot {
   yDomain: [number, number] = [0, 1];
 
   constructor(cls: string, public showLegend = true) {
-    super(cls, 6, 18);
+    super(cls, showLegend ? 20 : 6, 18);
   }
 
   draw(tracks: Track[], theme: Theme, message = "", fixed?: [number, number]): void {
@@ -77,15 +77,15 @@ export class LinePlot extends TimePlot {
       ctx.font = "11px sans-serif";
       ctx.textAlign = "left";
       ctx.textBaseline = "top";
-      let x = plot.x + 6;
+      let x = plot.x;
       for (const track of tracks) {
         const w = ctx.measureText(track.label).width;
         if (x + w + 20 > plot.x + plot.w) break;
         ctx.fillStyle = track.color;
-        ctx.fillRect(x, plot.y + 6, 10, 3);
+        ctx.fillRect(x, 7, 12, 3);
         ctx.fillStyle = theme.fg;
-        ctx.fillText(track.label, x + 13, plot.y + 2);
-        x += w + 26;
+        ctx.fillText(track.label, x + 16, 2);
+        x += w + 30;
       }
     }
     this.drawTimeAxis(ctx, theme);

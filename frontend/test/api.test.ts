@@ -1,0 +1,35 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { normaliseTag, parseProjection, routeUrl, statesUrl } from "../src/api";
+
+test("routes are relative to the plugin's base and escape every parameter", () => {
+  assert.equal(routeUrl("runs"), "./runs");
+  assert.equal(routeUrl("steps", { run: "<img src=x>&a=b", tag: "t", skip: null }), "./steps?run=%3Cimg+src%3Dx%3E%26a%3Db&tag=t");
+  const q = { run: "r", tag: "t", step: 3, layer: 1, kind: "cell", sequence: 0 };
+  assert.equal(statesUrl(q, true), "./states?run=r&tag=t&step=3&layer=1&kind=cell&sequence=0&format=npy");
+});
+
+test("tag info from the runs route, with defaults for what is missing", () => {
+  const info = normaliseTag({ kind: "gru", layers: 2, directions: 2, batch: 4, time: 9, units: { hidden: 8, reset: 8 },
+    kinds: ["hidden", "reset"], steps: 3, first_step: 0, last_step: 2, description: "<p>x</p>" });
+  assert.equal(info.directions, 2);
+  assert.deepEqual(info.units, { hidden: 8, reset: 8 });
+  const empty = normaliseTag(null);
+  assert.equal(empty.layers, 1);
+  assert.deepEqual(empty.kinds, ["hidden"]);
+  assert.equal(empty.description, "");
+});
+
+test("projections: per step, the points of the requested sequence out of the flat coordinates", () => {
+  const p = parseProjection({
+    method: "pca", method_used: "pca", steps: [0, 5], sequences: [1], lengths: [[2], [3]], offsets: [0, 2],
+    coordinates: [0, 1, 2, 3, 4, 5, 6, 7, null, 9], bounds: [0, 1, 8, 9], explained_variance: [0.5, 0.25],
+  });
+  assert.deepEqual(p.steps, [0, 5]);
+  assert.deepEqual(Array.from(p.points.get(0)!), [0, 1, 2, 3]);
+  assert.deepEqual(Array.from(p.points.get(5)!).slice(0, 4), [4, 5, 6, 7]);
+  assert.ok(Number.isNaN(p.points.get(5)![4]));
+  assert.deepEqual(p.bounds, [0, 1, 8, 9]);
+  assert.deepEqual(p.explained, [0.5, 0.25]);
+  assert.equal(parseProjection({}).points.size, 0);
+});
