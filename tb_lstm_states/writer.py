@@ -109,7 +109,7 @@ class StateWriter:
         self._lock = threading.Condition()
         self._queue: List[_Job] = []
         self._queued_bytes = 0
-        self._busy = False
+        self._write_lock = threading.Lock()  # held while a record is written
         self._closing = False
         self._closed = False
         self._error: Optional[BaseException] = None
@@ -251,14 +251,17 @@ class StateWriter:
                         description=description, dtype=dtype)
 
     def flush(self) -> None:
-        """Waits until every queued record is written and handed to the OS.
+        """Writes every queued record and hands it to the OS before returning.
+
+        The calling thread writes what is still queued itself rather than wait for
+        the writer thread to be scheduled: it would wait either way.
 
         Raises:
           RuntimeError: if writing a record failed (see the cause).
         """
-        with self._lock:
-            while self._queue or self._busy:
-                self._lock.wait()
+        with self._write_lock:
+            while self._write_next():
+                pass
         self._raise_pending_error()
 
     def close(self) -> None:
@@ -321,21 +324,32 @@ class StateWriter:
                     self._lock.wait()
                 if not self._queue:
                     return
-                job = self._queue.pop(0)
-                self._busy = True
-            try:
-                self._file.write(job.event_pieces())
-            except Exception as e:  # surfaced to the caller by the next call
-                with self._lock:
-                    if self._error is None:
-                        self._error, self._error_job = e, job
-            finally:
-                self._pool.give(job.pooled)
-                job.blobs = job.pooled = None
-                with self._lock:
-                    self._busy = False
-                    self._queued_bytes -= job.nbytes
-                    self._lock.notify_all()
+            with self._write_lock:
+                self._write_next()
+
+    def _write_next(self) -> bool:
+        """Writes the oldest queued record; False if none is queued.
+
+        Called with `_write_lock` held, by the writer thread or by `flush`: records
+        are taken and written under it, so they reach the file in queue order.
+        """
+        with self._lock:
+            if not self._queue:
+                return False
+            job = self._queue.pop(0)
+        try:
+            self._file.write(job.event_pieces())
+        except Exception as e:  # surfaced to the caller by the next call
+            with self._lock:
+                if self._error is None:
+                    self._error, self._error_job = e, job
+        finally:
+            self._pool.give(job.pooled)
+            job.blobs = job.pooled = None
+            with self._lock:
+                self._queued_bytes -= job.nbytes
+                self._lock.notify_all()
+        return True
 
 
 class _BufferPool:
