@@ -669,7 +669,7 @@ def _use_loop(module, sequences, features):
 
     The kernel path does the recurrent matrix products twice (once in the kernel,
     once batched for the gates) but launches few operations; the loop does them once
-    but launches `_LOOP_OPS` operations per timestep. The loop wins once the
+    but launches about ten operations per timestep. The loop wins once the
     per-step product is large enough to hide that per-operation overhead.
     """
     if not sequences.all_full or module.proj_size > 0:
@@ -686,7 +686,6 @@ def _use_loop(module, sequences, features):
 _LOOP_CHOICE = None
 # Per-step recurrent product size (batch * hidden) from which the loop is faster.
 _LOOP_MIN_BATCH_TIMES_HIDDEN = 8192
-_LOOP_OPS = 7
 
 
 def _gate_rows(size, device):
@@ -704,22 +703,27 @@ def _lstm_layer_loop(layer_input, weights, h0, c0, direction):
     """One LSTM layer and direction in a single pass; returns time-major states.
 
     The input products of all timesteps are one matrix product up front; each step
-    then does one `addmm` into its slice of the gates buffer and six in-place
-    elementwise operations, with every per-step view made before the loop.
+    then does one `addmm` into its slice of the gates buffer and in-place
+    elementwise operations, with every per-step view made before the loop. Rows are
+    reordered (i, f, o, g) and the g rows doubled (exact) so that one sigmoid covers
+    all gates, tanh(x) being taken as 2 sigmoid(2x) - 1 (see `_tanh_from_sigmoid_`).
     """
     steps, batch, features = layer_input.shape
     size = weights[1].shape[1]
     rows = _gate_rows(size, layer_input.device)
-    weight_ih = weights[0].index_select(0, rows)
-    weight_hh_t = weights[1].index_select(0, rows).t()
-    bias = (weights[2] + weights[3]).index_select(0, rows) if len(weights) >= 4 else None
+    scale = torch.ones(4 * size, 1, dtype=layer_input.dtype, device=layer_input.device)
+    scale[3 * size :] = 2
+    weight_ih = weights[0].index_select(0, rows) * scale
+    weight_hh_t = (weights[1].index_select(0, rows) * scale).t()
+    bias = None
+    if len(weights) >= 4:
+        bias = (weights[2] + weights[3]).index_select(0, rows) * scale.squeeze(1)
     pre = _linear(layer_input.reshape(steps * batch, features), weight_ih, bias)
     pre = pre.view(steps, batch, 4 * size)
     hidden = pre.new_empty(steps, batch, size)
     cell = pre.new_empty(steps, batch, size)
     scratch = pre.new_empty(batch, size)
     gates_at = pre.unbind(0)
-    sigmoids_at = pre[..., : 3 * size].unbind(0)
     input_at = pre[..., :size].unbind(0)
     forget_at = pre[..., size : 2 * size].unbind(0)
     output_at = pre[..., 2 * size : 3 * size].unbind(0)
@@ -729,12 +733,12 @@ def _lstm_layer_loop(layer_input, weights, h0, c0, direction):
     previous_hidden, previous_cell = h0, c0
     order = range(steps) if direction == 0 else range(steps - 1, -1, -1)
     for t in order:
-        gates_at[t].addmm_(previous_hidden, weight_hh_t)
-        sigmoids_at[t].sigmoid_()
-        candidate_at[t].tanh_()
+        gates_at[t].addmm_(previous_hidden, weight_hh_t).sigmoid_()
+        _tanh_from_sigmoid_(candidate_at[t])
         torch.mul(forget_at[t], previous_cell, out=cell_at[t])
         cell_at[t].addcmul_(input_at[t], candidate_at[t])
-        torch.tanh(cell_at[t], out=scratch)
+        torch.mul(cell_at[t], 2, out=scratch).sigmoid_()
+        _tanh_from_sigmoid_(scratch)
         torch.mul(output_at[t], scratch, out=hidden_at[t])
         previous_hidden, previous_cell = hidden_at[t], cell_at[t]
     gates = {
