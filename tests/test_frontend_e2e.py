@@ -279,12 +279,15 @@ def test_dark_mode_follows_tensorboard(page, server, artifacts_dir):
     shot(page, artifacts_dir, "dark")
 
 
-def test_new_steps_appear_without_reload(page, server, logdir):
+def test_new_steps_and_runs_appear_without_reload(page, server, logdir):
     frame = open_tab(page, server, {"run": "run_a", "tag": "lstm"})
     assert step_label(frame) == 5
     write_steps(logdir / "run_a", [6], seed=0)
     wait_until(lambda: step_label(frame) == 6, timeout=30)  # follows the latest step
     assert "7 of 7" in frame.inner_text(".tls-steplabel")
+    write_steps(logdir / "run_new", [0], seed=2)  # a new run shows in the selector
+    wait_until(lambda: "run_new" in frame.eval_on_selector_all(
+        "select[aria-label='run'] option", "els => els.map(e => e.value)"), timeout=30)
 
 
 def test_empty_logdir_shows_how_to(page, browser, tmp_path, artifacts_dir):

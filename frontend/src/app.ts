@@ -270,6 +270,7 @@ export class App {
   }
 
   private mainNodes: HTMLElement[] = [];
+  private listing = "";
   private mode: "empty" | "main" | "" = "";
 
   private showMode(mode: "empty" | "main"): void {
@@ -510,6 +511,9 @@ export class App {
       }
       this.showMode("main");
       const before = `${this.state.run}|${this.state.tag}`;
+      const listing = JSON.stringify(Object.keys(runs).sort().map((r) => [r, Object.keys(runs[r]).sort()]));
+      const newRuns = listing !== this.listing;
+      this.listing = listing;
       this.resolve();
       const steps = await api.fetchSteps(this.state.run, this.state.tag);
       const list = steps.map((s) => s.step);
@@ -520,7 +524,7 @@ export class App {
         this.loadOverview(changed && !first);
         this.loadProjection(!first);
       }
-      if (first) this.syncControls();
+      if (first || newRuns) this.syncControls();
       this.loadCompareSteps();
       this.setStatus(this.steps.length ? "" : "This tag has no steps yet.");
       this.invalidate();
