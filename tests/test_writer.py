@@ -436,9 +436,14 @@ def test_buffers_are_reused_and_bounded(tmp_path):
         writer.add_states("t", make_states("lstm", batch=4, time=8, hidden=8, seed=1), 0)
         writer.flush()
         assert writer._pool._bytes == record_bytes  # one record's buffers, kept
+
+        def pooled():
+            return {id(a) for arrays in writer._pool._free.values() for a in arrays}
+        kept = pooled()
         writer.add_states("t", make_states("lstm", batch=4, time=8, hidden=8, seed=2), 1)
-        assert writer._pool._bytes == 0  # taken again, not allocated anew
         writer.flush()
+        assert pooled() == kept  # the same buffers, taken and given back
+        assert writer._pool._bytes == record_bytes
         writer.add_states("t", make_states("gru", batch=4, time=8, hidden=16), 2)
         writer.flush()
         assert writer._pool._bytes <= record_bytes  # other shapes evict, within the bound
