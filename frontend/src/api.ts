@@ -228,11 +228,12 @@ export async function fetchUnits(q: Omit<StatesQuery, "sequence">, signal?: Abor
  * or evenly spaced ones within its cap, always with the last).
  */
 export async function fetchProjection(
-  q: { run: string; tag: string; layer: number; kind: string; method: string; sequence: number },
+  q: { run: string; tag: string; layer: number; kind: string; method: string; sequence: number; steps?: number[] },
   signal?: AbortSignal,
 ): Promise<Projection> {
   const raw = await getJson("projection", {
     run: q.run, tag: q.tag, layer: q.layer, kind: q.kind, method: q.method, sequence: q.sequence,
+    steps: q.steps ? q.steps.join(",") : null,
   }, signal);
   return parseProjection(raw);
 }

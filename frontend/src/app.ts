@@ -9,7 +9,7 @@ import { Exporter } from "./exporter";
 import { readHash, writeHash } from "./hash";
 import { DEFAULT_STATE, METHODS, SPEEDS, ViewState } from "./hashstate";
 import { Heatmap, HeatmapFrame, Legend } from "./heatmap";
-import { formatValue, isPermutation, nearestStep, orderByScore } from "./layout";
+import { evenlySpaced, formatValue, isPermutation, nearestStep, orderByScore } from "./layout";
 import { ChangeTrack, LinePlot, Track } from "./lines";
 import { OverviewView } from "./overview";
 import { ProjectionView } from "./projection";
@@ -731,8 +731,12 @@ export class App {
   private loadProjection(force = false): void {
     const info = this.info;
     if (!info || !this.steps.length) return;
-    const q = { run: this.state.run, tag: this.state.tag, layer: this.state.layer, kind: this.state.kind, method: this.state.method, sequence: this.state.sequence };
-    const key = JSON.stringify(q);
+    const method = this.state.method;
+    // t-SNE and UMAP take seconds per step: at most 20 steps, evenly spaced (the backend's
+    // point caps still apply); PCA takes every step the backend allows.
+    const steps = method === "pca" ? undefined : evenlySpaced(this.steps, Math.max(1, Math.min(20, Math.floor(25_000 / Math.max(1, info.time)))));
+    const q = { run: this.state.run, tag: this.state.tag, layer: this.state.layer, kind: this.state.kind, method, sequence: this.state.sequence, steps };
+    const key = JSON.stringify({ ...q, steps: undefined });
     // New steps refit PCA (cheap; its one basis spans the steps); t-SNE and UMAP refit on request.
     if (key === this.projectionKey && !(force && q.method === "pca")) return;
     const refresh = key === this.projectionKey;
@@ -747,9 +751,19 @@ export class App {
       return;
     }
     this.projection = null;
-    this.projectionError = this.state.method === "pca" ? "loading…" : `fitting ${this.state.method === "tsne" ? "t-SNE" : "UMAP"}…`;
+    const name = method === "tsne" ? "t-SNE" : "UMAP";
+    const started = performance.now();
+    const progress = () => {
+      if (key !== this.projectionKey || this.projection) return clearInterval(timer);
+      const seconds = Math.round((performance.now() - started) / 1000);
+      this.projectionError = method === "pca" ? "loading…" : `fitting ${name} over ${steps?.length ?? ""} steps… ${seconds} s`;
+      this.invalidate();
+    };
+    const timer = setInterval(progress, 1000);
+    progress();
     api.fetchProjection(q).then(
       (p) => {
+        clearInterval(timer);
         if (key !== this.projectionKey) return;
         this.projection = p;
         this.projectionError = "";
@@ -757,6 +771,7 @@ export class App {
         this.invalidate();
       },
       (e) => {
+        clearInterval(timer);
         if (key !== this.projectionKey) return;
         this.projectionError = String(e?.message ?? e).replace(/^projection: /, "");
         this.invalidate();

@@ -82,3 +82,15 @@ export function isPermutation(order: unknown, n: number): order is number[] {
   }
   return true;
 }
+
+/** At most `n` of sorted `steps`, evenly spaced, always with the first and the last. */
+export function evenlySpaced(steps: number[], n: number): number[] {
+  if (steps.length <= n) return steps.slice();
+  if (n <= 1) return steps.slice(-1);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = steps[Math.round((i * (steps.length - 1)) / (n - 1))];
+    if (out[out.length - 1] !== s) out.push(s);
+  }
+  return out;
+}

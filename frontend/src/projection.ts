@@ -43,7 +43,14 @@ export class ProjectionView {
       ctx.font = "12px sans-serif";
       ctx.textAlign = "center";
       ctx.textBaseline = "middle";
-      ctx.fillText(message, size / 2, size / 2);
+      // wrapped: a backend message (a cap, say) can be long
+      const lines: string[] = [];
+      for (const word of message.split(/\s+/)) {
+        const last = lines.length ? lines[lines.length - 1] + " " + word : word;
+        if (lines.length && ctx.measureText(last).width <= size - 24) lines[lines.length - 1] = last;
+        else lines.push(word);
+      }
+      lines.slice(0, 8).forEach((line, i) => ctx.fillText(line, size / 2, size / 2 + (i - (Math.min(lines.length, 8) - 1) / 2) * 16));
       return;
     }
     this.sx = linear(this.bounds.x, [8, size - 8]);

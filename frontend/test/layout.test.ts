@@ -37,3 +37,10 @@ test("values, steps and orders", () => {
   assert.ok(!isPermutation([0, 0, 1], 3));
   assert.ok(!isPermutation([0, 1], 3));
 });
+
+test("evenly spaced steps keep the first and the last", async () => {
+  const { evenlySpaced } = await import("../src/layout");
+  assert.deepEqual(evenlySpaced([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 3), [0, 5, 10]);
+  assert.deepEqual(evenlySpaced([1, 2], 5), [1, 2]);
+  assert.deepEqual(evenlySpaced([1, 2, 3], 1), [3]);
+});
