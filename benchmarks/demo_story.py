@@ -1,0 +1,108 @@
+"""Trains the full demo and checks that its story is real.
+
+    python benchmarks/demo_story.py [--logdir DIR] [--keep] [--screenshot PATH]
+
+Runs `python -m demo` (all runs, default epochs) as a user would, times it, then
+measures from the logged records (`tls.read_states`, float16 as stored):
+
+- brackets: the cell unit that correlates best with the nesting depth in the final
+  epoch. Must hold: |r| >= 0.9 for the lr_0.01 run.
+- prices: the recall of the injected anomalies by the change track (the backend's
+  `analysis.changes`, robust z-score > 3.5, a flag at most 3 steps after each onset)
+  on the cell state. Must hold: recall >= 0.75 (most of them) for every prices run.
+- the training time of the whole demo. Target: under 180 s on 2 CPU cores; printed
+  with the machine's load average, because a shared machine inflates it.
+
+Exits 1 when a must-hold fails. With `--screenshot`, also opens the demo in a real
+TensorBoard and headless Chromium and saves a screenshot of the tab.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+MIN_ABS_R = 0.9
+MIN_RECALL = 0.75
+BUDGET_SECONDS = 180
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--logdir", help="train into this logdir (default: a temporary one)")
+    parser.add_argument("--reuse", action="store_true", help="measure an existing --logdir without training")
+    parser.add_argument("--screenshot", help="save a screenshot of the tab on the demo here")
+    args = parser.parse_args()
+    if args.reuse and not args.logdir:
+        parser.error("--reuse needs --logdir")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        logdir = args.logdir or os.path.join(tmp, "demo")
+        seconds = None
+        if not args.reuse:
+            load_before = os.getloadavg()[0]
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "demo", "--logdir", logdir, "--fresh", "--quiet"],
+                           cwd=REPO, check=True)
+            seconds = time.perf_counter() - started
+            load_after = os.getloadavg()[0]
+        from demo import story
+
+        figures = story.story(logdir)
+        failures = []
+        print()
+        for run, f in figures.items():
+            if run.startswith("brackets"):
+                print("%-18s final epoch %d: cell unit %d vs nesting depth r = %+.3f   |r| by epoch: %s"
+                      % (run, f["final_step"], f["unit"], f["r"],
+                         " ".join("%.2f" % v for v in f["abs_r_by_step"].values())))
+                if run == "brackets/lr_0.01" and abs(f["r"]) < MIN_ABS_R:
+                    failures.append("%s: |r| = %.3f < %.1f" % (run, abs(f["r"]), MIN_ABS_R))
+            else:
+                print("%-18s final epoch %d: change track finds %d/%d injected anomalies, recall %.2f "
+                      "(jumps %.2f, bursts %.2f), precision %.2f; on the hidden state: recall %.2f"
+                      % (run, f["final_step"], f["found"], f["total"], f["recall"],
+                         f["by_kind"].get("jump", float("nan")), f["by_kind"].get("burst", float("nan")),
+                         f["precision"], f["hidden_recall"]))
+                if f["recall"] < MIN_RECALL:
+                    failures.append("%s: recall %.2f < %.2f" % (run, f["recall"], MIN_RECALL))
+        if seconds is not None:
+            print("demo training and logging: %.0f s (target %d s on 2 cores; load average %.1f before, %.1f after, "
+                  "%d CPUs)" % (seconds, BUDGET_SECONDS, load_before, load_after, os.cpu_count()))
+        if args.screenshot:
+            screenshot(logdir, args.screenshot)
+        if failures:
+            print("STORY FAILS: " + "; ".join(failures))
+            return 1
+        print("story holds")
+        return 0
+
+
+def screenshot(logdir, path):
+    """Opens the brackets run, units sorted by correlation with depth, and saves a PNG."""
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from conftest import CHROMIUM_FLAGS, tensorboard_server
+    from playwright.sync_api import sync_playwright
+
+    import urllib.parse
+
+    view = urllib.parse.quote("run=brackets/lr_0.01&tag=char_lstm&order=corr:depth", safe="")
+    with tensorboard_server(logdir, load_fast=True) as url:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url + "/#lstm_states&lstm=" + view)
+            page.wait_for_timeout(8000)
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            page.screenshot(path=path)
+            browser.close()
+    print("screenshot saved to %s" % path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

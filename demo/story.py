@@ -1,0 +1,88 @@
+"""The demo's story, measured from what was logged (not from the training process).
+
+    python -m demo.story runs/demo
+
+reads the demo logdir with `tls.read_states` and prints, per run and epoch, the
+correlation of the best cell unit with the nesting depth (brackets), and the recall
+and precision of the change track on the injected anomalies (prices), computed with
+the backend's own `analysis.changes`.
+"""
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+import tb_lstm_states as tls
+
+from demo import brackets, prices
+
+
+def brackets_figures(logdir, run):
+    """`{step: {"unit", "r"}}` for one brackets run, from its logged float16 cell states."""
+    _, depth, _ = brackets.probe_batch()
+    figures = {}
+    for rec in tls.read_states(logdir, run=run, tag=brackets.TAG):
+        logged_depth = rec.series["depth"]
+        if not np.array_equal(logged_depth, depth):
+            raise AssertionError("%s step %d: the logged depth is not the probe's" % (run, rec.step))
+        unit, r = brackets.depth_correlation(rec.states.layers[0].cell, logged_depth)
+        figures[rec.step] = {"unit": unit, "r": r}
+    return figures
+
+
+def prices_figures(logdir, run, kind="cell"):
+    """`{step: anomaly_recall(...)}` for one prices run, on the logged `kind` states."""
+    probe_price, anomalies = prices.probe_batch()
+    marks = prices.anomaly_marks(anomalies, probe_price.shape[1])
+    figures = {}
+    for rec in tls.read_states(logdir, run=run, tag=prices.TAG):
+        if not np.array_equal(rec.series["anomaly"], marks):
+            raise AssertionError("%s step %d: the logged anomaly marks are not the probe's" % (run, rec.step))
+        values = rec.states.layers[0].get(kind)
+        figures[rec.step] = prices.anomaly_recall(values, rec.states.lengths, anomalies)
+    return figures
+
+
+def story(logdir):
+    """The final-epoch figures of every demo run, plus every epoch's."""
+    result = {}
+    for name, _ in brackets.RUNS:
+        run = "%s/%s" % (brackets.TASK, name)
+        per_step = brackets_figures(logdir, run)
+        last = max(per_step)
+        result[run] = {"final_step": last, "steps": len(per_step), **per_step[last],
+                       "abs_r_by_step": {s: round(abs(f["r"]), 4) for s, f in sorted(per_step.items())}}
+    for name, _ in prices.RUNS:
+        run = "%s/%s" % (prices.TASK, name)
+        per_step = prices_figures(logdir, run)
+        hidden = prices_figures(logdir, run, kind="hidden")
+        last = max(per_step)
+        result[run] = {"final_step": last, "steps": len(per_step), **per_step[last],
+                       "hidden_recall": hidden[last]["recall"],
+                       "recall_by_step": {s: round(f["recall"], 4) for s, f in sorted(per_step.items())}}
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m demo.story", description=__doc__.split("\n\n")[0])
+    parser.add_argument("logdir")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    figures = story(args.logdir)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    for run, f in figures.items():
+        if run.startswith(brackets.TASK):
+            print("%-20s step %d: cell unit %d follows the nesting depth, r = %+.3f" % (run, f["final_step"], f["unit"], f["r"]))
+        else:
+            print("%-20s step %d: change track (cell) finds %d/%d injected anomalies (recall %.2f, "
+                  "precision %.2f; hidden: recall %.2f)" % (run, f["final_step"], f["found"], f["total"],
+                                                           f["recall"], f["precision"], f["hidden_recall"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
