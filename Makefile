@@ -38,9 +38,18 @@ check-bundle: frontend
 test: venv check-bundle
 	$(PY) -m pytest tests
 
+# Trains the demo into $(LOGDIR) unless a complete one is there (an interrupted one is
+# redone), then serves it. EPOCHS= changes the epochs per run, PORT= the port.
 demo: venv
-	test -d $(LOGDIR) || $(PY) -m demo --logdir $(LOGDIR) $(if $(EPOCHS),--epochs $(EPOCHS))
-	@echo "Open http://127.0.0.1:$(PORT)/#lstm_states"
+	@if [ -f $(LOGDIR)/.demo-complete ] && [ -z "$(EPOCHS)" ]; then \
+	  echo "Reusing the demo runs in $(LOGDIR) (delete it to train again)"; \
+	else \
+	  $(PY) -m demo --logdir $(LOGDIR) --fresh $(if $(EPOCHS),--epochs $(EPOCHS)); \
+	fi
+	@echo
+	@echo "    Open the LSTM States tab:  http://127.0.0.1:$(PORT)/#lstm_states"
+	@echo "    (Ctrl+C stops TensorBoard; PORT=6007 make demo uses another port)"
+	@echo
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --host 127.0.0.1 --port $(PORT)
 
 clean:
