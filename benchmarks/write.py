@@ -78,26 +78,33 @@ def bench_interleaved(directory, states16, states32, repeats):
 
     One of each per round, so all three meet the same state of the machine: the
     kernel throttles writers once enough dirty pages pile up, whoever wrote them.
+
+    Returns:
+      `({name: wall seconds}, {name: CPU seconds})`: CPU time of the whole process
+      (every thread), which a loaded machine disturbs much less than wall time.
     """
-    times = {"tofile": [], "ours": [], "ours_e2e": []}
+    wall = {"tofile": [], "ours": [], "ours_e2e": []}
+    cpu = {"tofile": [], "ours": [], "ours_e2e": []}
     with open(os.path.join(directory, "raw.bin"), "wb") as f, \
             tls.StateWriter(os.path.join(directory, "state_writer")) as writer:
         for step in range(repeats + 1):  # the first round warms up
-            start = time.perf_counter()
+            marks = [(time.perf_counter(), time.process_time())]
             for array in arrays_of(states16):
                 array.tofile(f)
             f.flush()
-            middle = time.perf_counter()
+            marks.append((time.perf_counter(), time.process_time()))
             writer.add_states("lstm", states16, 2 * step)
             writer.flush()
-            end = time.perf_counter()
+            marks.append((time.perf_counter(), time.process_time()))
             writer.add_states("lstm", states32, 2 * step + 1)
             writer.flush()
+            marks.append((time.perf_counter(), time.process_time()))
             if step:
-                times["tofile"].append(middle - start)
-                times["ours"].append(end - middle)
-                times["ours_e2e"].append(time.perf_counter() - end)
-    return tuple(stats_lib.median(times[k]) for k in ("tofile", "ours", "ours_e2e"))
+                for i, name in enumerate(("tofile", "ours", "ours_e2e")):
+                    wall[name].append(marks[i + 1][0] - marks[i][0])
+                    cpu[name].append(marks[i + 1][1] - marks[i][1])
+    return ({k: stats_lib.median(v) for k, v in wall.items()},
+            {k: stats_lib.median(v) for k, v in cpu.items()})
 
 
 def bench_summary_writer(directory, states32, repeats, prebuilt):
@@ -219,6 +226,7 @@ def main(argv=None):
                  "SW/tofile", "SW/torch"))
         print("%8s | %8s | %11s %11s | %11s %11s | %9s %9s"
               % ("MB", "", "write", "end to end", "write", "end to end", "write", "write"))
+        cpu_rows = []
         for megabytes in args.sizes:
             states32 = make_states(megabytes, np.float32)
             states16 = summary_lib.to_numpy_states(states32)
@@ -227,7 +235,11 @@ def main(argv=None):
                 layer.cell = layer.cell.astype(np.float16)
                 layer.gates = {k: v.astype(np.float16) for k, v in layer.gates.items()}
             size = stored_bytes(states16) / 1e6
-            tofile, ours, ours_e2e = bench_interleaved(directory, states16, states32, args.repeats)
+            wall, cpu = bench_interleaved(directory, states16, states32, args.repeats)
+            tofile, ours, ours_e2e = wall["tofile"], wall["ours"], wall["ours_e2e"]
+            cpu_rows.append("%8.1f | %8.1f | %11.1f %11.1f | %9.0f%%"
+                            % (size, cpu["tofile"] * 1e3, cpu["ours"] * 1e3,
+                               cpu["ours_e2e"] * 1e3, 100 * cpu["tofile"] / cpu["ours"]))
             # torch's writer runs at a few MB/s: as many runs as fit the time budget.
             sw_repeats = max(1, min(args.repeats, int(args.summary_writer_seconds * 6 / size)))
             theirs = bench_summary_writer(directory, states32, sw_repeats, prebuilt=True)
@@ -237,6 +249,12 @@ def main(argv=None):
                      size / theirs_e2e, 100 * tofile / ours, theirs / ours))
             sys.stdout.flush()
 
+        print("\nCPU ms per record (all threads; less disturbed by a loaded machine)")
+        print("%8s | %8s | %11s %11s | %10s" % ("MB", "tofile", "StateWriter", "StateWriter",
+                                              "SW/tofile"))
+        print("%8s | %8s | %11s %11s | %10s" % ("", "", "write", "end to end", "write"))
+        print("\n".join(cpu_rows))
+        print()
         for label, dtype in (("float16", np.float16), ("float32", np.float32)):
             states = make_states(64, dtype)
             slowdown, blocked, written = bench_training_thread(directory, states, args.repeats)

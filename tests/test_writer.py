@@ -473,8 +473,10 @@ def test_float16_cast_matches_numpy():
     base[0, 0, :6] = [0.0, -0.0, np.inf, -np.inf, np.nan, 65519.99]
     readonly = base.copy()
     readonly.flags.writeable = False
+    sliced = rng.standard_normal((3, 100, 300)).astype(np.float32)  # several slices
+    pooled = rng.standard_normal((1, 1 << 11, 1 << 11)).astype(np.float32)  # torch's pool
     for array in (base, base[:, ::-1], base.transpose(1, 0, 2), readonly,
-                  np.broadcast_to(base[:1], base.shape)):
+                  np.broadcast_to(base[:1], base.shape), sliced, pooled):
         out = np.empty(array.shape, np.float16)
         with np.errstate(over="ignore"):  # 6e4 * N(0, 1) overflows to inf, as it should
             writer_lib._copy_into(out, array)
