@@ -21,7 +21,7 @@ if (process.argv.includes("--tests")) {
 } else {
   await esbuild.build({
     ...common,
-    entryPoints: { index: "src/index.ts" },
+    entryPoints: { index: "src/index.ts", grid_worker: "src/grid_worker.ts" },
     outdir: "../tb_lstm_states/static",
     platform: "browser",
     minify: true,

@@ -290,6 +290,31 @@ def test_new_steps_and_runs_appear_without_reload(page, server, logdir):
         "select[aria-label='run'] option", "els => els.map(e => e.value)"), timeout=30)
 
 
+def test_long_wide_layer_is_downsampled_without_freezing(page, server, logdir, artifacts_dir):
+    """10,000 timesteps x 1,024 units: min/max per pixel bucket, in a worker; a spike survives."""
+    hidden = np.full((1, 10_000, 1024), 0.1, np.float32)
+    hidden[0, 6_000, 700] = -0.95  # one timestep of one unit
+    states = RecurrentStates(kind="rnn", layers=[LayerStates(hidden=hidden)], lengths=np.array([10_000]))
+    with tls.StateWriter(str(logdir / "zz_long")) as writer:
+        writer.add_states("rnn", states, 0)
+    frame = open_tab(page, server, {"run": "zz_long", "tag": "rnn"})
+    frame.evaluate("""() => { window.__gaps = []; let last = performance.now();
+        const f = t => { window.__gaps.push(t - last); last = t; requestAnimationFrame(f); };
+        requestAnimationFrame(f); }""")
+    wait_until(lambda: frame.evaluate("window.__tls.paints.some(p => p.step === 0)"), timeout=60)
+    # the spike's colour (deep blue) is in the downsampled image, though it is 1 of 10M values
+    deep_blue = frame.evaluate("""() => {
+        const c = document.querySelector('.tls-heatmap canvas.tls-base');
+        const d = c.getContext('2d').getImageData(56, 0, c.width - 66, c.height - 20).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i + 2] > 80 && d[i] < 40) n++;
+        return n; }""")
+    assert deep_blue > 0
+    time.sleep(0.5)
+    assert max(frame.evaluate("window.__gaps")) < 1500  # no long freeze of the page
+    shot(page, artifacts_dir, "long")
+
+
 def test_empty_logdir_shows_how_to(page, browser, tmp_path, artifacts_dir):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -248,6 +248,7 @@ export class App {
     this.wireHeatmap(this.heat);
     this.wireHeatmap(this.heatB);
     this.wireHeatmap(this.heatD);
+    for (const h of [this.heat, this.heatB, this.heatD]) h.onGridReady = () => this.invalidate();
     this.wireTimePlot(this.lines, "lines");
     this.wireTimePlot(this.series, "lines");
     this.wireTimePlot(this.changes, null);

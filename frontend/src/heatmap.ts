@@ -4,6 +4,10 @@
 import { Domain, divergingColor, DARK_CENTRE, LIGHT_CENTRE, cssColor, lutIndex } from "./colors";
 import { HiDpiCanvas } from "./dom";
 import { heatmapGrid } from "./downsample";
+import { GridClient } from "./gridclient";
+
+/** Arrays of at least this many values are downsampled in a worker. */
+export const WORKER_THRESHOLD = 2_000_000;
 import { rowAt } from "./layout";
 import { TimePlot } from "./timeplot";
 import type { Theme } from "./theme";
@@ -27,6 +31,10 @@ export class Heatmap extends TimePlot {
   private gridBuffer: Float32Array<ArrayBufferLike> = new Float32Array(0);
   private grid: { grid: Float32Array; rows: number; cols: number } | null = null;
   private gridInputs: unknown[] = [];
+  private pendingInputs: unknown[] = [];
+  private client = new GridClient();
+  /** Called when a grid computed in the worker arrived: redraw. */
+  onGridReady: (() => void) | null = null;
   rows = 0;
   onPaint: (() => void) | null = null;
 
@@ -49,7 +57,37 @@ export class Heatmap extends TimePlot {
     // The grid only depends on the data, the order, the range and the size: a redraw for
     // anything else (theme, domain, selected units) reuses it.
     const inputs = [frame.data, frame.order, this.t0, this.t1, plot.w * dpr, plot.h * dpr, frame.centre];
-    if (!this.grid || inputs.some((v, i) => v !== this.gridInputs[i])) {
+    const same = (a: unknown[]) => a.length === inputs.length && inputs.every((v, i) => v === a[i]);
+    if (!this.grid || !same(this.gridInputs)) {
+      const big = frame.data.length >= WORKER_THRESHOLD && this.client.available;
+      if (big) {
+        // Large arrays (10,000 x 1,024) are downsampled in a worker: the page stays
+        // responsive, and this panel shows its previous image until the grid arrives.
+        if (!same(this.pendingInputs)) {
+          this.pendingInputs = inputs;
+          this.client.request(frame.data, frame.units, frame.order, this.t0, this.t1, plot.w * dpr, plot.h * dpr, frame.centre)
+            .then((g) => {
+              if (!same(this.pendingInputs) && this.pendingInputs !== inputs) return; // superseded
+              this.pendingInputs = [];
+              if (g) {
+                this.grid = g;
+                this.gridInputs = inputs;
+              } else {
+                this.grid = heatmapGrid(frame.data, frame.units, frame.order, inputs[2] as number, inputs[3] as number,
+                  inputs[4] as number, inputs[5] as number, frame.centre);
+                this.gridInputs = inputs;
+              }
+              this.onGridReady?.();
+            });
+        }
+        if (this.imageData) {
+          ctx.imageSmoothingEnabled = false;
+          ctx.drawImage(this.image, plot.x, plot.y, plot.w, plot.h);
+        }
+        this.drawUnitAxis(ctx, theme, frame);
+        this.drawTimeAxis(ctx, theme);
+        return;
+      }
       this.grid = heatmapGrid(
         frame.data, frame.units, frame.order, this.t0, this.t1, plot.w * dpr, plot.h * dpr, frame.centre, this.gridBuffer,
       );
