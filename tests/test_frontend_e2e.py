@@ -143,7 +143,7 @@ def test_tab_renders_every_view(page, server, artifacts_dir):
 
 
 def test_keys_step_and_play_and_heatmap_changes(page, server, artifacts_dir):
-    frame = open_tab(page, server, {"run": "run_a", "tag": "lstm", "step": "0", "loop": "0"})
+    frame = open_tab(page, server, {"run": "run_a", "tag": "lstm", "step": "0", "loop": "0", "speed": "4"})
     assert step_label(frame) == 0
     before = heatmap_pixels(frame)
     frame.click(".tls-steplabel")  # focus the iframe without touching a control
@@ -154,10 +154,13 @@ def test_keys_step_and_play_and_heatmap_changes(page, server, artifacts_dir):
     page.keyboard.press("ArrowLeft")
     wait_until(lambda: step_label(frame) == 0)
     page.keyboard.press("Space")
-    wait_until(lambda: step_label(frame) >= 2)
     assert frame.get_attribute("button.tls-playbtn", "aria-label") == "pause"
+    wait_until(lambda: step_label(frame) >= 2)  # 4 steps/s: it plays on by itself
     page.keyboard.press("Space")
     assert frame.get_attribute("button.tls-playbtn", "aria-label") == "play"
+    paused_at = step_label(frame)
+    time.sleep(0.6)
+    assert step_label(frame) == paused_at
     # the view state is in TensorBoard's URL hash, so it can be bookmarked
     wait_until(lambda: "lstm=" in page.evaluate("location.hash"))
     state = urllib.parse.parse_qs(urllib.parse.unquote(page.evaluate("location.hash").split("lstm=")[1]))
