@@ -1023,7 +1023,7 @@ export class App {
     const tracks: Track[] = data ? this.state.units.map((u, i) => ({
       label: "unit " + u, color: PALETTE[i % PALETTE.length], get: (t: number) => data[t * units + u],
     })) : [];
-    this.lines.draw(tracks, theme, data ? "click heatmap rows to plot units" : "", [this.domain.lo, this.domain.hi]);
+    this.lines.draw(tracks, theme, data ? "click heatmap rows to plot units" : "", [this.domain.lo, this.domain.hi], shown?.array.lengths?.[0]);
 
     this.drawChangeTrack(t0, t1, fullWidth);
 

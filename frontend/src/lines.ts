@@ -21,7 +21,7 @@ export class LinePlot extends TimePlot {
     super(cls, showLegend ? 20 : 6, 18);
   }
 
-  draw(tracks: Track[], theme: Theme, message = "", fixed?: [number, number]): void {
+  draw(tracks: Track[], theme: Theme, message = "", fixed?: [number, number], validLength?: number): void {
     this.tracks = tracks;
     const ctx = this.base.clear();
     const { plot } = this;
@@ -73,6 +73,12 @@ export class LinePlot extends TimePlot {
       }
       ctx.stroke();
     });
+    if (validLength !== undefined && validLength < this.t1) {
+      // past the sequence's length: padding, not states
+      const x0 = Math.max(plot.x, this.x(Math.max(validLength, this.t0)));
+      ctx.fillStyle = theme.dark ? "rgba(32,33,36,0.75)" : "rgba(255,255,255,0.75)";
+      ctx.fillRect(x0, plot.y, plot.x + plot.w - x0, plot.h);
+    }
     if (this.showLegend) {
       ctx.font = "11px sans-serif";
       ctx.textAlign = "left";
