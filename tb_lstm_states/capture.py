@@ -20,7 +20,9 @@ How, and why it is fast:
    loop (`_lstm_layer_loop`) does each matrix product once instead.
 """
 
+import collections
 import math
+import time
 import warnings
 import weakref
 
@@ -81,7 +83,14 @@ def capture(module, inputs, hx=None):
     with torch.no_grad():
         sequences = _Sequences(module, inputs)
         h0, c0 = _initial_states(module, hx, sequences)
-        layers = _capture_layers(module, sequences, h0, c0)
+        tuned = _LOOP_CHOICE is None and _loop_is_candidate(module, sequences)
+        loop = _PATH_TUNER.choose(module, sequences) if tuned else bool(
+            _LOOP_CHOICE and _loop_is_possible(module, sequences)
+        )
+        start = time.perf_counter()
+        layers = _capture_layers(module, sequences, h0, c0, loop)
+        if tuned:
+            _PATH_TUNER.record(module, sequences, loop, time.perf_counter() - start)
         lengths = sequences.original_order(sequences.lengths.unsqueeze(0)).squeeze(1)
     return RecurrentStates(
         kind=kind,
@@ -415,7 +424,7 @@ def _layer_weights(module, layer, direction):
     return [getattr(module, name + suffix) for name in names]
 
 
-def _capture_layers(module, sequences, h0, c0):
+def _capture_layers(module, sequences, h0, c0, loop):
     directions = 2 if module.bidirectional else 1
     kernel = _KERNEL_BY_MODE[module.mode]
     is_lstm = module.mode == "LSTM"
@@ -427,7 +436,6 @@ def _capture_layers(module, sequences, h0, c0):
         rows = slice(layer * directions, (layer + 1) * directions)
         layer_h0 = h0[rows]
         layer_c0 = c0[rows] if is_lstm else None
-        loop = is_lstm and _use_loop(module, sequences, layer_input.shape[-1])
         if loop:
             # The loop computes hidden states itself, no kernel run needed.
             outputs = [
@@ -664,28 +672,86 @@ def _sequential_scan(values, factors, steps, reverse):
             value_steps[t].addcmul_(factor_steps[t], value_steps[t - 1])
 
 
-def _use_loop(module, sequences, features):
-    """Whether the single-pass loop beats kernel + recomputed gates for a layer.
+def _loop_is_possible(module, sequences):
+    """Whether the single-pass loop handles this module and input at all."""
+    return module.mode == "LSTM" and sequences.all_full and module.proj_size == 0
+
+
+def _loop_is_candidate(module, sequences):
+    """Whether the single-pass loop may beat kernel + recomputed gates here.
 
     The kernel path does the recurrent matrix products twice (once in the kernel,
     once batched for the gates) but launches few operations; the loop does them once
-    but launches about ten operations per timestep. The loop wins once the
-    per-step product is large enough to hide that per-operation overhead.
+    but launches about ten operations per timestep. Which wins depends on the
+    machine as much as on the shape: on an idle CPU the loop is faster once
+    batch * hidden is large, but on a busy one every per-step parallel region can
+    stall for a scheduler time slice, and the kernel path wins. So where both are
+    plausible `_PATH_TUNER` times both on the first calls and keeps the faster, as
+    cuDNN's benchmark mode does.
     """
-    if not sequences.all_full or module.proj_size > 0:
+    if not _loop_is_possible(module, sequences):
         return False
-    if _LOOP_CHOICE is not None:
-        return _LOOP_CHOICE
     if module.weight_ih_l0.device.type != "cpu":
         # GPU kernels (cuDNN) are far ahead of per-step launches.
         return False
     return sequences.batch * module.hidden_size >= _LOOP_MIN_BATCH_TIMES_HIDDEN
 
 
-# Tests force one path or the other through this (None: the cost rule decides).
+# Tests force one path or the other through this (None: the rules decide).
 _LOOP_CHOICE = None
-# Per-step recurrent product size (batch * hidden) from which the loop is faster.
-_LOOP_MIN_BATCH_TIMES_HIDDEN = 8192
+# Per-step recurrent product size (batch * hidden) under which the loop's per-step
+# overhead always loses (measured: 2.5-3.5x the module's forward at 8x64, 4x128).
+_LOOP_MIN_BATCH_TIMES_HIDDEN = 4096
+
+
+class _PathTuner:
+    """Times both LSTM paths on the first calls of each shape, then keeps the faster.
+
+    Calls alternate kernel, loop, kernel, loop; from then on the path with the
+    smaller best time is used (the minimum, because a busy machine only ever adds
+    time). Both paths give the same states up to float rounding.
+    """
+
+    trials_per_path = 2
+    max_shapes = 256
+
+    def __init__(self):
+        self._times = collections.OrderedDict()
+
+    @staticmethod
+    def _key(module, sequences):
+        return (
+            module.weight_ih_l0.dtype,
+            sequences.steps,
+            sequences.batch,
+            module.input_size,
+            module.hidden_size,
+            module.num_layers,
+            module.bidirectional,
+            module.bias,
+            torch.get_num_threads(),
+        )
+
+    def choose(self, module, sequences):
+        times = self._times.get(self._key(module, sequences))
+        if times is None:
+            return False
+        kernel, loop = times
+        if len(loop) < len(kernel) or len(loop) < self.trials_per_path:
+            return len(loop) < len(kernel)
+        return min(loop) < min(kernel)
+
+    def record(self, module, sequences, loop, seconds):
+        key = self._key(module, sequences)
+        times = self._times.setdefault(key, ([], []))
+        self._times.move_to_end(key)
+        if len(times[loop]) < self.trials_per_path:
+            times[loop].append(seconds)
+        while len(self._times) > self.max_shapes:
+            self._times.popitem(last=False)
+
+
+_PATH_TUNER = _PathTuner()
 
 
 def _gate_rows(size, device):
