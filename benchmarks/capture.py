@@ -2,7 +2,8 @@
 
 For each shape it times, interleaved in one run so that machine noise hits all of
 them alike: the 2-layer `nn.LSTM` forward without grad (what the ratios divide by),
-`tls.capture` (every layer's hidden, cell and gates at every timestep), and the
+`tls.capture` (every layer's hidden, cell and gates at every timestep; timed after
+its first 8 calls, in which it times its candidate plans for the shape), and the
 `nn.LSTMCell` loop a user would otherwise write (hidden and cell only, no gates).
 
     python benchmarks/capture.py                 # CPU, 2 threads
@@ -54,10 +55,14 @@ def cells_of(lstm):
     return cells
 
 
-def time_interleaved(functions, repeats, synchronize):
-    """Median seconds of each function, timed round-robin `repeats` times."""
-    for function in functions.values():
-        function()
+def time_interleaved(functions, repeats, synchronize, warmups):
+    """Median seconds of each function, timed round-robin `repeats` times.
+
+    `warmups` maps a function's name to its untimed calls before (default 1).
+    """
+    for name, function in functions.items():
+        for _ in range(warmups.get(name, 1)):
+            function()
     synchronize()
     times = {name: [] for name in functions}
     for _ in range(repeats):
@@ -106,6 +111,9 @@ def main():
                 },
                 args.repeats,
                 synchronize,
+                # capture times its candidate plans on the first calls of a shape
+                # (at most 4 plans x 2 trials), then keeps the fastest.
+                {"capture": 8},
             )
         forward = medians["forward"]
         worst = max(worst, medians["capture"] / forward)

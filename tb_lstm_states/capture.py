@@ -21,6 +21,7 @@ How, and why it is fast:
 """
 
 import collections
+import contextlib
 import math
 import time
 import warnings
@@ -83,14 +84,13 @@ def capture(module, inputs, hx=None):
     with torch.no_grad():
         sequences = _Sequences(module, inputs)
         h0, c0 = _initial_states(module, hx, sequences)
-        tuned = _LOOP_CHOICE is None and _loop_is_candidate(module, sequences)
-        loop = _PATH_TUNER.choose(module, sequences) if tuned else bool(
-            _LOOP_CHOICE and _loop_is_possible(module, sequences)
-        )
+        plans = _candidate_plans(module, sequences)
+        plan = _PATH_TUNER.choose(module, sequences, plans)
         start = time.perf_counter()
-        layers = _capture_layers(module, sequences, h0, c0, loop)
-        if tuned:
-            _PATH_TUNER.record(module, sequences, loop, time.perf_counter() - start)
+        with _thread_count(plan.threads):
+            layers = _capture_layers(module, sequences, h0, c0, plan.loop)
+        if len(plans) > 1:
+            _PATH_TUNER.record(module, sequences, plan, time.perf_counter() - start)
         lengths = sequences.original_order(sequences.lengths.unsqueeze(0)).squeeze(1)
     return RecurrentStates(
         kind=kind,
@@ -462,6 +462,20 @@ def _capture_layers(module, sequences, h0, c0, loop):
     return layers
 
 
+@contextlib.contextmanager
+def _thread_count(threads):
+    """Runs a block with `threads` intra-op CPU threads (None: unchanged)."""
+    if threads is None or threads == torch.get_num_threads():
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _run_kernel(kernel, module, sequences, layer, layer_input, h0, c0, weights):
     """Runs the module's own kernel on one layer; returns `[time, batch, dirs*out]`."""
     hx = (h0, c0) if c0 is not None else h0
@@ -686,8 +700,7 @@ def _loop_is_candidate(module, sequences):
     machine as much as on the shape: on an idle CPU the loop is faster once
     batch * hidden is large, but on a busy one every per-step parallel region can
     stall for a scheduler time slice, and the kernel path wins. So where both are
-    plausible `_PATH_TUNER` times both on the first calls and keeps the faster, as
-    cuDNN's benchmark mode does.
+    plausible `_PATH_TUNER` times both on the first calls and keeps the faster.
     """
     if not _loop_is_possible(module, sequences):
         return False
@@ -699,20 +712,41 @@ def _loop_is_candidate(module, sequences):
 
 # Tests force one path or the other through this (None: the rules decide).
 _LOOP_CHOICE = None
+
+# How one capture runs: the LSTM single-pass loop or kernel + gates, and the number
+# of CPU threads (None: the caller's).
+_Plan = collections.namedtuple("_Plan", ["loop", "threads"])
+
+
+def _candidate_plans(module, sequences):
+    """The plans worth timing for this module and input; the first is the default.
+
+    On a CPU with several threads, one thread is a candidate too: the work between
+    the kernel's steps is small, and on a busy machine every parallel region can
+    stall for a scheduler time slice waiting for its second thread (measured here:
+    the same 2-thread forward taking 2 ms or 4 s depending on the load).
+    """
+    if _LOOP_CHOICE is not None:
+        return [_Plan(bool(_LOOP_CHOICE and _loop_is_possible(module, sequences)), None)]
+    loops = [False, True] if _loop_is_candidate(module, sequences) else [False]
+    threads = [None]
+    if sequences.padded.device.type == "cpu" and torch.get_num_threads() > 1:
+        threads.append(1)
+    return [_Plan(loop, count) for count in threads for loop in loops]
 # Per-step recurrent product size (batch * hidden) under which the loop's per-step
 # overhead always loses (measured: 2.5-3.5x the module's forward at 8x64, 4x128).
 _LOOP_MIN_BATCH_TIMES_HIDDEN = 4096
 
 
 class _PathTuner:
-    """Times both LSTM paths on the first calls of each shape, then keeps the faster.
+    """Times the candidate plans on the first calls of each shape, keeps the fastest.
 
-    Calls alternate kernel, loop, kernel, loop; from then on the path with the
-    smaller best time is used (the minimum, because a busy machine only ever adds
-    time). Both paths give the same states up to float rounding.
+    The first calls try each plan in turn, `trials_per_plan` times; from then on
+    the plan with the smallest mean time is used, as cuDNN's benchmark mode does.
+    All plans give the same states up to float rounding.
     """
 
-    trials_per_path = 2
+    trials_per_plan = 2
     max_shapes = 256
 
     def __init__(self):
@@ -721,32 +755,37 @@ class _PathTuner:
     @staticmethod
     def _key(module, sequences):
         return (
+            module.mode,
             module.weight_ih_l0.dtype,
             sequences.steps,
             sequences.batch,
+            sequences.all_full,
             module.input_size,
             module.hidden_size,
+            module.proj_size,
             module.num_layers,
             module.bidirectional,
             module.bias,
             torch.get_num_threads(),
         )
 
-    def choose(self, module, sequences):
-        times = self._times.get(self._key(module, sequences))
-        if times is None:
-            return False
-        kernel, loop = times
-        if len(loop) < len(kernel) or len(loop) < self.trials_per_path:
-            return len(loop) < len(kernel)
-        return min(loop) < min(kernel)
+    def choose(self, module, sequences, plans):
+        if len(plans) == 1:
+            return plans[0]
+        times = self._times.get(self._key(module, sequences), {})
+        for _ in range(self.trials_per_plan):
+            for plan in plans:
+                if len(times.get(plan, ())) <= _:
+                    return plan
+        return min(plans, key=lambda plan: sum(times[plan]) / len(times[plan]))
 
-    def record(self, module, sequences, loop, seconds):
+    def record(self, module, sequences, plan, seconds):
         key = self._key(module, sequences)
-        times = self._times.setdefault(key, ([], []))
+        times = self._times.setdefault(key, {})
         self._times.move_to_end(key)
-        if len(times[loop]) < self.trials_per_path:
-            times[loop].append(seconds)
+        samples = times.setdefault(plan, [])
+        if len(samples) < self.trials_per_plan:
+            samples.append(seconds)
         while len(self._times) > self.max_shapes:
             self._times.popitem(last=False)
 

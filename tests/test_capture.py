@@ -456,3 +456,22 @@ def test_path_tuner_times_both_lstm_paths_then_keeps_the_faster(monkeypatch):
     lengths[1:] = 3
     tls.capture(module, pack_padded_sequence(inputs, lengths))
     assert chosen == [False] * 4
+
+
+def test_one_thread_is_a_candidate_and_the_thread_count_is_restored(monkeypatch):
+    monkeypatch.setattr(capture_module, "_PATH_TUNER", capture_module._PathTuner())
+    module = nn.LSTM(3, 64).eval()
+    inputs = torch.randn(4, 64, 3)
+    torch.set_num_threads(2)
+    try:
+        sequences = capture_module._Sequences(module, inputs)
+        plans = capture_module._candidate_plans(module, sequences)
+        assert {(plan.loop, plan.threads) for plan in plans} == {
+            (False, None), (True, None), (False, 1), (True, 1),
+        }
+        for _ in range(2 * len(plans) + 1):
+            states = tls.capture(module, inputs)
+            assert torch.get_num_threads() == 2
+        assert_exact(module, inputs, None, torch.full((64,), 4), states)
+    finally:
+        torch.set_num_threads(1)
