@@ -13,11 +13,18 @@ How, and why it is fast:
 2. Knowing h_{t-1} for every t, all gate pre-activations of a layer are one batched
    matrix product; nothing about them is sequential.
 3. For an LSTM the cell state c_t = f_t * c_{t-1} + i_t * g_t is still a recurrence,
-   but an elementwise linear one. `_linear_scan` solves it with a chunked
-   Hillis-Steele scan so that short sequences do not pay one Python-level operation
-   per timestep.
+   but an elementwise linear one: `_linear_scan` solves it sequentially on [batch,
+   hidden] slices (cheap on a CPU) or, where launches dominate (GPU), with a chunked
+   Hillis-Steele scan in log2(chunk) vectorized rounds.
 4. For large LSTMs, where step 2 doubles the matrix work of the kernel, a single-pass
    loop (`_lstm_layer_loop`) does each matrix product once instead.
+5. Which of these wins, and whether two CPU threads beat one, depends on how busy
+   the machine is as much as on the shape, so `_PATH_TUNER` times the candidate
+   plans on the first calls of each shape and keeps the fastest (like cuDNN's
+   benchmark mode). Every plan gives the same states up to float rounding.
+
+`capture` may change torch's intra-op thread count while it runs (see
+`_candidate_plans`); it always restores it.
 """
 
 import collections
