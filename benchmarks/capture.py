@@ -79,6 +79,12 @@ def main():
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds per shape")
+    parser.add_argument(
+        "--shapes",
+        nargs="*",
+        default=["%d,%d,%d" % shape for shape in SHAPES],
+        help="batch,time,hidden triples (default: the four of the issue)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -98,7 +104,8 @@ def main():
     print(header)
     print("-" * len(header))
     worst = 0.0
-    for batch, steps, hidden in SHAPES:
+    shapes = [tuple(int(n) for n in shape.split(",")) for shape in args.shapes]
+    for batch, steps, hidden in shapes:
         lstm = nn.LSTM(INPUT_SIZE, hidden, NUM_LAYERS).to(device).eval()
         cells = cells_of(lstm)
         inputs = torch.randn(steps, batch, INPUT_SIZE, device=device)
