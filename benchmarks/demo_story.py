@@ -75,7 +75,7 @@ def main():
             print("demo training and logging: %.0f s (target %d s on 2 cores; load average %.1f before, %.1f after, "
                   "%d CPUs)" % (seconds, BUDGET_SECONDS, load_before, load_after, os.cpu_count()))
         if args.screenshot:
-            screenshot(logdir, args.screenshot)
+            screenshot(logdir, args.screenshot, figures["brackets/lr_0.01"]["unit"])
         if failures:
             print("STORY FAILS: " + "; ".join(failures))
             return 1
@@ -83,15 +83,16 @@ def main():
         return 0
 
 
-def screenshot(logdir, path):
-    """Opens the brackets run, units sorted by correlation with depth, and saves a PNG."""
+def screenshot(logdir, path, unit):
+    """Opens the brackets run with the depth unit plotted, zoomed in, and saves a PNG."""
     sys.path.insert(0, os.path.join(REPO, "tests"))
     from conftest import CHROMIUM_FLAGS, tensorboard_server
     from playwright.sync_api import sync_playwright
 
     import urllib.parse
 
-    view = urllib.parse.quote("run=brackets/lr_0.01&tag=char_lstm&order=corr:depth", safe="")
+    view = urllib.parse.quote(
+        "run=brackets/lr_0.01&tag=char_lstm&order=corr:depth&units=%d&t0=0&t1=90" % unit, safe="")
     with tensorboard_server(logdir, load_fast=True) as url:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)

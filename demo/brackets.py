@@ -33,7 +33,7 @@ CHAR_TO_ID = {c: i for i, c in enumerate(VOCAB)}
 DISPLAY = {NEWLINE: "\u23ce"}
 
 # p(close) = CLOSE_SLOPE * depth, so no line goes deeper than 1 / CLOSE_SLOPE.
-CLOSE_SLOPE = 0.19
+CLOSE_SLOPE = 0.15
 OPEN_SHARE = 0.6  # of what closing leaves
 QUOTE_SHARE = 0.05
 QUOTE_END = 0.25  # chance that a quoted string ends at each character
@@ -50,6 +50,9 @@ PROBE_SEED = 20260
 EMBEDDING_SIZE = 16
 HIDDEN_SIZE = 64
 EPOCHS = 20
+# The learning rate decays (cosine) to this fraction of its start by the last epoch,
+# which settles the counter unit.
+FINAL_LR_FRACTION = 0.1
 
 # The two runs differ in the learning rate only: same shapes, so the tab can show a
 # difference heatmap, and the counter appears at different epochs.
@@ -150,7 +153,7 @@ def depth_correlation(cell, depth):
     return unit, float(r[unit])
 
 
-def train_run(logdir, name, lr, *, epochs=EPOCHS, seed=0, log=print, final_lr_fraction=1.0):
+def train_run(logdir, name, lr, *, epochs=EPOCHS, seed=0, log=print, final_lr_fraction=FINAL_LR_FRACTION):
     """Trains one run and logs scalars and states into `logdir/brackets/name`.
 
     Returns a dict of the final figures: loss, accuracy, unit, r.

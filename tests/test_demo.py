@@ -16,7 +16,10 @@ import pytest
 
 from conftest import REPO, tensorboard_server, wait_for_json
 
-from demo import brackets, prices
+if REPO not in sys.path:  # the demo is not part of the installed package
+    sys.path.insert(0, REPO)
+
+from demo import brackets, prices  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
