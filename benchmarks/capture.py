@@ -3,7 +3,7 @@
 For each shape it times, interleaved in one run so that machine noise hits all of
 them alike: the 2-layer `nn.LSTM` forward without grad (what the ratios divide by),
 `tls.capture` (every layer's hidden, cell and gates at every timestep; timed after
-its first 8 calls, in which it times its candidate plans for the shape), and the
+its first 12 calls, in which it times its candidate plans for the shape), and the
 `nn.LSTMCell` loop a user would otherwise write (hidden and cell only, no gates).
 
     python benchmarks/capture.py                 # CPU, 2 threads
@@ -119,8 +119,8 @@ def main():
                 args.repeats,
                 synchronize,
                 # capture times its candidate plans on the first calls of a shape
-                # (at most 4 plans x 2 trials), then keeps the fastest.
-                {"capture": 8},
+                # (at most 4 plans x 3 trials), then keeps the fastest.
+                {"capture": 12},
             )
         forward = medians["forward"]
         worst = max(worst, medians["capture"] / forward)

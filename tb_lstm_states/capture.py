@@ -30,6 +30,7 @@ How, and why it is fast:
 import collections
 import contextlib
 import math
+import statistics
 import time
 import warnings
 import weakref
@@ -749,11 +750,13 @@ class _PathTuner:
     """Times the candidate plans on the first calls of each shape, keeps the fastest.
 
     The first calls try each plan in turn, `trials_per_plan` times; from then on
-    the plan with the smallest mean time is used, as cuDNN's benchmark mode does.
-    All plans give the same states up to float rounding.
+    the plan with the smallest median time is used, as cuDNN's benchmark mode does.
+    The median, because on a busy machine a multi-threaded plan can be fast in one
+    call and stall for a scheduler time slice in the next. All plans give the same
+    states up to float rounding.
     """
 
-    trials_per_plan = 2
+    trials_per_plan = 3
     max_shapes = 256
 
     def __init__(self):
@@ -784,7 +787,7 @@ class _PathTuner:
             for plan in plans:
                 if len(times.get(plan, ())) <= _:
                     return plan
-        return min(plans, key=lambda plan: sum(times[plan]) / len(times[plan]))
+        return min(plans, key=lambda plan: statistics.median(times[plan]))
 
     def record(self, module, sequences, plan, seconds):
         key = self._key(module, sequences)

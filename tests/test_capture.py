@@ -443,9 +443,9 @@ def test_path_tuner_times_both_lstm_paths_then_keeps_the_faster(monkeypatch):
     torch.manual_seed(6)
     module = nn.LSTM(3, 64, num_layers=2).eval()  # batch * hidden = 4096: a candidate
     inputs = torch.randn(4, 64, 3)
-    results = [tls.capture(module, inputs) for _ in range(6)]
-    assert chosen[:4] == [False, True, False, True]
-    assert len(set(chosen[4:])) == 1  # Settled.
+    results = [tls.capture(module, inputs) for _ in range(8)]
+    assert chosen[:6] == [False, True] * 3
+    assert len(set(chosen[6:])) == 1  # Settled.
     for states in results:
         assert_exact(module, inputs, None, torch.full((64,), 4), states)
     # Small products never try the loop; padded sequences cannot use it.
