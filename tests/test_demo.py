@@ -153,3 +153,34 @@ def test_full_demo_tells_its_story(tmp_path):
         found = figures["%s/%s" % (prices.TASK, name)]
         assert found["final_step"] == prices.EPOCHS
         assert found["recall"] >= 0.75, (name, found)
+
+
+QUICK_START = """
+import sys, torch
+import tb_lstm_states as tls
+from torch.utils.tensorboard import SummaryWriter
+
+model = torch.nn.LSTM(4, 8, batch_first=True)
+sw = SummaryWriter(sys.argv[1])
+writer = tls.StateWriter(summary_writer=sw)
+probe = torch.randn(3, 10, 4)
+for epoch in range(2):
+    sw.add_scalar("loss/val", 1.0 / (epoch + 1), epoch)
+    writer.log("encoder", model, probe, epoch)
+writer.close()
+sw.close()
+"""
+
+
+def test_readme_quick_start(tmp_path):
+    """The README's quick start, in a fresh interpreter as a user runs it."""
+    import tb_lstm_states as tls
+
+    run = tmp_path / "exp1"
+    result = subprocess.run([sys.executable, "-c", QUICK_START, str(run)],
+                            cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = list(tls.read_states(str(tmp_path)))
+    assert [(r.run, r.tag, r.step) for r in records] == [("exp1", "encoder", 0), ("exp1", "encoder", 1)]
+    assert records[0].states.layers[0].cell.shape == (3, 10, 8)
+    assert _scalar_tags(run) == {"loss/val": [0, 1]}

@@ -130,7 +130,7 @@ def test_tensorboard_from_the_fresh_venv_serves_the_tab(fresh_venv, tmp_path):
         lstm = torch.nn.LSTM(3, 5, batch_first=True)
         with tls.StateWriter(sys.argv[1]) as writer:
             for step in range(3):
-                writer.log("lstm", lstm, torch.randn(2, 7, 3), step)
+                writer.add_states("lstm", tls.capture(lstm, torch.randn(2, 7, 3)), step)
     """)
     _run([str(fresh_venv), "-c", script, str(logdir / "run1")], cwd="/")
     port = free_port()
