@@ -84,25 +84,30 @@ def main():
 
 
 def screenshot(logdir, path, unit):
-    """Opens the brackets run with the depth unit plotted, zoomed in, and saves a PNG."""
+    """Saves two PNGs of the tab on the demo: `path` (the brackets run, the depth unit
+    plotted, zoomed in) and `path` with `-prices` (the change track on the prices)."""
+    import urllib.parse
+
     sys.path.insert(0, os.path.join(REPO, "tests"))
     from conftest import CHROMIUM_FLAGS, tensorboard_server
     from playwright.sync_api import sync_playwright
 
-    import urllib.parse
-
-    view = urllib.parse.quote(
-        "run=brackets/lr_0.01&tag=char_lstm&order=corr:depth&units=%d&t0=0&t1=90" % unit, safe="")
+    views = [
+        (path, "run=brackets/lr_0.01&tag=char_lstm&order=corr:depth&units=%d&t0=0&t1=90" % unit, 1000),
+        (path.replace(".png", "-prices.png"), "run=prices/hidden_32&tag=price_lstm", 1100),
+    ]
     with tensorboard_server(logdir, load_fast=True) as url:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url + "/#lstm_states&lstm=" + view)
-            page.wait_for_timeout(8000)
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            page.screenshot(path=path)
+            for target, view, height in views:
+                page = browser.new_page(viewport={"width": 1400, "height": height})
+                page.goto(url + "/#lstm_states&lstm=" + urllib.parse.quote(view, safe=""))
+                page.wait_for_timeout(8000)
+                os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+                page.screenshot(path=target)
+                page.close()
+                print("screenshot saved to %s" % target)
             browser.close()
-    print("screenshot saved to %s" % path)
 
 
 if __name__ == "__main__":
