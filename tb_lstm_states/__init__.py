@@ -13,9 +13,9 @@ __version__ = "0.1.0"
 # Public name -> module. Imported on first use, because TensorBoard imports this
 # package to load the plugin and must not pay for importing torch.
 _EXPORTS = {
-    "capture": "capture",
-    "record": "capture",
-    "Recorder": "capture",
+    "capture": "capturing",
+    "record": "capturing",
+    "Recorder": "capturing",
     "RecurrentStates": "states",
     "LayerStates": "states",
     "StateWriter": "writer",

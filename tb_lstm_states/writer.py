@@ -244,9 +244,9 @@ class StateWriter:
         """
         self._check_open()
         _check_step(step)  # before running the module
-        from tb_lstm_states import capture  # imports torch: only when used
+        from tb_lstm_states import capturing  # imports torch: only when used
 
-        states = capture.capture(module, inputs, hx=hx)
+        states = capturing.capture(module, inputs, hx=hx)
         self.add_states(tag, states, step, series=series, tokens=tokens,
                         description=description, dtype=dtype)
 

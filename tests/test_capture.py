@@ -1,4 +1,4 @@
-"""Tests of `tb_lstm_states.capture`: exactness against the modules themselves.
+"""Tests of `tb_lstm_states.capturing`: exactness against the modules themselves.
 
 The core test runs a seeded random matrix of module and input configurations and
 checks every captured array against what the module itself returns (its output at
@@ -6,7 +6,6 @@ every timestep, h_n, c_n) plus the LSTM identity h = o * tanh(c). The same tests
 on CUDA when it is available.
 """
 
-import importlib
 import random
 import warnings
 
@@ -16,7 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import tb_lstm_states as tls
-capture_module = importlib.import_module(tls.capture.__module__)
+from tb_lstm_states import capturing as capture_module
 from tb_lstm_states.states import GATE_NAMES
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -115,7 +115,7 @@ def test_torch_tensors_round_trip(tmp_path):
 
 
 def test_log_captures_real_module(tmp_path):
-    capture = pytest.importorskip("tb_lstm_states.capture").capture
+    capture = pytest.importorskip("tb_lstm_states.capturing").capture
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(5, 8, num_layers=2, batch_first=True, bidirectional=True)
     inputs = torch.randn(3, 7, 5)
