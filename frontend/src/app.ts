@@ -709,7 +709,8 @@ export class App {
       else if (order === "cluster") result = hit.cluster_order;
       else if (order.startsWith("corr:")) {
         const c = hit.correlation[order.slice(5)];
-        result = c ? orderByScore(c) : null;
+        // Strongest first whatever the sign: a counter unit may run either way.
+        result = c ? orderByScore(Array.from(c, Math.abs)) : null;
       }
       if (!isPermutation(result, units)) result = identity();
       this.orderCache.set(cacheKey, result);
@@ -843,8 +844,8 @@ export class App {
   private syncSeriesOptions(): void {
     const series = this.seriesNames();
     const orders: [string, string][] = [["index", "index"], ["variance", "variance"], ["cluster", "clustering"],
-      ...series.map((s) => ["corr:" + s, "correlation with " + s] as [string, string])];
-    if (this.state.order.startsWith("corr:") && !series.includes(this.state.order.slice(5))) orders.push([this.state.order, "correlation with " + this.state.order.slice(5)]);
+      ...series.map((s) => ["corr:" + s, "|correlation| with " + s] as [string, string])];
+    if (this.state.order.startsWith("corr:") && !series.includes(this.state.order.slice(5))) orders.push([this.state.order, "|correlation| with " + this.state.order.slice(5)]);
     setOptions(this.sel.order, orders, this.state.order);
     const colors: [string, string][] = [["time", "by timestep"], ...series.map((s) => [s, "by " + s] as [string, string])];
     if (!series.includes(this.state.colorBy) && this.state.colorBy !== "time") colors.push([this.state.colorBy, "by " + this.state.colorBy]);
@@ -952,7 +953,9 @@ export class App {
         // grows, never shrinks, during one selection: colours mean the same on every step
         this.domain = { lo: Math.min(this.domain.lo, d.lo), hi: Math.max(this.domain.hi, d.hi) };
       }
-      if (!this.explicitUnits && !this.state.units.length) this.state.units = order.slice(0, 3);
+      // Until the user picks units, plot the top of the current order (it changes when
+      // the per-unit scores arrive or the order is switched).
+      if (!this.explicitUnits) this.state.units = order.slice(0, 3);
       this.state.units = this.state.units.filter((u) => u < units);
       const selected = new Map(this.state.units.map((u, i) => [u, PALETTE[i % PALETTE.length]]));
       frame = {
