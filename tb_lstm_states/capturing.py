@@ -16,15 +16,30 @@ How, and why it is fast:
    but an elementwise linear one: `_linear_scan` solves it sequentially on [batch,
    hidden] slices (cheap on a CPU) or, where launches dominate (GPU), with a chunked
    Hillis-Steele scan in log2(chunk) vectorized rounds.
-4. For large LSTMs, where step 2 doubles the matrix work of the kernel, a single-pass
-   loop (`_lstm_layer_loop`) does each matrix product once instead.
+4. For an LSTM on CPU (float32/float64) with a small per-step product (batch *
+   hidden < 4096), a compiled single-pass loop (`_native_lstm_layer`, built with
+   numba on first use and cached on disk) is the only path: the input products of
+   all timesteps are one torch GEMM up front, then each step is one BLAS call
+   (numba's np.dot) for h_{t-1} W_hh^T and simple vectorizable loops for i, f, g,
+   o, c and h (plus a second BLAS call for the projection when proj_size > 0),
+   written straight into the output tensors. Lengths and the reverse direction
+   are handled per sequence inside the loop. Its float32 sigmoid/tanh use a
+   vectorizable exp (Cephes' polynomial, a couple of ulp), so it agrees with the
+   module to ~1e-7, not bit for bit. With several torch threads, batch halves (or
+   the two directions) run as independent recurrences on two threads.
+   For larger products the kernel's GEMMs beat the loop's per-step BLAS calls, and
+   the candidates are kernel + gates and a torch single-pass loop
+   (`_lstm_layer_loop`, ~10 operations per step, which does each matrix product
+   once). Without numba, small LSTMs take kernel + gates.
 5. Which of these wins, and whether two CPU threads beat one, depends on how busy
    the machine is as much as on the shape, so `_PATH_TUNER` times the candidate
    plans on the first calls of each shape and keeps the fastest (like cuDNN's
    benchmark mode). Every plan gives the same states up to float rounding.
 
 `capture` may change torch's intra-op thread count while it runs (see
-`_candidate_plans`); it always restores it.
+`_candidate_plans`); it always restores it. The first compiled capture sets
+scipy's OpenBLAS (numba's np.dot) to one thread for the process (see
+`_single_threaded_blas`).
 """
 
 import collections
@@ -444,7 +459,11 @@ def _capture_layers(module, sequences, h0, c0, loop):
         rows = slice(layer * directions, (layer + 1) * directions)
         layer_h0 = h0[rows]
         layer_c0 = c0[rows] if is_lstm else None
-        if loop:
+        if loop == "native":
+            output, outputs = _native_lstm_layer(
+                layer_input, weights, layer_h0, layer_c0, sequences, hidden_out
+            )
+        elif loop:
             # The loop computes hidden states itself, no kernel run needed.
             outputs = [
                 _lstm_layer_loop(layer_input, weights[d], layer_h0[d], layer_c0[d], d)
@@ -734,9 +753,22 @@ def _candidate_plans(module, sequences):
     stall for a scheduler time slice waiting for its second thread (measured here:
     the same 2-thread forward taking 2 ms or 4 s depending on the load).
     """
+    if _LOOP_CHOICE == "native":
+        return [_Plan("native" if _native_is_possible(module, sequences) else False, None)]
     if _LOOP_CHOICE is not None:
         return [_Plan(bool(_LOOP_CHOICE and _loop_is_possible(module, sequences)), None)]
-    loops = [False, True] if _loop_is_candidate(module, sequences) else [False]
+    small = sequences.batch * module.hidden_size < _LOOP_MIN_BATCH_TIMES_HIDDEN
+    if small and _native_is_possible(module, sequences):
+        # Small per-step products: the compiled loop has no per-step operator
+        # overhead and beats kernel + gates (measured 1.1-2x vs 2.3x the forward);
+        # as the only path it keeps repeated captures bit-identical. For large
+        # products the per-step BLAS calls lose to the kernel's GEMMs (oneDNN,
+        # packed weights): measured 2.0-2.6x vs 1.6-2.3x, so the old plans stay.
+        loops = ["native"]
+    elif _loop_is_candidate(module, sequences):
+        loops = [False, True]
+    else:
+        loops = [False]
     threads = [None]
     if sequences.padded.device.type == "cpu" and torch.get_num_threads() > 1:
         threads.append(1)
@@ -883,3 +915,266 @@ def _finish_layer(sequences, hidden, cell, gates):
         cell=order(cell) if cell is not None else None,
         gates={name: order(gate) for name, gate in gates.items()},
     )
+
+
+# ----------------------------------------------------------------------------
+# The compiled single-pass LSTM (CPU, float32/float64), built with numba on first use.
+
+_NATIVE_DTYPES = (torch.float32, torch.float64)
+# None: not tried yet; False: numba (or its BLAS) unavailable; else the kernel.
+_NATIVE_KERNEL = None
+
+
+def _native_is_possible(module, sequences):
+    """Whether the compiled loop handles this module and input."""
+    weight = module.weight_ih_l0
+    return (
+        module.mode == "LSTM"
+        and weight.device.type == "cpu"
+        and weight.dtype in _NATIVE_DTYPES
+        and _native_kernel() is not None
+    )
+
+
+def _native_kernel():
+    global _NATIVE_KERNEL
+    if _NATIVE_KERNEL is None:
+        try:
+            with warnings.catch_warnings():
+                # numba warns (and compiles anyway) where its cache dir is read-only.
+                warnings.simplefilter("ignore")
+                _NATIVE_KERNEL = _build_native_kernel()
+        except Exception:  # numba (or scipy, for its BLAS) missing or broken.
+            _NATIVE_KERNEL = False
+    return _NATIVE_KERNEL or None
+
+
+def _build_native_kernel():
+    """Compiles (or loads from numba's cache) the single-pass LSTM direction loop."""
+    import math
+
+    import numba
+    import numpy as np
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic, overload
+
+    @intrinsic
+    def bits_to_float32(typingctx, bits):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.FloatType())
+
+        return types.float32(types.int32), codegen
+
+    def sigmoid(x):  # Typed per dtype below; never called from Python.
+        raise NotImplementedError
+
+    @overload(sigmoid, inline="always")
+    def sigmoid_overload(x):
+        if x == types.float32:
+            # exp by Cody-Waite reduction and a degree-6 polynomial (Cephes expf,
+            # within 2 ulp): unlike libm's expf, LLVM vectorizes it. NaN stays NaN
+            # (np.minimum/maximum keep it); +-inf saturate.
+            def sigmoid32(x):
+                z = -x
+                z = np.maximum(np.minimum(z, np.float32(88.0)), np.float32(-87.0))
+                n = np.float32(math.floor(z * np.float32(1.44269504) + np.float32(0.5)))
+                r = z - n * np.float32(0.693359375)
+                r = r - n * np.float32(-2.12194440e-4)
+                p = np.float32(1.9875691500e-4)
+                p = p * r + np.float32(1.3981999507e-3)
+                p = p * r + np.float32(8.3334519073e-3)
+                p = p * r + np.float32(4.1665795894e-2)
+                p = p * r + np.float32(1.6666665459e-1)
+                p = p * r + np.float32(5.0000001201e-1)
+                p = p * r * r + r + np.float32(1.0)
+                scale = bits_to_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+                return np.float32(1.0) / (np.float32(1.0) + p * scale)
+
+            return sigmoid32
+
+        def sigmoid64(x):
+            return 1.0 / (1.0 + math.exp(-x))
+
+        return sigmoid64
+
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    def lstm_direction(
+        pre, w_hh_t, w_hr_t, h0, c0, lengths, reverse, hidden, cell, first, stop,
+    ):
+        """One LSTM direction on batch rows [first, stop): `pre` (input products +
+        biases, [T, B, 4H]) becomes the activated gates in place; writes `hidden`
+        [T, B, out] and `cell` [T, B, H] at the valid positions of those rows."""
+        gates = pre.shape[2]
+        size = gates // 4
+        width = h0.shape[1]
+        rows = stop - first
+        projected = w_hr_t.shape[0] > 0
+        one = np.ones(1, pre.dtype)[0]
+        two = one + one
+        state = np.empty((rows, width), pre.dtype)
+        cbuf = np.empty((rows, size), pre.dtype)
+        tanh_c = np.empty((rows, size), pre.dtype)
+        rec = np.empty((rows, gates), pre.dtype)
+        state[:, :] = h0[first:stop]
+        cbuf[:, :] = c0[first:stop]
+        longest = 0
+        for b in range(first, stop):
+            longest = max(longest, lengths[b])
+        for k in range(longest):
+            np.dot(state, w_hh_t, rec)
+            for row in range(rows):
+                b = first + row
+                if k >= lengths[b]:
+                    continue
+                t = lengths[b] - 1 - k if reverse else k
+                p = pre[t, b]
+                r = rec[row]
+                # Simple loops over contiguous rows, so that LLVM vectorizes them.
+                # The g rows of the weights come doubled (exact), so one sigmoid
+                # covers all gates: tanh(x) = 2 sigmoid(2x) - 1.
+                for j in range(gates):
+                    p[j] = sigmoid(p[j] + r[j])
+                g = p[2 * size : 3 * size]
+                for j in range(size):
+                    g[j] = two * g[j] - one
+                c_prev = cbuf[row]
+                i_gate = p[:size]
+                f_gate = p[size : 2 * size]
+                for j in range(size):
+                    c_prev[j] = f_gate[j] * c_prev[j] + i_gate[j] * g[j]
+                c_out = cell[t, b]
+                for j in range(size):
+                    c_out[j] = c_prev[j]
+                h_new = tanh_c[row] if projected else state[row]
+                o_gate = p[3 * size :]
+                for j in range(size):
+                    h_new[j] = o_gate[j] * (two * sigmoid(two * c_prev[j]) - one)
+            if projected:
+                # Rows past their sequence's end get garbage, never read again.
+                np.dot(tanh_c, w_hr_t, state)
+            for row in range(rows):
+                b = first + row
+                if k < lengths[b]:
+                    t = lengths[b] - 1 - k if reverse else k
+                    h_out = hidden[t, b]
+                    for j in range(width):
+                        h_out[j] = state[row, j]
+
+    return lstm_direction
+
+
+def _native_lstm_layer(layer_input, weights, h0, c0, sequences, hidden_out):
+    """One LSTM layer (all directions) through the compiled loop.
+
+    Returns the layer output `[time, batch, directions*out]` (zero beyond each
+    length) and, per direction, `(hidden, cell, gates)` time-major.
+
+    Batch rows are independent recurrences, and so are the two directions: with
+    more than one torch thread the (direction, rows) tasks run on two threads
+    (the compiled loop releases the GIL), each with a single-threaded BLAS.
+    """
+    kernel = _native_kernel()
+    steps, batch, features = layer_input.shape
+    directions = len(weights)
+    new = torch.zeros if not sequences.all_full else torch.empty
+    output = new(steps, batch, directions * hidden_out, dtype=layer_input.dtype)
+    lengths = sequences.lengths.numpy()
+    inputs = layer_input.reshape(steps * batch, features)
+    parallel = torch.get_num_threads() > 1
+    parts = [(0, batch)]
+    if parallel and directions == 1 and batch > 1:
+        # Split the rows where half the valid steps are done (lengths may differ).
+        done = sequences.lengths.cumsum(0)
+        middle = int(torch.searchsorted(done, done[-1] / 2).clamp(1, batch - 1))
+        parts = [(0, middle), (middle, batch)]
+    tasks, results = [], []
+    for direction, weight in enumerate(weights):
+        size = weight[0].shape[0] // 4
+        # Doubling the g rows is exact; the loop takes tanh(x) as 2 sigmoid(2x) - 1.
+        scale = weight[0].new_ones(4 * size, 1)
+        scale[2 * size : 3 * size] = 2
+        weight_ih, weight_hh = weight[0] * scale, weight[1] * scale
+        bias = None
+        if len(weight) >= 4:
+            bias = (weight[2] + weight[3]) * scale.squeeze(1)
+        pre = _linear(inputs, weight_ih, bias).view(steps, batch, 4 * size)
+        if len(weight) in (3, 5):
+            w_hr_t = weight[-1].t().contiguous()
+        else:
+            w_hr_t = pre.new_empty(0, hidden_out)
+        hidden = output[..., direction * hidden_out : (direction + 1) * hidden_out]
+        cell = new(steps, batch, size, dtype=pre.dtype)
+        arrays = (
+            pre.numpy(),
+            weight_hh.t().contiguous().numpy(),
+            w_hr_t.numpy(),
+            h0[direction].contiguous().numpy(),
+            c0[direction].contiguous().numpy(),
+            lengths,
+            direction == 1,
+            hidden.numpy(),
+            cell.numpy(),
+        )
+        tasks += [arrays + part for part in parts]
+        gates = {
+            "input": pre[..., :size],
+            "forget": pre[..., size : 2 * size],
+            "candidate": pre[..., 2 * size : 3 * size],
+            "output": pre[..., 3 * size :],
+        }
+        results.append((hidden, cell, gates))
+    _single_threaded_blas()
+    if parallel and len(tasks) > 1:
+        others = [_native_pool().submit(kernel, *task) for task in tasks[1::2]]
+        for task in tasks[0::2]:
+            kernel(*task)
+        for future in others:
+            future.result()
+    else:
+        for task in tasks:
+            kernel(*task)
+    return output, results
+
+
+_NATIVE_POOL = None
+
+
+def _native_pool():
+    """The second thread of the compiled loop (a daemon, idle between calls)."""
+    global _NATIVE_POOL
+    if _NATIVE_POOL is None:
+        import concurrent.futures
+
+        _NATIVE_POOL = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="tb_lstm_states"
+        )
+    return _NATIVE_POOL
+
+
+_BLAS_PINNED = False
+
+
+def _single_threaded_blas():
+    """Sets scipy's OpenBLAS (the one numba's np.dot calls) to one thread, once.
+
+    OpenBLAS's own threads spin between calls and fight torch's OpenMP threads
+    (and the compiled loop's second thread) for the cores; changing their count
+    back and forth wakes them to spin again. Measured on 2 cores, either made the
+    module's forward and everything else in the process erratic and up to 1.5x
+    slower. So the compiled loop does its own threading (batch halves or
+    directions), and scipy's BLAS stays single-threaded in this process from the
+    first compiled capture on (numpy's BLAS is left alone).
+    """
+    global _BLAS_PINNED
+    if _BLAS_PINNED:
+        return
+    _BLAS_PINNED = True
+    try:
+        import threadpoolctl
+
+        for lib in threadpoolctl.ThreadpoolController().lib_controllers:
+            if lib.internal_api == "openblas" and "numpy" not in lib.filepath:
+                lib.set_num_threads(1)
+    except Exception:  # threadpoolctl missing: leave BLAS threads alone.
+        pass

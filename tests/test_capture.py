@@ -30,6 +30,7 @@ INPUT_MODES = ("batched", "unbatched", "packed_sorted", "packed_unsorted")
 # Chunk lengths forced on the cell-state scan; None keeps the cost model's choice.
 SCAN_CHUNKS = (None, 1, 2, 4, 8)
 # LSTM path forced: True the single-pass loop, False kernel + gates, None the rule.
+# (test_native_loop_is_exact forces the compiled loop, "native", over the same matrix.)
 LOOP_CHOICES = (None, True, False)
 NUM_CONFIGS = 240
 
@@ -236,10 +237,42 @@ def test_capture_is_exact(config, device, force_paths):
     assert_exact(module, inputs, hx, lengths, states)
 
 
+NATIVE_CONFIGS = [c for c in random_configs(NUM_CONFIGS) if c["kind"] == "lstm"]
+
+
+@pytest.mark.parametrize("config", NATIVE_CONFIGS, ids=config_id)
+def test_native_loop_is_exact(config, force_paths):
+    """The compiled loop (CPU only) over every LSTM configuration of the matrix."""
+    if not capture_module._native_kernel():
+        pytest.skip("numba is not available")
+    force_paths(config["chunk"], "native")
+    module, inputs, hx, lengths = build(config, "cpu")
+    plans = capture_module._candidate_plans(module, capture_module._Sequences(module, inputs))
+    assert plans == [capture_module._Plan("native", None)]
+    states = tls.capture(module, inputs, hx)
+    assert_exact(module, inputs, hx, lengths, states)
+
+
+def test_native_loop_propagates_non_finite_inputs(force_paths):
+    if not capture_module._native_kernel():
+        pytest.skip("numba is not available")
+    force_paths(loop="native")
+    torch.manual_seed(9)
+    for dtype in (torch.float32, torch.float64):
+        module = nn.LSTM(3, 5, 2, bidirectional=True, proj_size=2).to(dtype).eval()
+        inputs = torch.randn(9, 2, 3, dtype=dtype)
+        inputs[4, 0, 1] = float("nan")
+        inputs[2, 1, 0] = float("inf")
+        states = tls.capture(module, inputs)
+        expected, _ = module(inputs)
+        last = torch.cat([layer.hidden for layer in states.layers[-2:]], 2)
+        torch.testing.assert_close(last, expected.transpose(0, 1), equal_nan=True)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("loop", [None, True])
+@pytest.mark.parametrize("loop", [None, True, "native"])
 def test_long_sequences_with_default_scan(device, bidirectional, dtype, loop, force_paths):
     force_paths(loop=loop)
     torch.manual_seed(1)
@@ -299,7 +332,10 @@ def assert_same_states(actual, expected):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
-def test_record_captures_forward_calls_without_changing_them(device, kind):
+def test_record_captures_forward_calls_without_changing_them(device, kind, force_paths):
+    # One path throughout, so that the recorded and direct captures are bit-equal
+    # (the tuner may otherwise pick plans that differ in float rounding).
+    force_paths(loop=False)
     torch.manual_seed(3)
     module = MODULES[kind](input_size=3, hidden_size=4, num_layers=2, batch_first=True)
     module = module.to(device).eval()
@@ -429,6 +465,7 @@ def test_non_finite_inputs_give_non_finite_states(device, kind, bidirectional):
 
 
 def test_path_tuner_times_both_lstm_paths_then_keeps_the_faster(monkeypatch):
+    monkeypatch.setattr(capture_module, "_NATIVE_KERNEL", False)  # The torch loop.
     tuner = capture_module._PathTuner()
     monkeypatch.setattr(capture_module, "_PATH_TUNER", tuner)
     chosen = []
@@ -458,6 +495,7 @@ def test_path_tuner_times_both_lstm_paths_then_keeps_the_faster(monkeypatch):
 
 
 def test_one_thread_is_a_candidate_and_the_thread_count_is_restored(monkeypatch):
+    monkeypatch.setattr(capture_module, "_NATIVE_KERNEL", False)
     monkeypatch.setattr(capture_module, "_PATH_TUNER", capture_module._PathTuner())
     module = nn.LSTM(3, 64).eval()
     inputs = torch.randn(4, 64, 3)
@@ -474,3 +512,59 @@ def test_one_thread_is_a_candidate_and_the_thread_count_is_restored(monkeypatch)
         assert_exact(module, inputs, None, torch.full((64,), 4), states)
     finally:
         torch.set_num_threads(1)
+
+
+def test_path_tuner_tries_the_native_loop_on_every_cpu_lstm(monkeypatch):
+    if not capture_module._native_kernel():
+        pytest.skip("numba is not available")
+    monkeypatch.setattr(capture_module, "_PATH_TUNER", capture_module._PathTuner())
+    chosen = []
+    real_layers = capture_module._capture_layers
+
+    def spy(module, sequences, h0, c0, loop):
+        chosen.append((loop, torch.get_num_threads()))
+        return real_layers(module, sequences, h0, c0, loop)
+
+    monkeypatch.setattr(capture_module, "_capture_layers", spy)
+    torch.manual_seed(7)
+    module = nn.LSTM(3, 4, num_layers=2).eval()  # Small, padded: native is the path.
+    inputs = torch.randn(5, 3, 3)
+    lengths = torch.tensor([5, 2, 4])
+    packed = pack_padded_sequence(inputs, lengths, enforce_sorted=False)
+    torch.set_num_threads(2)
+    try:
+        for _ in range(5):
+            states = tls.capture(module, packed)
+            assert_exact(module, packed, None, lengths, states)
+        # Two threads (batch halves on two threads) and one: both compiled, and
+        # bit-identical, so repeated captures agree whichever the tuner keeps.
+        assert chosen == [("native", 2), ("native", 1)] * 2 + [chosen[-1]]
+        monkeypatch.setattr(capture_module, "_LOOP_CHOICE", "native")
+        wide = nn.LSTM(3, 37, 2).eval()
+        long_inputs = torch.randn(50, 7, 3)
+        split = tls.capture(wide, long_inputs)
+        torch.set_num_threads(1)
+        serial = tls.capture(wide, long_inputs)
+        assert_same_states(split, serial)
+        monkeypatch.setattr(capture_module, "_LOOP_CHOICE", None)
+    finally:
+        torch.set_num_threads(1)
+    chosen.clear()
+    tls.capture(nn.GRU(3, 4).eval(), inputs)
+    tls.capture(module.double(), inputs.double())
+    assert [loop for loop, _ in chosen] == [False, "native"]
+
+
+def test_native_loop_is_exact_over_long_sequences(force_paths):
+    """The compiled float32 activations do not drift over 1000 steps."""
+    if not capture_module._native_kernel():
+        pytest.skip("numba is not available")
+    force_paths(loop="native")
+    torch.manual_seed(8)
+    module = nn.LSTM(16, 64, 2, bidirectional=True).eval()
+    padded = torch.randn(1000, 4, 16) * 3
+    lengths = torch.tensor([1000, 999, 513, 7])
+    for inputs in (padded, pack_padded_sequence(padded, lengths, enforce_sorted=False)):
+        states = tls.capture(module, inputs)
+        expected_lengths = lengths if inputs is not padded else torch.full((4,), 1000)
+        assert_exact(module, inputs, None, expected_lengths, states)
