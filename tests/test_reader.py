@@ -169,13 +169,14 @@ _KILLED_WRITER = textwrap.dedent("""
 """)
 
 
-def test_killed_writer_leaves_every_complete_record_readable(tmp_path):
+def _kill_writer_when(script, mode, marker, logdir):
+    """Runs a writer script and SIGKILLs it as soon as it prints a line starting with `marker`."""
     process = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path), "quiet"],
+        [sys.executable, "-c", script, str(logdir), mode],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         for line in process.stdout:
-            if line.startswith("HALF"):
+            if line.startswith(marker):
                 break
         else:
             pytest.fail("writer exited early: " + process.stderr.read())
@@ -183,6 +184,10 @@ def test_killed_writer_leaves_every_complete_record_readable(tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+def test_killed_writer_leaves_every_complete_record_readable(tmp_path):
+    _kill_writer_when(_KILLED_WRITER, "quiet", "HALF", tmp_path)
     (path,) = event_files(tmp_path)
     records = list(tls.read_states(tmp_path))
     assert [r.step for r in records] == [0, 1, 2]
@@ -195,19 +200,7 @@ def test_killed_writer_leaves_every_complete_record_readable(tmp_path):
 
 def test_writer_killed_at_a_random_point(tmp_path):
     script = _KILLED_WRITER.replace("if calls[0] == 5:", "if False:")
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path), "report"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    try:
-        for line in process.stdout:
-            if line.startswith("QUEUED 6"):
-                break
-        else:
-            pytest.fail("writer exited early: " + process.stderr.read())
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
+    _kill_writer_when(script, "report", "QUEUED 6", tmp_path)
     records = list(tls.read_states(tmp_path))
     assert [r.step for r in records] == list(range(len(records)))
     assert len(records) >= 1
