@@ -1,8 +1,11 @@
 """Per-(layer, kind) statistics of one record, for the training-wide overview.
 
 They are written beside every record as a small tensor so the overview of a whole
-run never reads the large blobs. numpy only.
+run never reads the large blobs. Computed in one compiled pass per array
+(`statistics_kernel`, numba), which reads float16 and float32 arrays as they are.
 """
+
+import warnings
 
 import numpy as np
 
@@ -27,65 +30,57 @@ def rows(kind, num_entries):
     return [(layer, name) for layer in range(num_entries) for name in states_lib.array_kinds(kind)]
 
 
-def _valid_mask(lengths, time):
-    return np.arange(time)[None, :] < np.asarray(lengths).reshape(-1, 1)
+def _saturation_bounds(name):
+    """`(low, high)`: a value of kind `name` outside them is saturated (float32, as
+    numpy compared float32 arrays with these constants)."""
+    if name in _SIGMOID_GATES:  # near 0 or 1
+        return np.float32(0.05), np.float32(0.95)
+    limit = np.float32(_CELL_SATURATION if name == "cell" else 0.95)
+    return -limit, limit
 
 
-# float16 -> float32 by table lookup: numpy's own cast of float16 is scalar code, twice
-# as slow, and was the largest part of the statistics of a float16 record. The table
-# is that cast of every float16 bit pattern, so the results are bitwise the same.
-_FLOAT16_TO_FLOAT32 = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
-
-
-def _as_float32(array):
-    array = np.asarray(array)
-    if array.dtype == np.dtype("=f2"):
-        return _FLOAT16_TO_FLOAT32.take(array.view(np.uint16))
-    return np.asarray(array, dtype=np.float32)
-
-
-def array_statistics(array, name, mask):
+def array_statistics(array, name, lengths, sample=None):
     """Statistics of one `[batch, time, units]` array over its valid positions.
 
     Args:
-      array: the array (any float dtype).
+      array: the array (any float dtype; float16 and float32 are read as they are).
       name: its kind (`cell`, `hidden` or a gate name), which sets what saturated means.
-      mask: `[batch, time]` bool, True at valid positions.
+      lengths: `[batch]` valid timesteps of each sequence of `array`.
+      sample: optional indices of the sequences to use (all by default).
 
     Returns:
       A float32 vector in the order of `COLUMNS`; NaN where nothing is valid.
     """
-    # One array at a time: its temporaries stay in the CPU cache (a record's arrays
-    # stacked into one were slower for it).
-    array = _as_float32(array)
-    units = array.shape[-1]
-    complete = bool(mask.all())
-    # [valid, units]; without padding a reshape, not a gather.
-    values = array.reshape(-1, units) if complete else array[mask]
-    out = np.full(len(COLUMNS), np.nan, dtype=np.float32)
-    if values.size == 0:
-        return out
-    with np.errstate(invalid="ignore", over="ignore"):
-        magnitude = np.abs(values)
-        out[0] = magnitude.mean()
-        out[1] = values.std()
-        # Counts, not means of boolean masks: the same fractions, without float passes.
-        if name in _SIGMOID_GATES:  # the two sides are disjoint
-            saturated = np.count_nonzero(values < 0.05) + np.count_nonzero(values > 0.95)
-        else:
-            limit = _CELL_SATURATION if name == "cell" else 0.95
-            saturated = np.count_nonzero(magnitude > limit)
-        out[2] = saturated / values.size
-        span = values.max(axis=0) - values.min(axis=0)
-        out[3] = np.count_nonzero(span < _DEAD_RANGE) / units
-        steps = mask[:, 1:] & mask[:, :-1]
-        if steps.any():
-            change = array[:, 1:] - array[:, :-1]
-            change = change.reshape(-1, units) if complete else change[steps]
-            # np.linalg.norm(change, axis=-1), computed as it does, in place.
-            np.square(change, out=change)
-            out[4] = np.sqrt(change.sum(axis=-1)).mean()
-    return out
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    sample = np.arange(len(lengths)) if sample is None else np.asarray(sample, dtype=np.int64)
+    low, high = _saturation_bounds(name)
+    return np.array(_columns(array, sample, lengths[sample], low, high), dtype=np.float32)
+
+
+def _columns(array, sample, sampled_lengths, low, high):
+    array = np.asarray(array)
+    if array.dtype == np.dtype("=f2"):
+        array = array.view(np.uint16)  # numba has no float16: the kernel reads the bits
+    elif array.dtype != np.dtype("=f4"):
+        array = np.asarray(array, dtype=np.float32)
+    return _kernel()(array, sample, sampled_lengths, low, high, _DEAD_RANGE_32)
+
+
+_DEAD_RANGE_32 = np.float32(_DEAD_RANGE)  # numpy compared the float32 span with it
+_KERNEL = None
+
+
+def _kernel():
+    """The compiled kernel (`statistics_kernel`), imported on first use: numba is slow
+    to import, and the TensorBoard backend reads statistics without computing any."""
+    global _KERNEL
+    if _KERNEL is None:
+        with warnings.catch_warnings():
+            # numba warns (and compiles anyway) where its cache dir is read-only.
+            warnings.simplefilter("ignore")
+            from tb_lstm_states import statistics_kernel
+        _KERNEL = statistics_kernel.array_statistics
+    return _KERNEL
 
 
 def sample_sequences(batch, values_per_sequence, max_values=MAX_VALUES):
@@ -113,11 +108,6 @@ def record_statistics(recurrent_states, max_values=MAX_VALUES):
     widest = max(int(np.shape(a)[2]) for a in arrays)
     sample = sample_sequences(
         recurrent_states.batch_size, recurrent_states.time_steps * widest, max_values)
-    everything = len(sample) == recurrent_states.batch_size
-    lengths = np.asarray(recurrent_states.lengths).reshape(-1)[sample]
-    mask = _valid_mask(lengths, recurrent_states.time_steps)
-    result = [
-        array_statistics(array if everything else np.asarray(array)[sample], name, mask)
-        for array, (_, name) in zip(arrays, entries)
-    ]
-    return np.stack(result).astype(np.float32)
+    lengths = np.asarray(recurrent_states.lengths, dtype=np.int64).reshape(-1)[sample]
+    return np.array([_columns(array, sample, lengths, *_saturation_bounds(name))
+                     for array, (_, name) in zip(arrays, entries)], dtype=np.float32)
