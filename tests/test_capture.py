@@ -29,9 +29,9 @@ MODULES = {
 INPUT_MODES = ("batched", "unbatched", "packed_sorted", "packed_unsorted")
 # Chunk lengths forced on the cell-state scan; None keeps the cost model's choice.
 SCAN_CHUNKS = (None, 1, 2, 4, 8)
-# LSTM path forced: True the single-pass loop, False kernel + gates, None the rule.
-# (test_native_loop_is_exact forces the compiled loop, "native", over the same matrix.)
-LOOP_CHOICES = (None, True, False)
+# LSTM path forced: "native" the compiled loop, False kernel + gates, None the rule.
+# (test_native_loop_is_exact forces the compiled loop over every LSTM of the matrix.)
+LOOP_CHOICES = (None, "native", False)
 NUM_CONFIGS = 240
 
 
@@ -86,7 +86,7 @@ def config_id(config):
         bf="-bf" if config["batch_first"] else "",
         nobias="-nobias" if not config["bias"] else "",
         proj="-proj%d" % config["proj_size"] if config["proj_size"] else "",
-        loop_id={None: "", True: "-loop", False: "-kernel"}[config["loop"]],
+        loop_id={None: "", "native": "-native", False: "-kernel"}[config["loop"]],
         dtype=str(config["dtype"]).replace("torch.", ""),
         **{k: v for k, v in config.items() if k != "dtype"},
     )
@@ -272,7 +272,7 @@ def test_native_loop_propagates_non_finite_inputs(force_paths):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("loop", [None, True, "native"])
+@pytest.mark.parametrize("loop", [None, False, "native"])
 def test_long_sequences_with_default_scan(device, bidirectional, dtype, loop, force_paths):
     force_paths(loop=loop)
     torch.manual_seed(1)
@@ -464,52 +464,52 @@ def test_non_finite_inputs_give_non_finite_states(device, kind, bidirectional):
         assert not torch.isfinite(forward.cell[0, 3:]).all()
 
 
-def test_path_tuner_times_both_lstm_paths_then_keeps_the_faster(monkeypatch):
-    monkeypatch.setattr(capture_module, "_NATIVE_KERNEL", False)  # The torch loop.
+def test_path_tuner_times_both_thread_counts_then_keeps_the_faster(monkeypatch):
     tuner = capture_module._PathTuner()
     monkeypatch.setattr(capture_module, "_PATH_TUNER", tuner)
     chosen = []
     real_layers = capture_module._capture_layers
 
     def spy(module, sequences, h0, c0, loop):
-        chosen.append(loop)
+        chosen.append(torch.get_num_threads())
         return real_layers(module, sequences, h0, c0, loop)
 
     monkeypatch.setattr(capture_module, "_capture_layers", spy)
     torch.manual_seed(6)
-    module = nn.LSTM(3, 64, num_layers=2).eval()  # batch * hidden = 4096: a candidate
-    inputs = torch.randn(4, 64, 3)
-    results = [tls.capture(module, inputs) for _ in range(8)]
-    assert chosen[:6] == [False, True] * 3
-    assert len(set(chosen[6:])) == 1  # Settled.
-    for states in results:
-        assert_exact(module, inputs, None, torch.full((64,), 4), states)
-    # Small products never try the loop; padded sequences cannot use it.
-    chosen.clear()
-    for _ in range(3):
-        tls.capture(module, inputs[:, :2])
-    lengths = torch.full((64,), 4)
-    lengths[1:] = 3
-    tls.capture(module, pack_padded_sequence(inputs, lengths))
-    assert chosen == [False] * 4
-
-
-def test_one_thread_is_a_candidate_and_the_thread_count_is_restored(monkeypatch):
-    monkeypatch.setattr(capture_module, "_NATIVE_KERNEL", False)
-    monkeypatch.setattr(capture_module, "_PATH_TUNER", capture_module._PathTuner())
-    module = nn.LSTM(3, 64).eval()
+    module = nn.GRU(3, 64, num_layers=2).eval()
     inputs = torch.randn(4, 64, 3)
     torch.set_num_threads(2)
     try:
-        sequences = capture_module._Sequences(module, inputs)
-        plans = capture_module._candidate_plans(module, sequences)
-        assert {(plan.loop, plan.threads) for plan in plans} == {
-            (False, None), (True, None), (False, 1), (True, 1),
-        }
-        for _ in range(2 * len(plans) + 1):
-            states = tls.capture(module, inputs)
-            assert torch.get_num_threads() == 2
+        results = [tls.capture(module, inputs) for _ in range(8)]
+        assert torch.get_num_threads() == 2  # Restored after the one-thread trials.
+    finally:
+        torch.set_num_threads(1)
+    assert chosen[:6] == [2, 1] * 3
+    assert len(set(chosen[6:])) == 1  # Settled.
+    for states in results:
         assert_exact(module, inputs, None, torch.full((64,), 4), states)
+    # One thread only: nothing to choose, nothing timed.
+    chosen.clear()
+    tls.capture(module, inputs[:, :2])
+    assert chosen == [1]
+
+
+def test_plans_by_module_and_device(monkeypatch):
+    torch.set_num_threads(2)
+    try:
+        gru = nn.GRU(3, 8).eval()
+        lstm = nn.LSTM(3, 8).eval()
+        inputs = torch.randn(4, 5, 3)
+
+        def plans(module, inputs):
+            sequences = capture_module._Sequences(module, inputs)
+            return {(p.loop, p.threads) for p in capture_module._candidate_plans(module, sequences)}
+
+        assert plans(gru, inputs) == {(False, None), (False, 1)}
+        if capture_module._native_kernel():
+            assert plans(lstm, inputs) == {("native", None), ("native", 1)}
+        monkeypatch.setattr(capture_module, "_NATIVE_KERNEL", False)  # No numba.
+        assert plans(lstm, inputs) == {(False, None), (False, 1)}
     finally:
         torch.set_num_threads(1)
 
