@@ -957,11 +957,13 @@ def _build_native_kernel():
         if x == types.float32:
             # exp by Cody-Waite reduction and a degree-6 polynomial (Cephes expf,
             # within 2 ulp): unlike libm's expf, LLVM vectorizes it. NaN stays NaN
-            # (np.minimum/maximum keep it); +-inf saturate.
+            # (min and max keep their first argument when a comparison fails, as
+            # in Python); +-inf saturate. np.floor, not math.floor: the latter goes
+            # through int64 and made the whole sigmoid 1.8x slower.
             def sigmoid32(x):
                 z = -x
-                z = np.maximum(np.minimum(z, np.float32(88.0)), np.float32(-87.0))
-                n = np.float32(math.floor(z * np.float32(1.44269504) + np.float32(0.5)))
+                z = max(min(z, np.float32(88.0)), np.float32(-87.0))
+                n = np.floor(z * np.float32(1.44269504) + np.float32(0.5))
                 r = z - n * np.float32(0.693359375)
                 r = r - n * np.float32(-2.12194440e-4)
                 p = np.float32(1.9875691500e-4)
