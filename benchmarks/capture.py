@@ -119,7 +119,7 @@ def main():
                 args.repeats,
                 synchronize,
                 # capture times its candidate plans on the first calls of a shape
-                # (at most 4 plans x 3 trials), then keeps the fastest.
+                # (2 thread counts x 3 trials), then keeps the faster.
                 {"capture": 12},
             )
         forward = medians["forward"]

@@ -6,7 +6,9 @@ every timestep, h_n, c_n) plus the LSTM identity h = o * tanh(c). The same tests
 on CUDA when it is available.
 """
 
+import platform
 import random
+import sys
 import warnings
 
 import pytest
@@ -568,3 +570,36 @@ def test_native_loop_is_exact_over_long_sequences(force_paths):
         states = tls.capture(module, inputs)
         expected_lengths = lengths if inputs is not padded else torch.full((4,), 1000)
         assert_exact(module, inputs, None, expected_lengths, states)
+
+
+def test_packed_gemm_multiplies_like_torch():
+    """MKL's packed sgemm, as the compiled loop calls it (x86-64 Linux torch has it)."""
+    gemm = capture_module._packed_gemm()
+    if gemm is None:
+        assert not (sys.platform == "linux" and platform.machine() == "x86_64"), (
+            "torch's CPU library on x86-64 Linux links MKL: the packed GEMM should load")
+        pytest.skip("this torch build has no MKL")
+    import ctypes
+
+    compute = ctypes.CFUNCTYPE(
+        None, *([ctypes.c_int] * 6), ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+        ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int)(gemm.address)
+    torch.manual_seed(10)
+    for rows, columns, depth in ((1, 8, 3), (3, 40, 17), (17, 256, 129)):
+        weight = torch.randn(columns, depth)
+        inputs = torch.randn(rows, depth)
+        out = torch.full((rows, columns), float("nan"))
+        packed = gemm.pack(weight, rows)
+        compute(101, 111, 151, rows, columns, depth, inputs.data_ptr(), depth,
+                packed.data_ptr(), columns, 0.0, out.data_ptr(), columns)
+        torch.testing.assert_close(out, inputs @ weight.t(), rtol=1e-5, atol=1e-5)
+
+
+def test_row_parts_balance_valid_steps():
+    parts = capture_module._row_parts
+    assert parts(torch.tensor([5, 5, 5, 5]), 2) == [(0, 2), (2, 4)]
+    assert parts(torch.tensor([5, 2, 4]), 2) == [(0, 1), (1, 3)]
+    assert parts(torch.tensor([1, 1, 9]), 2) == [(0, 2), (2, 3)]
+    assert parts(torch.tensor([3]), 2) == [(0, 1)]
+    assert parts(torch.tensor([3, 3]), 4) == [(0, 1), (1, 2)]
+    assert parts(torch.tensor([4, 4]), 1) == [(0, 2)]
