@@ -43,7 +43,9 @@ scipy's OpenBLAS (numba's np.dot) to one thread for the process (see
 
 import collections
 import contextlib
+import functools
 import math
+import mmap
 import statistics
 import time
 import warnings
@@ -1084,28 +1086,20 @@ def _native_lstm_layer(layer_input, weights, h0, c0, sequences, hidden_out):
     Returns the layer output `[time, batch, directions*out]` (zero beyond each
     length) and, per direction, `(hidden, cell, gates)` time-major.
 
-    Batch rows are independent recurrences, and so are the two directions: with
-    several torch threads, (direction, rows) tasks run on that many threads of our
-    own (the compiled loop releases the GIL) while torch and MKL run on one. Left
-    to torch's OpenMP threads, their spinning between parallel regions took the
-    cores from the loop's threads (measured: 19 ms against 9 ms for a capture).
+    One thread runs the loop; MKL spreads each step's product over torch's
+    threads. Threads of our own (batch halves, directions) gained nothing: MKL's
+    packed products from two threads ran one after the other (measured: 22 ms
+    alone, 46 ms for two at once), and a thread that has called MKL slows torch's
+    OpenMP for as long as it lives (the module's forward ran 20x slower).
     """
-    workers = torch.get_num_threads()
-    with _thread_count(1):
-        return _native_lstm_layer_tasks(
-            layer_input, weights, h0, c0, sequences, hidden_out, workers)
-
-
-def _native_lstm_layer_tasks(layer_input, weights, h0, c0, sequences, hidden_out, workers):
     kernel = _native_kernel()
     steps, batch, _ = layer_input.shape
-    directions = len(weights)
-    new = torch.zeros if not sequences.all_full else torch.empty
-    output = new(steps, batch, directions * hidden_out, dtype=layer_input.dtype)
+    new = functools.partial(_new_zeros, dtype=layer_input.dtype)
+    output = new(steps, batch, len(weights) * hidden_out)
     lengths = sequences.lengths.numpy()
     inputs = layer_input.contiguous().numpy()
-    parts = _row_parts(sequences.lengths, max(1, min(batch, workers // directions)))
-    tasks, results = [], []
+    _single_threaded_blas()
+    results = []
     for direction, weight in enumerate(weights):
         size = weight[0].shape[0] // 4
         # Doubling the g rows is exact; the loop takes tanh(x) as 2 sigmoid(2x) - 1.
@@ -1119,9 +1113,9 @@ def _native_lstm_layer_tasks(layer_input, weights, h0, c0, sequences, hidden_out
         # W_hr [out, H]; without one, an empty [out, 0] (its transpose has no rows).
         projection = weight[-1] if len(weight) in (3, 5) else joined_weight.new_empty(hidden_out, 0)
         hidden = output[..., direction * hidden_out : (direction + 1) * hidden_out]
-        gates = new(steps, batch, 4 * size, dtype=layer_input.dtype)
-        cell = new(steps, batch, size, dtype=layer_input.dtype)
-        arrays = (
+        gates = new(steps, batch, 4 * size)
+        cell = new(steps, batch, size)
+        kernel(
             inputs,
             joined_weight.t().contiguous().numpy(),
             bias.numpy(),
@@ -1133,10 +1127,10 @@ def _native_lstm_layer_tasks(layer_input, weights, h0, c0, sequences, hidden_out
             gates.numpy(),
             hidden.numpy(),
             cell.numpy(),
+            0,
+            batch,
+            *_packed_weights(joined_weight, projection, batch),
         )
-        for first, stop in parts:
-            tasks.append(arrays + (first, stop)
-                         + _packed_weights(joined_weight, projection, stop - first))
         gates = {
             "input": gates[..., :size],
             "forget": gates[..., size : 2 * size],
@@ -1144,21 +1138,31 @@ def _native_lstm_layer_tasks(layer_input, weights, h0, c0, sequences, hidden_out
             "output": gates[..., 3 * size :],
         }
         results.append((hidden, cell, gates))
-    _single_threaded_blas()
-    others = [_native_pool(workers).submit(kernel, *task) for task in tasks[1:]]
-    kernel(*tasks[0])
-    for future in others:
-        future.result()
     return output, results
 
 
-def _row_parts(lengths, count):
-    """`count` ranges of batch rows holding about equal numbers of valid steps."""
-    done = lengths.cumsum(0).double()
-    bounds = torch.searchsorted(
-        done, done[-1] * torch.arange(1, count, dtype=done.dtype) / count, right=True)
-    bounds = sorted({0, len(lengths)} | {min(max(int(b), 1), len(lengths)) for b in bounds})
-    return [(first, stop) for first, stop in zip(bounds, bounds[1:]) if stop > first]
+def _new_zeros(*shape, dtype):
+    """A zero-filled CPU tensor for the compiled loop to write; large ones on huge pages.
+
+    A capture writes its states into fresh memory (about 100 MB for 32 x 256 steps
+    of 256 units, 2 layers), which the OS zeroes page by page on first touch. On
+    4 KB pages that took 30-40 ms, a third of the capture; on transparent huge
+    pages (2 MB, asked for with madvise where the OS leaves them to the program)
+    a few. mmap'ed anonymous memory is zero already, so this costs no extra pass.
+    """
+    count = math.prod(shape)
+    nbytes = count * torch.empty(0, dtype=dtype).element_size()
+    if nbytes < _HUGE_PAGE_MIN_BYTES:
+        return torch.zeros(shape, dtype=dtype)
+    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(AttributeError, OSError):  # No madvise or no THP here.
+        memory.madvise(mmap.MADV_HUGEPAGE)
+    # frombuffer keeps `memory` alive as long as the tensor (and its views) live.
+    return torch.frombuffer(memory, dtype=dtype, count=count).view(shape)
+
+
+# Below a few huge pages, the allocator's recycled memory is cheaper than a mapping.
+_HUGE_PAGE_MIN_BYTES = 8 << 20
 
 
 def _packed_weights(weight, projection, rows):
@@ -1173,21 +1177,6 @@ def _packed_weights(weight, projection, rows):
 
 
 _EMPTY_BYTES = torch.empty(0, dtype=torch.uint8)
-
-
-_NATIVE_POOL = None
-
-
-def _native_pool(workers):
-    """Threads for the compiled loop's other tasks (daemons, idle between calls)."""
-    global _NATIVE_POOL
-    if _NATIVE_POOL is None or _NATIVE_POOL._max_workers < workers - 1:
-        import concurrent.futures
-
-        _NATIVE_POOL = concurrent.futures.ThreadPoolExecutor(
-            max(1, workers - 1), thread_name_prefix="tb_lstm_states"
-        )
-    return _NATIVE_POOL
 
 
 _BLAS_PINNED = False

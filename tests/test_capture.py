@@ -6,6 +6,7 @@ every timestep, h_n, c_n) plus the LSTM identity h = o * tanh(c). The same tests
 on CUDA when it is available.
 """
 
+import gc
 import platform
 import random
 import sys
@@ -595,11 +596,16 @@ def test_packed_gemm_multiplies_like_torch():
         torch.testing.assert_close(out, inputs @ weight.t(), rtol=1e-5, atol=1e-5)
 
 
-def test_row_parts_balance_valid_steps():
-    parts = capture_module._row_parts
-    assert parts(torch.tensor([5, 5, 5, 5]), 2) == [(0, 2), (2, 4)]
-    assert parts(torch.tensor([5, 2, 4]), 2) == [(0, 1), (1, 3)]
-    assert parts(torch.tensor([1, 1, 9]), 2) == [(0, 2), (2, 3)]
-    assert parts(torch.tensor([3]), 2) == [(0, 1)]
-    assert parts(torch.tensor([3, 3]), 4) == [(0, 1), (1, 2)]
-    assert parts(torch.tensor([4, 4]), 1) == [(0, 2)]
+def test_large_state_buffers_are_zeroed_and_outlive_their_views():
+    new_zeros = capture_module._new_zeros
+    small = new_zeros(3, 4, dtype=torch.float32)
+    large = new_zeros(64, 64, 1024, dtype=torch.float32)  # 16 MB: a mapping of its own.
+    for tensor, shape in ((small, (3, 4)), (large, (64, 64, 1024))):
+        assert tensor.shape == shape and tensor.dtype == torch.float32
+        assert not tensor.any()
+    view = large[5, :, 7:9]
+    large.fill_(3)
+    del large
+    gc.collect()
+    assert (view == 3).all()  # The mapping lives as long as any view of it.
+    assert new_zeros(4, 1024, 1024, dtype=torch.float64).dtype == torch.float64
