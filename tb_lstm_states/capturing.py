@@ -27,8 +27,8 @@ How, and why it is fast:
    gates does the recurrent ones twice. Lengths and the reverse direction are
    handled per sequence inside the loop. Its float32 sigmoid/tanh use a
    vectorizable exp (Cephes' polynomial, a couple of ulp), so it agrees with the
-   module to ~1e-7, not bit for bit. With several torch threads, batch parts (or
-   the two directions) run as independent recurrences on threads of its own.
+   module to ~1e-7, not bit for bit. MKL spreads each product over torch's
+   threads; the fresh state buffers are on huge pages (`_new_buffer`).
    GRU and RNN layers, GPUs, and machines without numba take kernel + gates.
 5. Whether two CPU threads beat one depends on how busy the machine is as much
    as on the shape, so `_PATH_TUNER` times both on the first calls of each shape
@@ -1094,7 +1094,8 @@ def _native_lstm_layer(layer_input, weights, h0, c0, sequences, hidden_out):
     """
     kernel = _native_kernel()
     steps, batch, _ = layer_input.shape
-    new = functools.partial(_new_zeros, dtype=layer_input.dtype)
+    # Zeros where some positions are past a sequence's end (the loop skips them).
+    new = functools.partial(_new_buffer, dtype=layer_input.dtype, zero=not sequences.all_full)
     output = new(steps, batch, len(weights) * hidden_out)
     lengths = sequences.lengths.numpy()
     inputs = layer_input.contiguous().numpy()
@@ -1141,8 +1142,9 @@ def _native_lstm_layer(layer_input, weights, h0, c0, sequences, hidden_out):
     return output, results
 
 
-def _new_zeros(*shape, dtype):
-    """A zero-filled CPU tensor for the compiled loop to write; large ones on huge pages.
+def _new_buffer(*shape, dtype, zero):
+    """A CPU tensor for the compiled loop to write (zero-filled if `zero`, and
+    always when large); large ones on huge pages.
 
     A capture writes its states into fresh memory (about 100 MB for 32 x 256 steps
     of 256 units, 2 layers), which the OS zeroes page by page on first touch. On
@@ -1153,7 +1155,7 @@ def _new_zeros(*shape, dtype):
     count = math.prod(shape)
     nbytes = count * torch.empty(0, dtype=dtype).element_size()
     if nbytes < _HUGE_PAGE_MIN_BYTES:
-        return torch.zeros(shape, dtype=dtype)
+        return (torch.zeros if zero else torch.empty)(shape, dtype=dtype)
     memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     with contextlib.suppress(AttributeError, OSError):  # No madvise or no THP here.
         memory.madvise(mmap.MADV_HUGEPAGE)
@@ -1185,13 +1187,12 @@ _BLAS_PINNED = False
 def _single_threaded_blas():
     """Sets scipy's OpenBLAS (the one numba's np.dot calls) to one thread, once.
 
-    OpenBLAS's own threads spin between calls and fight torch's OpenMP threads
-    (and the compiled loop's second thread) for the cores; changing their count
-    back and forth wakes them to spin again. Measured on 2 cores, either made the
-    module's forward and everything else in the process erratic and up to 1.5x
-    slower. So the compiled loop does its own threading (batch halves or
-    directions), and scipy's BLAS stays single-threaded in this process from the
-    first compiled capture on (numpy's BLAS is left alone).
+    Only float64 captures (and torch builds without MKL) use it. OpenBLAS's own
+    threads spin between calls and fight torch's OpenMP threads for the cores;
+    changing their count back and forth wakes them to spin again. Measured on 2
+    cores, either made the module's forward and everything else in the process
+    erratic and up to 1.5x slower. So scipy's BLAS stays single-threaded in this
+    process from the first compiled capture on (numpy's BLAS is left alone).
     """
     global _BLAS_PINNED
     if _BLAS_PINNED:

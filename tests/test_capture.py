@@ -6,6 +6,7 @@ every timestep, h_n, c_n) plus the LSTM identity h = o * tanh(c). The same tests
 on CUDA when it is available.
 """
 
+import functools
 import gc
 import platform
 import random
@@ -597,9 +598,10 @@ def test_packed_gemm_multiplies_like_torch():
 
 
 def test_large_state_buffers_are_zeroed_and_outlive_their_views():
-    new_zeros = capture_module._new_zeros
+    new_zeros = functools.partial(capture_module._new_buffer, zero=True)
     small = new_zeros(3, 4, dtype=torch.float32)
-    large = new_zeros(64, 64, 1024, dtype=torch.float32)  # 16 MB: a mapping of its own.
+    # 16 MB: a mapping of its own, zero even when zeros are not asked for.
+    large = capture_module._new_buffer(64, 64, 1024, dtype=torch.float32, zero=False)
     for tensor, shape in ((small, (3, 4)), (large, (64, 64, 1024))):
         assert tensor.shape == shape and tensor.dtype == torch.float32
         assert not tensor.any()
