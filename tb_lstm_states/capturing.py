@@ -988,22 +988,22 @@ def _build_native_kernel():
     @numba.njit(cache=True, nogil=True, error_model="numpy")
     def lstm_direction(
         inputs, weight_t, bias, projection_t, h0, c0, lengths, reverse,
-        gates, hidden, cell, first, stop, gemm, packed, packed_projection,
+        gates, hidden, cell, gemm, packed, packed_projection,
     ):
-        """One LSTM direction on batch rows [first, stop) of `inputs` [T, B, I].
+        """One LSTM direction over `inputs` [T, B, I].
 
         Each step is one matrix product of [x_t, h_{t-1}] with `weight_t`
         ([I + out, 4H]: W_ih and W_hh stacked, transposed) through MKL's packed
         sgemm when `gemm` is its address, else np.dot; then the activated gates go
         to `gates` [T, B, 4H], and the states to `hidden` [T, B, out] and `cell`
-        [T, B, H], at the valid positions of those rows only.
+        [T, B, H], at the valid positions only.
         """
         features = inputs.shape[2]
         width = h0.shape[1]
         depth = features + width
         columns = gates.shape[2]
         size = columns // 4
-        rows = stop - first
+        rows = h0.shape[0]
         projected = projection_t.shape[0] > 0
         one = np.ones(1, gates.dtype)[0]
         two = one + one
@@ -1013,34 +1013,32 @@ def _build_native_kernel():
         cbuf = np.empty((rows, size), gates.dtype)
         tanh_c = np.empty((rows, size), gates.dtype)
         product = np.empty((rows, columns), gates.dtype)
-        for row in range(rows):
+        for b in range(rows):
             for j in range(width):
-                state[row, j] = h0[first + row, j]
+                state[b, j] = h0[b, j]
             for j in range(size):
-                cbuf[row, j] = c0[first + row, j]
+                cbuf[b, j] = c0[b, j]
         longest = 0
-        for b in range(first, stop):
+        for b in range(rows):
             longest = max(longest, lengths[b])
         for k in range(longest):
-            for row in range(rows):
-                b = first + row
+            for b in range(rows):
                 if k < lengths[b]:
                     t = lengths[b] - 1 - k if reverse else k
                     x = inputs[t, b]
                     for j in range(features):
-                        joined[row, j] = x[j]
+                        joined[b, j] = x[j]
             if gemm:
                 packed_sgemm(gemm, rows, columns, depth, joined.ctypes.data, depth,
                              packed.ctypes.data, product.ctypes.data, columns)
             else:
                 np.dot(joined, weight_t, product)
-            for row in range(rows):
-                b = first + row
+            for b in range(rows):
                 if k >= lengths[b]:
                     continue
                 t = lengths[b] - 1 - k if reverse else k
                 p = gates[t, b]
-                r = product[row]
+                r = product[b]
                 # Simple loops over contiguous rows, so that LLVM vectorizes them.
                 # The g rows of the weights come doubled (exact), so one sigmoid
                 # covers all gates: tanh(x) = 2 sigmoid(2x) - 1.
@@ -1049,7 +1047,7 @@ def _build_native_kernel():
                 g = p[2 * size : 3 * size]
                 for j in range(size):
                     g[j] = two * g[j] - one
-                c_prev = cbuf[row]
+                c_prev = cbuf[b]
                 i_gate = p[:size]
                 f_gate = p[size : 2 * size]
                 for j in range(size):
@@ -1057,7 +1055,7 @@ def _build_native_kernel():
                 c_out = cell[t, b]
                 for j in range(size):
                     c_out[j] = c_prev[j]
-                h_new = tanh_c[row] if projected else state[row]
+                h_new = tanh_c[b] if projected else state[b]
                 o_gate = p[3 * size :]
                 for j in range(size):
                     h_new[j] = o_gate[j] * (two * sigmoid(two * c_prev[j]) - one)
@@ -1069,13 +1067,12 @@ def _build_native_kernel():
                                  joined[:, features:].ctypes.data, depth)
                 else:
                     state[:, :] = np.dot(tanh_c, projection_t)
-            for row in range(rows):
-                b = first + row
+            for b in range(rows):
                 if k < lengths[b]:
                     t = lengths[b] - 1 - k if reverse else k
                     h_out = hidden[t, b]
                     for j in range(width):
-                        h_out[j] = state[row, j]
+                        h_out[j] = state[b, j]
 
     return lstm_direction
 
@@ -1128,8 +1125,6 @@ def _native_lstm_layer(layer_input, weights, h0, c0, sequences, hidden_out):
             gates.numpy(),
             hidden.numpy(),
             cell.numpy(),
-            0,
-            batch,
             *_packed_weights(joined_weight, projection, batch),
         )
         gates = {
