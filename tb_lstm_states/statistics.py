@@ -5,6 +5,7 @@ run never reads the large blobs. Computed in one compiled pass per array
 (`statistics_kernel`, numba), which reads float16 and float32 arrays as they are.
 """
 
+import functools
 import warnings
 
 import numpy as np
@@ -27,7 +28,13 @@ MAX_VALUES = 1 << 16
 
 def rows(kind, num_entries):
     """The `(layer, array kind)` of each statistics row, in stored order."""
-    return [(layer, name) for layer in range(num_entries) for name in states_lib.array_kinds(kind)]
+    return list(_rows(kind, num_entries))
+
+
+@functools.lru_cache(maxsize=64)
+def _rows(kind, num_entries):
+    return tuple((layer, name) for layer in range(num_entries)
+                 for name in states_lib.array_kinds(kind))
 
 
 def _saturation_bounds(name):
@@ -53,19 +60,56 @@ def array_statistics(array, name, lengths, sample=None):
     """
     lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
     sample = np.arange(len(lengths)) if sample is None else np.asarray(sample, dtype=np.int64)
-    low, high = _saturation_bounds(name)
-    return np.array(_columns(array, sample, lengths[sample], low, high), dtype=np.float32)
+    return _statistics([array], [name], sample, lengths[sample])()[0]
 
 
-def _columns(array, sample, sampled_lengths, low, high):
-    array = np.asarray(array)
-    if array.dtype == np.dtype("=f2"):
-        array = array.view(np.uint16)  # numba has no float16: the kernel reads the bits
-    elif array.dtype != np.dtype("=f4"):
-        array = np.asarray(array, dtype=np.float32)
-    return _kernel()(array, sample, sampled_lengths, low, high, _DEAD_RANGE_32)
+def _statistics(arrays, names, sample, sampled_lengths):
+    """A function returning the statistics table of `arrays` (of kinds `names`) on the
+    sampled sequences. The numpy work is done before it is returned: the function
+    itself spends its time in the kernel, with the GIL released."""
+    kernel = _kernel()
+    arrays = [np.asarray(array) for array in arrays]
+    dtype = arrays[0].dtype
+    if dtype in _KERNEL_DTYPES and all(
+            a.dtype == dtype and a.ndim == 3 and a.flags.c_contiguous for a in arrays):
+        # numba has no float16: the kernel reads the bits.
+        arrays = [a.view(np.uint16) for a in arrays] if dtype == np.float16 else arrays
+    else:  # other dtypes, mixed ones, strided arrays: the sampled sequences, as float32
+        arrays = [np.ascontiguousarray(a[sample], dtype=np.float32) for a in arrays]
+        sample = np.arange(len(sample))
+    group = kernel.GROUP
+    # The last group is padded with an array of no timesteps.
+    arrays += [_padding(arrays[0].shape[0], arrays[0].dtype.str)] * (-len(arrays) % group)
+    table = np.empty((len(arrays), len(COLUMNS)))
+    calls = [(tuple(arrays[start:start + group]), sample, sampled_lengths, low, high,
+              _DEAD_RANGE_32, table[start:start + group])
+             for start, (low, high) in zip(range(0, len(arrays), group),
+                                           _group_bounds(tuple(names), group))]
+
+    def compute():
+        for args in calls:
+            kernel.group_statistics(*args)
+        return table[:len(names)].astype(np.float32)
+    return compute
 
 
+@functools.lru_cache(maxsize=64)
+def _group_bounds(names, group):
+    """`(lows, highs)` float32 arrays for each group of `group` arrays of kinds `names`."""
+    bounds = [_saturation_bounds(name) for name in names]
+    bounds += [(np.float32(0), np.float32(0))] * (-len(bounds) % group)
+    bounds = np.array(bounds, dtype=np.float32)
+    return [(bounds[start:start + group, 0].copy(), bounds[start:start + group, 1].copy())
+            for start in range(0, len(bounds), group)]
+
+
+@functools.lru_cache(maxsize=64)
+def _padding(batch, dtype):
+    """An array of no timesteps with `batch` sequences (so any sampled index is valid)."""
+    return np.zeros((batch, 0, 1), dtype=dtype)
+
+
+_KERNEL_DTYPES = (np.dtype("=f2"), np.dtype("=f4"))
 _DEAD_RANGE_32 = np.float32(_DEAD_RANGE)  # numpy compared the float32 span with it
 _KERNEL = None
 
@@ -79,13 +123,20 @@ def _kernel():
             # numba warns (and compiles anyway) where its cache dir is read-only.
             warnings.simplefilter("ignore")
             from tb_lstm_states import statistics_kernel
-        _KERNEL = statistics_kernel.array_statistics
+        _KERNEL = statistics_kernel
     return _KERNEL
 
 
 def sample_sequences(batch, values_per_sequence, max_values=MAX_VALUES):
     """Indices of the sequences statistics are computed on: all of them, or evenly
     spaced ones holding at most `max_values` values (at least one sequence)."""
+    return _sample_sequences(batch, values_per_sequence, max_values).copy()
+
+
+@functools.lru_cache(maxsize=256)
+def _sample_sequences(batch, values_per_sequence, max_values):
+    # The same few shapes every record: computed once each (numpy calls cost
+    # tens of microseconds a record).
     if batch * values_per_sequence <= max_values:
         return np.arange(batch)
     count = max(1, max_values // max(1, values_per_sequence))
@@ -103,11 +154,17 @@ def record_statistics(recurrent_states, max_values=MAX_VALUES):
     Returns:
       A float32 array `[len(rows(...)), len(COLUMNS)]`.
     """
-    entries = rows(recurrent_states.kind, len(recurrent_states.layers))
+    return prepare_record_statistics(recurrent_states, max_values)()
+
+
+def prepare_record_statistics(recurrent_states, max_values=MAX_VALUES):
+    """`record_statistics` in two halves: this one does the numpy work and returns a
+    function that computes the table in the kernel with the GIL released (a writer
+    calls it while its thread writes)."""
+    entries = _rows(recurrent_states.kind, len(recurrent_states.layers))
     arrays = [recurrent_states.layers[layer].get(name) for layer, name in entries]
     widest = max(int(np.shape(a)[2]) for a in arrays)
-    sample = sample_sequences(
+    sample = _sample_sequences(
         recurrent_states.batch_size, recurrent_states.time_steps * widest, max_values)
     lengths = np.asarray(recurrent_states.lengths, dtype=np.int64).reshape(-1)[sample]
-    return np.array([_columns(array, sample, lengths, *_saturation_bounds(name))
-                     for array, (_, name) in zip(arrays, entries)], dtype=np.float32)
+    return _statistics(arrays, [name for _, name in entries], sample, lengths)

@@ -75,6 +75,31 @@ def _to_float32_overload(value):
 _FASTMATH = {"reassoc", "contract", "nsz"}
 
 
+# Arrays per call of `group_statistics`: a tuple of a fixed length, so one compiled
+# kernel serves records of any number of arrays (a shorter group is padded).
+GROUP = 6
+
+
+@numba.njit(cache=True, nogil=True)
+def group_statistics(arrays, sample, lengths, lows, highs, dead_range, out):
+    """`array_statistics` of each of `GROUP` arrays into `out[i]`, in one call.
+
+    One call for a whole record (six arrays of an LSTM layer) releases the GIL once:
+    between separate calls a writer thread waiting for the GIL could take it and
+    hold this one up (measured: twice as slow while a record was written).
+
+    Args:
+      arrays: a tuple of `GROUP` arrays of one type (see `array_statistics`).
+      sample, lengths, dead_range: as for `array_statistics`, shared.
+      lows, highs: float32 `[GROUP]`, the saturation bounds of each array.
+      out: float64 `[GROUP, 5]`.
+    """
+    i = 0
+    for values in arrays:
+        out[i] = array_statistics(values, sample, lengths, lows[i], highs[i], dead_range)
+        i += 1
+
+
 @numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def array_statistics(values, sample, lengths, low, high, dead_range):
     """The columns of `statistics.COLUMNS` for one `[batch, time, units]` array.
@@ -121,14 +146,17 @@ def array_statistics(values, sample, lengths, low, high, dead_range):
             row_total = np.float32(0.0)
             row_square = np.float32(0.0)
             row_change = np.float32(0.0)
-            row_saturated = 0
+            # float32 (exact up to 2**24 units): an integer count here made LLVM
+            # vectorize the whole loop at int64 width, half as wide (measured 2x slower).
+            row_saturated = np.float32(0.0)
             for u in range(units):
                 value = _to_float32(row[u])
                 row_abs += abs(value)
                 centered = value - shift
                 row_total += centered
                 row_square += centered * centered
-                row_saturated += np.int32((value < low) | (value > high))
+                saturated_here = (value < low) | (value > high)
+                row_saturated += np.float32(1.0) if saturated_here else np.float32(0.0)
                 # In float32, as the stored states differ.
                 change = value - _to_float32(previous[u])
                 row_change += change * change
@@ -138,7 +166,7 @@ def array_statistics(values, sample, lengths, low, high, dead_range):
             total_abs += row_abs
             total += row_total
             total_square += row_square
-            saturated += row_saturated
+            saturated += np.int64(row_saturated)
             count += units
             if t > 0:
                 total_norm += np.sqrt(np.float64(row_change))
