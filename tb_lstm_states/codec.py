@@ -16,7 +16,7 @@ records without torch. Every header field is validated before anything is alloca
 """
 
 import json
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -51,27 +51,11 @@ def _fits_float16(array: np.ndarray) -> bool:
     return finite.size == 0 or float(np.abs(finite).max()) <= _FLOAT16_MAX
 
 
-def _array_bytes(array, dtype: str, copy: bool = False, allocate=None,
-                 copy_into=None) -> Tuple[str, np.ndarray]:
-    """Converts an array to its stored dtype: float16 unless its finite values need more.
-
-    With `copy`, the result never shares memory with `array` (one pass either way:
-    a cast is the copy). With `allocate`, it is filled into `allocate(shape, dtype)`.
-    """
-    array = np.asarray(array)
+def _stored_dtype(array: np.ndarray, dtype: str) -> str:
+    """The dtype `array` is stored as: float16 unless its finite values need more."""
     if dtype == "float16" and not _fits_float16(array):
-        dtype = "float32"
-    if allocate is not None:
-        out = allocate(array.shape, DTYPES[dtype])
-        (copy_into or _copy_into)(out, array)
-        return dtype, out
-    if copy:
-        return dtype, np.array(array, dtype=DTYPES[dtype], order="C", copy=True)
-    return dtype, np.ascontiguousarray(array, dtype=DTYPES[dtype])
-
-
-def _copy_into(out: np.ndarray, array: np.ndarray) -> None:
-    np.copyto(out, array, casting="unsafe")
+        return "float32"
+    return dtype
 
 
 def _check_shape(name, array, shape):
@@ -89,8 +73,6 @@ def encode_record(
     tokens: Optional[Sequence[Sequence[str]]] = None,
     dtype: str = "float16",
     copy: bool = False,
-    allocate: Optional[Callable[[Tuple[int, ...], np.dtype], np.ndarray]] = None,
-    copy_into: Optional[Callable[[np.ndarray, np.ndarray], None]] = None,
 ) -> List[np.ndarray]:
     """Encodes states (numpy arrays) into the blobs of one record.
 
@@ -101,17 +83,42 @@ def encode_record(
       dtype: `"float16"` (arrays with finite values beyond float16's range are kept as
         float32) or `"float32"`.
       copy: if True, no returned blob shares memory with the inputs, so they can be
-        changed as soon as this returns (a writer thread writes the blobs later).
-      allocate: optional `allocate(shape, dtype)` returning a C-contiguous array the
-        stored array is copied into (a writer reuses its buffers: fresh memory costs
-        page faults on every record). Implies `copy`.
-      copy_into: optional `copy_into(out, array)` that converts `array` into an
-        allocated `out` (default `numpy.copyto`); a writer passes a faster float16
-        cast. It must round to nearest even, as numpy does.
+        changed as soon as this returns (a writer copies into buffers of its own,
+        see `plan_record`).
 
     Returns:
       The blobs: the header as a uint8 array, then each array as a contiguous array
       in its stored dtype (`memoryview(blob)` or `blob.tobytes()` gives its bytes).
+
+    Raises:
+      ValueError: on a dtype, kind or shape that does not fit, naming the fix.
+    """
+    header, arrays = plan_record(recurrent_states, series=series, tokens=tokens, dtype=dtype)
+    blobs = [header]
+    for array, stored in arrays:
+        if copy:
+            out = np.array(array, dtype=stored, order="C", copy=True)
+        else:
+            out = np.ascontiguousarray(array, dtype=stored)
+        blobs.append(out)
+    return blobs
+
+
+def plan_record(
+    recurrent_states: states_lib.RecurrentStates,
+    *,
+    series: Optional[Dict[str, np.ndarray]] = None,
+    tokens: Optional[Sequence[Sequence[str]]] = None,
+    dtype: str = "float16",
+) -> Tuple[np.ndarray, List[Tuple[np.ndarray, np.dtype]]]:
+    """Validates a record and decides how each array is stored, copying none.
+
+    Args: as for `encode_record`.
+
+    Returns:
+      `(header, arrays)`: the header blob (a uint8 array), and for each later blob
+      `(array, stored_dtype)`: the given array (as a numpy array) and the numpy
+      dtype its blob holds it in, in blob order.
 
     Raises:
       ValueError: on a dtype, kind or shape that does not fit, naming the fix.
@@ -138,7 +145,7 @@ def encode_record(
     if lengths.size and (lengths.min() < 0 or lengths.max() > time):
         raise ValueError("lengths must lie in [0, time=%d], got %s" % (time, lengths.tolist()))
 
-    entries, blobs = [], []
+    entries, arrays = [], []
     for index, layer in enumerate(layers):
         for name in states_lib.array_kinds(kind):
             array = np.asarray(layer.get(name) if name != "cell" else layer.cell)
@@ -156,11 +163,11 @@ def encode_record(
                         "layer %d %s gate has %d units, expected %d like its %s state"
                         % (index, name, array.shape[2], width,
                            "cell" if kind == "lstm" else "hidden"))
-            stored_dtype, stored = _array_bytes(array, dtype, copy, allocate, copy_into)
+            stored_dtype = _stored_dtype(array, dtype)
             entries.append(
-                {"layer": index, "kind": name, "dtype": stored_dtype, "shape": list(stored.shape)}
+                {"layer": index, "kind": name, "dtype": stored_dtype, "shape": list(array.shape)}
             )
-            blobs.append(stored)
+            arrays.append((array, DTYPES[stored_dtype]))
 
     series_names = []
     for name, values in (series or {}).items():
@@ -172,9 +179,8 @@ def encode_record(
         if not np.issubdtype(values.dtype, np.number) and values.dtype != np.bool_:
             raise ValueError("series %r must be numeric, got dtype %s" % (name, values.dtype))
         _check_shape("series %r" % name, values, (batch, time))
-        stored_dtype, stored = _array_bytes(values, "float32", copy, allocate, copy_into)
-        entries.append({"series": name, "dtype": stored_dtype, "shape": list(stored.shape)})
-        blobs.append(stored)
+        entries.append({"series": name, "dtype": "float32", "shape": list(values.shape)})
+        arrays.append((values, DTYPES["float32"]))
         series_names.append(name)
 
     token_lists = None
@@ -205,7 +211,7 @@ def encode_record(
         "arrays": entries,
     }
     header_bytes = HEADER_MAGIC + json.dumps(header, separators=(",", ":")).encode("utf-8")
-    return [np.frombuffer(header_bytes, dtype=np.uint8)] + blobs
+    return np.frombuffer(header_bytes, dtype=np.uint8), arrays
 
 
 def _require(condition, message):

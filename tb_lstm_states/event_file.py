@@ -8,7 +8,8 @@ An event file is a sequence of records, each framed as
 TensorBoard's own writer computes the CRC in pure Python (about 6 MB/s). Here the
 payload is given as a list of pieces (small `bytes` and large memoryviews of numpy
 arrays), checksummed in C piece by piece and written without ever being joined, so
-a large record is never copied.
+a large record is never copied. A record may also end in a `PayloadStream`, whose
+pieces and checksum come while it is written.
 
 `google_crc32c` (1.9) accepts only `bytes`-like objects without a release hook (not
 a memoryview of a numpy array) and releases the GIL only for `bytes` of 1 MiB or
@@ -110,11 +111,103 @@ def crc32c(pieces: Sequence[Piece], crc: int = 0) -> int:
 
 def frame(pieces: Sequence[Piece]) -> Tuple[bytes, bytes, int]:
     """Returns `(head, tail, length)`: the framing around a payload made of `pieces`."""
-    length = sum(memoryview(piece).nbytes for piece in pieces)
+    length = _size(pieces)
+    return frame_head(length), frame_tail(crc32c(pieces)), length
+
+
+def _size(pieces: Sequence[Piece]) -> int:
+    return sum(memoryview(piece).nbytes for piece in pieces)
+
+
+def frame_head(length: int) -> bytes:
+    """The 12 bytes before a payload of `length` bytes."""
     header = _HEADER.pack(length)
-    head = header + _CRC.pack(masked_crc(crc32c([header])))
-    tail = _CRC.pack(masked_crc(crc32c(pieces)))
-    return head, tail, length
+    return header + _CRC.pack(masked_crc(google_crc32c.value(header)))
+
+
+def frame_tail(crc: int) -> bytes:
+    """The 4 bytes after a payload whose CRC32C is `crc`."""
+    return _CRC.pack(masked_crc(crc))
+
+
+class RecordCancelled(Exception):
+    """The producer of a `PayloadStream` gave up on its record; it is cut from the file."""
+
+
+class PayloadStream:
+    """A record's payload of known length, whose pieces are produced while it is written.
+
+    A producer (`StateWriter.add_states`) queues the record with one of these as its
+    last piece, then `put`s the pieces as it makes them (an array once copied) and
+    `finish`es with the CRC32C of the whole payload, which it computes as it goes;
+    `RecordFile.write` writes the pieces as they come, then the frame's tail. The
+    disk is busy from the first array on, while the next ones are still converted.
+    """
+
+    def __init__(self, length: int):
+        """Args: length: the length of the whole payload, this stream's part of it."""
+        self.length = length
+        self._ready = threading.Condition(threading.Lock())
+        self._pieces: list = []
+        self._size = 0
+        self._crc: Optional[int] = None
+        self._cancelled = False
+
+    def put(self, pieces: Sequence[Piece]) -> None:
+        """Adds pieces of the payload; they must stay unchanged until written."""
+        size = _size(pieces)
+        with self._ready:
+            self._pieces += pieces
+            self._size += size
+            self._ready.notify()
+
+    def finish(self, crc: int) -> None:
+        """Ends the payload, whose CRC32C is `crc`.
+
+        Raises:
+          ValueError: if the pieces put do not add up to `length` (the record is
+            cancelled: its frame would lie).
+        """
+        with self._ready:
+            if self._size != self.length:
+                self._cancelled = True
+            self._crc = crc
+            self._ready.notify()
+        if self._cancelled:
+            raise ValueError("a record's pieces hold %d bytes, not the %d announced"
+                             % (self._size, self.length))
+
+    def cancel(self) -> None:
+        """Drops the record: `RecordFile.write` raises `RecordCancelled` and cuts it."""
+        with self._ready:
+            self._cancelled = True
+            self._crc = 0
+            self._ready.notify()
+
+    def wait(self) -> None:
+        """Returns once `finish` or `cancel` was called."""
+        with self._ready:
+            while self._crc is None:
+                self._ready.wait()
+
+    def take(self) -> Optional[list]:
+        """Waits for pieces put since the last call and returns them; None once the
+        payload is finished and every piece was taken.
+
+        Raises:
+          RecordCancelled: if the record was cancelled.
+        """
+        with self._ready:
+            while not self._pieces and self._crc is None and not self._cancelled:
+                self._ready.wait()
+            if self._cancelled:
+                raise RecordCancelled()
+            pieces, self._pieces = self._pieces, []
+            return pieces or None
+
+    def tail(self) -> bytes:
+        """The frame's tail, once every piece was taken."""
+        return frame_tail(self._crc)
 
 
 def event_file_name(logdir: str, suffix: str = "", timestamp: Optional[float] = None) -> str:
@@ -163,20 +256,30 @@ class RecordFile:
         first.source_metadata.writer = "tb_lstm_states"
         self.write([first.SerializeToString()])
 
-    def write(self, pieces: Sequence[Piece]) -> int:
+    def write(self, pieces: Sequence[Union[Piece, PayloadStream]]) -> int:
         """Writes one record whose payload is the concatenation of `pieces`.
 
-        On failure (a full disk) the file is cut back to where the record began, so
-        every record before it stays readable and later ones stay framed.
+        The last piece may be a `PayloadStream`: the pieces before it are written
+        first, then its pieces as they come (see `PayloadStream`).
+
+        On failure (a full disk, a cancelled `PayloadStream`) the file is cut back to
+        where the record began, so every record before it stays readable and later
+        ones stay framed.
 
         Returns:
           The number of bytes the record took in the file.
         """
         if self._fd is None:
             raise ValueError("%s is closed" % self.path)
-        head, tail, length = frame(pieces)
+        pieces = list(pieces)
+        if pieces and isinstance(pieces[-1], PayloadStream):
+            length = _size(pieces[:-1]) + pieces[-1].length
+            framed = [frame_head(length)] + pieces
+        else:
+            head, tail, length = frame(pieces)
+            framed = [head] + pieces + [tail]
         try:
-            _write_all(self._fd, [head] + list(pieces) + [tail])
+            _write_all(self._fd, framed)
         except BaseException:
             try:
                 os.ftruncate(self._fd, self._position)
@@ -184,8 +287,8 @@ class RecordFile:
             except OSError:
                 pass  # the error being raised says more than this one would
             raise
-        self._position += len(head) + length + len(tail)
-        return len(head) + length + len(tail)
+        self._position += 12 + length + 4
+        return 12 + length + 4
 
     def close(self) -> None:
         if self._fd is not None:
@@ -194,16 +297,29 @@ class RecordFile:
 
 
 # Pieces smaller than this are joined and written together; larger ones are written
-# straight from their memory.
+# straight from their memory. (Not `os.writev`: for a record of large arrays each
+# behind a small piece it was several times slower here than these writes.)
 _SMALL_PIECE = 64 << 10
 
 
-def _write_all(fd: int, pieces: Sequence[Piece]) -> None:
+def _write_all(fd: int, pieces: Sequence[Union[Piece, PayloadStream]]) -> None:
     """Writes `pieces` in order: small ones joined, large ones each in one `os.write`
     straight from their memory (the GIL is released while the kernel copies), going
-    on after a partial write."""
+    on after a partial write. A `PayloadStream` (last) is written as its pieces come,
+    then the frame's tail."""
     small = bytearray()
-    for piece in pieces:
+    pieces = list(pieces)
+    for piece in pieces:  # grows by what a PayloadStream gives
+        if isinstance(piece, PayloadStream):
+            more = piece.take()
+            if more is None:
+                small += piece.tail()
+            else:
+                if small:  # what is ready goes out before waiting for more
+                    _write_fully(fd, memoryview(small))
+                    small = bytearray()
+                pieces += more + [piece]
+            continue
         view = memoryview(piece).cast("B")
         if len(view) < _SMALL_PIECE:
             small += view

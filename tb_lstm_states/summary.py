@@ -4,7 +4,7 @@ import numpy as np
 
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-from tb_lstm_states import codec, metadata, statistics
+from tb_lstm_states import codec, metadata, statistics, wire
 from tb_lstm_states import states as states_lib
 
 
@@ -66,17 +66,45 @@ def structure(recurrent_states):
 def statistics_value(tag, numpy_states):
     """The `Summary.Value` of the statistics tensor of a record."""
     table = statistics.record_statistics(numpy_states)
+    value = _statistics_value_without_table(tag, numpy_states.kind, len(numpy_states.layers))
+    value.tensor.tensor_content = table.astype("<f4").tobytes()
+    return value
+
+
+def statistics_value_template(tag, kind, num_entries):
+    """The serialized statistics `Summary.Value` of a record, but for its table.
+
+    Returns:
+      `(prefix, table_bytes)`: `prefix + table.astype("<f4").tobytes()` is the
+      serialized value of a `[len(rows), len(COLUMNS)]` table (what
+      `statistics_value(...).SerializeToString()` parses to); `table_bytes` is the
+      length the table must have. The same for every record of the same layout, so
+      a writer builds it once.
+    """
+    value = _statistics_value_without_table(tag, kind, num_entries)
+    tensor = value.tensor.SerializeToString()
+    value.ClearField("tensor")
+    table_bytes = 4 * len(statistics.rows(kind, num_entries)) * len(statistics.COLUMNS)
+    # Value.tensor (field 8) last, holding TensorProto.tensor_content (field 4) last:
+    # any field order parses to the same message.
+    tensor += wire.length_delimited(4, table_bytes)
+    prefix = value.SerializeToString() + wire.length_delimited(8, len(tensor) + table_bytes) + tensor
+    return prefix, table_bytes
+
+
+def _statistics_value_without_table(tag, kind, num_entries):
+    table_rows = statistics.rows(kind, num_entries)
     content = {
         "states_tag": tag,
-        "rows": statistics.rows(numpy_states.kind, len(numpy_states.layers)),
+        "rows": table_rows,
         "columns": list(statistics.COLUMNS),
     }
     tensor = tensor_pb2.TensorProto(
         dtype=types_pb2.DT_FLOAT,
         tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in table.shape]
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d)
+                 for d in (len(table_rows), len(statistics.COLUMNS))]
         ),
-        tensor_content=table.astype("<f4").tobytes(),
     )
     return summary_pb2.Summary.Value(
         tag=tag + metadata.STATISTICS_SUFFIX,

@@ -8,11 +8,12 @@
 
 Each `add_states` converts the states to host numpy arrays at the stored dtype (the
 only copy, and the one the float16 cast needs anyway: torch's vectorized cast where
-torch is loaded, into buffers reused from earlier records), computes their
-statistics on sampled sequences, and returns. A background thread frames the event
-and writes it. The event proto is encoded by hand around the arrays, so a large
-record never goes through protobuf serialization or a Python-level copy, and its
-CRC32C is computed in C without the GIL (`event_file`). A queue bounded in bytes
+torch is loaded, into buffers reused from earlier records) and queues the record. A
+background thread writes it at once, while `add_states` computes the statistics
+(sampled sequences, one compiled pass, `statistics`) and the CRC32C (in C,
+`event_file`), both without the GIL, which end the record; then it returns. The
+event proto is encoded by hand around the arrays, so a large record never goes
+through protobuf serialization or a Python-level copy. A queue bounded in bytes
 makes `add_states` wait when the disk falls behind, instead of holding an unbounded
 number of records in memory.
 
@@ -40,7 +41,7 @@ import numpy as np
 
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-from tb_lstm_states import codec, event_file, metadata, summary
+from tb_lstm_states import codec, event_file, metadata, statistics, summary, wire
 from tb_lstm_states import states as states_lib
 
 # The protobuf limit on one serialized message: readers cannot parse a larger Event.
@@ -50,12 +51,15 @@ DEFAULT_MAX_QUEUE_BYTES = 256 << 20
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
+# Serialized parts shared by the records of a tag are kept for this many layouts.
+_MAX_LAYOUTS = 64
+
 
 class StateWriter:
     """Writes `RecurrentStates` as `lstm_states` summaries into an event file.
 
     Safe to call from several threads; records are written in the order their
-    `add_states` calls returned. An error in the writer thread (a full disk) is raised
+    `add_states` calls queued them (each once its arrays are copied). An error in the writer thread (a full disk) is raised
     by the next call to `add_states`, `flush` or `close`; the record that failed is
     cut from the file, so every record before it stays readable.
     """
@@ -116,6 +120,7 @@ class StateWriter:
         self._error_job: Optional[_Job] = None
 
         self._pool = _BufferPool(self._max_queue_bytes)
+        self._layouts: Dict[tuple, _Layout] = {}
 
         self._thread = threading.Thread(
             target=self._run, name="tb_lstm_states.StateWriter", daemon=True)
@@ -179,44 +184,41 @@ class StateWriter:
         numpy_states = summary.to_numpy_states(states)
         numpy_series = {name: summary._to_numpy(v) for name, v in (series or {}).items()}
         _check_size(tag, step, numpy_states, numpy_series, codec.DTYPES[dtype].itemsize)
-        pooled: List[np.ndarray] = []
-
-        def allocate(shape, array_dtype):
-            pooled.append(self._pool.take(shape, array_dtype))
-            return pooled[-1]
-
-        try:
-            blobs = codec.encode_record(
-                numpy_states, series=numpy_series, tokens=tokens, dtype=dtype,
-                allocate=allocate, copy_into=_copy_into)
-        except BaseException:
-            self._pool.give(pooled)
-            raise
-        job = _Job(
-            tag=tag,
-            step=step,
-            wall_time=time.time(),
-            blobs=blobs,
-            value_prefix=summary_pb2.Summary.Value(
-                tag=tag,
-                metadata=metadata.create_summary_metadata(
-                    metadata.ROLE_STATES,
-                    description=description,
-                    content=summary.structure(numpy_states),
-                ),
-            ).SerializeToString(),
-            # Here, not in the writer thread: from the caller's arrays, exactly as
-            # `states_pb` computes them, and in one stretch of the GIL. In the writer
-            # thread each of its numpy calls would hand the GIL back and forth with
-            # the training thread. Sampled (`statistics.MAX_VALUES`): milliseconds.
-            statistics_bytes=summary.statistics_value(tag, numpy_states).SerializeToString(),
-        )
-        job.pooled = pooled
+        header, arrays = codec.plan_record(
+            numpy_states, series=numpy_series, tokens=tokens, dtype=dtype)
+        layout = self._layout(tag, description, numpy_states, 1 + len(arrays))
+        job = _Job(tag, step, time.time(), header, arrays, layout)
         # Exact now that the stored dtypes are known (float16 may have become float32).
-        if job.size_bound() > MAX_EVENT_BYTES:
-            self._pool.give(pooled)
-            raise _too_large(tag, step, job.size_bound())
-        self._enqueue(job)
+        if job.stream.length > MAX_EVENT_BYTES:
+            raise _too_large(tag, step, job.stream.length)
+        # Copied before the writer thread is woken: woken at the first array, it
+        # spent its time waiting for this thread to hand back the GIL (measured).
+        pieces = [job.prefix, header]
+        try:
+            for array, stored_dtype in arrays:
+                out = self._pool.take(array.shape, stored_dtype)
+                job.pooled.append(out)
+                _copy_into(out, array)
+                pieces += [wire.length_delimited(8, out.nbytes), _bytes_view(out)]
+            job.stream.put(pieces)
+            # From the caller's arrays, exactly as `states_pb` computes them. Sampled
+            # (`statistics.MAX_VALUES`): a fraction of a millisecond.
+            compute_statistics = statistics.prepare_record_statistics(numpy_states)
+            self._enqueue(job)
+        except BaseException:
+            self._pool.give(job.pooled)
+            raise
+        # While the writer thread writes the arrays. Both release the GIL, the first
+        # at once, so the writer thread can take it and start.
+        try:
+            table = compute_statistics().astype("<f4", copy=False)
+            end = [job.statistics_key, layout.statistics_prefix, table]
+            crc = event_file.crc32c(pieces + end)
+            job.stream.put(end)
+            job.stream.finish(crc)
+        except BaseException:
+            job.stream.cancel()  # the writer thread cuts the record from the file
+            raise
 
     def log(
         self,
@@ -305,6 +307,18 @@ class StateWriter:
                                           type(error).__name__, error)
             ) from error
 
+    def _layout(self, tag, description, numpy_states, num_blobs) -> "_Layout":
+        """The `_Layout` of a record, built once per tag and layout."""
+        structure = summary.structure(numpy_states)
+        units = structure.pop("units")
+        key = (tag, description, num_blobs, tuple(structure.items()), tuple(units.items()))
+        layout = self._layouts.get(key)
+        if layout is None:
+            if len(self._layouts) >= _MAX_LAYOUTS:
+                self._layouts.clear()
+            layout = self._layouts[key] = _Layout(tag, description, numpy_states, num_blobs)
+        return layout
+
     def _enqueue(self, job: "_Job") -> None:
         with self._lock:
             # Backpressure: wait for the disk rather than queue without bound. A record
@@ -338,14 +352,19 @@ class StateWriter:
                 return False
             job = self._queue.pop(0)
         try:
-            self._file.write(job.event_pieces())
+            self._file.write([job.stream])
+        except event_file.RecordCancelled:
+            pass  # add_states failed after queueing it, and raised that error
         except Exception as e:  # surfaced to the caller by the next call
             with self._lock:
                 if self._error is None:
                     self._error, self._error_job = e, job
         finally:
+            # add_states may still be checksumming the buffers (a write that failed
+            # early): they are reused only once it is done.
+            job.stream.wait()
             self._pool.give(job.pooled)
-            job.blobs = job.pooled = None
+            job.stream = job.pooled = None
             with self._lock:
                 self._queued_bytes -= job.nbytes
                 self._lock.notify_all()
@@ -406,53 +425,62 @@ class _BufferPool:
             self._bytes = 0
 
 
-class _Job:
-    """One record waiting for the writer thread."""
+class _Layout:
+    """What every record of one tag and layout shares, serialized once."""
 
-    def __init__(self, *, tag, step, wall_time, blobs, value_prefix, statistics_bytes):
-        self.tag = tag
-        self.step = step
-        self.wall_time = wall_time
-        self.blobs = blobs
-        self.value_prefix = value_prefix
-        self.statistics_bytes = statistics_bytes
-        self.pooled: List[np.ndarray] = []
-        self.nbytes = sum(blob.nbytes for blob in blobs)
-        self._tensor_prefix = tensor_pb2.TensorProto(
+    def __init__(self, tag, description, numpy_states, num_blobs):
+        self.value_prefix = summary_pb2.Summary.Value(
+            tag=tag,
+            metadata=metadata.create_summary_metadata(
+                metadata.ROLE_STATES,
+                description=description,
+                content=summary.structure(numpy_states),
+            ),
+        ).SerializeToString()
+        self.tensor_prefix = tensor_pb2.TensorProto(
             dtype=types_pb2.DT_STRING,
             tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(blobs))]),
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=num_blobs)]),
         ).SerializeToString()
+        self.statistics_prefix, table_bytes = summary.statistics_value_template(
+            tag, numpy_states.kind, len(numpy_states.layers))
+        self.statistics_bytes = len(self.statistics_prefix) + table_bytes
 
-    def size_bound(self) -> int:
-        """An upper bound of the serialized Event's size."""
-        tensor = len(self._tensor_prefix) + sum(
-            _length_delimited_size(blob.nbytes) for blob in self.blobs)
-        value = len(self.value_prefix) + _length_delimited_size(tensor)
-        return (9 + 11 + 11 + _length_delimited_size(value)
-                + _length_delimited_size(len(self.statistics_bytes)))
 
-    def event_pieces(self) -> List[event_file.Piece]:
-        """The serialized `Event` holding the record and its statistics, as pieces.
+class _Job:
+    """One record for the writer thread: a `PayloadStream` that `add_states` fills.
 
-        Field by field what `Event(summary=states_pb(...)).SerializeToString()` holds;
-        the arrays go in as memoryviews, so nothing large is copied.
-        """
-        tensor: List[event_file.Piece] = [self._tensor_prefix]
-        for blob in self.blobs:
-            view = _bytes_view(blob)
-            tensor += [_key(8, 2) + _varint(view.nbytes), view]  # TensorProto.string_val
-        value = [self.value_prefix, _key(8, 2) + _varint(_size(tensor))] + tensor  # .tensor
-        summary_pieces = (
-            [_key(1, 2) + _varint(_size(value))] + value  # Summary.value
-            + [_key(1, 2) + _varint(len(self.statistics_bytes)), self.statistics_bytes]
-        )
+    The payload is the serialized `Event` holding the record and its statistics,
+    field by field what `Event(summary=states_pb(...)).SerializeToString()` holds;
+    the arrays go in as memoryviews of their copies, so nothing large is copied
+    twice. Its layout (and so its length) is known from the shapes, before any
+    array is copied.
+    """
+
+    def __init__(self, tag, step, wall_time, header, arrays, layout):
+        self.tag = tag
+        self.step = step
+        self.pooled: List[np.ndarray] = []
+        blob_sizes = [header.nbytes] + [array.size * dtype.itemsize for array, dtype in arrays]
+        self.nbytes = sum(blob_sizes)
+        tensor_size = len(layout.tensor_prefix) + sum(  # TensorProto.string_val
+            len(wire.length_delimited(8, size)) + size for size in blob_sizes)
+        value_head = layout.value_prefix + wire.length_delimited(8, tensor_size)  # .tensor
+        value_size = len(value_head) + tensor_size
+        record_key = wire.length_delimited(1, value_size)  # Summary.value: the record
+        # Summary.value: the statistics.
+        self.statistics_key = wire.length_delimited(1, layout.statistics_bytes)
+        summary_size = (len(record_key) + value_size + len(self.statistics_key)
+                        + layout.statistics_bytes)
         head = (
-            _key(1, 1) + struct.pack("<d", self.wall_time)  # Event.wall_time
-            + _key(2, 0) + _varint(self.step & 0xFFFFFFFFFFFFFFFF)  # Event.step
-            + _key(5, 2) + _varint(_size(summary_pieces))  # Event.summary
+            wire.key(1, 1) + struct.pack("<d", wall_time)  # Event.wall_time
+            + wire.key(2, 0) + wire.varint(step & 0xFFFFFFFFFFFFFFFF)  # Event.step
+            + wire.length_delimited(5, summary_size)  # Event.summary
         )
-        return [head] + summary_pieces
+        # Everything before the header blob's bytes.
+        self.prefix = (head + record_key + value_head + layout.tensor_prefix
+                       + wire.length_delimited(8, header.nbytes))
+        self.stream = event_file.PayloadStream(len(head) + summary_size)
 
 
 # torch runs an elementwise op on one thread below this many elements (its
@@ -484,27 +512,6 @@ def _copy_into(out: np.ndarray, array: np.ndarray) -> None:
         return
     for start in range(0, source.numel(), _SLICE_ELEMENTS):
         target[start:start + _SLICE_ELEMENTS].copy_(source[start:start + _SLICE_ELEMENTS])
-
-
-def _key(field_number: int, wire_type: int) -> bytes:
-    return _varint(field_number << 3 | wire_type)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _length_delimited_size(length: int) -> int:
-    return 1 + len(_varint(length)) + length
-
-
-def _size(pieces) -> int:
-    return sum(memoryview(piece).nbytes for piece in pieces)
 
 
 def _bytes_view(array: np.ndarray) -> memoryview:

@@ -325,6 +325,43 @@ def test_many_threads(tmp_path):
             r.states.layers[0].hidden, make_states(seed=r.step).layers[0].hidden.astype(np.float16))
 
 
+def test_an_error_after_queueing_cuts_the_record(tmp_path, monkeypatch):
+    # The writer thread starts writing a record before add_states has computed its
+    # statistics and checksum; if those fail, the record is cut and the error raised.
+    real_prepare = statistics.prepare_record_statistics
+    failing = {"step": 1}
+
+    def prepare(states, *args):
+        compute = real_prepare(states, *args)
+
+        def maybe_fail():
+            if failing["step"] is not None:
+                failing["step"] = None
+                time.sleep(0.05)  # the writer thread is writing the arrays meanwhile
+                raise KeyboardInterrupt
+            return compute()
+        return maybe_fail
+
+    with tls.StateWriter(tmp_path) as writer:
+        writer.add_states("t", make_states(), 0)
+        writer.flush()
+        monkeypatch.setattr(statistics, "prepare_record_statistics", prepare)
+        with pytest.raises(KeyboardInterrupt):
+            writer.add_states("t", make_states(), 1)
+        writer.add_states("t", make_states(), 2)  # no error left over for this one
+        writer.flush()
+    assert [r.step for r in tls.read_states(tmp_path)] == [0, 2]
+
+
+def test_payload_stream_must_fill_its_length():
+    stream = event_file.PayloadStream(10)
+    stream.put([b"12345"])
+    with pytest.raises(ValueError, match="5 bytes, not the 10 announced"):
+        stream.finish(0)
+    with pytest.raises(event_file.RecordCancelled):  # the writer cuts the record
+        stream.take()
+
+
 def test_writer_thread_error_surfaces_and_earlier_records_survive(tmp_path, monkeypatch):
     real_write_all = event_file._write_all
     calls = {"n": 0}
