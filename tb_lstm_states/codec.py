@@ -142,10 +142,12 @@ def plan_record(
     batch, time = int(first[0]), int(first[1])
     lengths = np.asarray(recurrent_states.lengths).astype(np.int64).reshape(-1)
     _check_shape("lengths", lengths, (batch,))
-    if lengths.size and (lengths.min() < 0 or lengths.max() > time):
-        raise ValueError("lengths must lie in [0, time=%d], got %s" % (time, lengths.tolist()))
+    length_list = lengths.tolist()
+    if length_list and (min(length_list) < 0 or max(length_list) > time):
+        raise ValueError("lengths must lie in [0, time=%d], got %s" % (time, length_list))
 
     entries, arrays = [], []
+    gate_names = states_lib.GATE_NAMES[kind]
     for index, layer in enumerate(layers):
         for name in states_lib.array_kinds(kind):
             array = np.asarray(layer.get(name) if name != "cell" else layer.cell)
@@ -154,8 +156,9 @@ def plan_record(
                     "layer %d %s must be [batch, time, units], got shape %s"
                     % (index, name, list(np.shape(array)))
                 )
-            _check_shape("layer %d %s" % (index, name), array, (batch, time, array.shape[2]))
-            if name in states_lib.GATE_NAMES[kind]:
+            if array.shape[:2] != (batch, time):
+                _check_shape("layer %d %s" % (index, name), array, (batch, time, array.shape[2]))
+            if name in gate_names:
                 # Gates are as wide as the cell (LSTM) or the hidden state (GRU).
                 width = np.shape(layer.cell if kind == "lstm" else layer.hidden)[2]
                 if array.shape[2] != width:
@@ -205,7 +208,7 @@ def plan_record(
         "num_directions": num_directions,
         "batch": batch,
         "time": time,
-        "lengths": lengths.tolist(),
+        "lengths": length_list,
         "series": series_names,
         "tokens": token_lists,
         "arrays": entries,

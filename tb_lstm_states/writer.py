@@ -110,7 +110,11 @@ class StateWriter:
             event_file.event_file_name(logdir, filename_suffix, timestamp))
         self._max_queue_bytes = int(max_queue_bytes)
 
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
+        # Separate conditions, so that freeing room wakes no one unless add_states
+        # waits for it: waking a thread cost tens of microseconds a record here.
+        self._work = threading.Condition(self._lock)  # the writer thread waits for records
+        self._room = threading.Condition(self._lock)  # add_states waits for queue room
         self._queue: List[_Job] = []
         self._queued_bytes = 0
         self._write_lock = threading.Lock()  # held while a record is written
@@ -278,7 +282,8 @@ class StateWriter:
                 return
             self._closed = True
             self._closing = True
-            self._lock.notify_all()
+            self._work.notify_all()
+            self._room.notify_all()
         self._thread.join()
         self._file.close()
         self._pool.clear()
@@ -324,18 +329,18 @@ class StateWriter:
             # Backpressure: wait for the disk rather than queue without bound. A record
             # larger than the bound is accepted once the queue is empty.
             while self._queue and self._queued_bytes + job.nbytes > self._max_queue_bytes:
-                self._lock.wait()
+                self._room.wait()
             if self._closed:
                 raise ValueError("this StateWriter was closed while add_states waited")
             self._queue.append(job)
             self._queued_bytes += job.nbytes
-            self._lock.notify_all()
+            self._work.notify()
 
     def _run(self) -> None:
         while True:
             with self._lock:
                 while not self._queue and not self._closing:
-                    self._lock.wait()
+                    self._work.wait()
                 if not self._queue:
                     return
             with self._write_lock:
@@ -367,7 +372,7 @@ class StateWriter:
             job.stream = job.pooled = None
             with self._lock:
                 self._queued_bytes -= job.nbytes
-                self._lock.notify_all()
+                self._room.notify_all()
         return True
 
 
@@ -389,7 +394,7 @@ class _BufferPool:
         self._largest_record = 0
 
     def take(self, shape, dtype) -> np.ndarray:
-        key = (tuple(int(d) for d in shape), np.dtype(dtype).str)
+        key = (tuple(shape), np.dtype(dtype).str)
         with self._lock:
             arrays = self._free.get(key)
             if arrays:
