@@ -24,7 +24,8 @@ setuptools.setup(
         "werkzeug>=2.0",
         "scikit-learn>=1.1",
         "google-crc32c>=1.5",
-        # capture's compiled LSTM loop on CPU (imported on first use only).
+        # capture's compiled LSTM loop on CPU, the writer's statistics (imported on
+        # first use only).
         "numba>=0.58",
     ],
     extras_require={
