@@ -951,6 +951,19 @@ def _build_native_kernel():
 
         return types.void(address, rows, columns, depth, a, lda, packed, c, ldc), codegen
 
+    # The loop calls these stubs, never the intrinsic itself: numba keys its disk
+    # cache on the loop's closure, and an intrinsic pickles with a fresh uuid in
+    # every process (a cache miss and a 4 s compile per process, measured).
+    def matmul(address, rows, columns, depth, a, lda, packed, c, ldc):
+        raise NotImplementedError
+
+    @overload(matmul, inline="always")
+    def matmul_overload(address, rows, columns, depth, a, lda, packed, c, ldc):
+        def call(address, rows, columns, depth, a, lda, packed, c, ldc):
+            packed_sgemm(address, rows, columns, depth, a, lda, packed, c, ldc)
+
+        return call
+
     def sigmoid(x):  # Typed per dtype below; never called from Python.
         raise NotImplementedError
 
@@ -1029,7 +1042,7 @@ def _build_native_kernel():
                     for j in range(features):
                         joined[b, j] = x[j]
             if gemm:
-                packed_sgemm(gemm, rows, columns, depth, joined.ctypes.data, depth,
+                matmul(gemm, rows, columns, depth, joined.ctypes.data, depth,
                              packed.ctypes.data, product.ctypes.data, columns)
             else:
                 np.dot(joined, weight_t, product)
@@ -1062,7 +1075,7 @@ def _build_native_kernel():
             if projected:
                 # Rows past their sequence's end get garbage, never read again.
                 if gemm:
-                    packed_sgemm(gemm, rows, width, size, tanh_c.ctypes.data, size,
+                    matmul(gemm, rows, width, size, tanh_c.ctypes.data, size,
                                  packed_projection.ctypes.data,
                                  joined[:, features:].ctypes.data, depth)
                 else:
