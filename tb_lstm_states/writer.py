@@ -195,31 +195,27 @@ class StateWriter:
         # Exact now that the stored dtypes are known (float16 may have become float32).
         if job.stream.length > MAX_EVENT_BYTES:
             raise _too_large(tag, step, job.stream.length)
-        # Copied before the writer thread is woken: woken at the first array, it
-        # spent its time waiting for this thread to hand back the GIL (measured).
-        pieces = [job.prefix, header]
         try:
-            for array, stored_dtype in arrays:
-                out = self._pool.take(array.shape, stored_dtype)
-                job.pooled.append(out)
-                _copy_into(out, array)
-                pieces += [wire.length_delimited(8, out.nbytes), _bytes_view(out)]
-            job.stream.put(pieces)
-            # From the caller's arrays, exactly as `states_pb` computes them. Sampled
-            # (`statistics.MAX_VALUES`): a fraction of a millisecond.
-            compute_statistics = statistics.prepare_record_statistics(numpy_states)
             self._enqueue(job)
         except BaseException:
             self._pool.give(job.pooled)
             raise
-        # While the writer thread writes the arrays. Both release the GIL, the first
-        # at once, so the writer thread can take it and start.
         try:
+            # Each array goes to the writer thread once copied, so the disk is busy
+            # while the next ones are copied (numpy and torch copy without the GIL).
+            job.stream.put([job.prefix, header])
+            for array, stored_dtype in arrays:
+                out = self._pool.take(array.shape, stored_dtype)
+                job.pooled.append(out)
+                _copy_into(out, array)
+                job.stream.put([wire.length_delimited(8, out.nbytes), _bytes_view(out)])
+            # From the caller's arrays, exactly as `states_pb` computes them. Sampled
+            # (`statistics.MAX_VALUES`): a fraction of a millisecond.
+            compute_statistics = statistics.prepare_record_statistics(numpy_states)
+            # While the writer thread writes and checksums the arrays.
             table = compute_statistics().astype("<f4", copy=False)
-            end = [job.statistics_key, layout.statistics_prefix, table]
-            crc = event_file.crc32c(pieces + end)
-            job.stream.put(end)
-            job.stream.finish(crc)
+            job.stream.put([job.statistics_key, layout.statistics_prefix, table])
+            job.stream.finish()
         except BaseException:
             job.stream.cancel()  # the writer thread cuts the record from the file
             raise

@@ -357,7 +357,7 @@ def test_payload_stream_must_fill_its_length():
     stream = event_file.PayloadStream(10)
     stream.put([b"12345"])
     with pytest.raises(ValueError, match="5 bytes, not the 10 announced"):
-        stream.finish(0)
+        stream.finish()
     with pytest.raises(event_file.RecordCancelled):  # the writer cuts the record
         stream.take()
 
@@ -519,3 +519,21 @@ def test_float16_cast_matches_numpy():
             writer_lib._copy_into(out, array)
             expected = array.astype(np.float16)
         np.testing.assert_array_equal(out.view(np.uint16), expected.view(np.uint16))
+
+
+def test_streamed_record_is_checksummed_as_written(tmp_path):
+    """The writer thread checksums a streamed payload itself, pieces before the
+    stream included, small pieces (joined) and large ones (written directly) alike."""
+    path = str(tmp_path / "events.out.tfevents.1.test")
+    record_file = event_file.RecordFile(path)
+    large = np.arange(300_000, dtype=np.uint8)  # over _SMALL_PIECE
+    pieces = [b"before", large.tobytes(), b"small", memoryview(large[:1000])]
+    stream = event_file.PayloadStream(sum(len(bytes(p)) for p in pieces[1:]))
+    producer = threading.Thread(target=lambda: (
+        stream.put(pieces[1:3]), stream.put(pieces[3:]), stream.finish()))
+    producer.start()
+    record_file.write([pieces[0], stream])
+    producer.join()
+    record_file.close()
+    payloads = [payload for _, payload in event_file.read_records(path)]
+    assert payloads[-1] == b"".join(bytes(p) for p in pieces)
