@@ -576,7 +576,7 @@ def test_native_loop_is_exact_over_long_sequences(force_paths):
 
 def test_packed_gemm_multiplies_like_torch():
     """MKL's packed sgemm, as the compiled loop calls it (x86-64 Linux torch has it)."""
-    gemm = capture_module._packed_gemm()
+    gemm = capture_module._mkl()
     if gemm is None:
         assert not (sys.platform == "linux" and platform.machine() == "x86_64"), (
             "torch's CPU library on x86-64 Linux links MKL: the packed GEMM should load")
