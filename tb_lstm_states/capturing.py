@@ -18,16 +18,16 @@ How, and why it is fast:
    Hillis-Steele scan in log2(chunk) vectorized rounds.
 4. An LSTM on CPU (float32/float64) takes neither: a compiled single-pass loop
    (`_native_lstm_layer`, built with numba on first use and cached on disk) does
-   each timestep as one matrix product of [x_t, h_{t-1}] with the stacked
-   weights, through MKL's packed-weight sgemm (`_Mkl`, the one torch's
-   CPU library links; np.dot for float64), then simple vectorizable loops for
-   i, f, g, o, c and h, written straight into the output tensors (plus a second
-   product for the projection when proj_size > 0). So every matrix product is
-   done once, at the speed of the module's own oneDNN kernel, where kernel +
-   gates does the recurrent ones twice. Lengths and the reverse direction are
-   handled per sequence inside the loop. Its float32 sigmoid/tanh use a
-   vectorizable exp (Cephes' polynomial, a couple of ulp), so it agrees with the
-   module to ~1e-7, not bit for bit. MKL spreads each product over torch's
+   each timestep as one matrix product of [x_t, h_{t-1}, 1] with the stacked
+   weights and bias, then the activations, written straight into the output
+   tensors (plus a second product for the projection when proj_size > 0). So
+   every matrix product is done once, where kernel + gates does the recurrent
+   ones twice. In float32 both go through the MKL that torch's CPU library links
+   (`_Mkl`): its packed-weight sgemm, as fast as the module's own oneDNN kernel,
+   and its vector tanh for every activation of a step at once; float64 (or torch
+   without MKL) takes np.dot and the loop's own vectorized sigmoid. Either agrees
+   with the module to ~1e-7, not bit for bit. Lengths and the reverse direction
+   are handled per sequence inside the loop. MKL spreads each call over torch's
    threads; the fresh state buffers are on huge pages (`_new_buffer`).
    GRU and RNN layers, GPUs, and machines without numba take kernel + gates.
 5. Whether two CPU threads beat one depends on how busy the machine is as much
@@ -820,14 +820,15 @@ _CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS, _CBLAS_PACKED, _CBLAS_B_MATRIX 
 
 
 class _Mkl:
-    """MKL's packed-weight sgemm, as linked into torch's CPU library.
+    """MKL's packed-weight sgemm and vector tanh, as linked into torch's CPU library.
 
     A recurrent step multiplies a few rows by the same weights T times; MKL's
     `cblas_sgemm_pack` lays the weights out once for its kernels, and
     `cblas_sgemm_compute` then runs at the speed of the module's own oneDNN kernel
     (measured: 11 ms for 256 steps of [32, 256] x [256, 1024] on 2 cores, vs 16 ms
     for torch's addmm and more for numba's np.dot). Builds of torch without MKL
-    (other platforms) lack the symbols: `load` gives None and the loop uses np.dot.
+    (other platforms) lack the symbols: `load` gives None and the loop uses np.dot
+    and its own sigmoid.
     """
 
     def __init__(self, library):
