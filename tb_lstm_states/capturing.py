@@ -47,6 +47,8 @@ import functools
 import math
 import mmap
 import statistics
+import sys
+import threading
 import time
 import warnings
 import weakref
@@ -1218,28 +1220,72 @@ def _native_lstm_layer(layer_input, weights, h0, c0, sequences, hidden_out):
 
 
 def _new_buffer(*shape, dtype, zero):
-    """A CPU tensor for the compiled loop to write (zero-filled if `zero`, and
-    always when large); large ones on huge pages.
+    """A CPU tensor for the compiled loop to write (zero-filled if `zero`); large
+    ones on huge pages, reused once nothing refers to them any more.
 
     A capture writes its states into fresh memory (about 100 MB for 32 x 256 steps
     of 256 units, 2 layers), which the OS zeroes page by page on first touch. On
     4 KB pages that took 30-40 ms, a third of the capture; on transparent huge
     pages (2 MB, asked for with madvise where the OS leaves them to the program)
-    a few. mmap'ed anonymous memory is zero already, so this costs no extra pass.
+    about 11 ms; in a mapping of an earlier capture whose states are gone (the
+    usual case: capture, write, drop), nothing.
     """
     count = math.prod(shape)
     nbytes = count * torch.empty(0, dtype=dtype).element_size()
     if nbytes < _HUGE_PAGE_MIN_BYTES:
         return (torch.zeros if zero else torch.empty)(shape, dtype=dtype)
-    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    with contextlib.suppress(AttributeError, OSError):  # No madvise or no THP here.
-        memory.madvise(mmap.MADV_HUGEPAGE)
+    memory, fresh = _MAPPINGS.take(nbytes)
     # frombuffer keeps `memory` alive as long as the tensor (and its views) live.
-    return torch.frombuffer(memory, dtype=dtype, count=count).view(shape)
+    tensor = torch.frombuffer(memory, dtype=dtype, count=count).view(shape)
+    if zero and not fresh:
+        tensor.zero_()
+    return tensor
+
+
+class _Mappings:
+    """Anonymous huge-page mappings for state buffers, kept for reuse.
+
+    A mapping is handed out again once no tensor refers to it (its reference count
+    is back to this pool's own), so a capture whose states were dropped costs the
+    next one no page faults. Free mappings beyond `max_bytes` are unmapped, oldest
+    first, so the pool never holds more than that of memory nobody uses.
+    """
+
+    def __init__(self, max_bytes):
+        self.max_bytes = max_bytes
+        self._mappings = []  # oldest first
+        self._lock = threading.Lock()
+
+    def _unused(self, index):
+        # References: this list's, and getrefcount's argument.
+        return sys.getrefcount(self._mappings[index]) <= 2
+
+    def take(self, nbytes):
+        """Returns `(mapping, fresh)`: a mapping of `nbytes` bytes, and whether it is
+        new (zero-filled) rather than reused (holding an earlier capture's states)."""
+        with self._lock:
+            for index in range(len(self._mappings)):
+                if len(self._mappings[index]) == nbytes and self._unused(index):
+                    memory = self._mappings.pop(index)
+                    self._mappings.append(memory)
+                    return memory, False
+            unused = sum(len(m) for i, m in enumerate(self._mappings) if self._unused(i))
+            index = 0
+            while unused + nbytes > self.max_bytes and index < len(self._mappings):
+                if self._unused(index):
+                    unused -= len(self._mappings.pop(index))
+                else:
+                    index += 1
+            memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            with contextlib.suppress(AttributeError, OSError):  # No madvise or no THP.
+                memory.madvise(mmap.MADV_HUGEPAGE)
+            self._mappings.append(memory)
+            return memory, True
 
 
 # Below a few huge pages, the allocator's recycled memory is cheaper than a mapping.
 _HUGE_PAGE_MIN_BYTES = 8 << 20
+_MAPPINGS = _Mappings(max_bytes=512 << 20)
 
 
 def _mkl_arguments(mkl, weight, projection, rows):

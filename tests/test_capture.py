@@ -597,10 +597,11 @@ def test_packed_gemm_multiplies_like_torch():
         torch.testing.assert_close(out, inputs @ weight.t(), rtol=1e-5, atol=1e-5)
 
 
-def test_large_state_buffers_are_zeroed_and_outlive_their_views():
+def test_large_state_buffers_are_zeroed_and_outlive_their_views(monkeypatch):
+    monkeypatch.setattr(capture_module, "_MAPPINGS", capture_module._Mappings(64 << 20))
     new_zeros = functools.partial(capture_module._new_buffer, zero=True)
     small = new_zeros(3, 4, dtype=torch.float32)
-    # 16 MB: a mapping of its own, zero even when zeros are not asked for.
+    # 16 MB: a mapping of its own, zero when new even if zeros are not asked for.
     large = capture_module._new_buffer(64, 64, 1024, dtype=torch.float32, zero=False)
     for tensor, shape in ((small, (3, 4)), (large, (64, 64, 1024))):
         assert tensor.shape == shape and tensor.dtype == torch.float32
@@ -611,3 +612,34 @@ def test_large_state_buffers_are_zeroed_and_outlive_their_views():
     gc.collect()
     assert (view == 3).all()  # The mapping lives as long as any view of it.
     assert new_zeros(4, 1024, 1024, dtype=torch.float64).dtype == torch.float64
+
+
+def test_state_buffer_mappings_are_reused_only_once_unreferenced(monkeypatch):
+    pool = capture_module._Mappings(max_bytes=40 << 20)
+    monkeypatch.setattr(capture_module, "_MAPPINGS", pool)
+    new = functools.partial(capture_module._new_buffer, 1024, 4096, dtype=torch.float32)
+    first = new(zero=False)  # 16 MB
+    first.fill_(7)
+    second = new(zero=False)
+    assert first.data_ptr() != second.data_ptr()  # `first` is alive: not reused
+    states = first.numpy()[3:]  # a numpy view keeps it alive too
+    address = first.data_ptr()
+    del first
+    assert new(zero=False).data_ptr() != address
+    del states
+    gc.collect()
+    reused = new(zero=False)
+    assert reused.data_ptr() == address and (reused == 7).all()  # stale, as asked
+    zeroed = new(zero=True)  # the one freed by the assert above
+    assert zeroed.data_ptr() != address and not zeroed.any()
+    del reused
+    zeroed = new(zero=True)
+    assert zeroed.data_ptr() == address and not zeroed.any()
+    # Free mappings beyond max_bytes are unmapped: three 16 MB ones in use, then
+    # none in use; a fourth request keeps at most 40 MB of unused ones around.
+    held = [new(zero=False) for _ in range(3)]
+    del held, zeroed, second
+    gc.collect()
+    new(zero=False)
+    unused = [m for i, m in enumerate(pool._mappings) if pool._unused(i)]
+    assert sum(len(m) for m in unused) <= 40 << 20
