@@ -28,7 +28,7 @@ How, and why it is fast:
    without MKL) takes np.dot and the loop's own vectorized sigmoid. Either agrees
    with the module to ~1e-7, not bit for bit. Lengths and the reverse direction
    are handled per sequence inside the loop. MKL spreads each call over torch's
-   threads; the fresh state buffers are on huge pages (`_new_buffer`).
+   threads; the state buffers are huge-page mappings, reused (`_new_buffer`).
    GRU and RNN layers, GPUs, and machines without numba take kernel + gates.
 5. Whether two CPU threads beat one depends on how busy the machine is as much
    as on the shape, so `_PATH_TUNER` times both on the first calls of each shape
