@@ -1232,7 +1232,7 @@ def _new_buffer(*shape, dtype, zero):
     """
     count = math.prod(shape)
     nbytes = count * torch.empty(0, dtype=dtype).element_size()
-    if nbytes < _HUGE_PAGE_MIN_BYTES:
+    if nbytes < _HUGE_PAGE_MIN_BYTES or not hasattr(mmap, "MAP_ANONYMOUS"):  # Windows
         return (torch.zeros if zero else torch.empty)(shape, dtype=dtype)
     memory, fresh = _MAPPINGS.take(nbytes)
     # frombuffer keeps `memory` alive as long as the tensor (and its views) live.
