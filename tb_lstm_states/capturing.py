@@ -1179,7 +1179,9 @@ def _native_lstm_layer(layer_input, weights, h0, c0, sequences, hidden_out):
     inputs = layer_input.contiguous().numpy()
     _single_threaded_blas()
     results = []
-    mkl = _mkl() if layer_input.dtype == torch.float32 else None
+    # MKL's int arguments are 32-bit: a step's rows x gate columns must fit.
+    fits = batch * weights[0][0].shape[0] < 2**31  # W_ih: [4H, features]
+    mkl = _mkl() if layer_input.dtype == torch.float32 and fits else None
     for direction, weight in enumerate(weights):
         size = weight[0].shape[0] // 4
         # Exact scalings of the gate rows, for activations from one function (see
