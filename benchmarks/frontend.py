@@ -116,7 +116,7 @@ def main():
             frame.click(".tls-playbtn")
             paints = frame.evaluate("window.__tls.paints")
             draws = frame.evaluate("window.__tls.draws")
-            passes, current = [[]], None
+            passes = [[]]
             for a, b in zip(paints, paints[1:]):
                 if b["step"] == a["step"]:
                     continue

@@ -6,7 +6,6 @@ Screenshots go to test-artifacts/.
 """
 
 import io
-import json
 import os
 import re
 import time

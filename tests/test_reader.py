@@ -6,8 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-import warnings
 
 import numpy as np
 import pytest
@@ -15,9 +13,9 @@ import pytest
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 import tb_lstm_states as tls
-from tb_lstm_states import codec, event_file, reader, summary as summary_lib
+from tb_lstm_states import codec, event_file, reader
 
-from test_writer import arrays, event_files, make_states
+from test_writer import event_files, make_states
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

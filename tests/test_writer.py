@@ -13,7 +13,6 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 
 import tb_lstm_states as tls
 from tb_lstm_states import event_file, metadata, statistics
-from tb_lstm_states import summary as summary_lib
 from tb_lstm_states import writer as writer_lib
 from tb_lstm_states import states as states_lib
 

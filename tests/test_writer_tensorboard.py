@@ -15,7 +15,6 @@ import json
 import time
 import urllib.parse
 
-import numpy as np
 import pytest
 
 from tensorboard import context as tb_context
