@@ -1041,9 +1041,8 @@ def _build_native_kernel():
 
         Each step is one matrix product of [x_t, h_{t-1}, 1] with `weight_t`
         ([I + out + 1, 4H]: W_ih, W_hh and the bias stacked, transposed), then the
-        activations;
-        the gates go to `gates` [T, B, 4H], and the states to `hidden` [T, B, out]
-        and `cell` [T, B, H], at the valid positions only.
+        activations; the gates go to `gates` [T, B, 4H], and the states to
+        `hidden` [T, B, out] and `cell` [T, B, H], at the valid positions only.
 
         With MKL (`gemm` and `tanh` its function addresses; float32) the product is
         its packed sgemm and every activation of a step is one call of its vector
@@ -1077,46 +1076,41 @@ def _build_native_kernel():
         longest = 0
         for b in range(rows):
             longest = max(longest, lengths[b])
+        # The input position of each row at this step; -1 past its sequence's end.
+        position = np.empty(rows, np.int64)
         for k in range(longest):
             for b in range(rows):
-                if k < lengths[b]:
-                    t = lengths[b] - 1 - k if reverse else k
-                    x = inputs[t, b]
+                if k >= lengths[b]:
+                    position[b] = -1
+                else:
+                    position[b] = lengths[b] - 1 - k if reverse else k
+                    x = inputs[position[b], b]
                     for j in range(features):
                         joined[b, j] = x[j]
+            # Rows past their sequence's end are computed too, never stored.
             if gemm:
                 matmul(gemm, rows, columns, depth, joined.ctypes.data, depth,
                        packed.ctypes.data, product.ctypes.data, columns)
-                # Rows past their sequence's end are computed too, never stored.
                 tanh_all(tanh, rows * columns, product.ctypes.data, product.ctypes.data)
-                for b in range(rows):
-                    if k >= lengths[b]:
-                        continue
-                    t = lengths[b] - 1 - k if reverse else k
-                    p = gates[t, b]
-                    r = product[b]
+            else:
+                np.dot(joined, weight_t, product)
+            for b in range(rows):
+                t = position[b]
+                if t < 0:
+                    continue
+                p = gates[t, b]
+                r = product[b]
+                # Simple loops over contiguous rows, so that LLVM vectorizes them.
+                if gemm:
                     for j in range(columns):
                         p[j] = half * r[j] + half
                     for j in range(2 * size, 3 * size):
                         p[j] = r[j]
-            else:
-                np.dot(joined, weight_t, product)
-                for b in range(rows):
-                    if k >= lengths[b]:
-                        continue
-                    t = lengths[b] - 1 - k if reverse else k
-                    p = gates[t, b]
-                    r = product[b]
-                    # Simple loops over contiguous rows, so that LLVM vectorizes them.
+                else:
                     for j in range(columns):
                         p[j] = sigmoid(r[j])
                     for j in range(2 * size, 3 * size):
                         p[j] = two * p[j] - one
-            for b in range(rows):
-                if k >= lengths[b]:
-                    continue
-                t = lengths[b] - 1 - k if reverse else k
-                p = gates[t, b]
                 c_prev = cbuf[b]
                 for j in range(size):
                     c_prev[j] = p[size + j] * c_prev[j] + p[j] * p[2 * size + j]
@@ -1132,9 +1126,9 @@ def _build_native_kernel():
                     for j in range(size):
                         tc[j] = two * sigmoid(two * c_prev[j]) - one
             for b in range(rows):
-                if k >= lengths[b]:
+                t = position[b]
+                if t < 0:
                     continue
-                t = lengths[b] - 1 - k if reverse else k
                 o_gate = gates[t, b][3 * size :]
                 h_new = tanh_c[b] if projected else state[b]
                 tc = tanh_c[b]
@@ -1144,13 +1138,12 @@ def _build_native_kernel():
                 # Rows past their sequence's end get garbage, never read again.
                 if gemm:
                     matmul(gemm, rows, width, size, tanh_c.ctypes.data, size,
-                           packed_projection.ctypes.data,
-                           state.ctypes.data, depth)
+                           packed_projection.ctypes.data, state.ctypes.data, depth)
                 else:
                     state[:, :] = np.dot(tanh_c, projection_t)
             for b in range(rows):
-                if k < lengths[b]:
-                    t = lengths[b] - 1 - k if reverse else k
+                t = position[b]
+                if t >= 0:
                     h_out = hidden[t, b]
                     for j in range(width):
                         h_out[j] = state[b, j]
