@@ -8,11 +8,11 @@
 
 Each `add_states` converts the states to host numpy arrays at the stored dtype (the
 only copy, and the one the float16 cast needs anyway: torch's vectorized cast where
-torch is loaded, into buffers reused from earlier records) and queues the record. A
-background thread writes it at once, while `add_states` computes the statistics
-(sampled sequences, one compiled pass, `statistics`) and the CRC32C (in C,
-`event_file`), both without the GIL, which end the record; then it returns. The
-event proto is encoded by hand around the arrays, so a large record never goes
+torch is loaded, into buffers reused from earlier records), handing each array to a
+background thread as soon as it is copied. That thread writes it and computes its
+CRC32C (in C, `event_file`) while `add_states` computes the statistics (sampled
+sequences, one compiled pass without the GIL, `statistics`), which end the record;
+then `add_states` returns. The event proto is encoded by hand around the arrays, so a large record never goes
 through protobuf serialization or a Python-level copy. A queue bounded in bytes
 makes `add_states` wait when the disk falls behind, instead of holding an unbounded
 number of records in memory.
@@ -59,9 +59,9 @@ class StateWriter:
     """Writes `RecurrentStates` as `lstm_states` summaries into an event file.
 
     Safe to call from several threads; records are written in the order their
-    `add_states` calls queued them (each once its arrays are copied). An error in the writer thread (a full disk) is raised
-    by the next call to `add_states`, `flush` or `close`; the record that failed is
-    cut from the file, so every record before it stays readable.
+    `add_states` calls queued them. An error in the writer thread (a full disk) is
+    raised by the next call to `add_states`, `flush` or `close`; the record that
+    failed is cut from the file, so every record before it stays readable.
     """
 
     def __init__(
