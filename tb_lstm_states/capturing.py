@@ -36,9 +36,9 @@ How, and why it is fast:
    states up to float rounding.
 
 `capture` may change torch's intra-op thread count while it runs (see
-`_candidate_plans`); it always restores it. The first compiled capture sets
-scipy's OpenBLAS (numba's np.dot) to one thread for the process (see
-`_single_threaded_blas`).
+`_candidate_plans`); it always restores it. The first compiled capture without
+MKL (float64) sets scipy's OpenBLAS (numba's np.dot) to one thread for the process
+(see `_single_threaded_blas`).
 """
 
 import collections
@@ -1170,11 +1170,12 @@ def _native_lstm_layer(layer_input, weights, h0, c0, sequences, hidden_out):
     output = new(steps, batch, len(weights) * hidden_out)
     lengths = sequences.lengths.numpy()
     inputs = layer_input.contiguous().numpy()
-    _single_threaded_blas()
     results = []
     # MKL's int arguments are 32-bit: a step's rows x gate columns must fit.
     fits = batch * weights[0][0].shape[0] < 2**31  # W_ih: [4H, features]
     mkl = _mkl() if layer_input.dtype == torch.float32 and fits else None
+    if mkl is None:
+        _single_threaded_blas()  # np.dot's BLAS does the products
     for direction, weight in enumerate(weights):
         size = weight[0].shape[0] // 4
         # Exact scalings of the gate rows, for activations from one function (see
