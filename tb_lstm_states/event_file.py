@@ -140,9 +140,9 @@ class PayloadStream:
     A producer (`StateWriter.add_states`) queues the record with one of these as its
     last piece, then `put`s the pieces as it makes them (an array once copied) and
     `finish`es; `RecordFile.write` writes the pieces as they come, checksums each
-    one on its own thread right after writing it, then writes the frame's tail. The disk is busy
-    from the first array on while the producer still works (on statistics, say),
-    and the CRC32C is off the producer's thread.
+    one on its own thread right after writing it, then writes the frame's tail.
+    The disk is busy from the first array on while the producer still works (on
+    statistics, say), and the CRC32C is off the producer's thread.
     """
 
     def __init__(self, length: int):
@@ -153,7 +153,7 @@ class PayloadStream:
         self._size = 0
         self._finished = False
         self._cancelled = False
-        self._crc = 0  # of the pieces taken so far
+        self._crc = 0  # of the pieces checksummed so far
 
     def put(self, pieces: Sequence[Piece]) -> None:
         """Adds pieces of the payload; they must stay unchanged until written."""
@@ -293,8 +293,9 @@ class RecordFile:
             except OSError:
                 pass  # the error being raised says more than this one would
             raise
-        self._position += 12 + length + 4
-        return 12 + length + 4
+        size = _HEADER.size + _CRC.size + length + _CRC.size
+        self._position += size
+        return size
 
     def close(self) -> None:
         if self._fd is not None:
