@@ -37,7 +37,7 @@ class RecordError(ValueError):
     """A record is malformed, or its version is newer than this package reads."""
 
 
-def _fits_float16(array: np.ndarray) -> bool:
+def fits_float16(array: np.ndarray) -> bool:
     """Whether every finite value of `array` lies within float16's range."""
     if array.dtype == np.float16 or array.size == 0:
         return True
@@ -53,7 +53,7 @@ def _fits_float16(array: np.ndarray) -> bool:
 
 def _stored_dtype(array: np.ndarray, dtype: str) -> str:
     """The dtype `array` is stored as: float16 unless its finite values need more."""
-    if dtype == "float16" and not _fits_float16(array):
+    if dtype == "float16" and not fits_float16(array):
         return "float32"
     return dtype
 

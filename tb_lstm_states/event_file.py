@@ -8,8 +8,8 @@ An event file is a sequence of records, each framed as
 TensorBoard's own writer computes the CRC in pure Python (about 6 MB/s). Here the
 payload is given as a list of pieces (small `bytes` and large memoryviews of numpy
 arrays), checksummed in C piece by piece and written without ever being joined, so
-a large record is never copied. A record may also end in a `PayloadStream`, whose
-pieces and checksum come while it is written.
+a large record is never copied. A record's payload may also be a `PayloadStream`,
+whose pieces come, checksummed by their producer, while it is written.
 
 `google_crc32c` (1.9) accepts only `bytes`-like objects without a release hook (not
 a memoryview of a numpy array) and releases the GIL only for `bytes` of 1 MiB or
@@ -138,11 +138,15 @@ class PayloadStream:
     """A record's payload of known length, whose pieces are produced while it is written.
 
     A producer (`StateWriter.add_states`) queues the record with one of these as its
-    last piece, then `put`s the pieces as it makes them (an array once copied) and
-    `finish`es; `RecordFile.write` writes the pieces as they come, checksums each
-    one on its own thread right after writing it, then writes the frame's tail.
-    The disk is busy from the first array on while the producer still works (on
-    statistics, say), and the CRC32C is off the producer's thread.
+    payload, then `put`s the pieces as it makes them (an array once copied) and
+    `finish`es; `RecordFile.write` writes the pieces as they come, then the frame's
+    tail. The disk is busy from the first array on while the producer still works
+    (on statistics, say).
+
+    `put` checksums the pieces in the producer's thread, right after it made them
+    and while they are in its core's cache. The writer thread only writes: it needs
+    the GIL between writes, and every checksum it ran in Python there waited for
+    the producer's Python to let go of the GIL.
     """
 
     def __init__(self, length: int):
@@ -153,11 +157,15 @@ class PayloadStream:
         self._size = 0
         self._finished = False
         self._cancelled = False
-        self._crc = 0  # of the pieces checksummed so far
+        self._crc = 0  # of the pieces put so far
 
     def put(self, pieces: Sequence[Piece]) -> None:
-        """Adds pieces of the payload; they must stay unchanged until written."""
+        """Adds pieces of the payload, next in payload order, and checksums them.
+
+        One producer thread only. The pieces must stay unchanged until written.
+        """
         size = _size(pieces)
+        self._crc = crc32c(pieces, self._crc)
         with self._ready:
             self._pieces += pieces
             self._size += size
@@ -206,10 +214,6 @@ class PayloadStream:
                 raise RecordCancelled()
             pieces, self._pieces = self._pieces, []
             return pieces or None
-
-    def checksum(self, piece: Piece) -> None:
-        """Extends the payload's CRC32C by `piece`, the next one in payload order."""
-        self._crc = crc32c([piece], self._crc)
 
     def tail(self) -> bytes:
         """The frame's tail, once every piece was taken."""
@@ -265,8 +269,8 @@ class RecordFile:
     def write(self, pieces: Sequence[Union[Piece, PayloadStream]]) -> int:
         """Writes one record whose payload is the concatenation of `pieces`.
 
-        The last piece may be a `PayloadStream`: the pieces before it are written
-        first, then its pieces as they come (see `PayloadStream`).
+        Or whose payload is a `PayloadStream`, given alone (`[stream]`): its pieces
+        are written as they come.
 
         On failure (a full disk, a cancelled `PayloadStream`) the file is cut back to
         where the record began, so every record before it stays readable and later
@@ -278,8 +282,10 @@ class RecordFile:
         if self._fd is None:
             raise ValueError("%s is closed" % self.path)
         pieces = list(pieces)
-        if pieces and isinstance(pieces[-1], PayloadStream):
-            length = _size(pieces[:-1]) + pieces[-1].length
+        if any(isinstance(piece, PayloadStream) for piece in pieces):
+            if len(pieces) != 1:
+                raise ValueError("a PayloadStream is a record's whole payload: write([stream])")
+            length = pieces[0].length
             framed = [frame_head(length)] + pieces
         else:
             head, tail, length = frame(pieces)
@@ -313,13 +319,10 @@ def _write_all(fd: int, pieces: Sequence[Union[Piece, PayloadStream]]) -> None:
     """Writes `pieces` in order: small ones joined, large ones each in one `os.write`
     straight from their memory (the GIL is released while the kernel copies), going
     on after a partial write. A `PayloadStream` (last) is written as its pieces come,
-    then the frame's tail; it checksums every piece after the first (the frame's
-    head) once written: the write has just brought the bytes into this core's cache
-    (measured: 80 us for a 1.2 MB record, against 220 us from the producer's cache)."""
+    then the frame's tail."""
     small = bytearray()
     pieces = list(pieces)
-    stream = pieces[-1] if pieces and isinstance(pieces[-1], PayloadStream) else None
-    for index, piece in enumerate(pieces):  # grows by what a PayloadStream gives
+    for piece in pieces:  # grows by what a PayloadStream gives
         if isinstance(piece, PayloadStream):
             more = piece.take()
             if more is None:
@@ -338,8 +341,6 @@ def _write_all(fd: int, pieces: Sequence[Union[Piece, PayloadStream]]) -> None:
                 _write_fully(fd, memoryview(small))
                 small = bytearray()
             _write_fully(fd, view)
-        if stream is not None and index > 0:
-            stream.checksum(view)
     if small:
         _write_fully(fd, memoryview(small))
 

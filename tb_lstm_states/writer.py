@@ -8,12 +8,14 @@
 
 Each `add_states` converts the states to host numpy arrays at the stored dtype (the
 only copy, and the one the float16 cast needs anyway: torch's vectorized cast where
-torch is loaded, into buffers reused from earlier records), handing each array to a
-background thread as soon as it is copied. That thread writes it and computes its
-CRC32C (in C, `event_file`) while `add_states` computes the statistics (sampled
-sequences, one compiled pass without the GIL, `statistics`), which end the record;
-then `add_states` returns. The event proto is encoded by hand around the arrays, so a large record never goes
-through protobuf serialization or a Python-level copy. A queue bounded in bytes
+torch is loaded, into buffers reused from earlier records), checksums each copy
+(CRC32C in C, `event_file`) while it is in cache, and hands it to a background
+thread that writes it, while `add_states` goes on to the next array and then the
+statistics (sampled sequences, one compiled pass without the GIL, `statistics`),
+which end the record; then `add_states` returns. The event proto is encoded by
+hand around the arrays, so a large record never goes through protobuf
+serialization or a Python-level copy. What a record's layout decides (its header,
+the event's bytes around the arrays) is worked out once per layout (`_Plan`). A queue bounded in bytes
 makes `add_states` wait when the disk falls behind, instead of holding an unbounded
 number of records in memory.
 
@@ -51,8 +53,8 @@ DEFAULT_MAX_QUEUE_BYTES = 256 << 20
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
-# Serialized parts shared by the records of a tag are kept for this many layouts.
-_MAX_LAYOUTS = 64
+# The plans of this many record signatures are kept (see `_signature`).
+_MAX_PLANS = 64
 
 
 class StateWriter:
@@ -124,7 +126,7 @@ class StateWriter:
         self._error_job: Optional[_Job] = None
 
         self._pool = _BufferPool(self._max_queue_bytes)
-        self._layouts: Dict[tuple, _Layout] = {}
+        self._plans: Dict[tuple, _Plan] = {}
 
         self._thread = threading.Thread(
             target=self._run, name="tb_lstm_states.StateWriter", daemon=True)
@@ -187,11 +189,21 @@ class StateWriter:
                 % type(states).__name__)
         numpy_states = summary.to_numpy_states(states)
         numpy_series = {name: summary._to_numpy(v) for name, v in (series or {}).items()}
-        _check_size(tag, step, numpy_states, numpy_series, codec.DTYPES[dtype].itemsize)
-        header, arrays = codec.plan_record(
-            numpy_states, series=numpy_series, tokens=tokens, dtype=dtype)
-        layout = self._layout(tag, description, numpy_states, 1 + len(arrays))
-        job = _Job(tag, step, time.time(), header, arrays, layout)
+        arrays = _record_arrays(numpy_states, numpy_series)
+        signature = _signature(tag, description, dtype, numpy_states, numpy_series, tokens,
+                               arrays)
+        plan = self._plans.get(signature) if signature is not None else None
+        if plan is None:
+            _check_size(tag, step, numpy_states, numpy_series, codec.DTYPES[dtype].itemsize)
+            header, planned = codec.plan_record(
+                numpy_states, series=numpy_series, tokens=tokens, dtype=dtype)
+            plan = _Plan(tag, description, numpy_states, header, planned)
+            if signature is not None:
+                if len(self._plans) >= _MAX_PLANS:
+                    self._plans.clear()
+                self._plans[signature] = plan
+            arrays = [array for array, _ in planned]
+        job = _Job(tag, step, time.time(), plan)
         # Exact now that the stored dtypes are known (float16 may have become float32).
         if job.stream.length > MAX_EVENT_BYTES:
             raise _too_large(tag, step, job.stream.length)
@@ -203,18 +215,19 @@ class StateWriter:
         try:
             # Each array goes to the writer thread once copied, so the disk is busy
             # while the next ones are copied (numpy and torch copy without the GIL).
-            job.stream.put([job.prefix, header])
-            for array, stored_dtype in arrays:
-                out = self._pool.take(array.shape, stored_dtype)
+            job.stream.put([job.prefix, plan.header])
+            for array, shape, stored_dtype, key in zip(
+                    arrays, plan.shapes, plan.dtypes, plan.array_keys):
+                out = self._pool.take(shape, stored_dtype)
                 job.pooled.append(out)
-                _copy_into(out, array)
-                job.stream.put([wire.length_delimited(8, out.nbytes), _bytes_view(out)])
+                _copy_into(out, array.reshape(shape))
+                job.stream.put([key, _bytes_view(out)])
             # From the caller's arrays, exactly as `states_pb` computes them. Sampled
             # (`statistics.MAX_VALUES`): a fraction of a millisecond.
             compute_statistics = statistics.prepare_record_statistics(numpy_states)
-            # While the writer thread writes and checksums the arrays.
+            # While the writer thread writes the arrays.
             table = compute_statistics().astype("<f4", copy=False)
-            job.stream.put([job.statistics_key, layout.statistics_prefix, table])
+            job.stream.put([plan.statistics_key, plan.statistics_prefix, table])
             job.stream.finish()
         except BaseException:
             job.stream.cancel()  # the writer thread cuts the record from the file
@@ -308,18 +321,6 @@ class StateWriter:
                                           type(error).__name__, error)
             ) from error
 
-    def _layout(self, tag, description, numpy_states, num_blobs) -> "_Layout":
-        """The `_Layout` of a record, built once per tag and layout."""
-        structure = summary.structure(numpy_states)
-        units = structure.pop("units")
-        key = (tag, description, num_blobs, tuple(structure.items()), tuple(units.items()))
-        layout = self._layouts.get(key)
-        if layout is None:
-            if len(self._layouts) >= _MAX_LAYOUTS:
-                self._layouts.clear()
-            layout = self._layouts[key] = _Layout(tag, description, numpy_states, num_blobs)
-        return layout
-
     def _enqueue(self, job: "_Job") -> None:
         with self._lock:
             # Backpressure: wait for the disk rather than queue without bound. A record
@@ -361,7 +362,7 @@ class StateWriter:
                 if self._error is None:
                     self._error, self._error_job = e, job
         finally:
-            # add_states may still be checksumming the buffers (a write that failed
+            # add_states may still be copying into the buffers (a write that failed
             # early): they are reused only once it is done.
             job.stream.wait()
             self._pool.give(job.pooled)
@@ -426,11 +427,20 @@ class _BufferPool:
             self._bytes = 0
 
 
-class _Layout:
-    """What every record of one tag and layout shares, serialized once."""
+class _Plan:
+    """What every record of one signature (`_signature`) shares, worked out once.
 
-    def __init__(self, tag, description, numpy_states, num_blobs):
-        self.value_prefix = summary_pb2.Summary.Value(
+    The header blob, each array's stored shape and dtype, and the serialized event
+    around the arrays but for its wall time and step: planning a record in Python
+    took longer than writing a 1 MB record's arrays, and a training loop logs the
+    same layout every time.
+    """
+
+    def __init__(self, tag, description, numpy_states, header, planned):
+        self.header = header
+        self.shapes = [array.shape for array, _ in planned]
+        self.dtypes = [dtype for _, dtype in planned]
+        value_prefix = summary_pb2.Summary.Value(
             tag=tag,
             metadata=metadata.create_summary_metadata(
                 metadata.ROLE_STATES,
@@ -438,14 +448,31 @@ class _Layout:
                 content=summary.structure(numpy_states),
             ),
         ).SerializeToString()
-        self.tensor_prefix = tensor_pb2.TensorProto(
+        blob_sizes = [header.nbytes] + [
+            int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            for shape, dtype in zip(self.shapes, self.dtypes)]
+        self.nbytes = sum(blob_sizes)
+        self.array_keys = [wire.length_delimited(8, size) for size in blob_sizes[1:]]
+        tensor_prefix = tensor_pb2.TensorProto(
             dtype=types_pb2.DT_STRING,
             tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=num_blobs)]),
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(blob_sizes))]),
         ).SerializeToString()
+        tensor_size = len(tensor_prefix) + sum(  # TensorProto.string_val
+            len(wire.length_delimited(8, size)) + size for size in blob_sizes)
+        value_head = value_prefix + wire.length_delimited(8, tensor_size)  # .tensor
+        value_size = len(value_head) + tensor_size
+        record_key = wire.length_delimited(1, value_size)  # Summary.value: the record
         self.statistics_prefix, table_bytes = summary.statistics_value_template(
             tag, numpy_states.kind, len(numpy_states.layers))
-        self.statistics_bytes = len(self.statistics_prefix) + table_bytes
+        statistics_bytes = len(self.statistics_prefix) + table_bytes
+        # Summary.value: the statistics.
+        self.statistics_key = wire.length_delimited(1, statistics_bytes)
+        self.summary_size = (len(record_key) + value_size + len(self.statistics_key)
+                             + statistics_bytes)
+        # Everything after Event.summary's tag and length, before the header's bytes.
+        self.summary_prefix = (record_key + value_head + tensor_prefix
+                               + wire.length_delimited(8, header.nbytes))
 
 
 class _Job:
@@ -454,34 +481,59 @@ class _Job:
     The payload is the serialized `Event` holding the record and its statistics,
     field by field what `Event(summary=states_pb(...)).SerializeToString()` holds;
     the arrays go in as memoryviews of their copies, so nothing large is copied
-    twice. Its layout (and so its length) is known from the shapes, before any
-    array is copied.
+    twice. Its length is known from the plan, before any array is copied.
     """
 
-    def __init__(self, tag, step, wall_time, header, arrays, layout):
+    def __init__(self, tag, step, wall_time, plan):
         self.tag = tag
         self.step = step
+        self.nbytes = plan.nbytes
         self.pooled: List[np.ndarray] = []
-        blob_sizes = [header.nbytes] + [array.size * dtype.itemsize for array, dtype in arrays]
-        self.nbytes = sum(blob_sizes)
-        tensor_size = len(layout.tensor_prefix) + sum(  # TensorProto.string_val
-            len(wire.length_delimited(8, size)) + size for size in blob_sizes)
-        value_head = layout.value_prefix + wire.length_delimited(8, tensor_size)  # .tensor
-        value_size = len(value_head) + tensor_size
-        record_key = wire.length_delimited(1, value_size)  # Summary.value: the record
-        # Summary.value: the statistics.
-        self.statistics_key = wire.length_delimited(1, layout.statistics_bytes)
-        summary_size = (len(record_key) + value_size + len(self.statistics_key)
-                        + layout.statistics_bytes)
         head = (
             wire.key(1, 1) + struct.pack("<d", wall_time)  # Event.wall_time
             + wire.key(2, 0) + wire.varint(step & 0xFFFFFFFFFFFFFFFF)  # Event.step
-            + wire.length_delimited(5, summary_size)  # Event.summary
+            + wire.length_delimited(5, plan.summary_size)  # Event.summary
         )
-        # Everything before the header blob's bytes.
-        self.prefix = (head + record_key + value_head + layout.tensor_prefix
-                       + wire.length_delimited(8, header.nbytes))
-        self.stream = event_file.PayloadStream(len(head) + summary_size)
+        self.prefix = head + plan.summary_prefix  # everything before the header's bytes
+        self.stream = event_file.PayloadStream(len(head) + plan.summary_size)
+
+
+def _record_arrays(numpy_states, numpy_series) -> Optional[list]:
+    """The arrays of a record in blob order, or None where the states lack one (the
+    planner then names what is wrong)."""
+    try:
+        arrays = [layer.get(name) for layer in numpy_states.layers
+                  for name in states_lib.array_kinds(numpy_states.kind)]
+    except (KeyError, AttributeError):
+        return None
+    return arrays + list(numpy_series.values())
+
+
+def _signature(tag, description, dtype, numpy_states, numpy_series, tokens, arrays):
+    """Everything `codec.plan_record` and `_Plan` depend on, or None where it is not
+    cheap to tell (tokens, or arrays that are not numpy arrays): such records are
+    planned from scratch.
+
+    Records of the same signature get the same header: the same kind, shapes,
+    lengths and series names, and for float32 input stored as float16 the same
+    choice of arrays that must stay float32 (checked for every record).
+    """
+    if tokens is not None or arrays is None:
+        return None
+    lengths = numpy_states.lengths
+    if not isinstance(lengths, np.ndarray):
+        return None
+    parts = [tag, description, dtype, numpy_states.kind, numpy_states.num_directions,
+             lengths.dtype.str, lengths.tobytes(), tuple(numpy_series)]
+    states_arrays = len(arrays) - len(numpy_series)
+    for index, array in enumerate(arrays):
+        if not isinstance(array, np.ndarray):
+            return None
+        parts.append(array.shape)
+        parts.append(array.dtype.str)
+        if index < states_arrays and dtype == "float16":
+            parts.append(codec.fits_float16(array))
+    return tuple(parts)
 
 
 # torch runs an elementwise op on one thread below this many elements (its

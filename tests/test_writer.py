@@ -521,18 +521,55 @@ def test_float16_cast_matches_numpy():
 
 
 def test_streamed_record_is_checksummed_as_written(tmp_path):
-    """The writer thread checksums a streamed payload itself, pieces before the
-    stream included, small pieces (joined) and large ones (written directly) alike."""
+    """A streamed payload is checksummed as its producer puts it, small pieces
+    (joined when written) and large ones (written directly) alike."""
     path = str(tmp_path / "events.out.tfevents.1.test")
     record_file = event_file.RecordFile(path)
     large = np.arange(300_000, dtype=np.uint8)  # over _SMALL_PIECE
-    pieces = [b"before", large.tobytes(), b"small", memoryview(large[:1000])]
-    stream = event_file.PayloadStream(sum(len(bytes(p)) for p in pieces[1:]))
+    pieces = [b"first", large.tobytes(), b"small", memoryview(large[:1000])]
+    stream = event_file.PayloadStream(sum(len(bytes(p)) for p in pieces))
     producer = threading.Thread(target=lambda: (
-        stream.put(pieces[1:3]), stream.put(pieces[3:]), stream.finish()))
+        stream.put(pieces[:1]), stream.put(pieces[1:3]), stream.put(pieces[3:]),
+        stream.finish()))
     producer.start()
-    record_file.write([pieces[0], stream])
+    with pytest.raises(ValueError, match="whole payload"):
+        record_file.write([b"before", stream])
+    record_file.write([stream])
     producer.join()
     record_file.close()
     payloads = [payload for _, payload in event_file.read_records(path)]
     assert payloads[-1] == b"".join(bytes(p) for p in pieces)
+
+
+def test_records_of_one_layout_share_a_plan_but_not_their_content(tmp_path):
+    """Plans are reused across records of the same layout; whatever differs between
+    records (lengths, arrays that must stay float32, series names, tokens, tags,
+    descriptions) still comes out as `states_pb` encodes it."""
+    big = make_states("lstm", num_layers=2)
+    big.layers[1].cell = big.layers[1].cell * 1e5  # beyond float16: kept as float32
+    series = {"y": np.arange(18.0).reshape(3, 6)}
+    calls = [
+        ("a", make_states("lstm", num_layers=2), {}),
+        ("a", make_states("lstm", num_layers=2, seed=1), {}),  # the plan of the first
+        ("a", make_states("lstm", num_layers=2, lengths=[6, 2, 0]), {}),
+        ("a", big, {}),
+        ("a", make_states("lstm", num_layers=2), dict(series=series)),
+        ("a", make_states("lstm", num_layers=2), dict(series={"z": series["y"]})),
+        ("a", make_states("lstm", num_layers=2), dict(tokens=[["x"], [], ["y"]])),
+        ("a", make_states("lstm", num_layers=2), dict(description="other")),
+        ("a", make_states("lstm", num_layers=2), dict(dtype="float32")),
+        ("b", make_states("lstm", num_layers=2), {}),
+        ("a", make_states("lstm", num_layers=2, seed=2), {}),
+    ]
+    with tls.StateWriter(tmp_path) as writer:
+        for step, (tag, states, kwargs) in enumerate(calls):
+            writer.add_states(tag, states, step, **kwargs)
+        assert len(writer._plans) == 8  # one per distinct layout; tokens are never kept
+        path = writer.path
+    written = events(path)[1:]
+    assert len(written) == len(calls)
+    for event, (tag, states, kwargs) in zip(written, calls):
+        expected = tls.states_pb(tag, states, **kwargs)
+        assert event.summary.value[0].SerializeToString() == \
+            expected.value[0].SerializeToString()
+        assert event.summary.value[1] == expected.value[1]
