@@ -171,14 +171,19 @@ class PayloadStream:
             self._size += size
             self._ready.notify()
 
-    def finish(self) -> None:
-        """Ends the payload.
+    def finish(self, pieces: Sequence[Piece] = ()) -> None:
+        """Adds the last pieces of the payload (as `put`) and ends it, waking the
+        writer once for both.
 
         Raises:
           ValueError: if the pieces put do not add up to `length` (the record is
             cancelled: its frame would lie).
         """
+        size = _size(pieces)
+        self._crc = crc32c(pieces, self._crc)
         with self._ready:
+            self._pieces += pieces
+            self._size += size
             if self._size != self.length:
                 self._cancelled = True
             self._finished = True
@@ -200,9 +205,12 @@ class PayloadStream:
             while not self._finished:
                 self._ready.wait()
 
-    def take(self) -> Optional[list]:
-        """Waits for pieces put since the last call and returns them; None once the
-        payload is finished and every piece was taken.
+    def take(self) -> Tuple[list, bool]:
+        """Waits for pieces put since the last call, or the end of the payload.
+
+        Returns:
+          `(pieces, done)`: the pieces, and whether the payload is finished and
+          these are its last ones (the frame's tail comes next).
 
         Raises:
           RecordCancelled: if the record was cancelled.
@@ -213,7 +221,7 @@ class PayloadStream:
             if self._cancelled:
                 raise RecordCancelled()
             pieces, self._pieces = self._pieces, []
-            return pieces or None
+            return pieces, self._finished
 
     def tail(self) -> bytes:
         """The frame's tail, once every piece was taken."""
@@ -309,45 +317,50 @@ class RecordFile:
             self._fd = None
 
 
-# Pieces smaller than this are joined and written together; larger ones are written
-# straight from their memory. (Not `os.writev`: for a record of large arrays each
-# behind a small piece it was several times slower here than these writes.)
-_SMALL_PIECE = 64 << 10
+# At most this many pieces go to one `os.writev`: IOV_MAX, 1024 on Linux. Where
+# there is no `os.writev` (Windows), pieces are written one at a time.
+_MAX_IOVECS = os.sysconf("SC_IOV_MAX") if hasattr(os, "writev") else 1
 
 
 def _write_all(fd: int, pieces: Sequence[Union[Piece, PayloadStream]]) -> None:
-    """Writes `pieces` in order: small ones joined, large ones each in one `os.write`
-    straight from their memory (the GIL is released while the kernel copies), going
-    on after a partial write. A `PayloadStream` (last) is written as its pieces come,
-    then the frame's tail."""
-    small = bytearray()
-    pieces = list(pieces)
-    for piece in pieces:  # grows by what a PayloadStream gives
-        if isinstance(piece, PayloadStream):
-            more = piece.take()
-            if more is None:
-                small += piece.tail()
-            else:
-                if small:  # what is ready goes out before waiting for more
-                    _write_fully(fd, memoryview(small))
-                    small = bytearray()
-                pieces += more + [piece]
+    """Writes `pieces` in order, each batch of what is ready in one `os.writev`
+    straight from their memory, going on after a partial write. A `PayloadStream`
+    (last) is written as its pieces come, then the frame's tail.
+
+    One system call a batch: the GIL is released for all of it, and a thread
+    writing a stream takes the GIL back once per batch, not once per piece (it
+    waits for it whenever the producer runs Python). Measured here: a 1.2 MB
+    record's 16 pieces took 228 us in one `writev`, 262 us in one write each.
+    """
+    ready = []
+    for piece in pieces:
+        if not isinstance(piece, PayloadStream):
+            ready.append(piece)
             continue
-        view = memoryview(piece).cast("B")
-        if len(view) < _SMALL_PIECE:
-            small += view
+        while True:  # the frame's head goes out with the first pieces
+            more, done = piece.take()
+            ready += more
+            if done:
+                ready.append(piece.tail())
+                break
+            _writev_fully(fd, ready)
+            ready = []
+    if ready:
+        _writev_fully(fd, ready)
+
+
+def _writev_fully(fd: int, pieces: Sequence[Piece]) -> None:
+    views = [memoryview(piece).cast("B") for piece in pieces]
+    views = [view for view in views if len(view)]
+    while views:
+        if _MAX_IOVECS > 1:
+            written = os.writev(fd, views[:_MAX_IOVECS])
         else:
-            if small:
-                _write_fully(fd, memoryview(small))
-                small = bytearray()
-            _write_fully(fd, view)
-    if small:
-        _write_fully(fd, memoryview(small))
-
-
-def _write_fully(fd: int, view: memoryview) -> None:
-    while len(view):
-        view = view[os.write(fd, view):]
+            written = os.write(fd, views[0])
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
 
 
 class CorruptPayloadError(CorruptRecordError):

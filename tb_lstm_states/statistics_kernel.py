@@ -137,11 +137,15 @@ def array_statistics(values, sample, lengths, low, high, dead_range):
     saturated = 0
     steps = 0
     total_norm = 0.0
+    # The previous row, converted once: float16 input is converted once a value.
+    previous = np.empty(units, np.float32)
     for i in range(sample.size):
         sequence = values[sample[i]]
         for t in range(min(lengths[i], time)):
             row = sequence[t]
-            previous = sequence[max(t - 1, 0)]
+            if t == 0:
+                for u in range(units):
+                    previous[u] = _to_float32(row[u])
             row_abs = np.float32(0.0)
             row_total = np.float32(0.0)
             row_square = np.float32(0.0)
@@ -158,7 +162,8 @@ def array_statistics(values, sample, lengths, low, high, dead_range):
                 saturated_here = (value < low) | (value > high)
                 row_saturated += np.float32(1.0) if saturated_here else np.float32(0.0)
                 # In float32, as the stored states differ.
-                change = value - _to_float32(previous[u])
+                change = value - previous[u]
+                previous[u] = value
                 row_change += change * change
                 # NaN is handled below: these skip or keep it, depending on its side.
                 minimum[u] = min(minimum[u], value)

@@ -207,30 +207,38 @@ class StateWriter:
         # Exact now that the stored dtypes are known (float16 may have become float32).
         if job.stream.length > MAX_EVENT_BYTES:
             raise _too_large(tag, step, job.stream.length)
-        try:
-            self._enqueue(job)
-        except BaseException:
-            self._pool.give(job.pooled)
-            raise
+        self._reserve(job)
+        queued = False
         try:
             # Each array goes to the writer thread once copied, so the disk is busy
             # while the next ones are copied (numpy and torch copy without the GIL).
-            job.stream.put([job.prefix, plan.header])
+            # The record is queued with its first array, so the writer thread wakes
+            # once, to write, not once for the record and again for the array.
+            pieces = [job.prefix, plan.header]
             for array, shape, stored_dtype, key in zip(
                     arrays, plan.shapes, plan.dtypes, plan.array_keys):
                 out = self._pool.take(shape, stored_dtype)
                 job.pooled.append(out)
                 _copy_into(out, array.reshape(shape))
-                job.stream.put([key, _bytes_view(out)])
+                pieces += [key, _bytes_view(out)]
+                job.stream.put(pieces)
+                pieces = []
+                if not queued:
+                    self._queue_job(job)
+                    queued = True
             # From the caller's arrays, exactly as `states_pb` computes them. Sampled
             # (`statistics.MAX_VALUES`): a fraction of a millisecond.
             compute_statistics = statistics.prepare_record_statistics(numpy_states)
             # While the writer thread writes the arrays.
             table = compute_statistics().astype("<f4", copy=False)
-            job.stream.put([plan.statistics_key, plan.statistics_prefix, table])
-            job.stream.finish()
+            job.stream.finish(pieces + [plan.statistics_key, plan.statistics_prefix, table])
+            if not queued:
+                self._queue_job(job)
         except BaseException:
-            job.stream.cancel()  # the writer thread cuts the record from the file
+            if queued:
+                job.stream.cancel()  # the writer thread cuts the record from the file
+            else:
+                self._release(job)
             raise
 
     def log(
@@ -321,17 +329,32 @@ class StateWriter:
                                           type(error).__name__, error)
             ) from error
 
-    def _enqueue(self, job: "_Job") -> None:
+    def _reserve(self, job: "_Job") -> None:
+        """Counts `job` as queued, first waiting for room: backpressure, waiting for
+        the disk rather than queueing without bound. A record larger than the
+        bound is accepted once the queue is empty."""
         with self._lock:
-            # Backpressure: wait for the disk rather than queue without bound. A record
-            # larger than the bound is accepted once the queue is empty.
             while self._queue and self._queued_bytes + job.nbytes > self._max_queue_bytes:
                 self._room.wait()
             if self._closed:
                 raise ValueError("this StateWriter was closed while add_states waited")
-            self._queue.append(job)
             self._queued_bytes += job.nbytes
+
+    def _queue_job(self, job: "_Job") -> None:
+        """Hands a reserved `job` to the writer thread."""
+        with self._lock:
+            if self._closed:
+                raise ValueError("this StateWriter was closed while add_states ran")
+            self._queue.append(job)
             self._work.notify()
+
+    def _release(self, job: "_Job") -> None:
+        """Gives back the buffers and the queue room of a written or dropped `job`."""
+        self._pool.give(job.pooled)
+        job.stream = job.pooled = None
+        with self._lock:
+            self._queued_bytes -= job.nbytes
+            self._room.notify_all()
 
     def _run(self) -> None:
         while True:
@@ -365,11 +388,7 @@ class StateWriter:
             # add_states may still be copying into the buffers (a write that failed
             # early): they are reused only once it is done.
             job.stream.wait()
-            self._pool.give(job.pooled)
-            job.stream = job.pooled = None
-            with self._lock:
-                self._queued_bytes -= job.nbytes
-                self._room.notify_all()
+            self._release(job)
         return True
 
 

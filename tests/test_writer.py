@@ -521,16 +521,15 @@ def test_float16_cast_matches_numpy():
 
 
 def test_streamed_record_is_checksummed_as_written(tmp_path):
-    """A streamed payload is checksummed as its producer puts it, small pieces
-    (joined when written) and large ones (written directly) alike."""
+    """A streamed payload is checksummed as its producer puts it, small pieces and
+    large ones alike, and written in the order they were put."""
     path = str(tmp_path / "events.out.tfevents.1.test")
     record_file = event_file.RecordFile(path)
-    large = np.arange(300_000, dtype=np.uint8)  # over _SMALL_PIECE
+    large = np.arange(300_000, dtype=np.uint8)
     pieces = [b"first", large.tobytes(), b"small", memoryview(large[:1000])]
     stream = event_file.PayloadStream(sum(len(bytes(p)) for p in pieces))
     producer = threading.Thread(target=lambda: (
-        stream.put(pieces[:1]), stream.put(pieces[1:3]), stream.put(pieces[3:]),
-        stream.finish()))
+        stream.put(pieces[:1]), stream.put(pieces[1:3]), stream.finish(pieces[3:])))
     producer.start()
     with pytest.raises(ValueError, match="whole payload"):
         record_file.write([b"before", stream])
@@ -573,3 +572,28 @@ def test_records_of_one_layout_share_a_plan_but_not_their_content(tmp_path):
         assert event.summary.value[0].SerializeToString() == \
             expected.value[0].SerializeToString()
         assert event.summary.value[1] == expected.value[1]
+
+
+def test_partial_writes_go_on_where_they_stopped(tmp_path, monkeypatch):
+    """A short `writev` (a signal, a nearly full disk) resumes mid-piece."""
+    real_writev = os.writev
+    calls = []
+
+    def short_writev(fd, buffers):
+        calls.append(len(buffers))
+        first = bytes(buffers[0])
+        # Half of the first piece, or all of it and a byte of the next.
+        if len(first) > 1:
+            return real_writev(fd, [first[:len(first) // 2]])
+        return real_writev(fd, [first, bytes(buffers[1])[:1]] if len(buffers) > 1 else [first])
+
+    path = str(tmp_path / "events.out.tfevents.1.test")
+    record_file = event_file.RecordFile(path)
+    pieces = [b"a", np.arange(1000, dtype=np.uint8), b"", b"bc", memoryview(b"defgh")]
+    monkeypatch.setattr(os, "writev", short_writev)
+    record_file.write(pieces)
+    monkeypatch.undo()
+    record_file.close()
+    assert len(calls) > len(pieces)
+    payloads = [payload for _, payload in event_file.read_records(path)]
+    assert payloads[-1] == b"".join(bytes(memoryview(p).cast("B")) for p in pieces)
