@@ -219,13 +219,17 @@ class StateWriter:
                     arrays, plan.shapes, plan.dtypes, plan.array_keys):
                 out = self._pool.take(shape, stored_dtype)
                 job.pooled.append(out)
-                _copy_into(out, array.reshape(shape))
-                pieces += [key, _bytes_view(out)]
-                job.stream.put(pieces)
-                pieces = []
-                if not queued:
-                    self._queue_job(job)
-                    queued = True
+                pieces.append(key)
+                # Large arrays go in slices, so the writer thread starts on the
+                # first one while the rest is copied.
+                for source, target in _slices(array.reshape(shape), out):
+                    _copy_into(target, source)
+                    pieces.append(_bytes_view(target))
+                    job.stream.put(pieces)
+                    pieces = []
+                    if not queued:
+                        self._queue_job(job)
+                        queued = True
             # From the caller's arrays, exactly as `states_pb` computes them. Sampled
             # (`statistics.MAX_VALUES`): a fraction of a millisecond.
             compute_statistics = statistics.prepare_record_statistics(numpy_states)
@@ -584,6 +588,22 @@ def _copy_into(out: np.ndarray, array: np.ndarray) -> None:
         return
     for start in range(0, source.numel(), _SLICE_ELEMENTS):
         target[start:start + _SLICE_ELEMENTS].copy_(source[start:start + _SLICE_ELEMENTS])
+
+
+# Arrays larger than this are copied and handed to the writer thread in slices.
+_SLICE_BYTES = 2 << 20
+
+
+def _slices(source: np.ndarray, target: np.ndarray):
+    """`(source part, target part)` pairs that cover `target`, in order: the whole
+    arrays, or slices along the first axis (or flat ones) of about `_SLICE_BYTES`."""
+    if target.nbytes <= _SLICE_BYTES or target.ndim == 0:
+        return [(source, target)]
+    rows = max(1, _SLICE_BYTES // max(1, target.nbytes // target.shape[0]))
+    if rows >= target.shape[0] or not target.flags.c_contiguous:
+        return [(source, target)]
+    return [(source[start:start + rows], target[start:start + rows])
+            for start in range(0, target.shape[0], rows)]
 
 
 def _bytes_view(array: np.ndarray) -> memoryview:

@@ -597,3 +597,19 @@ def test_partial_writes_go_on_where_they_stopped(tmp_path, monkeypatch):
     assert len(calls) > len(pieces)
     payloads = [payload for _, payload in event_file.read_records(path)]
     assert payloads[-1] == b"".join(bytes(memoryview(p).cast("B")) for p in pieces)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_large_arrays_are_written_in_slices(tmp_path, monkeypatch, dtype):
+    """Arrays over `_SLICE_BYTES` are copied and queued slice by slice (along the
+    batch, the last slice shorter); the record is the same."""
+    monkeypatch.setattr(writer_lib, "_SLICE_BYTES", 3 * 6 * 4 * 2)  # 3 sequences at float16
+    states = make_states("lstm", batch=7, lengths=[6, 5, 4, 3, 2, 1, 0])
+    states.layers[0].hidden = np.asfortranarray(states.layers[0].hidden)  # a strided source
+    assert len(writer_lib._slices(states.layers[0].cell, np.empty((7, 6, 4), np.float16))) == 3
+    with tls.StateWriter(tmp_path) as writer:
+        writer.add_states("s", states, 0, dtype=dtype)
+        path = writer.path
+    (event,) = events(path)[1:]
+    expected = tls.states_pb("s", states, dtype=dtype)
+    assert event.summary.value[0].SerializeToString() == expected.value[0].SerializeToString()
