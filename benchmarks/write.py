@@ -78,10 +78,10 @@ def bench_interleaved(directory, states16, states32, repeats):
 
     One of each per round, so all three meet the same state of the machine: the
     kernel throttles writers once enough dirty pages pile up, whoever wrote them.
-    Each round starts with the next one of the three: on this project's VMs the
-    page cache's pages cost several times more to write when the VM never touched
-    them before, and whoever writes first in a round got more of the pages freed
-    meanwhile.
+    Each round starts with the next one of the three, so none always runs first or
+    always follows the same one. On this project's VMs a write into the page cache
+    costs up to 8x more when it gets pages the VM has never touched, and which
+    writes get them varies within a run: medians over rounds, not a single round.
 
     Returns:
       `({name: wall seconds}, {name: CPU seconds})`: CPU time of the whole process
