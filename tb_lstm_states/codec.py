@@ -12,7 +12,8 @@ A record is a sequence of blobs, stored by TensorBoard as a blob sequence:
   `numpy.frombuffer(blob, dtype="<f2").reshape(shape)`.
 
 This module imports numpy only, so the TensorBoard backend and notebooks can read
-records without torch. Every header field is validated before anything is allocated.
+records without torch (encoding float32 arrays as float16 imports numba on first
+use). Every header field is validated before anything is allocated.
 """
 
 import json
@@ -41,7 +42,13 @@ def fits_float16(array: np.ndarray) -> bool:
     """Whether every finite value of `array` lies within float16's range."""
     if array.dtype == np.float16 or array.size == 0:
         return True
-    # Two reductions over the array, no temporaries: the common case.
+    if array.dtype in (np.float32, np.float64):
+        # One compiled pass that releases the GIL once (a writer thread is running).
+        from tb_lstm_states import float16_kernel  # numba: only when encoding
+
+        flat = array.reshape(-1)
+        return float16_kernel.count_beyond(flat, array.dtype.type(_FLOAT16_MAX)) == 0
+    # Two reductions over the array, no temporaries.
     with np.errstate(invalid="ignore"):
         high, low = float(array.max()), float(array.min())
     if np.isfinite(high) and np.isfinite(low):

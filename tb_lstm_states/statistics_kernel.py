@@ -24,7 +24,8 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 
-def _has_half_conversion(context):
+def has_half_conversion(context):
+    """Whether LLVM converts half floats in one instruction on the CPU numba compiles for."""
     codegen = context.codegen()
     triple = getattr(codegen, "_llvm_module", None)
     triple = getattr(triple, "triple", "") or ""
@@ -38,7 +39,7 @@ def _has_half_conversion(context):
 def _half_bits_to_float32(typingctx, bits):
     def codegen(context, builder, signature, args):
         value = args[0]
-        if _has_half_conversion(context):
+        if has_half_conversion(context):
             return builder.fpext(builder.bitcast(value, ir.HalfType()), ir.FloatType())
         i32 = ir.IntType(32)
         bits32 = builder.zext(value, i32)

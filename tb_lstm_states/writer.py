@@ -33,7 +33,6 @@ import atexit
 import numbers
 import os
 import struct
-import sys
 import threading
 import time
 import weakref
@@ -559,35 +558,18 @@ def _signature(tag, description, dtype, numpy_states, numpy_series, tokens, arra
     return tuple(parts)
 
 
-# torch runs an elementwise op on one thread below this many elements (its
-# GRAIN_SIZE, 32768) and on its whole pool above. Waking the pool costs more than
-# the cast of a typical array (measured: 0.7M values 12 ms on the pool, 0.1 ms in
-# 32000-value slices), so arrays below _POOL_ELEMENTS are cast slice by slice.
-_SLICE_ELEMENTS = 32000
-_POOL_ELEMENTS = 1 << 22
-
-
 def _copy_into(out: np.ndarray, array: np.ndarray) -> None:
-    """Copies `array` into `out`, casting float32 to float16 with torch where loaded.
+    """Copies `array` into `out`, casting float32 to float16 in one compiled call.
 
-    numpy's float32 -> float16 cast is scalar code (about 3-4 ns a value), 6-10x
-    slower than torch's vectorized one, and it is most of what `add_states` costs.
-    Both round to nearest even: the results are bitwise equal but for the payload
-    bits of NaNs, which stay NaNs. torch is used only if the caller has imported it
-    (it has, to produce the states); it is never imported here.
+    Rounds to nearest even like numpy's cast, bit for bit but for the payload bits
+    of NaNs, which stay NaNs; releases the GIL once (see `float16_kernel`).
     """
-    torch = sys.modules.get("torch")
-    if (torch is None or out.dtype != np.float16 or array.dtype != np.float32
-            or not array.flags.c_contiguous or not array.flags.writeable):
+    if out.dtype == np.float16 and array.dtype == np.float32 and array.ndim == 3:
+        from tb_lstm_states import float16_kernel  # numba: imported on first use
+
+        float16_kernel.cast_to_float16(array, out.view(np.uint16))
+    else:
         np.copyto(out, array, casting="unsafe")
-        return
-    source = torch.from_numpy(array.reshape(-1))
-    target = torch.from_numpy(out.reshape(-1))
-    if source.numel() >= _POOL_ELEMENTS:
-        target.copy_(source)
-        return
-    for start in range(0, source.numel(), _SLICE_ELEMENTS):
-        target[start:start + _SLICE_ELEMENTS].copy_(source[start:start + _SLICE_ELEMENTS])
 
 
 # Arrays larger than this are copied and handed to the writer thread in slices.

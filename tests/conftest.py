@@ -27,6 +27,15 @@ CHROMIUM_FLAGS = [
 ]
 
 
+def run_without_half_conversion(script, tmp_path):
+    """Runs `script` (which prints "ok") where numba compiles for its generic CPU, which
+    has no F16C: the kernels then convert float16 with integer operations."""
+    env = dict(os.environ, NUMBA_CPU_NAME="generic", NUMBA_CACHE_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
 def free_port():
     """Returns a TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:

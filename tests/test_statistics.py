@@ -1,12 +1,9 @@
 """The compiled statistics against their definitions, written out in numpy."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
+from conftest import run_without_half_conversion
 from tb_lstm_states import statistics
 
 SIGMOID_GATES = {"input", "forget", "output", "reset", "update"}
@@ -124,9 +121,5 @@ def test_every_float16_value_is_read_exactly():
 
 
 def test_float16_without_hardware_conversion(tmp_path):
-    # On a CPU without F16C the kernel converts float16 with integer operations;
-    # numba's generic CPU target has no F16C, so that path runs here too.
-    env = dict(os.environ, NUMBA_CPU_NAME="generic", NUMBA_CACHE_DIR=str(tmp_path))
-    result = subprocess.run([sys.executable, "-c", EVERY_FLOAT16], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+    # On a CPU without F16C the kernel converts float16 with integer operations.
+    run_without_half_conversion(EVERY_FLOAT16, tmp_path)

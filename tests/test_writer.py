@@ -12,7 +12,8 @@ import torch
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 import tb_lstm_states as tls
-from tb_lstm_states import event_file, metadata, statistics
+from conftest import run_without_half_conversion
+from tb_lstm_states import codec, event_file, metadata, statistics
 from tb_lstm_states import writer as writer_lib
 from tb_lstm_states import states as states_lib
 
@@ -509,10 +510,10 @@ def test_float16_cast_matches_numpy():
     base[0, 0, :6] = [0.0, -0.0, np.inf, -np.inf, np.nan, 65519.99]
     readonly = base.copy()
     readonly.flags.writeable = False
-    sliced = rng.standard_normal((3, 100, 300)).astype(np.float32)  # several slices
-    pooled = rng.standard_normal((1, 1 << 11, 1 << 11)).astype(np.float32)  # torch's pool
+    large = rng.standard_normal((1, 1 << 11, 1 << 11)).astype(np.float32)
     for array in (base, base[:, ::-1], base.transpose(1, 0, 2), readonly,
-                  np.broadcast_to(base[:1], base.shape), sliced, pooled):
+                  np.broadcast_to(base[:1], base.shape), large,
+                  base.astype(np.float64)):  # numpy's cast: no double rounding
         out = np.empty(array.shape, np.float16)
         with np.errstate(over="ignore"):  # 6e4 * N(0, 1) overflows to inf, as it should
             writer_lib._copy_into(out, array)
@@ -613,3 +614,51 @@ def test_large_arrays_are_written_in_slices(tmp_path, monkeypatch, dtype):
     (event,) = events(path)[1:]
     expected = tls.states_pb("s", states, dtype=dtype)
     assert event.summary.value[0].SerializeToString() == expected.value[0].SerializeToString()
+
+
+# Every float32 next to a float16 boundary (each float16 value's float32, the ties
+# above it, and the values either side of them), the edges of the range, and random
+# bit patterns: cast by the compiled kernel, compared with numpy.
+EVERY_FLOAT16_BOUNDARY = """
+import numpy as np
+from tb_lstm_states import writer
+
+halves = np.arange(1 << 16, dtype=np.uint32) << 13
+bits = np.concatenate([
+    halves, halves + 0x1000, halves + 0x0FFF, halves + 0x1001, halves + 1, halves - 1,
+    np.array([0x33000000, 0x33000001, 0x32FFFFFF, 0x477FEFFF, 0x477FF000, 0x47800000,
+              0x7F800000, 0x7F800001, 0x7FC00000, 0x7FBFFFFF], np.uint32),
+    np.random.default_rng(0).integers(0, 1 << 32, 1 << 20, dtype=np.uint64).astype(np.uint32),
+])
+bits = np.concatenate([bits, bits | 0x80000000])
+values = bits.view(np.float32).reshape(1, 1, -1)
+out = np.empty(values.shape, np.float16)
+writer._copy_into(out, values)
+with np.errstate(all="ignore"):
+    expected = values.astype(np.float16)
+nan = np.isnan(values)
+assert np.isnan(out[nan]).all()
+mismatch = (out.view(np.uint16) != expected.view(np.uint16)) & ~nan
+assert not mismatch.any(), bits.reshape(values.shape)[mismatch][:10]
+print("ok")
+"""
+
+
+def test_float16_cast_is_exact_at_every_boundary():
+    exec(EVERY_FLOAT16_BOUNDARY, {})
+
+
+def test_float16_cast_without_hardware_conversion(tmp_path):
+    # Without F16C the kernel rounds with integer operations.
+    run_without_half_conversion(EVERY_FLOAT16_BOUNDARY, tmp_path)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float16_range_check(dtype):
+    limit = np.finfo(np.float16).max
+    for values, fits in (([1.0, -limit, limit], True), ([np.nan, np.inf, -np.inf, 0.0], True),
+                         ([1.0, np.nextafter(dtype(limit), dtype(np.inf))], False),
+                         ([-1e5, np.nan], False), ([], True)):
+        array = np.array(values, dtype=dtype)
+        assert codec.fits_float16(array) == fits, values
+        assert codec.fits_float16(array[None, :, None].repeat(2, axis=2)[:, :, 1]) == fits
