@@ -7,8 +7,8 @@
             writer.log("encoder", model.lstm, probe_inputs, step=epoch)
 
 Each `add_states` converts the states to host numpy arrays at the stored dtype (the
-only copy, and the one the float16 cast needs anyway: torch's vectorized cast where
-torch is loaded, into buffers reused from earlier records), checksums each copy
+only copy, and the one the float16 cast needs anyway: one compiled call per array,
+`float16_kernel`, into buffers reused from earlier records), checksums each copy
 (CRC32C in C, `event_file`) while it is in cache, and hands it to a background
 thread that writes it, while `add_states` goes on to the next array and then the
 statistics (sampled sequences, one compiled pass without the GIL, `statistics`),
@@ -210,7 +210,7 @@ class StateWriter:
         queued = False
         try:
             # Each array goes to the writer thread once copied, so the disk is busy
-            # while the next ones are copied (numpy and torch copy without the GIL).
+            # while the next ones are copied (the copies run without the GIL).
             # The record is queued with its first array, so the writer thread wakes
             # once, to write, not once for the record and again for the array.
             pieces = [job.prefix, plan.header]
