@@ -15,9 +15,9 @@ statistics (sampled sequences, one compiled pass without the GIL, `statistics`),
 which end the record; then `add_states` returns. The event proto is encoded by
 hand around the arrays, so a large record never goes through protobuf
 serialization or a Python-level copy. What a record's layout decides (its header,
-the event's bytes around the arrays) is worked out once per layout (`_Plan`). A queue bounded in bytes
-makes `add_states` wait when the disk falls behind, instead of holding an unbounded
-number of records in memory.
+the event's bytes around the arrays) is worked out once per layout (`_Plan`). A
+queue bounded in bytes makes `add_states` wait when the disk falls behind, instead
+of holding an unbounded number of records in memory.
 
 With `summary_writer=sw`, the states go to a second event file of this writer's own
 in `sw`'s run directory, so they show under the same run as `sw`'s scalars. Writing
