@@ -44,10 +44,10 @@ def fits_float16(array: np.ndarray) -> bool:
         return True
     if array.dtype in (np.float32, np.float64):
         # One compiled pass that releases the GIL once (a writer thread is running).
-        from tb_lstm_states import float16_kernel  # numba: only when encoding
+        from tb_lstm_states import copy_kernel  # numba: only when encoding
 
         flat = array.reshape(-1)
-        return float16_kernel.count_beyond(flat, array.dtype.type(_FLOAT16_MAX)) == 0
+        return copy_kernel.count_beyond(flat, array.dtype.type(_FLOAT16_MAX)) == 0
     # Two reductions over the array, no temporaries.
     with np.errstate(invalid="ignore"):
         high, low = float(array.max()), float(array.min())

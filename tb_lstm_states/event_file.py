@@ -89,6 +89,9 @@ def _load_crc32c_extend():
 
 _c_extend = _load_crc32c_extend()
 
+# Where compiled code (`copy_kernel`) can call `crc32c_extend`, or 0 without it.
+CRC32C_EXTEND_ADDRESS = ctypes.cast(_c_extend, ctypes.c_void_p).value if _c_extend else 0
+
 
 def crc32c(pieces: Sequence[Piece], crc: int = 0) -> int:
     """CRC32C of the concatenation of `pieces`, without concatenating them."""
@@ -159,13 +162,23 @@ class PayloadStream:
         self._cancelled = False
         self._crc = 0  # of the pieces put so far
 
-    def put(self, pieces: Sequence[Piece]) -> None:
+    @property
+    def crc(self) -> int:
+        """The CRC32C of the pieces put so far."""
+        return self._crc
+
+    def put(self, pieces: Sequence[Piece], crc: Optional[int] = None) -> None:
         """Adds pieces of the payload, next in payload order, and checksums them.
 
         One producer thread only. The pieces must stay unchanged until written.
+
+        Args:
+          pieces: the pieces.
+          crc: `self.crc` extended over `pieces`, where the producer computed it
+            (while it made them); else they are checksummed here.
         """
         size = _size(pieces)
-        self._crc = crc32c(pieces, self._crc)
+        self._crc = crc32c(pieces, self._crc) if crc is None else crc
         with self._ready:
             self._pieces += pieces
             self._size += size

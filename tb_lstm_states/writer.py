@@ -7,10 +7,10 @@
             writer.log("encoder", model.lstm, probe_inputs, step=epoch)
 
 Each `add_states` converts the states to host numpy arrays at the stored dtype (the
-only copy, and the one the float16 cast needs anyway: one compiled call per array,
-`float16_kernel`, into buffers reused from earlier records), checksums each copy
-(CRC32C in C, `event_file`) while it is in cache, and hands it to a background
-thread that writes it, while `add_states` goes on to the next array and then the
+only copy, and the one the float16 cast needs anyway), into buffers reused from
+earlier records, and checksums each copy (CRC32C, in C) while it is in cache: one
+compiled call per array, `copy_kernel`. It hands each copy to a background thread
+that writes it, while `add_states` goes on to the next array and then the
 statistics (sampled sequences, one compiled pass without the GIL, `statistics`),
 which end the record; then `add_states` returns. The event proto is encoded by
 hand around the arrays, so a large record never goes through protobuf
@@ -222,9 +222,9 @@ class StateWriter:
                 # Large arrays go in slices, so the writer thread starts on the
                 # first one while the rest is copied.
                 for source, target in _slices(array.reshape(shape), out):
-                    _copy_into(target, source)
+                    crc = _copy_into(target, source, event_file.crc32c(pieces, job.stream.crc))
                     pieces.append(_bytes_view(target))
-                    job.stream.put(pieces)
+                    job.stream.put(pieces, crc=crc)
                     pieces = []
                     if not queued:
                         self._queue_job(job)
@@ -233,7 +233,7 @@ class StateWriter:
             # (`statistics.MAX_VALUES`): a fraction of a millisecond.
             compute_statistics = statistics.prepare_record_statistics(numpy_states)
             # While the writer thread writes the arrays.
-            table = compute_statistics().astype("<f4", copy=False)
+            table = compute_statistics().astype("<f4", copy=False).tobytes()
             job.stream.finish(pieces + [plan.statistics_key, plan.statistics_prefix, table])
             if not queued:
                 self._queue_job(job)
@@ -459,7 +459,7 @@ class _Plan:
     """
 
     def __init__(self, tag, description, numpy_states, header, planned):
-        self.header = header
+        self.header = header.tobytes()  # checksummed without releasing the GIL
         self.shapes = [array.shape for array, _ in planned]
         self.dtypes = [dtype for _, dtype in planned]
         value_prefix = summary_pb2.Summary.Value(
@@ -470,7 +470,7 @@ class _Plan:
                 content=summary.structure(numpy_states),
             ),
         ).SerializeToString()
-        blob_sizes = [header.nbytes] + [
+        blob_sizes = [len(self.header)] + [
             int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             for shape, dtype in zip(self.shapes, self.dtypes)]
         self.nbytes = sum(blob_sizes)
@@ -494,7 +494,7 @@ class _Plan:
                              + statistics_bytes)
         # Everything after Event.summary's tag and length, before the header's bytes.
         self.summary_prefix = (record_key + value_head + tensor_prefix
-                               + wire.length_delimited(8, header.nbytes))
+                               + wire.length_delimited(8, len(self.header)))
 
 
 class _Job:
@@ -558,18 +558,29 @@ def _signature(tag, description, dtype, numpy_states, numpy_series, tokens, arra
     return tuple(parts)
 
 
-def _copy_into(out: np.ndarray, array: np.ndarray) -> None:
-    """Copies `array` into `out`, casting float32 to float16 in one compiled call.
+def _copy_into(out: np.ndarray, array: np.ndarray, crc: int = 0) -> int:
+    """Copies `array` into `out` (C-contiguous), casting to its dtype, and returns
+    `crc` extended over the bytes of `out`.
 
-    Rounds to nearest even like numpy's cast, bit for bit but for the payload bits
-    of NaNs, which stay NaNs; releases the GIL once (see `float16_kernel`).
+    `[batch, time, units]` arrays, float32 or of `out`'s dtype, take one compiled
+    call (`copy_kernel`) that releases the GIL once; it rounds float32 to float16
+    to nearest even like numpy's cast, bit for bit but for the payload bits of
+    NaNs, which stay NaNs. Anything else is numpy's copy, then `event_file.crc32c`.
     """
-    if out.dtype == np.float16 and array.dtype == np.float32 and array.ndim == 3:
-        from tb_lstm_states import float16_kernel  # numba: imported on first use
+    native = out.dtype.isnative and array.dtype.isnative
+    if native and array.ndim == 3 and array.dtype in (out.dtype, np.float32):
+        from tb_lstm_states import copy_kernel  # numba: imported on first use
 
-        float16_kernel.cast_to_float16(array, out.view(np.uint16))
-    else:
-        np.copyto(out, array, casting="unsafe")
+        address = event_file.CRC32C_EXTEND_ADDRESS
+        extended = copy_kernel.copy_checksummed(_bits(array), _bits(out), crc, address)
+        return extended if address else event_file.crc32c([out], crc)
+    np.copyto(out, array, casting="unsafe")
+    return event_file.crc32c([out], crc)
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    """float16 arrays as their uint16 bits (numba has no float16); others as they are."""
+    return array.view(np.uint16) if array.dtype == np.float16 else array
 
 
 # Arrays larger than this are copied and handed to the writer thread in slices.

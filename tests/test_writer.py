@@ -5,6 +5,7 @@ import os
 import threading
 import time
 
+import google_crc32c
 import numpy as np
 import pytest
 import torch
@@ -516,9 +517,10 @@ def test_float16_cast_matches_numpy():
                   base.astype(np.float64)):  # numpy's cast: no double rounding
         out = np.empty(array.shape, np.float16)
         with np.errstate(over="ignore"):  # 6e4 * N(0, 1) overflows to inf, as it should
-            writer_lib._copy_into(out, array)
+            crc = writer_lib._copy_into(out, array, 12345)
             expected = array.astype(np.float16)
         np.testing.assert_array_equal(out.view(np.uint16), expected.view(np.uint16))
+        assert crc == google_crc32c.extend(12345, out.tobytes())
 
 
 def test_streamed_record_is_checksummed_as_written(tmp_path):
@@ -662,3 +664,20 @@ def test_float16_range_check(dtype):
         array = np.array(values, dtype=dtype)
         assert codec.fits_float16(array) == fits, values
         assert codec.fits_float16(array[None, :, None].repeat(2, axis=2)[:, :, 1]) == fits
+
+
+@pytest.mark.parametrize("crc_library", [True, False])
+def test_copies_are_checksummed_as_copied(monkeypatch, crc_library):
+    """Same-dtype copies (float16 bits, float32) from any strides, and the checksum
+    of the copy, with google-crc32c's C library called from the kernel or without."""
+    if not crc_library:
+        monkeypatch.setattr(event_file, "CRC32C_EXTEND_ADDRESS", 0)
+    rng = np.random.default_rng(1)
+    for dtype in (np.float16, np.float32):
+        base = rng.standard_normal((4, 30, 50)).astype(dtype)
+        for array in (base, base[:, ::-1], base.transpose(1, 0, 2)[:4], base[:, :, ::2]):
+            out = np.empty(array.shape, dtype)
+            crc = writer_lib._copy_into(out, array, 7)
+            np.testing.assert_array_equal(out.view(np.uint8),
+                                          np.ascontiguousarray(array).view(np.uint8))
+            assert crc == google_crc32c.extend(7, out.tobytes())

@@ -1,14 +1,16 @@
-"""The compiled float32 -> float16 cast and range check behind `StateWriter`.
+"""The compiled copy behind `StateWriter.add_states`, and the float16 range check.
 
 Imported on first use only: it imports numba, and compiles (or loads from numba's
 on-disk cache) one kernel per input type on its first call.
 
-Each call releases the GIL once for a whole array. torch's cast, called on slices so
-that it would not wake its thread pool for a small array, released and retook the
-GIL for every slice, and each time the writer thread could take it: on this
-project's 2-core VMs the six float32 -> float16 casts of a 1.2 MB record took 1.0 ms
-in `add_states` against 0.1 ms alone. Here a (3, 128, 256) array takes 5 us; numpy's
-own cast, scalar code, 156 us.
+`copy_checksummed` copies an array into the writer's buffer, casting float32 to
+float16 where it is stored so, and extends the record's CRC32C over the copy while
+it is in cache, in one call that releases the GIL once. Each release is a chance
+for the writer thread to take the GIL, and on this project's 2-core VMs taking it
+back cost tens of microseconds: torch's cast, called on slices so that it would not
+wake its thread pool for a small array, released the GIL for every slice, and the
+six casts of a 1.2 MB record took 1.0 ms in `add_states` against 0.1 ms alone.
+Here a (3, 128, 256) array takes 5 us to cast; numpy's own cast, scalar code, 156 us.
 
 Rounding is to nearest, ties to even, as numpy's `astype(np.float16)`: bit for bit
 equal to it for every value but the payload bits of NaNs, which stay NaNs. Where the
@@ -70,36 +72,78 @@ def _float32_to_half_bits(typingctx, value):
     return types.uint16(types.float32), codegen
 
 
-def _to_half_bits(value):  # Typed below; never called from Python.
+@intrinsic
+def _crc32c_extend_at(typingctx, address, crc, data, length):
+    """`crc32c_extend(crc, data, length)` of google-crc32c's C library, called through
+    its address, passed at run time so that numba can cache the kernel."""
+    def codegen(context, builder, signature, args):
+        address, crc, data, length = [
+            context.cast(builder, value, type_, types.intp)
+            for value, type_ in zip(args, signature.args)]
+        i32, size = ir.IntType(32), context.get_value_type(types.uintp)
+        function_type = ir.FunctionType(i32, [i32, ir.IntType(8).as_pointer(), size])
+        function = builder.inttoptr(address, function_type.as_pointer())
+        result = builder.call(function, [builder.trunc(crc, i32),
+                                         builder.inttoptr(data, ir.IntType(8).as_pointer()),
+                                         length])
+        return builder.zext(result, ir.IntType(64))
+
+    return types.int64(address, crc, data, length), codegen
+
+
+# The kernels call these stubs, not the intrinsics: numba keys its disk cache on
+# what a function refers to, and an intrinsic pickles with a fresh uuid in every
+# process.
+def _store(out, index, value):  # Typed below; never called from Python.
     raise NotImplementedError
 
 
-# The kernels call this stub, not the intrinsic: numba keys its disk cache on what a
-# function refers to, and an intrinsic pickles with a fresh uuid in every process.
-@overload(_to_half_bits)
-def _to_half_bits_overload(value):
-    if value == types.float32:
-        return lambda value: _float32_to_half_bits(value)
-    return None
+def _crc32c_extend(address, crc, data, length):  # Typed below.
+    raise NotImplementedError
+
+
+@overload(_store, inline="always")
+def _store_overload(out, index, value):
+    if out.dtype == types.uint16 and value == types.float32:
+        def store(out, index, value):
+            out[index] = _float32_to_half_bits(value)
+    else:
+        def store(out, index, value):
+            out[index] = value
+    return store
+
+
+@overload(_crc32c_extend, inline="always")
+def _crc32c_extend_overload(address, crc, data, length):
+    return lambda address, crc, data, length: _crc32c_extend_at(address, crc, data, length)
 
 
 @numba.njit(cache=True, nogil=True)
-def cast_to_float16(source, target):
-    """`target[...] = source` rounded to float16, for `[batch, time, units]` arrays.
+def copy_checksummed(source, target, crc, crc_address):
+    """Copies `[batch, time, units]` `source` into `target` and checksums the copy.
 
     Args:
-      source: float32, any strides.
-      target: uint16, the bits of a float16 array of the same shape.
+      source: any strides; float32 to be cast to float16, or the dtype of `target`
+        (float16 as its uint16 bits).
+      target: C-contiguous, the same shape: uint16 (float16 bits) or float32.
+      crc: the CRC32C of what comes before in the payload.
+      crc_address: the address of `crc32c_extend`, or 0 to leave `crc` as it is.
+
+    Returns:
+      `crc` extended over the bytes of `target`.
     """
     if source.shape != target.shape:
-        raise ValueError("cast_to_float16: the arrays differ in shape")
+        raise ValueError("copy_checksummed: the arrays differ in shape")
     batch, time, units = source.shape
     for b in range(batch):
         for t in range(time):
             row = source[b, t]
             out = target[b, t]
             for u in range(units):
-                out[u] = _to_half_bits(row[u])
+                _store(out, u, row[u])
+    if crc_address:
+        crc = _crc32c_extend(crc_address, crc, target.ctypes.data, target.size * target.itemsize)
+    return crc
 
 
 @numba.njit(cache=True, nogil=True)
