@@ -161,10 +161,30 @@ def prepare_record_statistics(recurrent_states, max_values=MAX_VALUES):
     """`record_statistics` in two halves: this one does the numpy work and returns a
     function that computes the table in the kernel with the GIL released (a writer
     calls it while its thread writes)."""
-    entries = _rows(recurrent_states.kind, len(recurrent_states.layers))
-    arrays = [recurrent_states.layers[layer].get(name) for layer, name in entries]
-    widest = max(int(np.shape(a)[2]) for a in arrays)
-    sample = _sample_sequences(
-        recurrent_states.batch_size, recurrent_states.time_steps * widest, max_values)
-    lengths = np.asarray(recurrent_states.lengths, dtype=np.int64).reshape(-1)[sample]
-    return _statistics(arrays, [name for _, name in entries], sample, lengths)
+    return RecordStatistics(recurrent_states, max_values).prepare(recurrent_states)
+
+
+class RecordStatistics:
+    """The statistics of records of one layout: its kind, shapes and lengths.
+
+    What does not depend on the values (the rows, the sampled sequences and their
+    lengths) is worked out once, so a writer logging the same layout every step
+    pays for it once.
+    """
+
+    def __init__(self, recurrent_states, max_values=MAX_VALUES):
+        """Args: as for `record_statistics`; `recurrent_states` gives the layout."""
+        self._entries = _rows(recurrent_states.kind, len(recurrent_states.layers))
+        self._names = [name for _, name in self._entries]
+        widest = max(int(np.shape(recurrent_states.layers[layer].get(name))[2])
+                     for layer, name in self._entries)
+        self._sample = _sample_sequences(
+            recurrent_states.batch_size, recurrent_states.time_steps * widest, max_values)
+        lengths = np.asarray(recurrent_states.lengths, dtype=np.int64).reshape(-1)
+        self._lengths = lengths[self._sample]
+
+    def prepare(self, recurrent_states):
+        """A function computing the table of `recurrent_states` (of this layout) with
+        the GIL released, as `prepare_record_statistics` returns."""
+        arrays = [recurrent_states.layers[layer].get(name) for layer, name in self._entries]
+        return _statistics(arrays, self._names, self._sample, self._lengths)

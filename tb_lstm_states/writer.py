@@ -231,7 +231,7 @@ class StateWriter:
                         queued = True
             # From the caller's arrays, exactly as `states_pb` computes them. Sampled
             # (`statistics.MAX_VALUES`): a fraction of a millisecond.
-            compute_statistics = statistics.prepare_record_statistics(numpy_states)
+            compute_statistics = plan.statistics.prepare(numpy_states)
             # While the writer thread writes the arrays.
             table = compute_statistics().astype("<f4", copy=False).tobytes()
             job.stream.finish(pieces + [plan.statistics_key, plan.statistics_prefix, table])
@@ -460,6 +460,7 @@ class _Plan:
 
     def __init__(self, tag, description, numpy_states, header, planned):
         self.header = header.tobytes()  # checksummed without releasing the GIL
+        self.statistics = statistics.RecordStatistics(numpy_states)
         self.shapes = [array.shape for array, _ in planned]
         self.dtypes = [dtype for _, dtype in planned]
         value_prefix = summary_pb2.Summary.Value(

@@ -328,12 +328,12 @@ def test_many_threads(tmp_path):
 
 def test_an_error_after_queueing_cuts_the_record(tmp_path, monkeypatch):
     # The writer thread starts writing a record before add_states has computed its
-    # statistics and checksum; if those fail, the record is cut and the error raised.
-    real_prepare = statistics.prepare_record_statistics
+    # statistics; if those fail, the record is cut and the error raised.
+    real_prepare = statistics.RecordStatistics.prepare
     failing = {"step": 1}
 
-    def prepare(states, *args):
-        compute = real_prepare(states, *args)
+    def prepare(self, states):
+        compute = real_prepare(self, states)
 
         def maybe_fail():
             if failing["step"] is not None:
@@ -346,7 +346,7 @@ def test_an_error_after_queueing_cuts_the_record(tmp_path, monkeypatch):
     with tls.StateWriter(tmp_path) as writer:
         writer.add_states("t", make_states(), 0)
         writer.flush()
-        monkeypatch.setattr(statistics, "prepare_record_statistics", prepare)
+        monkeypatch.setattr(statistics.RecordStatistics, "prepare", prepare)
         with pytest.raises(KeyboardInterrupt):
             writer.add_states("t", make_states(), 1)
         writer.add_states("t", make_states(), 2)  # no error left over for this one
