@@ -569,7 +569,8 @@ def _copy_into(out: np.ndarray, array: np.ndarray, crc: int = 0) -> int:
     NaNs, which stay NaNs. Anything else is numpy's copy, then `event_file.crc32c`.
     """
     native = out.dtype.isnative and array.dtype.isnative
-    if native and array.ndim == 3 and array.dtype in (out.dtype, np.float32):
+    if (native and array.ndim == 3 and array.dtype in (out.dtype, np.float32)
+            and out.flags.c_contiguous):  # the kernel checksums out's memory as one block
         from tb_lstm_states import copy_kernel  # numba: imported on first use
 
         address = event_file.CRC32C_EXTEND_ADDRESS
