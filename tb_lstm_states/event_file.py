@@ -140,10 +140,10 @@ class RecordCancelled(Exception):
 class PayloadStream:
     """A record's payload of known length, whose pieces are produced while it is written.
 
-    A producer (`StateWriter.add_states`) queues the record with one of these as its
-    payload, then `put`s the pieces as it makes them (an array once copied) and
-    `finish`es; `RecordFile.write` writes the pieces as they come, then the frame's
-    tail. The disk is busy from the first array on while the producer still works
+    A producer (`StateWriter.add_states`) `put`s the pieces as it makes them (an
+    array once copied) and `finish`es, and queues the record, with this as its
+    payload, as soon as there is something to write; `RecordFile.write` writes the
+    pieces as they come, then the frame's tail. The disk is busy from the first array on while the producer still works
     (on statistics, say).
 
     `put` checksums the pieces in the producer's thread, right after it made them
@@ -330,9 +330,19 @@ class RecordFile:
             self._fd = None
 
 
-# At most this many pieces go to one `os.writev`: IOV_MAX, 1024 on Linux. Where
-# there is no `os.writev` (Windows), pieces are written one at a time.
-_MAX_IOVECS = os.sysconf("SC_IOV_MAX") if hasattr(os, "writev") else 1
+def _max_iovecs() -> int:
+    """How many pieces one `os.writev` takes: IOV_MAX (1024 on Linux; POSIX promises
+    at least 16), or 1 where there is no `os.writev` (Windows): one write a piece."""
+    if not hasattr(os, "writev"):
+        return 1
+    try:
+        limit = os.sysconf("SC_IOV_MAX")
+    except (ValueError, OSError):
+        limit = -1
+    return limit if limit > 0 else 16
+
+
+_MAX_IOVECS = _max_iovecs()
 
 
 def _write_all(fd: int, pieces: Sequence[Union[Piece, PayloadStream]]) -> None:
