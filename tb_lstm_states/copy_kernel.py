@@ -26,9 +26,6 @@ from numba.extending import intrinsic, overload
 
 from tb_lstm_states.statistics_kernel import has_half_conversion
 
-FLOAT16_MAX = 65504.0
-
-
 def _half_bits_from_float32_bits(bits):
     """The float16 bits nearest to the float32 of `bits` (uint32), ties to even."""
     sign = (bits >> 16) & 0x8000
@@ -130,7 +127,7 @@ def copy_checksummed(source, target, crc, crc_address):
       crc_address: the address of `crc32c_extend`, or 0 to leave `crc` as it is.
 
     Returns:
-      `crc` extended over the bytes of `target`.
+      `crc` extended over the bytes of `target` (as given when `crc_address` is 0).
     """
     if source.shape != target.shape:
         raise ValueError("copy_checksummed: the arrays differ in shape")
