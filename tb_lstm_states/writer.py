@@ -412,8 +412,8 @@ class _BufferPool:
         self._bytes = 0
         self._largest_record = 0
 
-    def take(self, shape, dtype) -> np.ndarray:
-        key = (tuple(shape), np.dtype(dtype).str)
+    def take(self, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        key = (shape, dtype.str)
         with self._lock:
             arrays = self._free.get(key)
             if arrays:
@@ -571,18 +571,28 @@ def _copy_into(out: np.ndarray, array: np.ndarray, crc: int = 0) -> int:
     native = out.dtype.isnative and array.dtype.isnative
     if (native and array.ndim == 3 and array.dtype in (out.dtype, np.float32)
             and out.flags.c_contiguous):  # the kernel checksums out's memory as one block
-        from tb_lstm_states import copy_kernel  # numba: imported on first use
-
+        if out.dtype == np.float16:  # numba has no float16: its bits
+            out = out.view(np.uint16)
+            if array.dtype == np.float16:
+                array = array.view(np.uint16)
         address = event_file.CRC32C_EXTEND_ADDRESS
-        extended = copy_kernel.copy_checksummed(_bits(array), _bits(out), crc, address)
+        extended = _copy_kernel().copy_checksummed(array, out, crc, address)
         return extended if address else event_file.crc32c([out], crc)
     np.copyto(out, array, casting="unsafe")
     return event_file.crc32c([out], crc)
 
 
-def _bits(array: np.ndarray) -> np.ndarray:
-    """float16 arrays as their uint16 bits (numba has no float16); others as they are."""
-    return array.view(np.uint16) if array.dtype == np.float16 else array
+_COPY_KERNEL = None
+
+
+def _copy_kernel():
+    """`copy_kernel`, imported on first use: it imports numba."""
+    global _COPY_KERNEL
+    if _COPY_KERNEL is None:
+        from tb_lstm_states import copy_kernel
+
+        _COPY_KERNEL = copy_kernel
+    return _COPY_KERNEL
 
 
 # Arrays larger than this are copied and handed to the writer thread in slices.
