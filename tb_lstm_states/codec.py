@@ -104,12 +104,12 @@ def encode_record(
     blobs = [header]
     for array, stored in arrays:
         array = np.asarray(array)
-        if array.dtype == np.float32 and stored == np.float16 and array.ndim == 3:
+        if array.dtype == np.float32 and stored == np.float16:
             # numpy's float16 cast is scalar code, 30x slower than the compiled one.
             from tb_lstm_states import copy_kernel  # numba: only when encoding
 
-            out = np.empty(array.shape, np.float16)
-            copy_kernel.copy_checksummed(array, out.view(np.uint16), 0, 0)
+            out = np.empty(array.shape, stored)
+            copy_kernel.copy_into(out, array)
         elif copy:
             out = np.array(array, dtype=stored, order="C", copy=True)
         else:

@@ -18,13 +18,17 @@ CPU converts half floats (x86 with F16C, aarch64) LLVM's own conversion is used;
 elsewhere the bits are rounded with integer operations, also exact.
 """
 
+from typing import Optional
+
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
+from tb_lstm_states import event_file
 from tb_lstm_states.statistics_kernel import has_half_conversion
+
 
 def _half_bits_from_float32_bits(bits):
     """The float16 bits nearest to the float32 of `bits` (uint32), ties to even."""
@@ -141,6 +145,38 @@ def copy_checksummed(source, target, crc, crc_address):
     if crc_address:
         crc = _crc32c_extend(crc_address, crc, target.ctypes.data, target.size * target.itemsize)
     return crc
+
+
+def copy_into(out: np.ndarray, array: np.ndarray, crc: Optional[int] = None) -> Optional[int]:
+    """Copies `array` into `out` (C-contiguous), casting to its dtype.
+
+    `[batch, time, units]` arrays, float32 or of `out`'s dtype, take one call of
+    `copy_checksummed`; anything else is numpy's copy.
+
+    Args:
+      out: the C-contiguous target.
+      array: the source, of `out`'s shape.
+      crc: None, or the CRC32C of what comes before `out` in a payload.
+
+    Returns:
+      None, or `crc` extended over the bytes of `out`.
+    """
+    native = out.dtype.isnative and array.dtype.isnative
+    if (native and array.ndim == 3 and array.dtype in (out.dtype, np.float32)
+            and out.flags.c_contiguous):  # the kernel checksums out's memory as one block
+        if out.dtype == np.float16:  # numba has no float16: its bits
+            out = out.view(np.uint16)
+            if array.dtype == np.float16:
+                array = array.view(np.uint16)
+        address = event_file.CRC32C_EXTEND_ADDRESS if crc is not None else 0
+        extended = copy_checksummed(array, out, crc or 0, address)
+        if address:
+            return extended
+    else:
+        np.copyto(out, array, casting="unsafe")
+    if crc is None:
+        return None
+    return event_file.crc32c([out], crc)
 
 
 @numba.njit(cache=True, nogil=True)

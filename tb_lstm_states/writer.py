@@ -207,6 +207,8 @@ class StateWriter:
         if job.stream.length > MAX_EVENT_BYTES:
             raise _too_large(tag, step, job.stream.length)
         self._reserve(job)
+        from tb_lstm_states import copy_kernel  # numba: imported on first use
+
         queued = False
         try:
             # Each array goes to the writer thread once copied, so the disk is busy
@@ -222,7 +224,8 @@ class StateWriter:
                 # Large arrays go in slices, so the writer thread starts on the
                 # first one while the rest is copied.
                 for source, target in _slices(array.reshape(shape), out):
-                    crc = _copy_into(target, source, event_file.crc32c(pieces, job.stream.crc))
+                    crc = copy_kernel.copy_into(
+                        target, source, event_file.crc32c(pieces, job.stream.crc))
                     pieces.append(_bytes_view(target))
                     job.stream.put(pieces, crc=crc)
                     pieces = []
@@ -559,49 +562,13 @@ def _signature(tag, description, dtype, numpy_states, numpy_series, tokens, arra
     return tuple(parts)
 
 
-def _copy_into(out: np.ndarray, array: np.ndarray, crc: int = 0) -> int:
-    """Copies `array` into `out` (C-contiguous), casting to its dtype, and returns
-    `crc` extended over the bytes of `out`.
-
-    `[batch, time, units]` arrays, float32 or of `out`'s dtype, take one compiled
-    call (`copy_kernel`) that releases the GIL once; it rounds float32 to float16
-    to nearest even like numpy's cast, bit for bit but for the payload bits of
-    NaNs, which stay NaNs. Anything else is numpy's copy, then `event_file.crc32c`.
-    """
-    native = out.dtype.isnative and array.dtype.isnative
-    if (native and array.ndim == 3 and array.dtype in (out.dtype, np.float32)
-            and out.flags.c_contiguous):  # the kernel checksums out's memory as one block
-        if out.dtype == np.float16:  # numba has no float16: its bits
-            out = out.view(np.uint16)
-            if array.dtype == np.float16:
-                array = array.view(np.uint16)
-        address = event_file.CRC32C_EXTEND_ADDRESS
-        extended = _copy_kernel().copy_checksummed(array, out, crc, address)
-        return extended if address else event_file.crc32c([out], crc)
-    np.copyto(out, array, casting="unsafe")
-    return event_file.crc32c([out], crc)
-
-
-_COPY_KERNEL = None
-
-
-def _copy_kernel():
-    """`copy_kernel`, imported on first use: it imports numba."""
-    global _COPY_KERNEL
-    if _COPY_KERNEL is None:
-        from tb_lstm_states import copy_kernel
-
-        _COPY_KERNEL = copy_kernel
-    return _COPY_KERNEL
-
-
 # Arrays larger than this are copied and handed to the writer thread in slices.
 _SLICE_BYTES = 2 << 20
 
 
 def _slices(source: np.ndarray, target: np.ndarray):
     """`(source part, target part)` pairs that cover `target`, in order: the whole
-    arrays, or slices along the first axis (or flat ones) of about `_SLICE_BYTES`."""
+    arrays, or slices along the first axis of about `_SLICE_BYTES`."""
     if target.nbytes <= _SLICE_BYTES or target.ndim == 0:
         return [(source, target)]
     rows = max(1, _SLICE_BYTES // max(1, target.nbytes // target.shape[0]))

@@ -14,7 +14,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 
 import tb_lstm_states as tls
 from conftest import run_without_half_conversion
-from tb_lstm_states import codec, event_file, metadata, statistics
+from tb_lstm_states import codec, copy_kernel, event_file, metadata, statistics
 from tb_lstm_states import writer as writer_lib
 from tb_lstm_states import states as states_lib
 
@@ -517,10 +517,14 @@ def test_float16_cast_matches_numpy():
                   base.astype(np.float64)):  # numpy's cast: no double rounding
         out = np.empty(array.shape, np.float16)
         with np.errstate(over="ignore"):  # 6e4 * N(0, 1) overflows to inf, as it should
-            crc = writer_lib._copy_into(out, array, 12345)
+            crc = copy_kernel.copy_into(out, array, 12345)
             expected = array.astype(np.float16)
         np.testing.assert_array_equal(out.view(np.uint16), expected.view(np.uint16))
         assert crc == google_crc32c.extend(12345, out.tobytes())
+        unchecked = np.empty(array.shape, np.float16)  # as `states_pb` casts
+        with np.errstate(over="ignore"):
+            assert copy_kernel.copy_into(unchecked, array) is None
+        np.testing.assert_array_equal(unchecked.view(np.uint16), out.view(np.uint16))
 
 
 def test_streamed_record_is_checksummed_as_written(tmp_path):
@@ -623,7 +627,7 @@ def test_large_arrays_are_written_in_slices(tmp_path, monkeypatch, dtype):
 # bit patterns: cast by the compiled kernel, compared with numpy.
 EVERY_FLOAT16_BOUNDARY = """
 import numpy as np
-from tb_lstm_states import writer
+from tb_lstm_states import copy_kernel
 
 halves = np.arange(1 << 16, dtype=np.uint32) << 13
 bits = np.concatenate([
@@ -635,7 +639,7 @@ bits = np.concatenate([
 bits = np.concatenate([bits, bits | 0x80000000])
 values = bits.view(np.float32).reshape(1, 1, -1)
 out = np.empty(values.shape, np.float16)
-writer._copy_into(out, values)
+copy_kernel.copy_into(out, values)
 with np.errstate(all="ignore"):
     expected = values.astype(np.float16)
 nan = np.isnan(values)
@@ -677,7 +681,7 @@ def test_copies_are_checksummed_as_copied(monkeypatch, crc_library):
         base = rng.standard_normal((4, 30, 50)).astype(dtype)
         for array in (base, base[:, ::-1], base.transpose(1, 0, 2)[:4], base[:, :, ::2]):
             out = np.empty(array.shape, dtype)
-            crc = writer_lib._copy_into(out, array, 7)
+            crc = copy_kernel.copy_into(out, array, 7)
             np.testing.assert_array_equal(out.view(np.uint8),
                                           np.ascontiguousarray(array).view(np.uint8))
             assert crc == google_crc32c.extend(7, out.tobytes())
