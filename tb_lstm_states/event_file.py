@@ -8,8 +8,9 @@ An event file is a sequence of records, each framed as
 TensorBoard's own writer computes the CRC in pure Python (about 6 MB/s). Here the
 payload is given as a list of pieces (small `bytes` and large memoryviews of numpy
 arrays), checksummed in C piece by piece and written without ever being joined, so
-a large record is never copied. A record's payload may also be a `PayloadStream`,
-whose pieces come, checksummed by their producer, while it is written.
+a large record is never copied. A record may also be written in parts
+(`RecordFile.write_part`) while its producer still makes the rest: the frame's head
+first, the tail, with the CRC its producer computed, last.
 
 `google_crc32c` (1.9) accepts only `bytes`-like objects without a release hook (not
 a memoryview of a numpy array) and releases the GIL only for `bytes` of 1 MiB or
@@ -114,11 +115,12 @@ def crc32c(pieces: Sequence[Piece], crc: int = 0) -> int:
 
 def frame(pieces: Sequence[Piece]) -> Tuple[bytes, bytes, int]:
     """Returns `(head, tail, length)`: the framing around a payload made of `pieces`."""
-    length = _size(pieces)
+    length = piece_bytes(pieces)
     return frame_head(length), frame_tail(crc32c(pieces)), length
 
 
-def _size(pieces: Sequence[Piece]) -> int:
+def piece_bytes(pieces: Sequence[Piece]) -> int:
+    """The number of bytes in `pieces`."""
     return sum(memoryview(piece).nbytes for piece in pieces)
 
 
@@ -131,114 +133,6 @@ def frame_head(length: int) -> bytes:
 def frame_tail(crc: int) -> bytes:
     """The 4 bytes after a payload whose CRC32C is `crc`."""
     return _CRC.pack(masked_crc(crc))
-
-
-class RecordCancelled(Exception):
-    """The producer of a `PayloadStream` gave up on its record; it is cut from the file."""
-
-
-class PayloadStream:
-    """A record's payload of known length, whose pieces are produced while it is written.
-
-    A producer (`StateWriter.add_states`) `put`s the pieces as it makes them (an
-    array once copied) and `finish`es, and queues the record, with this as its
-    payload, as soon as there is something to write; `RecordFile.write` writes the
-    pieces as they come, then the frame's tail. The disk is busy from the first array on while the producer still works
-    (on statistics, say).
-
-    `put` checksums the pieces in the producer's thread, right after it made them
-    and while they are in its core's cache. The writer thread only writes: it needs
-    the GIL between writes, and every checksum it ran in Python there waited for
-    the producer's Python to let go of the GIL.
-    """
-
-    def __init__(self, length: int):
-        """Args: length: the length of the whole payload, this stream's part of it."""
-        self.length = length
-        self._ready = threading.Condition(threading.Lock())
-        self._pieces: list = []
-        self._size = 0
-        self._finished = False
-        self._cancelled = False
-        self._crc = 0  # of the pieces put so far
-
-    @property
-    def crc(self) -> int:
-        """The CRC32C of the pieces put so far."""
-        return self._crc
-
-    def put(self, pieces: Sequence[Piece], crc: Optional[int] = None) -> None:
-        """Adds pieces of the payload, next in payload order, and checksums them.
-
-        One producer thread only. The pieces must stay unchanged until written.
-
-        Args:
-          pieces: the pieces.
-          crc: `self.crc` extended over `pieces`, where the producer computed it
-            (while it made them); else they are checksummed here.
-        """
-        size = _size(pieces)
-        self._crc = crc32c(pieces, self._crc) if crc is None else crc
-        with self._ready:
-            self._pieces += pieces
-            self._size += size
-            self._ready.notify()
-
-    def finish(self, pieces: Sequence[Piece] = ()) -> None:
-        """Adds the last pieces of the payload (as `put`) and ends it, waking the
-        writer once for both.
-
-        Raises:
-          ValueError: if the pieces put do not add up to `length` (the record is
-            cancelled: its frame would lie).
-        """
-        size = _size(pieces)
-        self._crc = crc32c(pieces, self._crc)
-        with self._ready:
-            self._pieces += pieces
-            self._size += size
-            if self._size != self.length:
-                self._cancelled = True
-            self._finished = True
-            self._ready.notify()
-        if self._cancelled:
-            raise ValueError("a record's pieces hold %d bytes, not the %d announced"
-                             % (self._size, self.length))
-
-    def cancel(self) -> None:
-        """Drops the record: `RecordFile.write` raises `RecordCancelled` and cuts it."""
-        with self._ready:
-            self._cancelled = True
-            self._finished = True
-            self._ready.notify()
-
-    def wait(self) -> None:
-        """Returns once `finish` or `cancel` was called."""
-        with self._ready:
-            while not self._finished:
-                self._ready.wait()
-
-    def take(self) -> Tuple[list, bool]:
-        """Waits for pieces put since the last call, or the end of the payload.
-
-        Returns:
-          `(pieces, done)`: the pieces, and whether the payload is finished and
-          these are its last ones (the frame's tail comes next).
-
-        Raises:
-          RecordCancelled: if the record was cancelled.
-        """
-        with self._ready:
-            while not self._pieces and not self._finished:
-                self._ready.wait()
-            if self._cancelled:
-                raise RecordCancelled()
-            pieces, self._pieces = self._pieces, []
-            return pieces, self._finished
-
-    def tail(self) -> bytes:
-        """The frame's tail, once every piece was taken."""
-        return frame_tail(self._crc)
 
 
 def event_file_name(logdir: str, suffix: str = "", timestamp: Optional[float] = None) -> str:
@@ -270,7 +164,7 @@ def oldest_event_file_time(logdir: str) -> Optional[int]:
 
 
 class RecordFile:
-    """Appends framed records to a new event file. Not thread-safe: one writer thread."""
+    """Appends framed records to a new event file. Not thread-safe: one writer at a time."""
 
     def __init__(self, path: str):
         """Creates the file and writes the `file_version` event TensorBoard expects first.
@@ -282,47 +176,57 @@ class RecordFile:
         # Unbuffered: each record is in the OS when `write` returns, and no record
         # waits in a user-space buffer for a reader (or is lost to a kill).
         self._fd: Optional[int] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        self._position = 0
+        self._record_start = 0  # where the record being written begins
+        self._end = 0
         first = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
         first.source_metadata.writer = "tb_lstm_states"
         self.write([first.SerializeToString()])
 
-    def write(self, pieces: Sequence[Union[Piece, PayloadStream]]) -> int:
-        """Writes one record whose payload is the concatenation of `pieces`.
-
-        Or whose payload is a `PayloadStream`, given alone (`[stream]`): its pieces
-        are written as they come.
-
-        On failure (a full disk, a cancelled `PayloadStream`) the file is cut back to
-        where the record began, so every record before it stays readable and later
-        ones stay framed.
+    def write(self, pieces: Sequence[Piece]) -> int:
+        """Writes one whole record whose payload is the concatenation of `pieces`.
 
         Returns:
           The number of bytes the record took in the file.
+
+        Raises:
+          OSError: as `write_part`.
+        """
+        head, tail, length = frame(pieces)
+        self.write_part([head] + list(pieces) + [tail], ends_record=True)
+        return len(head) + length + len(tail)
+
+    def write_part(self, pieces: Sequence[Piece], *, ends_record: bool) -> None:
+        """Writes the next bytes of a record framed by the caller: `frame_head` first,
+        then the payload in any number of parts, then `frame_tail` in the last part.
+
+        Args:
+          pieces: the bytes, in order.
+          ends_record: whether they end the record.
+
+        Raises:
+          OSError: if they cannot be written (a full disk). The file is first cut back
+            to where the record began, so every record before it stays readable and
+            later ones stay framed.
         """
         if self._fd is None:
             raise ValueError("%s is closed" % self.path)
-        pieces = list(pieces)
-        if any(isinstance(piece, PayloadStream) for piece in pieces):
-            if len(pieces) != 1:
-                raise ValueError("a PayloadStream is a record's whole payload: write([stream])")
-            length = pieces[0].length
-            framed = [frame_head(length)] + pieces
-        else:
-            head, tail, length = frame(pieces)
-            framed = [head] + pieces + [tail]
         try:
-            _write_all(self._fd, framed)
+            _write_all(self._fd, pieces)
         except BaseException:
-            try:
-                os.ftruncate(self._fd, self._position)
-                os.lseek(self._fd, self._position, os.SEEK_SET)
-            except OSError:
-                pass  # the error being raised says more than this one would
+            self.cut()
             raise
-        size = _HEADER.size + _CRC.size + length + _CRC.size
-        self._position += size
-        return size
+        self._end += piece_bytes(pieces)
+        if ends_record:
+            self._record_start = self._end
+
+    def cut(self) -> None:
+        """Drops what was written of an unfinished record (a producer gave up on it)."""
+        self._end = self._record_start
+        try:
+            os.ftruncate(self._fd, self._end)
+            os.lseek(self._fd, self._end, os.SEEK_SET)
+        except OSError:
+            pass  # the error that made the record stop says more than this one would
 
     def close(self) -> None:
         if self._fd is not None:
@@ -345,34 +249,15 @@ def _max_iovecs() -> int:
 _MAX_IOVECS = _max_iovecs()
 
 
-def _write_all(fd: int, pieces: Sequence[Union[Piece, PayloadStream]]) -> None:
-    """Writes `pieces` in order, each batch of what is ready in one `os.writev`
-    straight from their memory, going on after a partial write. A `PayloadStream`
-    (last) is written as its pieces come, then the frame's tail.
+def _write_all(fd: int, pieces: Sequence[Piece]) -> None:
+    """Writes `pieces` in order, in one `os.writev` straight from their memory, going
+    on after a partial write.
 
-    One system call a batch: the GIL is released for all of it, and a thread
-    writing a stream takes the GIL back once per batch, not once per piece (it
-    waits for it whenever the producer runs Python). Measured here: a 1.2 MB
-    record's 16 pieces took 228 us in one `writev`, 262 us in one write each.
+    One system call: the GIL is released for all of it, and a thread writing a
+    record's parts takes the GIL back once per part, not once per piece (it waits
+    for it whenever the producer runs Python). Measured here: a 1.2 MB record's 16
+    pieces took 228 us in one `writev`, 262 us in one write each.
     """
-    ready = []
-    for piece in pieces:
-        if not isinstance(piece, PayloadStream):
-            ready.append(piece)
-            continue
-        while True:  # the frame's head goes out with the first pieces
-            more, done = piece.take()
-            ready += more
-            if done:
-                ready.append(piece.tail())
-                break
-            _writev_fully(fd, ready)
-            ready = []
-    if ready:
-        _writev_fully(fd, ready)
-
-
-def _writev_fully(fd: int, pieces: Sequence[Piece]) -> None:
     views = [memoryview(piece).cast("B") for piece in pieces]
     views = [view for view in views if len(view)]
     while views:

@@ -12,7 +12,8 @@ earlier records, and checksums each copy (CRC32C, in C) while it is in cache: on
 compiled call per array, `copy_kernel`. It hands each copy to a background thread
 that writes it, while `add_states` goes on to the next array and then the
 statistics (sampled sequences, one compiled pass without the GIL, `statistics`),
-which end the record; then `add_states` returns. The event proto is encoded by
+which end the record; `add_states` writes that small end itself where the writer
+thread is idle by then, and returns. The event proto is encoded by
 hand around the arrays, so a large record never goes through protobuf
 serialization or a Python-level copy. What a record's layout decides (its header,
 the event's bytes around the arrays) is worked out once per layout (`_Plan`). A
@@ -114,12 +115,13 @@ class StateWriter:
         self._lock = threading.Lock()
         # Separate conditions, so that freeing room wakes no one unless add_states
         # waits for it: waking a thread cost tens of microseconds a record here.
-        self._work = threading.Condition(self._lock)  # the writer thread waits for records
+        self._work = threading.Condition(self._lock)  # the writer thread waits for parts
         self._room = threading.Condition(self._lock)  # add_states waits for queue room
-        self._queue: List[_Job] = []
+        self._progress = threading.Condition(self._lock)  # flush waits for parts written
+        self._queue: List[_Job] = []  # records being made and written, oldest first
         self._queued_bytes = 0
-        self._write_lock = threading.Lock()  # held while a record is written
-        self._closing = False
+        self._writing = False  # a thread writes a part (`_claim`)
+        self._flushers = 0  # threads waiting in flush
         self._closed = False
         self._error: Optional[BaseException] = None
         self._error_job: Optional[_Job] = None
@@ -204,8 +206,8 @@ class StateWriter:
             arrays = [array for array, _ in planned]
         job = _Job(tag, step, time.time(), plan)
         # Exact now that the stored dtypes are known (float16 may have become float32).
-        if job.stream.length > MAX_EVENT_BYTES:
-            raise _too_large(tag, step, job.stream.length)
+        if job.length > MAX_EVENT_BYTES:
+            raise _too_large(tag, step, job.length)
         self._reserve(job)
         from tb_lstm_states import copy_kernel  # numba: imported on first use
 
@@ -216,6 +218,7 @@ class StateWriter:
             # The record is queued with its first array, so the writer thread wakes
             # once, to write, not once for the record and again for the array.
             pieces = [job.prefix, plan.header]
+            crc = 0
             for array, shape, stored_dtype, key in zip(
                     arrays, plan.shapes, plan.dtypes, plan.array_keys):
                 out = self._pool.take(shape, stored_dtype)
@@ -224,27 +227,22 @@ class StateWriter:
                 # Large arrays go in slices, so the writer thread starts on the
                 # first one while the rest is copied.
                 for source, target in _slices(array.reshape(shape), out):
-                    crc = copy_kernel.copy_into(
-                        target, source, event_file.crc32c(pieces, job.stream.crc))
+                    # Checksummed here, while the copy is in this core's cache; the
+                    # writer thread only writes, and takes the GIL once per part.
+                    crc = copy_kernel.copy_into(target, source, event_file.crc32c(pieces, crc))
                     pieces.append(_bytes_view(target))
-                    job.stream.put(pieces, crc=crc)
+                    self._put(job, pieces, crc, first=not queued)
+                    queued = True
                     pieces = []
-                    if not queued:
-                        self._queue_job(job)
-                        queued = True
             # From the caller's arrays, exactly as `states_pb` computes them. Sampled
             # (`statistics.MAX_VALUES`): a fraction of a millisecond.
             compute_statistics = plan.statistics.prepare(numpy_states)
             # While the writer thread writes the arrays.
             table = compute_statistics().astype("<f4", copy=False).tobytes()
-            job.stream.finish(pieces + [plan.statistics_key, plan.statistics_prefix, table])
-            if not queued:
-                self._queue_job(job)
+            pieces += [plan.statistics_key, plan.statistics_prefix, table]
+            self._put(job, pieces, event_file.crc32c(pieces, crc), first=not queued, last=True)
         except BaseException:
-            if queued:
-                job.stream.cancel()  # the writer thread cuts the record from the file
-            else:
-                self._release(job)
+            self._cancel(job)
             raise
 
     def log(
@@ -282,15 +280,29 @@ class StateWriter:
     def flush(self) -> None:
         """Writes every queued record and hands it to the OS before returning.
 
-        The calling thread writes what is still queued itself rather than wait for
-        the writer thread to be scheduled: it would wait either way.
+        The calling thread writes what it can itself rather than wait for the writer
+        thread to be scheduled: it would wait either way.
 
         Raises:
           RuntimeError: if writing a record failed (see the cause).
         """
-        with self._write_lock:
-            while self._write_next():
-                pass
+        with self._lock:
+            last = self._queue[-1] if self._queue else None
+            self._flushers += 1
+        try:
+            while last is not None:
+                with self._lock:
+                    if last.written:
+                        break
+                    part = self._claim()
+                    if part is None:
+                        self._progress.wait()
+                if part is not None:
+                    self._write_part(part)
+        finally:
+            with self._lock:
+                self._flushers -= 1
+                self._wake_writer()
         self._raise_pending_error()
 
     def close(self) -> None:
@@ -304,7 +316,6 @@ class StateWriter:
             if self._closed:
                 return
             self._closed = True
-            self._closing = True
             self._work.notify_all()
             self._room.notify_all()
         self._thread.join()
@@ -346,56 +357,144 @@ class StateWriter:
                 raise ValueError("this StateWriter was closed while add_states waited")
             self._queued_bytes += job.nbytes
 
-    def _queue_job(self, job: "_Job") -> None:
-        """Hands a reserved `job` to the writer thread."""
+    def _put(self, job: "_Job", pieces: list, crc: int, *, first: bool,
+             last: bool = False) -> None:
+        """Hands the next pieces of a reserved `job` to be written.
+
+        Args:
+          job: the record.
+          pieces: its next pieces, which must stay unchanged until written.
+          crc: the CRC32C of the payload up to the end of `pieces`.
+          first: queue the record (with its first pieces: one wake for both).
+          last: these end the record. If no one is writing, they are written here:
+            waking the writer thread for them took longer than writing them (it
+            also has to wait for this thread's GIL), and a `flush` right after
+            would wait for it in turn.
+
+        Raises:
+          ValueError: if the writer was closed meanwhile, or (a bug) if the pieces
+            do not add up to the announced length; the record is dropped.
+        """
         with self._lock:
-            if self._closed:
-                raise ValueError("this StateWriter was closed while add_states ran")
-            self._queue.append(job)
+            if first:
+                if self._closed:
+                    raise ValueError("this StateWriter was closed while add_states ran")
+                self._queue.append(job)
+            job.crc = crc
+            job.size += event_file.piece_bytes(pieces)
+            if not job.written:  # else writing it failed: the rest is dropped
+                job.pending += pieces
+            if last:
+                if job.size != job.length:
+                    raise ValueError("a record's pieces hold %d bytes, not the %d announced"
+                                     % (job.size, job.length))
+                job.finished = True
+                if job.written:
+                    self._release(job)
+                part = self._claim(job)
+            else:
+                part = None
+            if part is None:
+                self._wake_writer()
+        if part is not None:
+            self._write_part(part)
+
+    def _cancel(self, job: "_Job") -> None:
+        """Drops a record `add_states` gave up on; what was written of it is cut."""
+        with self._lock:
+            job.cancelled = True
+            if job not in self._queue:  # never queued, or out of the file already
+                self._release(job)
+                return
+            part = self._claim(job)
+            if part is None:
+                self._wake_writer()
+        if part is not None:
+            self._write_part(part)
+
+    def _wake_writer(self) -> None:
+        """Wakes whoever writes the next part, if one is ready. Called with `_lock` held.
+
+        A thread waiting in `flush` writes it: that thread waits either way, and a
+        part written by the writer thread while it waits costs a second wake.
+        """
+        if self._flushers:
+            self._progress.notify_all()
+        elif self._queue and (self._queue[0].pending or self._queue[0].finished
+                              or self._queue[0].cancelled):
             self._work.notify()
 
-    def _release(self, job: "_Job") -> None:
-        """Gives back the buffers and the queue room of a written or dropped `job`."""
-        self._pool.give(job.pooled)
-        job.stream = job.pooled = None
+    def _claim(self, job: Optional["_Job"] = None):
+        """What to write next: `(job, pieces, ends record)`, `(job, None, True)` for
+        a cancelled record to cut, or None while someone writes or nothing is ready.
+
+        Called with `_lock` held. Only the oldest queued record is written, one part
+        at a time by one thread (the writer thread, `flush`, or `_put`), so parts
+        reach the file in order. With `job`, only a part of `job`.
+        """
+        if self._writing or not self._queue:
+            return None
+        head = self._queue[0]
+        if job is not None and head is not job:
+            return None
+        if head.cancelled:
+            self._writing = True
+            return head, None, True
+        if not head.pending and not head.finished:
+            return None
+        pieces, head.pending = head.pending, []
+        if not head.started:
+            pieces.insert(0, event_file.frame_head(head.length))
+            head.started = True
+        if head.finished:
+            pieces.append(event_file.frame_tail(head.crc))
+        self._writing = True
+        return head, pieces, head.finished
+
+    def _write_part(self, part) -> None:
+        """Writes a part `_claim`ed by this thread (no lock held)."""
+        job, pieces, ends_record = part
+        error = None
+        try:
+            if pieces is None:
+                if job.started:
+                    self._file.cut()
+            else:
+                self._file.write_part(pieces, ends_record=ends_record)
+        except BaseException as e:  # noqa: B036 - recorded, and re-raised below if fatal
+            error = e
         with self._lock:
-            self._queued_bytes -= job.nbytes
-            self._room.notify_all()
+            self._writing = False
+            if error is not None and self._error is None and isinstance(error, Exception):
+                self._error, self._error_job = error, job  # raised by the next call
+            if ends_record or error is not None:
+                self._queue.pop(0)
+                job.written = True  # or cut from the file
+                job.pending = []
+                if job.finished or job.cancelled:
+                    self._release(job)
+            self._wake_writer()  # for parts put while this one was written, or a flush
+        if error is not None and not isinstance(error, Exception):
+            raise error
+
+    def _release(self, job: "_Job") -> None:
+        """Gives back the buffers and the queue room of a written or dropped `job`
+        once `add_states` is done with it. Called with `_lock` held."""
+        self._pool.give(job.pooled)
+        job.pooled = []
+        self._queued_bytes -= job.nbytes
+        self._room.notify_all()
 
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._queue and not self._closing:
+                part = None if self._flushers else self._claim()
+                while part is None:
+                    if self._closed and not self._queue:
+                        return
                     self._work.wait()
-                if not self._queue:
-                    return
-            with self._write_lock:
-                self._write_next()
-
-    def _write_next(self) -> bool:
-        """Writes the oldest queued record; False if none is queued.
-
-        Called with `_write_lock` held, by the writer thread or by `flush`: records
-        are taken and written under it, so they reach the file in queue order.
-        """
-        with self._lock:
-            if not self._queue:
-                return False
-            job = self._queue.pop(0)
-        try:
-            self._file.write([job.stream])
-        except event_file.RecordCancelled:
-            pass  # add_states failed after queueing it, and raised that error
-        except Exception as e:  # surfaced to the caller by the next call
-            with self._lock:
-                if self._error is None:
-                    self._error, self._error_job = e, job
-        finally:
-            # add_states may still be copying into the buffers (a write that failed
-            # early): they are reused only once it is done.
-            job.stream.wait()
-            self._release(job)
-        return True
+                    part = None if self._flushers else self._claim()
+            self._write_part(part)
 
 
 class _BufferPool:
@@ -502,12 +601,13 @@ class _Plan:
 
 
 class _Job:
-    """One record for the writer thread: a `PayloadStream` that `add_states` fills.
+    """One record, from the `add_states` that makes it to the thread that writes it.
 
     The payload is the serialized `Event` holding the record and its statistics,
     field by field what `Event(summary=states_pb(...)).SerializeToString()` holds;
     the arrays go in as memoryviews of their copies, so nothing large is copied
-    twice. Its length is known from the plan, before any array is copied.
+    twice. Its length is known from the plan, before any array is copied. Its
+    state is guarded by the writer's lock.
     """
 
     def __init__(self, tag, step, wall_time, plan):
@@ -521,7 +621,14 @@ class _Job:
             + wire.length_delimited(5, plan.summary_size)  # Event.summary
         )
         self.prefix = head + plan.summary_prefix  # everything before the header's bytes
-        self.stream = event_file.PayloadStream(len(head) + plan.summary_size)
+        self.length = len(head) + plan.summary_size  # of the payload
+        self.pending: list = []  # pieces put and not yet claimed for writing
+        self.size = 0  # bytes put so far
+        self.crc = 0  # of the pieces put so far
+        self.started = False  # its frame's head was claimed
+        self.finished = False  # add_states put its last pieces
+        self.cancelled = False  # add_states gave up on it
+        self.written = False  # in the file, or cut from it
 
 
 def _record_arrays(numpy_states, numpy_series) -> Optional[list]:

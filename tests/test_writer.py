@@ -354,30 +354,43 @@ def test_an_error_after_queueing_cuts_the_record(tmp_path, monkeypatch):
     assert [r.step for r in tls.read_states(tmp_path)] == [0, 2]
 
 
-def test_payload_stream_must_fill_its_length():
-    stream = event_file.PayloadStream(10)
-    stream.put([b"12345"])
-    with pytest.raises(ValueError, match="5 bytes, not the 10 announced"):
-        stream.finish()
-    with pytest.raises(event_file.RecordCancelled):  # the writer cuts the record
-        stream.take()
+def test_a_record_whose_pieces_miss_its_length_is_cut(tmp_path, monkeypatch):
+    """A guard against bugs in the event's layout: a record whose pieces do not add up
+    to the length in its frame is refused and cut, though its first parts are
+    already in the file."""
+    real_init = writer_lib._Job.__init__
+
+    def init(self, *args):
+        real_init(self, *args)
+        if self.step == 1:
+            self.length += 3
+
+    monkeypatch.setattr(writer_lib._Job, "__init__", init)
+    with tls.StateWriter(tmp_path) as writer:
+        writer.add_states("t", make_states(), 0)
+        with pytest.raises(ValueError, match="not the [0-9]+ announced"):
+            writer.add_states("t", make_states(), 1)
+        writer.add_states("t", make_states(), 2)
+    assert [r.step for r in tls.read_states(tmp_path)] == [0, 2]
 
 
 def test_writer_thread_error_surfaces_and_earlier_records_survive(tmp_path, monkeypatch):
     real_write_all = event_file._write_all
-    calls = {"n": 0}
+    full = threading.Event()
 
     def failing_write_all(fd, pieces):
-        calls["n"] += 1
-        if calls["n"] == 3:  # the second states record: half of it, then a full disk
+        if full.is_set():  # the first part of the next record: half of it, then a full disk
+            full.clear()
             real_write_all(fd, pieces[: len(pieces) // 2])
             raise OSError(28, "No space left on device")
         real_write_all(fd, pieces)
 
     monkeypatch.setattr(event_file, "_write_all", failing_write_all)
-    writer = tls.StateWriter(tmp_path)  # call 1: file_version
-    writer.add_states("t", make_states(), 0)  # call 2
-    writer.add_states("t", make_states(), 1)  # call 3: fails
+    writer = tls.StateWriter(tmp_path)
+    writer.add_states("t", make_states(), 0)
+    writer.flush()
+    full.set()
+    writer.add_states("t", make_states(), 1)  # fails
     with pytest.raises(RuntimeError, match="could not write step 1 of tag 't'") as info:
         writer.flush()
     assert isinstance(info.value.__cause__, OSError)
@@ -416,15 +429,15 @@ def test_summary_writer_run(tmp_path):
 
 def test_queue_is_bounded(tmp_path, monkeypatch):
     seen, writers = [], []
-    real_write = event_file.RecordFile.write
+    real_write_part = event_file.RecordFile.write_part
 
-    def slow_write(self, pieces):
-        if writers:  # a slow disk: the queue fills up behind this write
+    def slow_write_part(self, pieces, *, ends_record):
+        if writers and ends_record:  # a slow disk: the queue fills up behind this write
             seen.append(writers[0]._queued_bytes)
             time.sleep(0.02)
-        return real_write(self, pieces)
+        return real_write_part(self, pieces, ends_record=ends_record)
 
-    monkeypatch.setattr(event_file.RecordFile, "write", slow_write)
+    monkeypatch.setattr(event_file.RecordFile, "write_part", slow_write_part)
     states = make_states(batch=4, time=8, hidden=8)
     record_bytes = sum(a.size for a in arrays(states).values()) * 2
     writer = tls.StateWriter(tmp_path, max_queue_bytes=2 * record_bytes + 1000)
@@ -527,24 +540,24 @@ def test_float16_cast_matches_numpy():
         np.testing.assert_array_equal(unchecked.view(np.uint16), out.view(np.uint16))
 
 
-def test_streamed_record_is_checksummed_as_written(tmp_path):
-    """A streamed payload is checksummed as its producer puts it, small pieces and
-    large ones alike, and written in the order they were put."""
+def test_records_written_in_parts_and_cut(tmp_path):
+    """A record written in parts reads back as one; a record cut after its first
+    parts leaves no trace, and the next record is framed where it began."""
     path = str(tmp_path / "events.out.tfevents.1.test")
     record_file = event_file.RecordFile(path)
     large = np.arange(300_000, dtype=np.uint8)
-    pieces = [b"first", large.tobytes(), b"small", memoryview(large[:1000])]
-    stream = event_file.PayloadStream(sum(len(bytes(p)) for p in pieces))
-    producer = threading.Thread(target=lambda: (
-        stream.put(pieces[:1]), stream.put(pieces[1:3]), stream.finish(pieces[3:])))
-    producer.start()
-    with pytest.raises(ValueError, match="whole payload"):
-        record_file.write([b"before", stream])
-    record_file.write([stream])
-    producer.join()
+    payload = [b"first", large.tobytes(), b"small", memoryview(large[:1000])]
+    length = event_file.piece_bytes(payload)
+    head, tail = event_file.frame_head(length), event_file.frame_tail(event_file.crc32c(payload))
+    record_file.write_part([head] + payload[:1], ends_record=False)
+    record_file.write_part(payload[1:3], ends_record=False)
+    record_file.write_part(payload[3:] + [tail], ends_record=True)
+    record_file.write_part([head] + payload[:2], ends_record=False)
+    record_file.cut()
+    record_file.write([b"last"])
     record_file.close()
     payloads = [payload for _, payload in event_file.read_records(path)]
-    assert payloads[-1] == b"".join(bytes(p) for p in pieces)
+    assert payloads[1:] == [b"".join(bytes(p) for p in payload), b"last"]
 
 
 def test_records_of_one_layout_share_a_plan_but_not_their_content(tmp_path):
