@@ -505,9 +505,7 @@ class _BufferPool:
     the project's VMs). A training loop logs the same shapes every time, so the
     buffers of as many records as were ever in flight at once (taken and not yet
     given back: one being written while the next is converted, or every tag of a
-    step queued together) are kept, up to `max_bytes`; `clear` frees them. Four
-    8 MB records queued before one flush ran at 23% of `tofile` when only two
-    records' buffers were kept, at 92% with all four.
+    step queued together) are kept, up to `max_bytes`; `clear` frees them.
     """
 
     def __init__(self, max_bytes: int):
