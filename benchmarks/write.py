@@ -151,20 +151,24 @@ def loop_rate(seconds):
 
 
 def _loop_while(done):
-    """Iterations per second of `python_loop` until `done` is set."""
+    """`(iterations per second, seconds)` of `python_loop` until `done` is set, or
+    `(None, 0.0)` if it was set before the loop began."""
     chunk, iterations = 20000, 0
     start = time.perf_counter()
     while not done.is_set():
         python_loop(chunk)
         iterations += chunk
-    return iterations / (time.perf_counter() - start), time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return (iterations / seconds if iterations else None), (seconds if iterations else 0.0)
 
 
 def bench_training_thread(directory, states, repeats):
     """Returns `(median slowdown, median add_states seconds, median write seconds)`.
 
     The loop's rate while the record is written is compared with its rate just
-    before and just after, so drifts in the machine's load cancel out.
+    before and just after, so drifts in the machine's load cancel out. A run where
+    the record was all written by the time `add_states` returned (the writer thread
+    kept up with the copies) lost nothing in the background: its slowdown is 0.
     """
     slowdowns, blocked, written = [], [], []
     with tls.StateWriter(os.path.join(directory, "training_thread")) as writer:
@@ -179,7 +183,7 @@ def bench_training_thread(directory, states, repeats):
             during, seconds = _loop_while(done)
             waiter.join()
             after = loop_rate(0.3)
-            slowdowns.append(1 - during / ((before + after) / 2))
+            slowdowns.append(0.0 if during is None else 1 - during / ((before + after) / 2))
             blocked.append(returned - start)
             written.append(seconds)
     return stats_lib.median(slowdowns), stats_lib.median(blocked), stats_lib.median(written)
@@ -212,7 +216,7 @@ def bench_control(directory, nbytes, repeats):
         during, _ = _loop_while(done)
         thread.join()
         after = loop_rate(0.3)
-        slowdowns.append(1 - during / ((before + after) / 2))
+        slowdowns.append(0.0 if during is None else 1 - during / ((before + after) / 2))
     return stats_lib.median(slowdowns)
 
 
