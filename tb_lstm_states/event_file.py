@@ -8,9 +8,9 @@ An event file is a sequence of records, each framed as
 TensorBoard's own writer computes the CRC in pure Python (about 6 MB/s). Here the
 payload is given as a list of pieces (small `bytes` and large memoryviews of numpy
 arrays), checksummed in C piece by piece and written without ever being joined, so
-a large record is never copied. A record may also be written in parts
-(`RecordFile.write_part`) while its producer still makes the rest: the frame's head
-first, the tail, with the CRC its producer computed, last.
+a large record is never copied. A record may also be a `RecordStream`, written
+(`RecordFile.write_stream`) while its producer still publishes the rest of it,
+checksummed by that producer.
 
 `google_crc32c` (1.9) accepts only `bytes`-like objects without a release hook (not
 a memoryview of a numpy array) and releases the GIL only for `bytes` of 1 MiB or
@@ -163,6 +163,82 @@ def oldest_event_file_time(logdir: str) -> Optional[int]:
     return min(times) if times else None
 
 
+class RecordStream:
+    """A record of known length whose pieces are published while it is written.
+
+    The producer `publish`es the payload's pieces in order, the last ones with the
+    payload's CRC32C; `RecordFile.write_stream` writes what is published so far. The
+    frame's head is published first and its tail last, so the pieces go out as they
+    are. One thread publishes; the caller serializes `publish` and `write_stream`
+    with a lock of its own, except that the compiled writer (`stream_kernel`) reads
+    what is published without it.
+    """
+
+    def __init__(self, length: int, max_pieces: int):
+        """Args: length: the payload's; max_pieces: how many pieces it may take."""
+        from tb_lstm_states import stream_kernel  # numba: imported on first use
+
+        self._store_count = stream_kernel.publish
+        self.length = length
+        self.size = 0  # payload bytes published
+        self.written = 0  # pieces written
+        self.finished = False  # the last pieces are published
+        self._rows = np.zeros((max_pieces + 2, 2), np.int64)  # (address, length): iovecs
+        self._published = np.zeros(1, np.int64)
+        self._pieces: list = []  # what the rows point into, kept alive until written
+        self._add(frame_head(length))
+
+    @property
+    def ready(self) -> bool:
+        """Whether published pieces wait to be written."""
+        return self.written < len(self._pieces)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole record, tail included, is written."""
+        return self.finished and not self.ready
+
+    def publish(self, pieces: Sequence[Piece], crc: Optional[int] = None) -> None:
+        """Publishes the next pieces, which must stay unchanged until written.
+
+        Args:
+          pieces: the pieces.
+          crc: the CRC32C of the whole payload, with its last pieces.
+
+        Raises:
+          ValueError: if the pieces overrun the record or (with `crc`) fall short of
+            its length: its frame would lie.
+        """
+        for piece in pieces:
+            self.size += self._add(piece)
+        if crc is not None:
+            self._add(frame_tail(crc), tail=True)
+            self.finished = True
+        if self.size > self.length or (self.finished and self.size != self.length):
+            raise ValueError("a record's pieces hold %d bytes, not the %d announced"
+                             % (self.size, self.length))
+        self._store_count(self._published, len(self._pieces))
+
+    def _add(self, piece: Piece, tail: bool = False) -> int:
+        if len(self._pieces) >= len(self._rows) - (not tail):  # the tail's row is kept
+            raise ValueError("a record stream takes at most %d pieces" % (len(self._rows) - 2))
+        if isinstance(piece, bytes):
+            size = len(piece)
+            address = ctypes.cast(ctypes.c_char_p(piece), ctypes.c_void_p).value
+        else:
+            piece = memoryview(piece).cast("B")
+            size = piece.nbytes
+            if not size:
+                address = 0
+            elif piece.readonly:
+                address = np.frombuffer(piece, np.uint8).ctypes.data
+            else:
+                address = ctypes.addressof(ctypes.c_char.from_buffer(piece))
+        self._rows[len(self._pieces)] = (address, size)
+        self._pieces.append(piece)
+        return size
+
+
 class RecordFile:
     """Appends framed records to a new event file. Not thread-safe: one writer at a time."""
 
@@ -177,7 +253,7 @@ class RecordFile:
         # waits in a user-space buffer for a reader (or is lost to a kill).
         self._fd: Optional[int] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         self._record_start = 0  # where the record being written begins
-        self._end = 0
+        self._stream_kernel = None
         first = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
         first.source_metadata.writer = "tb_lstm_states"
         self.write([first.SerializeToString()])
@@ -189,42 +265,56 @@ class RecordFile:
           The number of bytes the record took in the file.
 
         Raises:
-          OSError: as `write_part`.
+          OSError: as `write_stream`.
         """
         head, tail, length = frame(pieces)
-        self.write_part([head] + list(pieces) + [tail], ends_record=True)
-        return len(head) + length + len(tail)
-
-    def write_part(self, pieces: Sequence[Piece], *, ends_record: bool) -> None:
-        """Writes the next bytes of a record framed by the caller: `frame_head` first,
-        then the payload in any number of parts, then `frame_tail` in the last part.
-
-        Args:
-          pieces: the bytes, in order.
-          ends_record: whether they end the record.
-
-        Raises:
-          OSError: if they cannot be written (a full disk). The file is first cut back
-            to where the record began, so every record before it stays readable and
-            later ones stay framed.
-        """
-        if self._fd is None:
-            raise ValueError("%s is closed" % self.path)
+        self._check_open()
         try:
-            _write_all(self._fd, pieces)
+            _write_all(self._fd, [head] + list(pieces) + [tail])
         except BaseException:
             self.cut()
             raise
-        self._end += piece_bytes(pieces)
-        if ends_record:
-            self._record_start = self._end
+        self._record_start += len(head) + length + len(tail)
+        return len(head) + length + len(tail)
+
+    def write_stream(self, stream: RecordStream) -> None:
+        """Writes what `stream` published since the last call, and what it publishes
+        meanwhile.
+
+        Raises:
+          OSError: if it cannot be written (a full disk). The file is first cut back
+            to where the record began, so every record before it stays readable and
+            later ones stay framed.
+        """
+        self._check_open()
+        kernel = self._stream_kernel
+        if kernel is None:
+            from tb_lstm_states import stream_kernel as kernel  # numba: on first use
+
+            self._stream_kernel = kernel
+        if kernel.available():
+            written = kernel.write_published(
+                self._fd, stream._rows, stream._published, stream.written,
+                kernel.WRITEV_ADDRESS, kernel.ERRNO_ADDRESS)
+            if written < 0:
+                self.cut()
+                raise OSError(-written, os.strerror(-written), self.path)
+        else:
+            written = len(stream._pieces)
+            try:
+                _write_all(self._fd, stream._pieces[stream.written:written])
+            except BaseException:
+                self.cut()
+                raise
+        stream.written = written
+        if stream.complete:
+            self._record_start += _HEADER.size + _CRC.size + stream.length + _CRC.size
 
     def cut(self) -> None:
         """Drops what was written of an unfinished record (a producer gave up on it)."""
-        self._end = self._record_start
         try:
-            os.ftruncate(self._fd, self._end)
-            os.lseek(self._fd, self._end, os.SEEK_SET)
+            os.ftruncate(self._fd, self._record_start)
+            os.lseek(self._fd, self._record_start, os.SEEK_SET)
         except OSError:
             pass  # the error that made the record stop says more than this one would
 
@@ -232,6 +322,10 @@ class RecordFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def _check_open(self) -> None:
+        if self._fd is None:
+            raise ValueError("%s is closed" % self.path)
 
 
 def _max_iovecs() -> int:
@@ -251,13 +345,8 @@ _MAX_IOVECS = _max_iovecs()
 
 def _write_all(fd: int, pieces: Sequence[Piece]) -> None:
     """Writes `pieces` in order, in one `os.writev` straight from their memory, going
-    on after a partial write.
-
-    One system call: the GIL is released for all of it, and a thread writing a
-    record's parts takes the GIL back once per part, not once per piece (it waits
-    for it whenever the producer runs Python). Measured here: a 1.2 MB record's 16
-    pieces took 228 us in one `writev`, 262 us in one write each.
-    """
+    on after a partial write. Measured here: a 1.2 MB record's 16 pieces took
+    228 us in one `writev`, 262 us in one write each."""
     views = [memoryview(piece).cast("B") for piece in pieces]
     views = [view for view in views if len(view)]
     while views:

@@ -9,8 +9,8 @@ from tb_lstm_states import states as states_lib
 
 
 def _to_numpy(value):
-    if value is None:
-        return None
+    if value is None or type(value) is np.ndarray:
+        return value
     if hasattr(value, "detach"):  # a torch tensor; avoid importing torch here
         value = value.detach()
         # numpy has no bfloat16, and the codec stores at most float32 anyway.

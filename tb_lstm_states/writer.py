@@ -9,11 +9,12 @@
 Each `add_states` converts the states to host numpy arrays at the stored dtype (the
 only copy, and the one the float16 cast needs anyway), into buffers reused from
 earlier records, and checksums each copy (CRC32C, in C) while it is in cache: one
-compiled call per array, `copy_kernel`. It hands each copy to a background thread
-that writes it, while `add_states` goes on to the next array and then the
-statistics (sampled sequences, one compiled pass without the GIL, `statistics`),
-which end the record; `add_states` writes that small end itself where the writer
-thread is idle by then, and returns. The event proto is encoded by
+compiled call per array, `copy_kernel`. It publishes each copy to a background
+thread that writes it (a compiled loop that takes what is published meanwhile too,
+without the GIL: `stream_kernel`), while `add_states` goes on to the next array
+and then the statistics (sampled sequences, one compiled pass without the GIL,
+`statistics`), which end the record; `add_states` writes that small end itself
+where the writer thread is idle by then, and returns. The event proto is encoded by
 hand around the arrays, so a large record never goes through protobuf
 serialization or a Python-level copy. What a record's layout decides (its header,
 the event's bytes around the arrays) is worked out once per layout (`_Plan`). A
@@ -206,8 +207,8 @@ class StateWriter:
             arrays = [array for array, _ in planned]
         job = _Job(tag, step, time.time(), plan)
         # Exact now that the stored dtypes are known (float16 may have become float32).
-        if job.length > MAX_EVENT_BYTES:
-            raise _too_large(tag, step, job.length)
+        if job.stream.length > MAX_EVENT_BYTES:
+            raise _too_large(tag, step, job.stream.length)
         self._reserve(job)
         from tb_lstm_states import copy_kernel  # numba: imported on first use
 
@@ -228,10 +229,10 @@ class StateWriter:
                 # first one while the rest is copied.
                 for source, target in _slices(array.reshape(shape), out):
                     # Checksummed here, while the copy is in this core's cache; the
-                    # writer thread only writes, and takes the GIL once per part.
+                    # writer thread only writes, without the GIL (`stream_kernel`).
                     crc = copy_kernel.copy_into(target, source, event_file.crc32c(pieces, crc))
                     pieces.append(_bytes_view(target))
-                    self._put(job, pieces, crc, first=not queued)
+                    self._put(job, pieces, first=not queued)
                     queued = True
                     pieces = []
             # From the caller's arrays, exactly as `states_pb` computes them. Sampled
@@ -240,7 +241,7 @@ class StateWriter:
             # While the writer thread writes the arrays.
             table = compute_statistics().astype("<f4", copy=False).tobytes()
             pieces += [plan.statistics_key, plan.statistics_prefix, table]
-            self._put(job, pieces, event_file.crc32c(pieces, crc), first=not queued, last=True)
+            self._put(job, pieces, first=not queued, crc=event_file.crc32c(pieces, crc))
         except BaseException:
             self._cancel(job)
             raise
@@ -357,19 +358,18 @@ class StateWriter:
                 raise ValueError("this StateWriter was closed while add_states waited")
             self._queued_bytes += job.nbytes
 
-    def _put(self, job: "_Job", pieces: list, crc: int, *, first: bool,
-             last: bool = False) -> None:
-        """Hands the next pieces of a reserved `job` to be written.
+    def _put(self, job: "_Job", pieces: list, *, first: bool,
+             crc: Optional[int] = None) -> None:
+        """Publishes the next pieces of a reserved `job` to be written.
 
         Args:
           job: the record.
           pieces: its next pieces, which must stay unchanged until written.
-          crc: the CRC32C of the payload up to the end of `pieces`.
           first: queue the record (with its first pieces: one wake for both).
-          last: these end the record. If no one is writing, they are written here:
-            waking the writer thread for them took longer than writing them (it
-            also has to wait for this thread's GIL), and a `flush` right after
-            would wait for it in turn.
+          crc: the CRC32C of the whole payload, with its last pieces. If no one is
+            writing then, they are written here: waking the writer thread for them
+            took longer than writing them, and a `flush` right after would wait for
+            it in turn.
 
         Raises:
           ValueError: if the writer was closed meanwhile, or (a bug) if the pieces
@@ -380,20 +380,14 @@ class StateWriter:
                 if self._closed:
                     raise ValueError("this StateWriter was closed while add_states ran")
                 self._queue.append(job)
-            job.crc = crc
-            job.size += event_file.piece_bytes(pieces)
             if not job.written:  # else writing it failed: the rest is dropped
-                job.pending += pieces
-            if last:
-                if job.size != job.length:
-                    raise ValueError("a record's pieces hold %d bytes, not the %d announced"
-                                     % (job.size, job.length))
+                job.stream.publish(pieces, crc)
+            part = None
+            if crc is not None:
                 job.finished = True
                 if job.written:
                     self._release(job)
                 part = self._claim(job)
-            else:
-                part = None
             if part is None:
                 self._wake_writer()
         if part is not None:
@@ -420,60 +414,46 @@ class StateWriter:
         """
         if self._flushers:
             self._progress.notify_all()
-        elif self._queue and (self._queue[0].pending or self._queue[0].finished
-                              or self._queue[0].cancelled):
+        elif self._queue and (self._queue[0].stream.ready or self._queue[0].cancelled):
             self._work.notify()
 
-    def _claim(self, job: Optional["_Job"] = None):
-        """What to write next: `(job, pieces, ends record)`, `(job, None, True)` for
-        a cancelled record to cut, or None while someone writes or nothing is ready.
+    def _claim(self, job: Optional["_Job"] = None) -> Optional["_Job"]:
+        """The record to write next (the oldest queued one), with something to write
+        or to cut, or None while someone writes or nothing is ready.
 
-        Called with `_lock` held. Only the oldest queued record is written, one part
-        at a time by one thread (the writer thread, `flush`, or `_put`), so parts
-        reach the file in order. With `job`, only a part of `job`.
+        Called with `_lock` held. One thread at a time writes (the writer thread,
+        `flush`, or `_put`), so pieces reach the file in order. With `job`, only `job`.
         """
         if self._writing or not self._queue:
             return None
         head = self._queue[0]
-        if job is not None and head is not job:
+        if (job is not None and head is not job) or not (head.stream.ready or head.cancelled):
             return None
-        if head.cancelled:
-            self._writing = True
-            return head, None, True
-        if not head.pending and not head.finished:
-            return None
-        pieces, head.pending = head.pending, []
-        if not head.started:
-            pieces.insert(0, event_file.frame_head(head.length))
-            head.started = True
-        if head.finished:
-            pieces.append(event_file.frame_tail(head.crc))
         self._writing = True
-        return head, pieces, head.finished
+        return head
 
-    def _write_part(self, part) -> None:
-        """Writes a part `_claim`ed by this thread (no lock held)."""
-        job, pieces, ends_record = part
+    def _write_part(self, job: "_Job") -> None:
+        """Writes (or cuts) a record `_claim`ed by this thread, no lock held: what is
+        published of it, and what `add_states` publishes meanwhile."""
         error = None
         try:
-            if pieces is None:
-                if job.started:
+            if job.cancelled:
+                if job.stream.written:
                     self._file.cut()
             else:
-                self._file.write_part(pieces, ends_record=ends_record)
+                self._file.write_stream(job.stream)
         except BaseException as e:  # noqa: B036 - recorded, and re-raised below if fatal
             error = e
         with self._lock:
             self._writing = False
             if error is not None and self._error is None and isinstance(error, Exception):
                 self._error, self._error_job = error, job  # raised by the next call
-            if ends_record or error is not None:
+            if job.cancelled or job.stream.complete or error is not None:
                 self._queue.pop(0)
                 job.written = True  # or cut from the file
-                job.pending = []
                 if job.finished or job.cancelled:
                     self._release(job)
-            self._wake_writer()  # for parts put while this one was written, or a flush
+            self._wake_writer()  # for pieces published since, or a flush
         if error is not None and not isinstance(error, Exception):
             raise error
 
@@ -582,6 +562,9 @@ class _Plan:
             int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             for shape, dtype in zip(self.shapes, self.dtypes)]
         self.nbytes = sum(blob_sizes)
+        # The prefix and header, a key and slices an array, the statistics' three.
+        self.max_pieces = 5 + sum(1 + len(_slice_starts(shape, dtype.itemsize))
+                                  for shape, dtype in zip(self.shapes, self.dtypes))
         self.array_keys = [wire.length_delimited(8, size) for size in blob_sizes[1:]]
         tensor_prefix = tensor_pb2.TensorProto(
             dtype=types_pb2.DT_STRING,
@@ -626,12 +609,8 @@ class _Job:
             + wire.length_delimited(5, plan.summary_size)  # Event.summary
         )
         self.prefix = head + plan.summary_prefix  # everything before the header's bytes
-        self.length = len(head) + plan.summary_size  # of the payload
-        self.pending: list = []  # pieces put and not yet claimed for writing
-        self.size = 0  # bytes put so far
-        self.crc = 0  # of the pieces put so far
-        self.started = False  # its frame's head was claimed
-        self.finished = False  # add_states put its last pieces
+        self.stream = event_file.RecordStream(len(head) + plan.summary_size, plan.max_pieces)
+        self.finished = False  # add_states published its last pieces
         self.cancelled = False  # add_states gave up on it
         self.written = False  # in the file, or cut from it
 
@@ -679,15 +658,22 @@ _SLICE_BYTES = 2 << 20
 
 
 def _slices(source: np.ndarray, target: np.ndarray):
-    """`(source part, target part)` pairs that cover `target`, in order: the whole
-    arrays, or slices along the first axis of about `_SLICE_BYTES`."""
-    if target.nbytes <= _SLICE_BYTES or target.ndim == 0:
+    """`(source part, target part)` pairs that cover `target` (C-contiguous), in
+    order: the whole arrays, or slices along the first axis of about `_SLICE_BYTES`."""
+    starts = _slice_starts(target.shape, target.itemsize)
+    if len(starts) == 1:
         return [(source, target)]
-    rows = max(1, _SLICE_BYTES // max(1, target.nbytes // target.shape[0]))
-    if rows >= target.shape[0] or not target.flags.c_contiguous:
-        return [(source, target)]
-    return [(source[start:start + rows], target[start:start + rows])
-            for start in range(0, target.shape[0], rows)]
+    ends = starts[1:] + [target.shape[0]]
+    return [(source[start:end], target[start:end]) for start, end in zip(starts, ends)]
+
+
+def _slice_starts(shape: tuple, itemsize: int) -> List[int]:
+    """Where the slices `_slices` cuts an array of `shape` into begin."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * itemsize
+    if nbytes <= _SLICE_BYTES or not shape:
+        return [0]
+    rows = max(1, _SLICE_BYTES // max(1, nbytes // max(1, shape[0])))
+    return list(range(0, shape[0], rows)) if rows < shape[0] else [0]
 
 
 def _bytes_view(array: np.ndarray) -> memoryview:

@@ -145,17 +145,18 @@ _KILLED_WRITER = textwrap.dedent("""
         h = np.full((64, 256, 256), step, dtype=np.float32)  # 8 MB at float16
         return S.RecurrentStates("rnn", [S.LayerStates(h)], np.full(64, 256))
 
-    real = event_file.RecordFile.write_part
+    real = event_file.RecordFile.write_stream
     records = [0]
-    def write_part(self, pieces, *, ends_record):
-        if records[0] == 4:  # the 4th states record's first part: half, then wait to be killed
-            real(self, pieces[: len(pieces) // 2], ends_record=False)
+    def write_stream(self, stream):
+        if records[0] == 3:  # the 4th record's first pieces: half of them, then wait to be killed
+            ready = stream._pieces[stream.written:]
+            os.writev(self._fd, ready[: len(ready) // 2])
             sys.stdout.write("HALF\\n")
             sys.stdout.flush()
             time.sleep(60)
-        real(self, pieces, ends_record=ends_record)
-        records[0] += ends_record  # the first is the file_version event
-    event_file.RecordFile.write_part = write_part
+        real(self, stream)
+        records[0] += stream.complete
+    event_file.RecordFile.write_stream = write_stream
 
     writer = tls.StateWriter(sys.argv[1], max_queue_bytes=16 << 20)
     for step in range(100):
@@ -196,7 +197,7 @@ def test_killed_writer_leaves_every_complete_record_readable(tmp_path):
 
 
 def test_writer_killed_at_a_random_point(tmp_path):
-    script = _KILLED_WRITER.replace("if records[0] == 4:", "if False:")
+    script = _KILLED_WRITER.replace("if records[0] == 3:", "if False:")
     _kill_writer_when(script, "report", "QUEUED 6", tmp_path)
     records = list(tls.read_states(tmp_path))
     assert [r.step for r in records] == list(range(len(records)))

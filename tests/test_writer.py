@@ -1,5 +1,6 @@
 """Tests for `StateWriter`: round trips, the event bytes, bad input, errors, threads."""
 
+import errno
 import glob
 import os
 import threading
@@ -13,7 +14,7 @@ import torch
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 import tb_lstm_states as tls
-from conftest import run_without_half_conversion
+from conftest import fake_writev, run_without_half_conversion
 from tb_lstm_states import codec, copy_kernel, event_file, metadata, statistics
 from tb_lstm_states import writer as writer_lib
 from tb_lstm_states import states as states_lib
@@ -363,7 +364,8 @@ def test_a_record_whose_pieces_miss_its_length_is_cut(tmp_path, monkeypatch):
     def init(self, *args):
         real_init(self, *args)
         if self.step == 1:
-            self.length += 3
+            self.stream = event_file.RecordStream(self.stream.length + 3,
+                                                  len(self.stream._rows) - 2)
 
     monkeypatch.setattr(writer_lib._Job, "__init__", init)
     with tls.StateWriter(tmp_path) as writer:
@@ -374,30 +376,52 @@ def test_a_record_whose_pieces_miss_its_length_is_cut(tmp_path, monkeypatch):
     assert [r.step for r in tls.read_states(tmp_path)] == [0, 2]
 
 
-def test_writer_thread_error_surfaces_and_earlier_records_survive(tmp_path, monkeypatch):
-    real_write_all = event_file._write_all
+def test_writer_thread_error_surfaces_and_earlier_records_survive(tmp_path):
     full = threading.Event()
 
-    def failing_write_all(fd, pieces):
-        if full.is_set():  # the first part of the next record: half of it, then a full disk
+    def write(fd, buffers):
+        data = b"".join(buffers)
+        if full.is_set():  # the first write of the next record: half of it, then a full disk
             full.clear()
-            real_write_all(fd, pieces[: len(pieces) // 2])
-            raise OSError(28, "No space left on device")
-        real_write_all(fd, pieces)
+            os.write(fd, data[: len(data) // 2])
+            return -errno.ENOSPC
+        return os.write(fd, data)
 
-    monkeypatch.setattr(event_file, "_write_all", failing_write_all)
     writer = tls.StateWriter(tmp_path)
     writer.add_states("t", make_states(), 0)
     writer.flush()
-    full.set()
-    writer.add_states("t", make_states(), 1)  # fails
-    with pytest.raises(RuntimeError, match="could not write step 1 of tag 't'") as info:
-        writer.flush()
-    assert isinstance(info.value.__cause__, OSError)
-    writer.add_states("t", make_states(), 2)  # the writer goes on
-    writer.close()
+    with fake_writev(write):
+        full.set()
+        writer.add_states("t", make_states(), 1)  # fails
+        with pytest.raises(RuntimeError, match="could not write step 1 of tag 't'") as info:
+            writer.flush()
+        assert isinstance(info.value.__cause__, OSError)
+        assert info.value.__cause__.errno == errno.ENOSPC
+        writer.add_states("t", make_states(), 2)  # the writer goes on
+        writer.close()
     # The half-written record was cut away: every record reads, none is corrupt.
     assert [r.step for r in tls.read_states(tmp_path)] == [0, 2]
+
+
+def test_short_writes_go_on_where_they_stopped(tmp_path):
+    """A short `writev` (a signal, a nearly full disk) goes on mid-piece."""
+    calls = []
+
+    def write(fd, buffers):
+        calls.append(len(buffers))
+        data = b"".join(buffers)
+        return os.write(fd, data[: max(1, min(len(buffers[0]) // 2, 4096))])
+
+    with fake_writev(write), tls.StateWriter(tmp_path) as writer:
+        for step in range(3):
+            writer.add_states("t", make_states(seed=step), step)
+        writer.flush()
+    assert len(calls) > 30
+    records = list(tls.read_states(tmp_path))
+    assert [r.step for r in records] == [0, 1, 2]
+    for r in records:
+        np.testing.assert_array_equal(
+            r.states.layers[0].hidden, make_states(seed=r.step).layers[0].hidden.astype(np.float16))
 
 
 def test_close_and_context_manager(tmp_path):
@@ -429,15 +453,15 @@ def test_summary_writer_run(tmp_path):
 
 def test_queue_is_bounded(tmp_path, monkeypatch):
     seen, writers = [], []
-    real_write_part = event_file.RecordFile.write_part
+    real_write_stream = event_file.RecordFile.write_stream
 
-    def slow_write_part(self, pieces, *, ends_record):
-        if writers and ends_record:  # a slow disk: the queue fills up behind this write
+    def slow_write_stream(self, stream):
+        real_write_stream(self, stream)
+        if writers and stream.complete:  # a slow disk: the queue fills up behind this write
             seen.append(writers[0]._queued_bytes)
             time.sleep(0.02)
-        return real_write_part(self, pieces, ends_record=ends_record)
 
-    monkeypatch.setattr(event_file.RecordFile, "write_part", slow_write_part)
+    monkeypatch.setattr(event_file.RecordFile, "write_stream", slow_write_stream)
     states = make_states(batch=4, time=8, hidden=8)
     record_bytes = sum(a.size for a in arrays(states).values()) * 2
     writer = tls.StateWriter(tmp_path, max_queue_bytes=2 * record_bytes + 1000)
@@ -552,19 +576,34 @@ def test_float16_cast_matches_numpy():
         np.testing.assert_array_equal(unchecked.view(np.uint16), out.view(np.uint16))
 
 
-def test_records_written_in_parts_and_cut(tmp_path):
-    """A record written in parts reads back as one; a record cut after its first
-    parts leaves no trace, and the next record is framed where it began."""
+@pytest.mark.parametrize("compiled", [True, False])
+def test_records_written_while_published_and_cut(tmp_path, monkeypatch, compiled):
+    """A record written while its pieces are published reads back as one; a record
+    cut after its first pieces leaves no trace, and the next record is framed where
+    it began. With the compiled loop, and without it (where there is no `writev`)."""
+    from tb_lstm_states import stream_kernel
+
+    if not compiled:
+        monkeypatch.setattr(stream_kernel, "available", lambda: False)
     path = str(tmp_path / "events.out.tfevents.1.test")
     record_file = event_file.RecordFile(path)
     large = np.arange(300_000, dtype=np.uint8)
-    payload = [b"first", large.tobytes(), b"small", memoryview(large[:1000])]
-    length = event_file.piece_bytes(payload)
-    head, tail = event_file.frame_head(length), event_file.frame_tail(event_file.crc32c(payload))
-    record_file.write_part([head] + payload[:1], ends_record=False)
-    record_file.write_part(payload[1:3], ends_record=False)
-    record_file.write_part(payload[3:] + [tail], ends_record=True)
-    record_file.write_part([head] + payload[:2], ends_record=False)
+    payload = [b"first", large.tobytes(), b"", b"small", memoryview(large[:1000])]
+    stream = event_file.RecordStream(event_file.piece_bytes(payload), len(payload))
+    stream.publish(payload[:1])
+    record_file.write_stream(stream)
+    stream.publish(payload[1:4])
+    stream.publish(payload[4:], crc=event_file.crc32c(payload))
+    assert stream.ready
+    record_file.write_stream(stream)
+    assert stream.complete
+    with pytest.raises(ValueError, match="at most 1 pieces"):
+        event_file.RecordStream(10, 1).publish([b"a", b"b"])
+    with pytest.raises(ValueError, match="3 bytes, not the 10 announced"):
+        event_file.RecordStream(10, 2).publish([b"abc"], crc=0)
+    cut = event_file.RecordStream(event_file.piece_bytes(payload), len(payload))
+    cut.publish(payload[:2])
+    record_file.write_stream(cut)
     record_file.cut()
     record_file.write([b"last"])
     record_file.close()
