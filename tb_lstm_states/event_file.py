@@ -169,9 +169,11 @@ class RecordStream:
     The producer `publish`es the payload's pieces in order, the last ones with the
     payload's CRC32C; `RecordFile.write_stream` writes what is published so far. The
     frame's head is published first and its tail last, so the pieces go out as they
-    are. One thread publishes; the caller serializes `publish` and `write_stream`
-    with a lock of its own, except that the compiled writer (`stream_kernel`) reads
-    what is published without it.
+    are. One thread publishes, and one at a time writes, while more is published:
+    each piece is a row `(address, length)`, and the count of published rows is
+    stored after them (`stream_kernel.publish`), so a writer reads only complete
+    rows. The caller keeps `publish` and the bookkeeping around `write_stream`
+    (`ready`, `complete`) under a lock of its own.
     """
 
     def __init__(self, length: int, max_pieces: int):
@@ -300,7 +302,7 @@ class RecordFile:
                 self.cut()
                 raise OSError(-written, os.strerror(-written), self.path)
         else:
-            written = len(stream._pieces)
+            written = int(stream._published[0])
             try:
                 _write_all(self._fd, stream._pieces[stream.written:written])
             except BaseException:
