@@ -22,6 +22,7 @@ acquire ordering, so a row is complete before it is counted on any CPU.
 
 import ctypes
 import ctypes.util
+import errno
 import sys
 
 import numba
@@ -31,7 +32,7 @@ from numba.extending import intrinsic, overload
 
 # POSIX promises at least 16; Linux and macOS take 1024. One call writes at most this many.
 _IOV_MAX = 1024
-_EIO = 5
+_EINTR, _EIO = errno.EINTR, errno.EIO
 
 
 def _addresses():
@@ -177,7 +178,10 @@ def write_published(fd, rows, published, start, writev_address, errno_address):
         count = min(ready - row, _IOV_MAX)
         written = _writev(writev_address, fd, rows[row:].ctypes.data, count)
         if written < 0:
-            return -_errno(errno_address)
+            error = _errno(errno_address)
+            if error == _EINTR:  # a signal came before anything was written: again
+                continue
+            return -error
         if written == 0:
             return -_EIO  # writev wrote nothing of a non-empty piece
         while written > 0:  # a short write (a signal, a full disk) goes on mid-row

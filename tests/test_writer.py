@@ -424,6 +424,23 @@ def test_short_writes_go_on_where_they_stopped(tmp_path):
             r.states.layers[0].hidden, make_states(seed=r.step).layers[0].hidden.astype(np.float16))
 
 
+def test_interrupted_writes_are_tried_again(tmp_path):
+    """A `writev` a signal interrupts before it wrote anything (EINTR) is not an error."""
+    calls = []
+
+    def write(fd, buffers):
+        calls.append(len(buffers))
+        if len(calls) % 2:
+            return -errno.EINTR
+        return os.write(fd, b"".join(buffers))
+
+    with fake_writev(write), tls.StateWriter(tmp_path) as writer:
+        writer.add_states("t", make_states(), 0)
+        writer.flush()
+    assert len(calls) >= 2
+    assert [r.step for r in tls.read_states(tmp_path)] == [0]
+
+
 def test_close_and_context_manager(tmp_path):
     writer = tls.StateWriter(tmp_path)
     writer.add_states("t", make_states(), 0)
