@@ -321,17 +321,26 @@ def test_no_warning_without_dropout(device):
         tls.capture(module, torch.randn(5, 2, 3, device=device))
 
 
-def assert_same_states(actual, expected):
+def assert_same_states(actual, expected, tolerance=None):
+    """Bit for bit, or within `tolerance` (max abs error) where one is given."""
+
+    def same(mine, theirs, what):
+        if tolerance is None:
+            assert torch.equal(mine, theirs), what
+        else:
+            assert mine.shape == theirs.shape, what
+            assert_close(mine, theirs, tolerance, what)
+
     assert actual.kind == expected.kind
     assert torch.equal(actual.lengths, expected.lengths)
     for mine, theirs in zip(actual.layers, expected.layers):
-        assert torch.equal(mine.hidden, theirs.hidden)
+        same(mine.hidden, theirs.hidden, "hidden")
         assert (mine.cell is None) == (theirs.cell is None)
         if mine.cell is not None:
-            assert torch.equal(mine.cell, theirs.cell)
+            same(mine.cell, theirs.cell, "cell")
         assert set(mine.gates) == set(theirs.gates)
         for name in mine.gates:
-            assert torch.equal(mine.gates[name], theirs.gates[name])
+            same(mine.gates[name], theirs.gates[name], name)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -540,16 +549,19 @@ def test_path_tuner_tries_the_native_loop_on_every_cpu_lstm(monkeypatch):
         for _ in range(5):
             states = tls.capture(module, packed)
             assert_exact(module, packed, None, lengths, states)
-        # Two threads (batch halves on two threads) and one: both compiled, and
-        # bit-identical, so repeated captures agree whichever the tuner keeps.
+        # Two threads (MKL spreads each product over them) and one: both compiled.
         assert chosen == [("native", 2), ("native", 1)] * 2 + [chosen[-1]]
         monkeypatch.setattr(capture_module, "_LOOP_CHOICE", "native")
         wide = nn.LSTM(3, 37, 2).eval()
         long_inputs = torch.randn(50, 7, 3)
         split = tls.capture(wide, long_inputs)
+        assert_same_states(tls.capture(wide, long_inputs), split)  # Repeatable.
         torch.set_num_threads(1)
         serial = tls.capture(wide, long_inputs)
-        assert_same_states(split, serial)
+        assert_same_states(tls.capture(wide, long_inputs), serial)
+        # MKL may sum a product in another order on two threads than on one (it
+        # does on AMD EPYC, by about 5e-8): the plans agree to float rounding.
+        assert_same_states(split, serial, tolerance=1e-6)
         monkeypatch.setattr(capture_module, "_LOOP_CHOICE", None)
     finally:
         torch.set_num_threads(1)
