@@ -13,8 +13,8 @@ the stored bytes, side by side:
 - `SummaryWriter`: torch's `SummaryWriter` writing the same summary:
   `sw._get_file_writer().add_summary(states_pb(...), step)` + `sw.flush()`. `write`
   times a prebuilt summary; `end to end` includes `states_pb` from float32 states.
-- `tofile/torch`: how many times torch's writer `tofile` itself is: the most any
-  writer of these bytes can show against torch on this machine's page cache.
+- `tofile/torch`: how many times faster than torch's writer `tofile` itself is: the
+  most any writer of these bytes can show against torch on this machine's page cache.
 
 Then the cost to the training thread: a pure-Python loop runs while a 64 MB record is
 written in the background, and its loss of speed against the same loop just before and
