@@ -1,4 +1,12 @@
-"""Plugin name and the versioned plugin data of the summaries this package writes."""
+"""Plugin name and the versioned plugin data of the summaries this package writes.
+
+Version 2 (this package) writes one summary per (tag, step), role `index`: a
+`DT_STRING` scalar tensor holding the JSON index of the step's array file
+(`storage/format.py`), with the layout (`kind`, `num_layers`, `num_directions`,
+`batch`, `time`, `units`) in the plugin data so that listing needs no tensor.
+Version 1 wrote role `states` (a blob sequence holding the arrays) and role
+`statistics` (a tensor under `tag + STATISTICS_SUFFIX`); they are still read.
+"""
 
 import json
 
@@ -7,8 +15,10 @@ from tensorboard.compat.proto import summary_pb2
 PLUGIN_NAME = "lstm_states"
 
 # Bumped when a reader of an older version could misread a newer record.
-PLUGIN_DATA_VERSION = 1
+PLUGIN_DATA_VERSION = 2
 
+ROLE_INDEX = "index"
+# Version 1's roles, read only.
 ROLE_STATES = "states"
 ROLE_STATISTICS = "statistics"
 
@@ -20,7 +30,8 @@ def create_summary_metadata(role, *, description=None, content=None):
     """Builds the `SummaryMetadata` for a states or statistics summary.
 
     Args:
-      role: `ROLE_STATES` (a blob sequence) or `ROLE_STATISTICS` (a tensor).
+      role: `ROLE_INDEX` (a tensor), or version 1's `ROLE_STATES` (a blob
+        sequence) or `ROLE_STATISTICS` (a tensor).
       description: optional Markdown shown in the tab.
       content: a JSON-serializable dict stored beside the version.
 

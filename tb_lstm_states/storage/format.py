@@ -1,0 +1,569 @@
+"""The on-disk format of version 2: a safetensors file of arrays per step, an index in the event file.
+
+For each (tag, step) a writer leaves two things in the run directory:
+
+1. **An array file**, `<run>/plugins/lstm_states/<file>`, in the safetensors format
+   (https://github.com/huggingface/safetensors): an 8-byte little-endian header
+   length, a JSON header naming each tensor's dtype, shape and byte range, then the
+   raw little-endian C-order bytes. Anyone can open it without this package:
+   `safetensors.numpy.load_file(path)`. Tensors:
+
+   - `"<layer>/<kind>"`: `[batch, time, units]` states, `layer` indexed like
+     `RecurrentStates.layers`, `kind` from `states.array_kinds` (`F16` or `F32`);
+   - `"series/<name>"`: `[batch, time]` float32 tracks;
+   - `"<layer>/<kind>/minmax"`: for sequences of `PYRAMID_MIN_TIME` timesteps or more,
+     `[batch, ceil(time / PYRAMID_BLOCK), 2, units]`, the minimum and maximum of each
+     block of `PYRAMID_BLOCK` timesteps, in the array's dtype (so binned views of a
+     long sequence never read all of it);
+   - `"crc32c"`: `U32`, the CRC32C of every `CHUNK_BYTES` slice of each tensor above,
+     tensor after tensor (each tensor's slices start at its own first byte).
+
+   The header's `__metadata__` holds `format` (`"tb_lstm_states"`), `version` and
+   `tokens` (JSON: `batch` lists of strings, or `null`).
+
+2. **An index summary** in the event file, under the tag the user logged, written
+   only once the array file is complete: a `DT_STRING` scalar tensor holding the JSON
+   of `build_index` (file name and size, each tensor's offset and first checksum
+   slice, the checksums of the safetensors header and of the checksum table, the
+   layout, lengths, series names, and the per-array statistics of the overview).
+   TensorBoard keeps these few kilobytes per step; it never sees the arrays.
+
+Reading a (layer, kind, sequence, time window) is one ranged read of the slices that
+cover it, each checked against the checksum table, which is itself checked against
+the index. Every field read from a logdir is validated (`parse_index`) before it is
+used to size anything, and a file name read from it can only name a file directly
+inside `<run>/plugins/lstm_states/`.
+
+This module imports numpy and google-crc32c only.
+"""
+
+import hashlib
+import json
+import math
+import re
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import google_crc32c
+import numpy as np
+
+from tb_lstm_states import states as states_lib
+
+FORMAT_NAME = "tb_lstm_states"
+FORMAT_VERSION = 2
+
+# Array files live in <run>/PLUGIN_DIRECTORY..., as TensorBoard's own plugins' assets.
+PLUGIN_DIRECTORY = ("plugins", "lstm_states")
+FILE_SUFFIX = ".safetensors"
+
+CHUNK_BYTES = 1 << 16
+PYRAMID_BLOCK = 64
+PYRAMID_MIN_TIME = 2048
+CRC_TENSOR = "crc32c"
+
+DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+_SAFETENSORS_DTYPES = {"float16": "F16", "float32": "F32", "uint32": "U32"}
+
+STATISTICS_COLUMNS = ("mean_abs", "std", "saturated", "dead", "change")
+
+# Bounds on what a logdir may claim, checked before anything is allocated.
+MAX_DIM = 1 << 31
+MAX_LAYERS = 1 << 12
+MAX_FILE_BYTES = 1 << 50
+MAX_INDEX_BYTES = 64 << 20
+MAX_HEADER_BYTES = 256 << 20
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,239}\.safetensors")
+
+
+class FormatError(ValueError):
+    """An index or array file is malformed, torn, fails a checksum, or is too new."""
+
+
+def crc32c(data, crc: int = 0) -> int:
+    """The CRC32C of `data` (bytes-like), continuing from `crc`, in C."""
+    return google_crc32c.extend(crc, data)
+
+
+# ----------------------------------------------------------------------
+# Names.
+
+
+def array_name(layer: int, kind: str) -> str:
+    """The tensor name of a state array."""
+    return "%d/%s" % (layer, kind)
+
+
+def series_name(name: str) -> str:
+    """The tensor name of a series."""
+    return "series/" + name
+
+
+def pyramid_name(layer: int, kind: str) -> str:
+    """The tensor name of a state array's min/max pyramid."""
+    return "%d/%s/minmax" % (layer, kind)
+
+
+def array_file_name(tag: str, step: int, unique: str) -> str:
+    """The name of a step's array file: readable, unique, and a single safe path part.
+
+    Args:
+      tag: the tag, any string (only letters, digits, `_` and `-` of it are kept,
+        with a hash of the whole tag, so distinct tags never share a name).
+      step: the step.
+      unique: a string of `[A-Za-z0-9]` that makes the name unique to this write.
+    """
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", tag).strip("_")[:64] or "tag"
+    digest = hashlib.sha1(tag.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    step_text = ("m%d" % -step) if step < 0 else str(step)
+    name = "%s-%s.%s.%s%s" % (slug, digest, step_text, unique, FILE_SUFFIX)
+    if not is_safe_file_name(name):
+        raise ValueError("unique must be letters and digits, got %r" % (unique,))
+    return name
+
+
+def is_safe_file_name(name) -> bool:
+    """Whether `name` (read from a logdir) may name an array file: one plain path part."""
+    return isinstance(name, str) and _FILE_NAME.fullmatch(name) is not None
+
+
+def pyramid_blocks(time: int) -> int:
+    """How many pyramid blocks a sequence of `time` timesteps has (0: no pyramid)."""
+    return -(-time // PYRAMID_BLOCK) if time >= PYRAMID_MIN_TIME else 0
+
+
+def compute_pyramid(array: np.ndarray) -> np.ndarray:
+    """The min/max pyramid of a `[batch, time, units]` array: `[batch, blocks, 2, units]`.
+
+    The last block covers the remaining timesteps only (padding repeats the last one).
+    """
+    batch, time, units = array.shape
+    blocks = -(-time // PYRAMID_BLOCK)
+    padded = array
+    if blocks * PYRAMID_BLOCK != time:
+        padded = np.concatenate(
+            [array, np.repeat(array[:, -1:], blocks * PYRAMID_BLOCK - time, axis=1)], axis=1)
+    shaped = padded.reshape(batch, blocks, PYRAMID_BLOCK, units)
+    out = np.empty((batch, blocks, 2, units), array.dtype)
+    np.min(shaped, axis=2, out=out[:, :, 0])
+    np.max(shaped, axis=2, out=out[:, :, 1])
+    return out
+
+
+# ----------------------------------------------------------------------
+# Layout of an array file.
+
+
+class Tensor:
+    """One tensor of an array file: name, dtype name, shape, absolute byte offset, and
+    the index of its first checksum slice."""
+
+    __slots__ = ("name", "dtype", "shape", "offset", "nbytes", "chunk", "chunks")
+
+    def __init__(self, name: str, dtype: str, shape: Sequence[int]):
+        self.name = name
+        self.dtype = dtype
+        self.shape = [int(d) for d in shape]
+        itemsize = 4 if dtype in ("float32", "uint32") else 2
+        self.nbytes = itemsize * math.prod(self.shape)
+        self.chunks = -(-self.nbytes // CHUNK_BYTES)
+        self.offset = 0
+        self.chunk = 0
+
+
+class Layout:
+    """Where each tensor of an array file goes, and the file's safetensors header.
+
+    Attributes:
+      tensors: the data tensors, in file order, then the checksum table (`crc_table`).
+      header: the bytes before the first tensor (length, JSON, padding).
+      file_bytes: the size of the whole file.
+    """
+
+    def __init__(self, tensors: Sequence[Tensor], metadata: Dict[str, str]):
+        self.tensors = list(tensors)
+        total_chunks = sum(t.chunks for t in self.tensors)
+        self.crc_table = Tensor(CRC_TENSOR, "uint32", [total_chunks])
+        header = {"__metadata__": metadata}
+        position = chunk = 0
+        for tensor in self.tensors + [self.crc_table]:
+            header[tensor.name] = {
+                "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
+                "shape": tensor.shape,
+                "data_offsets": [position, position + tensor.nbytes],
+            }
+            tensor.offset = position
+            tensor.chunk = chunk
+            position += tensor.nbytes
+            chunk += tensor.chunks
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        text += b" " * (-(len(text) + 8) % 8)  # safetensors aligns the data to 8 bytes
+        self.header = len(text).to_bytes(8, "little") + text
+        for tensor in self.tensors + [self.crc_table]:
+            tensor.offset += len(self.header)
+        self.file_bytes = len(self.header) + position
+
+
+def build_index(layout: Layout, file_name: str, crc_table: np.ndarray, *, kind: str,
+                num_layers: int, num_directions: int, batch: int, time: int,
+                lengths: Sequence[int], series: Sequence[str], has_tokens: bool,
+                arrays: Sequence[dict], statistics: Optional[np.ndarray]) -> bytes:
+    """The JSON index of a complete array file, as the index summary holds it.
+
+    Args:
+      layout: the file's layout.
+      file_name: its name (`array_file_name`).
+      crc_table: the checksums of its slices (uint32), as written.
+      kind, num_layers, num_directions, batch, time, lengths, series: the record.
+      has_tokens: whether the file's metadata holds tokens.
+      arrays: for each data tensor that is a state array or series, in layout order,
+        `{"layer", "kind"}` or `{"series"}`, with `"tensor"` its name and, for a state
+        array with a pyramid, `"pyramid"` the pyramid tensor's name.
+      statistics: `[state arrays, len(STATISTICS_COLUMNS)]` float32, or None.
+    """
+    by_name = {t.name: t for t in layout.tensors}
+    entries = []
+    for array in arrays:
+        tensor = by_name[array["tensor"]]
+        entry = {k: v for k, v in array.items() if k not in ("tensor", "pyramid")}
+        entry.update(dtype=tensor.dtype, shape=tensor.shape, offset=tensor.offset,
+                     chunk=tensor.chunk)
+        if array.get("pyramid"):
+            pyramid = by_name[array["pyramid"]]
+            entry["pyramid"] = {"offset": pyramid.offset, "chunk": pyramid.chunk,
+                                "blocks": pyramid.shape[1]}
+        entries.append(entry)
+    index = {
+        "version": FORMAT_VERSION,
+        "file": file_name,
+        "file_bytes": layout.file_bytes,
+        "header_bytes": len(layout.header),
+        "header_crc32c": crc32c(layout.header),
+        "chunk_bytes": CHUNK_BYTES,
+        "crc_offset": layout.crc_table.offset,
+        "crc_count": layout.crc_table.shape[0],
+        "crc_crc32c": crc32c(np.ascontiguousarray(crc_table, "<u4").tobytes()),
+        "kind": kind,
+        "num_layers": num_layers,
+        "num_directions": num_directions,
+        "batch": batch,
+        "time": time,
+        "lengths": [int(n) for n in lengths],
+        "series": list(series),
+        "tokens": bool(has_tokens),
+        "arrays": entries,
+        "statistics": None if statistics is None else [
+            [_json_float(v) for v in row] for row in np.asarray(statistics, np.float64)],
+    }
+    return json.dumps(index, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _json_float(value):
+    return float(value) if math.isfinite(value) else None
+
+
+# ----------------------------------------------------------------------
+# Reading: validation.
+
+
+def _require(condition, message):
+    if not condition:
+        raise FormatError("malformed lstm_states index: " + message)
+
+
+def _is_int(value, low=0, high=MAX_DIM):
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def parse_index(data) -> dict:
+    """Parses and validates the JSON index of one step.
+
+    Every size and offset is checked against the file size it claims and every
+    other field, in Python integers (no wrap-around), before anything is allocated.
+
+    Raises:
+      FormatError: if it is malformed, or written by a newer version of this package.
+    """
+    data = bytes(data)
+    _require(len(data) <= MAX_INDEX_BYTES, "index of %d bytes" % len(data))
+    try:
+        index = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise FormatError("malformed lstm_states index: not JSON (%s)" % type(e).__name__) from None
+    _require(isinstance(index, dict), "not an object")
+    version = index.get("version")
+    _require(_is_int(version), "no version")
+    if version > FORMAT_VERSION:
+        raise FormatError(
+            "lstm_states index version %d is newer than this package reads (%d); "
+            "upgrade tb-lstm-states" % (version, FORMAT_VERSION))
+    _require(is_safe_file_name(index.get("file")), "bad file name")
+    file_bytes = index.get("file_bytes")
+    _require(_is_int(file_bytes, 8, MAX_FILE_BYTES), "bad file_bytes")
+    header_bytes = index.get("header_bytes")
+    _require(_is_int(header_bytes, 8, min(file_bytes, MAX_HEADER_BYTES)), "bad header_bytes")
+    _require(_is_int(index.get("header_crc32c"), 0, 0xFFFFFFFF), "bad header_crc32c")
+    _require(index.get("chunk_bytes") == CHUNK_BYTES, "chunk_bytes must be %d" % CHUNK_BYTES)
+    crc_count = index.get("crc_count")
+    crc_offset = index.get("crc_offset")
+    _require(_is_int(crc_count, 0, MAX_FILE_BYTES) and _is_int(crc_offset, 0, MAX_FILE_BYTES)
+             and crc_offset + 4 * crc_count <= file_bytes, "bad checksum table")
+    _require(_is_int(index.get("crc_crc32c"), 0, 0xFFFFFFFF), "bad crc_crc32c")
+    kind = index.get("kind")
+    _require(kind in states_lib.KINDS, "unknown kind %r" % (str(kind)[:40],))
+    _require(_is_int(index.get("num_layers"), 1, MAX_LAYERS), "bad num_layers")
+    _require(index.get("num_directions") in (1, 2), "bad num_directions")
+    batch, time = index.get("batch"), index.get("time")
+    _require(_is_int(batch, 1) and _is_int(time, 1), "bad batch or time")
+    lengths = index.get("lengths")
+    _require(isinstance(lengths, list) and len(lengths) == batch
+             and all(_is_int(n, 0, time) for n in lengths),
+             "lengths must be %d integers in [0, %d]" % (batch, time))
+    series = index.get("series")
+    _require(isinstance(series, list) and all(isinstance(s, str) and s for s in series)
+             and len(set(series)) == len(series), "bad series")
+    _require(isinstance(index.get("tokens"), bool), "bad tokens")
+    arrays = index.get("arrays")
+    _require(isinstance(arrays, list), "arrays is not a list")
+    entries = index["num_layers"] * index["num_directions"]
+    kinds = states_lib.array_kinds(kind)
+    seen = set()
+    for entry in arrays:
+        _require(isinstance(entry, dict), "array entry is not an object")
+        _require(entry.get("dtype") in DTYPES, "bad array dtype")
+        shape = entry.get("shape")
+        if "series" in entry:
+            key = ("series", entry["series"])
+            _require(entry["series"] in series, "unknown series")
+            _require(shape == [batch, time] and entry["dtype"] == "float32",
+                     "series must be float32 [batch, time]")
+        else:
+            key = (entry.get("layer"), entry.get("kind"))
+            _require(_is_int(entry.get("layer"), 0, entries - 1), "bad array layer")
+            _require(entry.get("kind") in kinds, "bad array kind")
+            _require(isinstance(shape, list) and len(shape) == 3 and shape[:2] == [batch, time]
+                     and _is_int(shape[2], 1), "array shape must be [batch, time, units]")
+        _require(key not in seen, "array listed twice")
+        seen.add(key)
+        nbytes = DTYPES[entry["dtype"]].itemsize * math.prod(shape)
+        _check_span(entry, nbytes, index)
+        pyramid = entry.get("pyramid")
+        if pyramid is not None:
+            _require("series" not in entry and isinstance(pyramid, dict)
+                     and pyramid.get("blocks") == -(-time // PYRAMID_BLOCK), "bad pyramid")
+            _check_span(pyramid, nbytes // time * 2 * pyramid["blocks"], index)
+    for entry_index in range(entries):
+        _require((entry_index, "hidden") in seen, "layer %d has no hidden array" % entry_index)
+    statistics = index.get("statistics")
+    state_arrays = sum(1 for e in arrays if "series" not in e)
+    _require(statistics is None or (
+        isinstance(statistics, list) and len(statistics) == state_arrays
+        and all(isinstance(row, list) and len(row) == len(STATISTICS_COLUMNS)
+                and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                        for v in row) for row in statistics)), "bad statistics")
+    return index
+
+
+def _check_span(entry, nbytes, index):
+    offset, chunk = entry.get("offset"), entry.get("chunk")
+    _require(_is_int(offset, index["header_bytes"], MAX_FILE_BYTES)
+             and offset + nbytes <= index["crc_offset"], "array bytes out of the file")
+    _require(_is_int(chunk, 0, MAX_FILE_BYTES)
+             and chunk + -(-nbytes // CHUNK_BYTES) <= index["crc_count"], "bad checksum slice")
+
+
+def find_array(index: dict, *, layer: Optional[int] = None, kind: Optional[str] = None,
+               series: Optional[str] = None) -> dict:
+    """The entry of one array in a parsed index.
+
+    Raises:
+      KeyError: if the step has no such array.
+    """
+    for entry in index["arrays"]:
+        if series is not None:
+            if entry.get("series") == series:
+                return entry
+        elif "series" not in entry and entry["layer"] == layer and entry["kind"] == kind:
+            return entry
+    raise KeyError(series if series is not None else (layer, kind))
+
+
+def parse_file_header(data: bytes, index: dict) -> dict:
+    """Parses the safetensors header of an array file (its first `header_bytes` bytes),
+    checked against the index's checksum. Returns its `__metadata__`.
+
+    Raises:
+      FormatError: on a checksum mismatch or malformed header.
+    """
+    _require_file(len(data) == index["header_bytes"], index, "is shorter than its index says")
+    _require_file(crc32c(data) == index["header_crc32c"], index, "header fails its checksum")
+    try:
+        header = json.loads(data[8:].decode("ascii"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise FormatError("array file %s has a malformed header" % index["file"]) from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    _require_file(isinstance(metadata, dict), index, "header has no metadata")
+    return metadata
+
+
+def parse_tokens(metadata: dict, index: dict) -> Optional[List[List[str]]]:
+    """The token lists of an array file's metadata (None if it has none), validated."""
+    if not index["tokens"]:
+        return None
+    try:
+        tokens = json.loads(metadata.get("tokens", "null"))
+    except (TypeError, ValueError, RecursionError):
+        tokens = None
+    _require_file(
+        isinstance(tokens, list) and len(tokens) == index["batch"]
+        and all(isinstance(seq, list) and len(seq) <= index["time"]
+                and all(isinstance(t, str) for t in seq) for seq in tokens),
+        index, "has malformed tokens")
+    return tokens
+
+
+def _require_file(condition, index, message):
+    if not condition:
+        raise FormatError("array file %s %s" % (index["file"], message))
+
+
+# ----------------------------------------------------------------------
+# Reading: checked ranged reads.
+
+ReadRange = Callable[[int, int], bytes]  # (offset, length) -> exactly those bytes, or fewer at EOF
+
+
+def read_crc_table(read_range: ReadRange, index: dict) -> np.ndarray:
+    """The checksum table of an array file, checked against the index."""
+    data = read_range(index["crc_offset"], 4 * index["crc_count"])
+    _require_file(len(data) == 4 * index["crc_count"], index,
+                  "is shorter than its index says (torn or still being written)")
+    _require_file(crc32c(data) == index["crc_crc32c"], index, "checksum table fails its checksum")
+    return np.frombuffer(data, "<u4")
+
+
+def read_checked(read_range: ReadRange, index: dict, crc_table: np.ndarray, offset: int,
+                 chunk: int, nbytes: int, start: int, stop: int) -> bytes:
+    """Bytes `[start, stop)` of the tensor at `offset` (of `nbytes` bytes, first
+    checksum slice `chunk`), reading the slices that cover them and checking each.
+
+    Raises:
+      FormatError: if the file is short (torn) or a slice fails its checksum.
+    """
+    first, last = start // CHUNK_BYTES, -(-stop // CHUNK_BYTES)
+    begin, end = first * CHUNK_BYTES, min(last * CHUNK_BYTES, nbytes)
+    data = read_range(offset + begin, end - begin)
+    _require_file(len(data) == end - begin, index,
+                  "is shorter than its index says (torn or still being written)")
+    view = memoryview(data)
+    for i in range(first, last):
+        piece = view[(i - first) * CHUNK_BYTES:(i - first + 1) * CHUNK_BYTES]
+        if crc32c(piece) != int(crc_table[chunk + i]):
+            raise FormatError("array file %s fails its checksum at byte %d (corrupt)"
+                              % (index["file"], offset + i * CHUNK_BYTES))
+    return bytes(view[start - begin:stop - begin])
+
+
+def entry_nbytes(entry: dict) -> int:
+    """The bytes of an index entry's array."""
+    return DTYPES[entry["dtype"]].itemsize * math.prod(entry["shape"])
+
+
+def read_array(read_range: ReadRange, index: dict, crc_table: np.ndarray, entry: dict,
+               sequence: Optional[int] = None, start: int = 0,
+               stop: Optional[int] = None) -> np.ndarray:
+    """One array of a step, or one sequence's window `[start, stop)` of it, checked.
+
+    Returns:
+      A read-only array in the stored dtype: the whole array, or with `sequence`
+      the `[stop - start, units]` (series: `[stop - start]`) window of that sequence.
+    """
+    dtype = DTYPES[entry["dtype"]]
+    shape = entry["shape"]
+    nbytes = entry_nbytes(entry)
+    if sequence is None:
+        data = read_checked(read_range, index, crc_table, entry["offset"], entry["chunk"],
+                            nbytes, 0, nbytes)
+        return np.frombuffer(data, dtype).reshape(shape)
+    time = shape[1]
+    stop = time if stop is None else stop
+    row = dtype.itemsize * math.prod(shape[2:])
+    first = (sequence * time + start) * row
+    data = read_checked(read_range, index, crc_table, entry["offset"], entry["chunk"],
+                        nbytes, first, first + (stop - start) * row)
+    return np.frombuffer(data, dtype).reshape([stop - start] + shape[2:])
+
+
+def read_pyramid(read_range: ReadRange, index: dict, crc_table: np.ndarray, entry: dict,
+                 sequence: int, first_block: int, stop_block: int) -> np.ndarray:
+    """Blocks `[first_block, stop_block)` of one sequence's pyramid: `[blocks, 2, units]`."""
+    pyramid = entry["pyramid"]
+    dtype = DTYPES[entry["dtype"]]
+    units = entry["shape"][2]
+    row = 2 * units * dtype.itemsize
+    nbytes = entry["shape"][0] * pyramid["blocks"] * row
+    first = (sequence * pyramid["blocks"] + first_block) * row
+    data = read_checked(read_range, index, crc_table, pyramid["offset"], pyramid["chunk"],
+                        nbytes, first, first + (stop_block - first_block) * row)
+    return np.frombuffer(data, dtype).reshape(stop_block - first_block, 2, units)
+
+
+def bin_edges(start: int, stop: int, bins: int) -> np.ndarray:
+    """`bins + 1` edges: bin i covers `[start + floor(i (stop - start) / bins), ...)`."""
+    return start + (np.arange(bins + 1, dtype=np.int64) * (stop - start)) // bins
+
+
+def binned(read_window: Callable[[int, int], np.ndarray],
+           read_blocks: Optional[Callable[[int, int], np.ndarray]],
+           start: int, stop: int, bins: int) -> np.ndarray:
+    """Exact per-bin minimum and maximum of one sequence: `[2, bins, units]` float32.
+
+    Args:
+      read_window: `(t0, t1) -> [t1 - t0, units]` values of timesteps `[t0, t1)`.
+      read_blocks: `(b0, b1) -> [b1 - b0, 2, units]` pyramid blocks, or None when the
+        array has no pyramid.
+      start, stop, bins: the window and bin count, `stop - start > bins >= 1`.
+
+    Bins several pyramid blocks wide take the blocks that lie wholly inside them
+    from the pyramid, and only the timesteps between a bin edge and the next
+    block boundary from the array itself.
+    """
+    edges = bin_edges(start, stop, bins)
+    if read_blocks is None or (stop - start) < 4 * PYRAMID_BLOCK * bins:
+        values = np.asarray(read_window(start, stop), np.float32)
+        starts = edges[:-1] - start
+        return np.stack([np.minimum.reduceat(values, starts, axis=0),
+                         np.maximum.reduceat(values, starts, axis=0)])
+    block = PYRAMID_BLOCK
+    # Every bin holds at least three whole blocks: [ceil(a/B), floor(b/B)) is not empty.
+    inner_first = -(-edges[:-1] // block)
+    inner_stop = edges[1:] // block
+    b0, b1 = int(inner_first[0]), int(inner_stop[-1])
+    blocks = np.asarray(read_blocks(b0, b1), np.float32)
+    # reduceat over [first, stop) of each bin: the odd segments (the partial block
+    # between two bins) are dropped, and one spare row lets the last stop be an index.
+    blocks = np.concatenate([blocks, blocks[-1:]])
+    segments = np.stack([inner_first - b0, inner_stop - b0], axis=1).ravel()
+    low = np.minimum.reduceat(blocks[:, 0], segments, axis=0)[::2]
+    high = np.maximum.reduceat(blocks[:, 1], segments, axis=0)[::2]
+    # The partial blocks at the edges, read from the array: [floor(e/B)*B, ceil(e/B)*B)
+    # around each edge that is not on a block boundary.
+    for i, edge in enumerate(edges.tolist()):
+        if edge % block == 0:
+            continue
+        t0 = edge // block * block
+        t1 = min(t0 + block, int(edges[-1]), stop)
+        t0 = max(t0, start)
+        values = np.asarray(read_window(t0, t1), np.float32)
+        split = edge - t0
+        if i > 0 and split > 0:  # the tail of bin i - 1
+            low[i - 1] = np.minimum(low[i - 1], values[:split].min(axis=0))
+            high[i - 1] = np.maximum(high[i - 1], values[:split].max(axis=0))
+        if i < bins and split < len(values):  # the head of bin i
+            low[i] = np.minimum(low[i], values[split:].min(axis=0))
+            high[i] = np.maximum(high[i], values[split:].max(axis=0))
+    return np.stack([low, high])
+
+
+def statistics_rows(index: dict) -> List[Tuple[int, str]]:
+    """The `(layer, kind)` of each statistics row of a parsed index."""
+    return [(e["layer"], e["kind"]) for e in index["arrays"] if "series" not in e]
