@@ -1,0 +1,190 @@
+"""Reading version 1 records: the arrays inside the event file, as a blob sequence.
+
+Version 1 of this package wrote each (tag, step) as one blob sequence:
+
+- blob 0, the header: the bytes `HEADER_MAGIC` then UTF-8 JSON (never pickle) with
+  `version`, `kind`, `num_layers`, `num_directions`, `batch`, `time`, `lengths`,
+  `series` (names), `tokens` (`batch` lists of strings, or null) and `arrays`, a list
+  that describes blob `i + 1` for each `i`: either `{"layer": int, "kind": str}` or
+  `{"series": str}`, each with `dtype` (`"float16"` or `"float32"`) and `shape`;
+- blob i + 1: the array's raw little-endian bytes, C order.
+
+and its statistics as a tensor under `tag + metadata.STATISTICS_SUFFIX`. This package
+writes version 2 (`format.py`) and reads both. Every header field is validated before
+anything is allocated.
+"""
+
+import json
+import math
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from tb_lstm_states import states as states_lib
+
+HEADER_MAGIC = b"TLSH"
+HEADER_VERSION = 1
+
+DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+
+# Sanity bounds on header fields, so a hostile header cannot make a reader allocate.
+_MAX_DIM = 1 << 31
+_MAX_LAYERS = 1 << 12
+
+
+class RecordError(ValueError):
+    """A record is malformed, or its version is newer than this package reads."""
+
+
+def _require(condition, message):
+    if not condition:
+        raise RecordError("malformed lstm_states record: " + message)
+
+
+def _is_int(value, low=0, high=_MAX_DIM):
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def decode_header(blob: bytes) -> dict:
+    """Parses and validates a header blob.
+
+    Raises:
+      RecordError: if it is malformed, or written by a newer version of this package.
+    """
+    blob = bytes(blob)
+    _require(blob.startswith(HEADER_MAGIC), "header does not start with %r" % HEADER_MAGIC)
+    try:
+        header = json.loads(blob[len(HEADER_MAGIC):].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise RecordError("malformed lstm_states record: header is not JSON (%s)"
+                          % type(e).__name__) from None
+    _require(isinstance(header, dict), "header is not an object")
+    version = header.get("version")
+    _require(_is_int(version), "header has no version")
+    if version > HEADER_VERSION:
+        raise RecordError(
+            "lstm_states record version %d is newer than this package reads (%d); "
+            "upgrade tb-lstm-states" % (version, HEADER_VERSION)
+        )
+    kind = header.get("kind")
+    _require(kind in states_lib.KINDS, "unknown kind %r" % (kind,))
+    _require(_is_int(header.get("num_layers"), 1, _MAX_LAYERS), "bad num_layers")
+    _require(header.get("num_directions") in (1, 2), "bad num_directions")
+    batch, time = header.get("batch"), header.get("time")
+    _require(_is_int(batch) and _is_int(time), "bad batch or time")
+    lengths = header.get("lengths")
+    _require(
+        isinstance(lengths, list)
+        and len(lengths) == batch
+        and all(_is_int(n, 0, time) for n in lengths),
+        "lengths must be %d integers in [0, %d]" % (batch, time),
+    )
+    series = header.get("series")
+    _require(isinstance(series, list) and all(isinstance(s, str) for s in series), "bad series")
+    tokens = header.get("tokens")
+    _require(
+        tokens is None
+        or (
+            isinstance(tokens, list)
+            and len(tokens) == batch
+            and all(
+                isinstance(seq, list) and len(seq) <= time and all(isinstance(t, str) for t in seq)
+                for seq in tokens
+            )
+        ),
+        "bad tokens",
+    )
+    arrays = header.get("arrays")
+    _require(isinstance(arrays, list), "arrays is not a list")
+    num_entries = header["num_layers"] * header["num_directions"]
+    for entry in arrays:
+        _require(isinstance(entry, dict), "array entry is not an object")
+        _require(entry.get("dtype") in DTYPES, "bad array dtype %r" % (entry.get("dtype"),))
+        shape = entry.get("shape")
+        if "series" in entry:
+            _require(entry["series"] in series, "unknown series %r" % (entry["series"],))
+            _require(shape == [batch, time], "series shape must be [batch, time]")
+        else:
+            _require(_is_int(entry.get("layer"), 0, num_entries - 1), "bad array layer")
+            _require(entry.get("kind") in states_lib.array_kinds(kind), "bad array kind")
+            _require(
+                isinstance(shape, list)
+                and len(shape) == 3
+                and shape[:2] == [batch, time]
+                and _is_int(shape[2]),
+                "array shape must be [batch, time, units]",
+            )
+    return header
+
+
+def find_array(header: dict, *, layer: Optional[int] = None, kind: Optional[str] = None,
+               series: Optional[str] = None) -> int:
+    """Returns the blob index (1-based) of an array described in a decoded header.
+
+    Raises:
+      KeyError: if the record has no such array.
+    """
+    for i, entry in enumerate(header["arrays"]):
+        if series is not None:
+            if entry.get("series") == series:
+                return i + 1
+        elif entry.get("layer") == layer and entry.get("kind") == kind:
+            return i + 1
+    raise KeyError(series if series is not None else (layer, kind))
+
+
+def decode_array(header: dict, index: int, blob: bytes) -> np.ndarray:
+    """Decodes blob `index` (1-based, as `find_array` returns) into a read-only array.
+
+    Raises:
+      RecordError: if the blob's size does not match the header.
+    """
+    _require(1 <= index <= len(header["arrays"]), "no array at blob %d" % index)
+    entry = header["arrays"][index - 1]
+    dtype = DTYPES[entry["dtype"]]
+    count = math.prod(entry["shape"])  # Python ints: no wrap-around
+    _require(
+        len(blob) == count * dtype.itemsize,
+        "blob %d holds %d bytes, its header says %d" % (index, len(blob), count * dtype.itemsize),
+    )
+    return np.frombuffer(blob, dtype=dtype).reshape(entry["shape"])
+
+
+def decode_record(blobs: Sequence[bytes]):
+    """Decodes every blob of a record.
+
+    Returns:
+      `(recurrent_states, series, tokens, header)`: `RecurrentStates` of numpy
+      arrays (in their stored dtype), a dict of `[batch, time]` float32 series,
+      the token lists or None, and the validated header.
+
+    Raises:
+      RecordError: if the record is malformed.
+    """
+    _require(len(blobs) >= 1, "record has no header blob")
+    header = decode_header(blobs[0])
+    _require(
+        len(blobs) == len(header["arrays"]) + 1,
+        "record has %d blobs, its header describes %d" % (len(blobs), len(header["arrays"]) + 1),
+    )
+    num_entries = header["num_layers"] * header["num_directions"]
+    found: List[Dict[str, np.ndarray]] = [{} for _ in range(num_entries)]
+    series = {}
+    for i, entry in enumerate(header["arrays"]):
+        array = decode_array(header, i + 1, blobs[i + 1])
+        if "series" in entry:
+            series[entry["series"]] = array
+        else:
+            found[entry["layer"]][entry["kind"]] = array
+    layers = []
+    for index, arrays in enumerate(found):
+        _require("hidden" in arrays, "layer %d has no hidden array" % index)
+        gates = {g: arrays[g] for g in states_lib.GATE_NAMES[header["kind"]] if g in arrays}
+        layers.append(states_lib.LayerStates(arrays["hidden"], arrays.get("cell"), gates))
+    recurrent_states = states_lib.RecurrentStates(
+        kind=header["kind"],
+        layers=layers,
+        lengths=np.asarray(header["lengths"], dtype=np.int64),
+        num_directions=header["num_directions"],
+    )
+    return recurrent_states, series, header["tokens"], header
