@@ -20,8 +20,8 @@ _EXPORTS = {
     "LayerStates": "states",
     "StateWriter": "writer",
     "states_pb": "summary",
-    "read_states": "reader",
-    "StatesRecord": "reader",
+    "read_states": "storage.reader",
+    "StatesRecord": "storage.reader",
 }
 
 __all__ = sorted(_EXPORTS)

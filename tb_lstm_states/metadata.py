@@ -12,6 +12,8 @@ import json
 
 from tensorboard.compat.proto import summary_pb2
 
+from tb_lstm_states.storage import format
+
 PLUGIN_NAME = "lstm_states"
 
 # Bumped when a reader of an older version could misread a newer record.
@@ -73,7 +75,7 @@ def parse_plugin_content(content):
     if not isinstance(version, int) or isinstance(version, bool):
         raise ValueError("lstm_states plugin data has no integer version")
     if version > PLUGIN_DATA_VERSION:
-        raise ValueError(
+        raise format.NewerVersionError(
             "lstm_states plugin data version %d is newer than this package "
             "understands (%d); upgrade tb-lstm-states" % (version, PLUGIN_DATA_VERSION)
         )

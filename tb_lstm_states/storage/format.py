@@ -79,6 +79,10 @@ class FormatError(ValueError):
     """An index or array file is malformed, torn, fails a checksum, or is too new."""
 
 
+class NewerVersionError(FormatError):
+    """A record was written by a newer version of this package: upgrade to read it."""
+
+
 def crc32c(data, crc: int = 0) -> int:
     """The CRC32C of `data` (bytes-like), continuing from `crc`, in C."""
     return google_crc32c.extend(crc, data)
@@ -293,7 +297,7 @@ def parse_index(data) -> dict:
     version = index.get("version")
     _require(_is_int(version), "no version")
     if version > FORMAT_VERSION:
-        raise FormatError(
+        raise NewerVersionError(
             "lstm_states index version %d is newer than this package reads (%d); "
             "upgrade tb-lstm-states" % (version, FORMAT_VERSION))
     _require(is_safe_file_name(index.get("file")), "bad file name")

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from tb_lstm_states import states as states_lib
+from tb_lstm_states.storage import format
 
 HEADER_MAGIC = b"TLSH"
 HEADER_VERSION = 1
@@ -62,7 +63,7 @@ def decode_header(blob: bytes) -> dict:
     version = header.get("version")
     _require(_is_int(version), "header has no version")
     if version > HEADER_VERSION:
-        raise RecordError(
+        raise format.NewerVersionError(
             "lstm_states record version %d is newer than this package reads (%d); "
             "upgrade tb-lstm-states" % (version, HEADER_VERSION)
         )

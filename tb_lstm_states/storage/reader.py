@@ -8,14 +8,19 @@ The logdir is walked the way TensorBoard walks it: every directory holding a fil
 whose name contains `tfevents` is a run, named by its path relative to the logdir
 (`"."` for the logdir itself). Its event files are read in name order (their names
 start with the creation time), every record's CRC32C is checked in C, and only
-`lstm_states` records are decoded: JSON headers and raw little-endian arrays,
-never pickle.
+`lstm_states` summaries are decoded: JSON and raw little-endian arrays, never pickle.
+
+A version 2 step (this package) is an index summary in the event file and a
+safetensors file in `<run>/plugins/lstm_states/`; its arrays are read from that file
+and checked slice by slice against the index's checksums. A version 1 step (the
+arrays inside the event file) is decoded from the event itself.
 
 A truncated last record (a writer still running, or killed mid-record) is skipped
-quietly, as TensorBoard does. A record that fails its checksum is skipped with a
-`CorruptRecordWarning` naming the file and byte offset, and reading goes on with the
-next record: one flipped bit should not hide a whole training run. A corrupt length
-ends that file (nothing after it can be framed), with the same warning.
+quietly, as TensorBoard does. A record or array file that is damaged (a failed
+checksum, a torn or missing array file, a malformed index) is skipped with a
+`CorruptRecordWarning` naming the file and the problem, and reading goes on: one
+flipped bit should not hide a whole training run. A record written by a newer
+version of this package raises, asking for an upgrade.
 """
 
 import dataclasses
@@ -25,15 +30,17 @@ import warnings
 from typing import Dict, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
+from google.protobuf import message
 
 from tensorboard.compat.proto import event_pb2
 
-from tb_lstm_states import codec, event_file, metadata
+from tb_lstm_states import metadata
 from tb_lstm_states import states as states_lib
+from tb_lstm_states.storage import event_file, format, legacy
 
 
 class CorruptRecordWarning(UserWarning):
-    """An event file holds a record that fails its checksum; it was skipped."""
+    """A record or its array file is damaged; it was skipped."""
 
 
 @dataclasses.dataclass
@@ -78,27 +85,26 @@ def read_states(
 
     Yields:
       `StatesRecord`s. A (run, tag, step) logged twice (a restarted run) is yielded
-      twice, in the order written.
+      twice, in the order written; TensorBoard shows the later one.
 
     Raises:
       FileNotFoundError: if `logdir` does not exist.
-      codec.RecordError: on an `lstm_states` record written by a newer version of
-        this package (upgrade tb-lstm-states), or a malformed one.
+      format.NewerVersionError: on a record written by a newer version of this package
+        (upgrade tb-lstm-states).
     """
     logdir = os.fspath(logdir)
     if not os.path.isdir(logdir):
         raise FileNotFoundError("logdir %r is not a directory" % logdir)
     wanted_steps = _step_filter(steps)
-    for run_name, paths in _runs(logdir):
+    for run_name, directory, paths in _runs(logdir):
         if run is not None and run_name != os.path.normpath(run):
             continue
         for path in paths:
             for offset, payload in event_file.read_records(path, on_corrupt=_warn):
-                record = _decode(run_name, path, offset, payload, tag, wanted_steps)
-                yield from record
+                yield from _decode(run_name, directory, path, offset, payload, tag, wanted_steps)
 
 
-def _warn(error: event_file.CorruptRecordError) -> None:
+def _warn(error) -> None:
     warnings.warn("skipping a corrupt record: %s" % error, CorruptRecordWarning, stacklevel=4)
 
 
@@ -111,13 +117,13 @@ def _step_filter(steps):
 
 
 def _runs(logdir):
-    """`(run, sorted event file paths)` of each run, runs in sorted order."""
+    """`(run, directory, sorted event file paths)` of each run, runs in sorted order."""
     runs = []
     for directory, subdirectories, files in os.walk(logdir):
         subdirectories.sort()
         paths = sorted(os.path.join(directory, f) for f in files if "tfevents" in f)
         if paths:
-            runs.append((os.path.relpath(directory, logdir), paths))
+            runs.append((os.path.relpath(directory, logdir), directory, paths))
     return sorted(runs)
 
 
@@ -138,12 +144,16 @@ def _peek_step(payload):
     return None
 
 
-def _decode(run_name, path, offset, payload, tag, wanted_steps):
+def _decode(run_name, directory, path, offset, payload, tag, wanted_steps):
     if wanted_steps is not None:
         step = _peek_step(payload)
         if step is not None and step not in wanted_steps:
             return
-    event = event_pb2.Event.FromString(payload)
+    try:
+        event = event_pb2.Event.FromString(payload)
+    except (message.DecodeError, RecursionError):
+        _warn("%s byte %d: not an Event" % (path, offset))
+        return
     if not event.HasField("summary"):
         return
     if wanted_steps is not None and event.step not in wanted_steps:
@@ -154,20 +164,22 @@ def _decode(run_name, path, offset, payload, tag, wanted_steps):
         plugin_data = value.metadata.plugin_data
         if plugin_data.plugin_name != metadata.PLUGIN_NAME:
             continue
+        where = "%s: the record of tag %r at step %d (byte %d)" % (path, value.tag, event.step, offset)
         try:
             content = metadata.parse_plugin_content(plugin_data.content)
-        except ValueError as e:
-            raise codec.RecordError(
-                "%s: the record of tag %r at step %d (byte %d): %s"
-                % (path, value.tag, event.step, offset, e)) from None
-        if content.get("role") != metadata.ROLE_STATES:
+            role = content.get("role")
+            if role == metadata.ROLE_INDEX:
+                decoded = _decode_index(directory, value)
+            elif role == metadata.ROLE_STATES:
+                decoded = legacy.decode_record(value.tensor.string_val)[:3]
+            else:
+                continue
+        except format.NewerVersionError as e:
+            raise format.NewerVersionError("%s: %s" % (where, e)) from None
+        except (ValueError, OSError, RecursionError) as e:
+            _warn("%s: %s" % (where, e))
             continue
-        try:
-            states, series, tokens, _ = codec.decode_record(value.tensor.string_val)
-        except codec.RecordError as e:
-            raise codec.RecordError(
-                "%s: the record of tag %r at step %d (byte %d): %s"
-                % (path, value.tag, event.step, offset, e)) from None
+        states, series, tokens = decoded
         yield StatesRecord(
             run=run_name,
             tag=value.tag,
@@ -178,3 +190,40 @@ def _decode(run_name, path, offset, payload, tag, wanted_steps):
             tokens=tokens,
             description=value.metadata.summary_description,
         )
+
+
+def _decode_index(directory, value):
+    """`(states, series, tokens)` of a version 2 step, read and checked from its file."""
+    values = value.tensor.string_val
+    if len(values) != 1:
+        raise format.FormatError("malformed lstm_states index: %d strings" % len(values))
+    index = format.parse_index(values[0])
+    path = os.path.join(directory, *format.PLUGIN_DIRECTORY, index["file"])
+    try:
+        with open(path, "rb") as f:
+            def read_range(offset, length):
+                f.seek(offset)
+                return f.read(length)
+
+            metadata_fields = format.parse_file_header(read_range(0, index["header_bytes"]), index)
+            tokens = format.parse_tokens(metadata_fields, index)
+            crc_table = format.read_crc_table(read_range, index)
+            arrays = {}
+            for entry in index["arrays"]:
+                key = entry["series"] if "series" in entry else (entry["layer"], entry["kind"])
+                arrays[key] = format.read_array(read_range, index, crc_table, entry)
+    except FileNotFoundError:
+        raise format.FormatError("its array file %s is missing" % index["file"]) from None
+    return _assemble(index, arrays), {n: arrays[n] for n in index["series"] if n in arrays}, tokens
+
+
+def _assemble(index, arrays):
+    kind = index["kind"]
+    layers = []
+    for entry in range(index["num_layers"] * index["num_directions"]):
+        gates = {g: arrays[(entry, g)] for g in states_lib.GATE_NAMES[kind] if (entry, g) in arrays}
+        layers.append(states_lib.LayerStates(
+            arrays[(entry, "hidden")], arrays.get((entry, "cell")), gates))
+    return states_lib.RecurrentStates(
+        kind=kind, layers=layers, lengths=np.asarray(index["lengths"], dtype=np.int64),
+        num_directions=index["num_directions"])
