@@ -84,7 +84,7 @@ class NewerVersionError(FormatError):
 
 
 def crc32c(data, crc: int = 0) -> int:
-    """The CRC32C of `data` (bytes-like), continuing from `crc`, in C."""
+    """The CRC32C of `data` (`bytes`, not a memoryview), continuing from `crc`, in C."""
     return google_crc32c.extend(crc, data)
 
 
@@ -458,13 +458,16 @@ def read_checked(read_range: ReadRange, index: dict, crc_table: np.ndarray, offs
     data = read_range(offset + begin, end - begin)
     _require_file(len(data) == end - begin, index,
                   "is shorter than its index says (torn or still being written)")
-    view = memoryview(data)
+    data = bytes(data)
     for i in range(first, last):
-        piece = view[(i - first) * CHUNK_BYTES:(i - first + 1) * CHUNK_BYTES]
+        # google_crc32c takes bytes, not memoryviews: a slice copies 64 KiB, in cache.
+        piece = data[(i - first) * CHUNK_BYTES:(i - first + 1) * CHUNK_BYTES]
         if crc32c(piece) != int(crc_table[chunk + i]):
             raise FormatError("array file %s fails its checksum at byte %d (corrupt)"
                               % (index["file"], offset + i * CHUNK_BYTES))
-    return bytes(view[start - begin:stop - begin])
+    if start == begin and stop == end:
+        return data
+    return data[start - begin:stop - begin]
 
 
 def entry_nbytes(entry: dict) -> int:
