@@ -18,8 +18,7 @@ _EXPORTS = {
     "Recorder": "capturing",
     "RecurrentStates": "states",
     "LayerStates": "states",
-    "StateWriter": "writer",
-    "states_pb": "summary",
+    "StateWriter": "storage.writer",
     "read_states": "storage.reader",
     "StatesRecord": "storage.reader",
 }

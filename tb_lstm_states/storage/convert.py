@@ -1,0 +1,194 @@
+"""Host numpy copies of states (torch tensors or numpy arrays) at the stored dtype.
+
+Nothing here imports torch at module level: a torch tensor is recognised by its
+methods, and torch is imported only to cast numpy float32 arrays to float16 (its
+cast is vectorized and threaded; numpy's is scalar code, 4x slower here). Where
+torch cannot be imported, numpy casts.
+"""
+
+import math
+import sys
+from typing import Optional
+
+import numpy as np
+
+from tb_lstm_states import states as states_lib
+
+DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+
+
+def is_torch(value) -> bool:
+    """Whether `value` is a torch tensor (without importing torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def to_numpy(value):
+    """`value` as a numpy array on the host (a torch tensor: float32 for floats, as
+    numpy has no bfloat16); None stays None. May share memory with `value`."""
+    if value is None or type(value) is np.ndarray:
+        return value
+    if is_torch(value):
+        value = value.detach()
+        if value.is_floating_point():
+            value = value.float()
+        return value.cpu().numpy()
+    return np.asarray(value)
+
+
+def to_numpy_states(recurrent_states):
+    """Returns a copy of `recurrent_states` whose arrays are numpy arrays on the host."""
+    layers = [
+        states_lib.LayerStates(
+            hidden=to_numpy(layer.hidden),
+            cell=to_numpy(layer.cell),
+            gates={name: to_numpy(gate) for name, gate in layer.gates.items()},
+        )
+        for layer in recurrent_states.layers
+    ]
+    return states_lib.RecurrentStates(
+        kind=recurrent_states.kind,
+        layers=layers,
+        lengths=to_numpy(recurrent_states.lengths).astype(np.int64),
+        num_directions=recurrent_states.num_directions,
+    )
+
+
+def check_real(value, name: str) -> None:
+    """Raises ValueError unless `value` holds real numbers (or booleans)."""
+    if is_torch(value):
+        if value.is_complex():
+            raise ValueError("%s must hold real numbers, got dtype %s" % (name, value.dtype))
+        return
+    dtype = np.asarray(value).dtype if not hasattr(value, "dtype") else np.dtype(value.dtype)
+    if dtype != np.bool_ and not (np.issubdtype(dtype, np.integer)
+                                  or np.issubdtype(dtype, np.floating)):
+        raise ValueError("%s must hold real numbers, got dtype %s" % (name, dtype))
+
+
+def stored_copy(value, dtype: str) -> np.ndarray:
+    """A C-contiguous host copy of `value` at the stored dtype, sharing no memory with it.
+
+    Args:
+      value: a numpy array or torch tensor (any device) of real numbers.
+      dtype: `"float16"` or `"float32"`. With `"float16"`, an array whose finite
+        values become infinite in float16 is kept as float32 (NaN and Inf are kept
+        as they are).
+
+    Returns:
+      A `<f2` or `<f4` array: for float16, the IEEE round-to-nearest-even of each
+      value, as numpy's `astype` gives it.
+    """
+    if is_torch(value):
+        return _torch_copy(value, dtype)
+    array = np.asarray(value)
+    if dtype == "float32" or array.dtype == np.float16:
+        return np.array(array, dtype=DTYPES[dtype], order="C", copy=True)
+    half = _torch_half(array)
+    if half is None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            half = array.astype(DTYPES["float16"], order="C")
+        overflowed = _numpy_overflowed(half, array)
+    else:
+        half, overflowed = half
+    if overflowed:
+        return np.array(array, dtype=DTYPES["float32"], order="C", copy=True)
+    return half
+
+
+def _numpy_overflowed(half: np.ndarray, source: np.ndarray) -> bool:
+    """Whether a finite value of `source` became infinite in its float16 cast `half`."""
+    with np.errstate(invalid="ignore"):
+        if half.size == 0 or (math.isfinite(half.min()) and math.isfinite(half.max())):
+            return False
+    infinite = np.isinf(half)
+    return bool(np.isfinite(source[infinite]).any())
+
+
+_TORCH = None
+
+
+def _import_torch():
+    """torch, imported on first use, or False where it cannot be imported."""
+    global _TORCH
+    if _TORCH is None:
+        try:
+            import torch
+        except ImportError:
+            torch = False
+        _TORCH = torch
+    return _TORCH
+
+
+def _torch_half(array: np.ndarray):
+    """`(float16 copy, overflowed)` of a native float32 array cast by torch, or None
+    where torch cannot take the array (another dtype, read-only or negative strides)
+    or cannot be imported: numpy casts it then."""
+    if (array.dtype != np.float32 or not array.dtype.isnative or not array.flags.writeable
+            or any(s < 0 or s % array.itemsize for s in array.strides) or array.size == 0):
+        return None
+    torch = _import_torch()
+    if not torch:
+        return None
+    source = torch.from_numpy(array)
+    half = source.to(dtype=torch.float16, memory_format=torch.contiguous_format, copy=True)
+    return half.numpy(), _torch_overflowed(torch, half, source)
+
+
+def _torch_copy(tensor, dtype: str) -> np.ndarray:
+    import torch
+
+    source = tensor.detach()
+    if dtype == "float16" and source.dtype == torch.float64:
+        # torch casts float64 to float16 through float32 (two roundings): numpy does
+        # it in one, as every other path here does.
+        return stored_copy(source.cpu().numpy(), dtype)
+    on_host = source.device.type == "cpu"
+
+    def cast(target):
+        # On the device (a GPU casts faster, and half as many bytes cross to the
+        # host); a host tensor is always copied, so the caller may reuse it.
+        return source.to(dtype=target, memory_format=torch.contiguous_format, copy=on_host)
+
+    out = cast(torch.float16 if dtype == "float16" else torch.float32)
+    if (dtype == "float16" and source.dtype != torch.float16 and out.numel()
+            and _torch_overflowed(torch, out, source)):
+        out = cast(torch.float32)
+    if not on_host:
+        out = out.to("cpu", memory_format=torch.contiguous_format)
+    return out.numpy()
+
+
+def _torch_overflowed(torch, half, source) -> bool:
+    """Whether a finite value of `source` became infinite in its float16 cast `half`.
+
+    One reduction over the float16 cast (a millisecond for 60 MiB) where every value
+    is finite; only where it holds an infinity or NaN, a second look at the source.
+    """
+    if half.numel() == 0:
+        return False
+    try:
+        low, high = torch.aminmax(half)
+        if math.isfinite(low.item()) and math.isfinite(high.item()):
+            return False
+    except RuntimeError:  # no float16 aminmax in this torch build, on this device
+        pass
+    infinite = torch.isinf(half)
+    return bool(torch.isfinite(source[infinite]).any().item())
+
+
+def sampled_float32(value, rows: Optional[np.ndarray]) -> np.ndarray:
+    """`value[rows]` (all of it where `rows` is None) as a float32 host array, for the
+    statistics: on a GPU, only those sequences cross to the host. May share memory
+    with `value`; read at once."""
+    if is_torch(value):
+        import torch
+
+        tensor = value.detach()
+        if rows is not None:
+            tensor = tensor.index_select(0, torch.as_tensor(rows, device=tensor.device))
+        return tensor.to(torch.float32).cpu().numpy()
+    array = np.asarray(value)
+    if rows is not None:
+        array = array[rows]
+    return np.asarray(array, dtype=np.float32)

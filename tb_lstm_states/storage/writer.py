@@ -1,0 +1,624 @@
+"""`StateWriter`: writes recurrent states beside a TensorBoard event file, off the training thread.
+
+    import tb_lstm_states as tls
+    with tls.StateWriter("runs/exp1") as writer:
+        for epoch in range(epochs):
+            train(...)
+            writer.log("encoder", model.lstm, probe_inputs, step=epoch)
+
+Each step becomes two things (`storage/format.py`): an array file,
+`<run>/plugins/lstm_states/<tag>-<hash>.<step>.<unique>.safetensors`, and an index
+summary in this writer's event file, appended only once the array file is
+complete, so every index a reader finds points to a whole file.
+
+`add_states` checks the record, copies the states to host numpy arrays at the
+stored dtype (the float16 cast is the copy; torch casts), computes the statistics
+of a few sampled sequences, queues the record and returns. One background thread
+computes the min/max pyramids of long sequences, checksums each 64 KiB slice
+(CRC32C, in C), writes the file with `os.writev` straight from the arrays, then
+appends the index. A queue bounded in bytes makes `add_states` wait when the disk
+falls behind, instead of holding an unbounded number of records in memory.
+
+With `summary_writer=sw`, the states go to a second event file of this writer's own
+in `sw`'s run directory, so they show under the same run as `sw`'s scalars. Both
+TensorBoard load paths read both files of a run live: the Rust data server always
+does, and the Python loader does with `--reload_multifile=true`, which this plugin's
+loader sets by default. (Without it, the Python loader follows only the last file
+in name order; this writer's file is named to sort first, so the user's scalars
+stay live.)
+"""
+
+import atexit
+import collections
+import json
+import numbers
+import os
+import secrets
+import threading
+import time
+import weakref
+from typing import Any, Dict, List, Optional, Sequence
+
+import google_crc32c
+import numpy as np
+
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
+from tensorboard.compat.proto import types_pb2
+
+from tb_lstm_states import metadata, statistics
+from tb_lstm_states import states as states_lib
+from tb_lstm_states.storage import convert, event_file, format
+
+DEFAULT_MAX_QUEUE_BYTES = 256 << 20
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+# The thread checksums a block of slices, then writes it while it is in cache.
+_BLOCK_BYTES = 16 * format.CHUNK_BYTES
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+class StateWriter:
+    """Writes `RecurrentStates` as `lstm_states` array files and index summaries.
+
+    Safe to call from several threads; records are written in the order their
+    `add_states` calls queued them. An error in the writer thread (a full disk) is
+    raised by the next call to `add_states`, `flush` or `close`, naming the record
+    that failed; that record is dropped (its partial array file removed, its partial
+    index cut from the event file), so every record before it stays readable, and
+    the writer goes on with the next ones.
+    """
+
+    def __init__(
+        self,
+        logdir: Optional[str] = None,
+        *,
+        summary_writer: Any = None,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        filename_suffix: str = ".lstm_states",
+    ):
+        """Creates a new event file and the thread that writes the records.
+
+        Args:
+          logdir: the run directory to write into (created if missing).
+          summary_writer: a `torch.utils.tensorboard.SummaryWriter` (or anything with
+            `log_dir` or `get_logdir()`): write into its run instead. Give exactly one
+            of `logdir` and `summary_writer`.
+          max_queue_bytes: how many bytes of records may wait for the disk before
+            `add_states` waits. A single larger record is still accepted.
+          filename_suffix: appended to the event file name.
+
+        Raises:
+          ValueError: if neither or both of `logdir` and `summary_writer` are given.
+          OSError: if the event file cannot be created.
+        """
+        if (logdir is None) == (summary_writer is None):
+            raise ValueError(
+                "give exactly one of logdir (a run directory) or summary_writer "
+                "(a torch SummaryWriter whose run the states join)")
+        timestamp = None
+        if summary_writer is not None:
+            logdir = _summary_writer_logdir(summary_writer)
+        logdir = os.fspath(logdir)
+        os.makedirs(logdir, exist_ok=True)
+        if summary_writer is not None:
+            # Named to sort before the SummaryWriter's file. A Python loader that
+            # polls only the newest file of a run (--reload_multifile=false, which
+            # this plugin's loader does not leave) then keeps following the user's
+            # scalars, and only these states stop updating live.
+            oldest = event_file.oldest_event_file_time(logdir)
+            if oldest is not None:
+                timestamp = min(oldest, int(time.time())) - 1
+        self._array_dir = os.path.join(logdir, *format.PLUGIN_DIRECTORY)
+        os.makedirs(self._array_dir, exist_ok=True)
+        self._file = event_file.RecordFile(
+            event_file.event_file_name(logdir, filename_suffix, timestamp))
+        self._max_queue_bytes = int(max_queue_bytes)
+        self._unique = secrets.token_hex(4)  # array file names: unique to this writer
+        self._count = 0  # records named so far
+
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._queue: "collections.deque[_Job]" = collections.deque()
+        self._in_flight = 0  # records reserved (being converted) or queued, not yet done
+        self._queued_bytes = 0  # their bytes
+        self._queued = 0  # records queued so far
+        self._done = 0  # records written (or failed) so far, in queue order
+        self._closed = False
+        self._errors: List[tuple] = []  # (job, exception) of records that failed
+
+        self._thread = threading.Thread(
+            target=self._run, name="tb_lstm_states.StateWriter", daemon=True)
+        self._thread.start()
+        # The thread is a daemon so a forgotten close() cannot hang the interpreter;
+        # this hook still writes what is queued at exit.
+        self._atexit = _close_at_exit(weakref.ref(self))
+        atexit.register(self._atexit)
+
+    @property
+    def path(self) -> str:
+        """The event file this writer writes."""
+        return self._file.path
+
+    @property
+    def logdir(self) -> str:
+        """The run directory this writer writes into."""
+        return os.path.dirname(self._file.path)
+
+    def add_states(
+        self,
+        tag: str,
+        states,
+        step: int,
+        *,
+        series: Optional[Dict[str, Any]] = None,
+        tokens: Optional[Sequence[Sequence[str]]] = None,
+        description: Optional[str] = None,
+        dtype: str = "float16",
+    ) -> None:
+        """Queues the states of one step for writing and returns without waiting for the disk.
+
+        Args:
+          tag: the name of the states in TensorBoard, e.g. `"encoder"`.
+          states: a `RecurrentStates` of torch tensors (as `tls.capture` returns; on
+            any device) or numpy arrays. It is copied before this returns, so it can
+            be reused.
+          step: the training step or epoch, an int (numpy integers too).
+          series: optional named `[batch, time]` numeric tracks shown as overlays.
+          tokens: optional `batch` lists of strings, one per timestep.
+          description: optional Markdown shown in the tab.
+          dtype: `"float16"` (default; arrays with finite values beyond its range are
+            kept as float32, NaN and Inf are kept) or `"float32"`.
+
+        Raises:
+          TypeError: if `step` is not an int, or `states` not a `RecurrentStates`.
+          ValueError: on a bad tag or dtype, or shapes of states, series or tokens
+            that do not match; nothing is written.
+          RuntimeError: if writing an earlier record failed (see the cause); this
+            record is not queued.
+        """
+        self._check_open()
+        if not isinstance(tag, str) or not tag:
+            raise ValueError("tag must be a non-empty string, got %r" % (tag,))
+        step = _check_step(step)
+        if dtype not in convert.DTYPES:
+            raise ValueError("dtype must be one of %s, got %r" % (sorted(convert.DTYPES), dtype))
+        if not isinstance(states, states_lib.RecurrentStates):
+            raise TypeError(
+                "states must be a RecurrentStates (what tls.capture returns), got %s; "
+                "to capture and write in one call use log(tag, module, inputs, step)"
+                % type(states).__name__)
+        job = _plan(tag, step, states, series, tokens, description, dtype)
+        self._reserve(job)
+        try:
+            job.arrays = [convert.stored_copy(array, dtype) for array in job.arrays]
+            job.series = [convert.stored_copy(values, "float32").reshape(job.batch, job.time)
+                          for values in job.series]
+            job.statistics = _statistics(job)
+        except BaseException:
+            self._unreserve(job)
+            raise
+        self._enqueue(job, sum(a.nbytes for a in job.arrays + job.series))
+
+    def log(
+        self,
+        tag: str,
+        module,
+        inputs,
+        step: int,
+        *,
+        hx=None,
+        series: Optional[Dict[str, Any]] = None,
+        tokens: Optional[Sequence[Sequence[str]]] = None,
+        description: Optional[str] = None,
+        dtype: str = "float16",
+    ) -> None:
+        """Captures the states of `module` on `inputs` (`tls.capture`) and queues them.
+
+        Args:
+          tag, step, series, tokens, description, dtype: as for `add_states`.
+          module: an `nn.LSTM`, `nn.GRU` or `nn.RNN`.
+          inputs: its input (a tensor or a `PackedSequence`).
+          hx: optional initial state, as the module takes it.
+
+        Raises:
+          As `add_states`, and as `tls.capture` for a module or input it cannot run.
+        """
+        self._check_open()
+        _check_step(step)  # before running the module
+        from tb_lstm_states import capturing  # imports torch: only when used
+
+        states = capturing.capture(module, inputs, hx=hx)
+        self.add_states(tag, states, step, series=series, tokens=tokens,
+                        description=description, dtype=dtype)
+
+    def flush(self) -> None:
+        """Waits until every record queued so far is written and handed to the OS.
+
+        Raises:
+          RuntimeError: if writing a record failed (see the cause).
+        """
+        with self._lock:
+            target = self._queued
+            while self._done < target and self._thread.is_alive():
+                self._changed.wait()
+        self._raise_pending_error()
+
+    def close(self) -> None:
+        """Writes what is queued, stops the writer thread and closes the file. Idempotent.
+
+        Raises:
+          RuntimeError: if writing a record failed (see the cause); the file is
+            closed all the same.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join()
+        self._file.close()
+        atexit.unregister(self._atexit)
+        self._raise_pending_error()
+
+    def __enter__(self) -> "StateWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------
+    # The queue.
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("this StateWriter is closed; create a new one to write more")
+        self._raise_pending_error()
+
+    def _raise_pending_error(self) -> None:
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if errors:
+            job, error = errors[0]
+            more = ""
+            if len(errors) > 1:
+                more = " (and %d later record%s: %s)" % (
+                    len(errors) - 1, "s" if len(errors) > 2 else "",
+                    ", ".join("step %d of tag %r" % (j.step, j.tag) for j, _ in errors[1:6])
+                    + (", ..." if len(errors) > 6 else ""))
+            raise RuntimeError(
+                "StateWriter could not write step %d of tag %r to %s (%s: %s)%s; it was "
+                "dropped, the records before it are intact"
+                % (job.step, job.tag, self.logdir, type(error).__name__, error, more)
+            ) from error
+
+    def _reserve(self, job: "_Job") -> None:
+        """Counts `job` as in flight, first waiting for room: backpressure, waiting
+        for the disk rather than queueing without bound. A record larger than the
+        bound is accepted once nothing else is in flight."""
+        with self._lock:
+            while (self._in_flight and not self._closed
+                   and self._queued_bytes + job.nbytes > self._max_queue_bytes):
+                self._changed.wait()
+            if self._closed:
+                raise ValueError("this StateWriter was closed while add_states waited")
+            self._in_flight += 1
+            self._queued_bytes += job.nbytes
+
+    def _unreserve(self, job: "_Job") -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._queued_bytes -= job.nbytes
+            self._changed.notify_all()
+
+    def _enqueue(self, job: "_Job", nbytes: int) -> None:
+        """Queues a converted `job` of `nbytes` (more than reserved where float16
+        arrays stayed float32)."""
+        with self._lock:
+            self._queued_bytes += nbytes - job.nbytes
+            job.nbytes = nbytes
+            self._queue.append(job)
+            self._queued += 1
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue:
+                    if self._closed and not self._in_flight:
+                        return
+                    self._changed.wait()
+                job = self._queue.popleft()
+            error = None
+            try:
+                self._write(job)
+            except BaseException as e:  # noqa: B036 - raised by the next call
+                error = e
+            job.arrays = job.series = None  # the memory goes now, not with the next job
+            with self._lock:
+                if error is not None:
+                    self._errors.append((job, error))
+                self._in_flight -= 1
+                self._queued_bytes -= job.nbytes
+                self._done += 1
+                self._changed.notify_all()
+
+    # ------------------------------------------------------------------
+    # The writer thread's work.
+
+    def _write(self, job: "_Job") -> None:
+        """Writes the array file of `job`, then its index."""
+        tensors, buffers, entries = [], [], []
+        state_entries = []
+        for (layer, kind), array in zip(job.keys, job.arrays):
+            name = format.array_name(layer, kind)
+            tensors.append(format.Tensor(name, array.dtype.name, array.shape))
+            buffers.append(array)
+            entry = {"layer": layer, "kind": kind, "tensor": name}
+            entries.append(entry)
+            state_entries.append(entry)
+        for series_name, values in zip(job.series_names, job.series):
+            name = format.series_name(series_name)
+            tensors.append(format.Tensor(name, "float32", values.shape))
+            buffers.append(values)
+            entries.append({"series": series_name, "tensor": name})
+        if format.pyramid_blocks(job.time):
+            for entry, array in zip(state_entries, job.arrays):
+                pyramid = format.compute_pyramid(array)
+                name = format.pyramid_name(entry["layer"], entry["kind"])
+                tensors.append(format.Tensor(name, array.dtype.name, pyramid.shape))
+                buffers.append(pyramid)
+                entry["pyramid"] = name
+        file_metadata = {
+            "format": format.FORMAT_NAME,
+            "version": str(format.FORMAT_VERSION),
+            "tokens": json.dumps(job.tokens, separators=(",", ":")),
+        }
+        layout = format.Layout(tensors, file_metadata)
+        path, crc_table = self._write_array_file(job, layout, buffers)
+        try:
+            index = format.build_index(
+                layout, os.path.basename(path), crc_table, kind=job.kind,
+                num_layers=job.num_layers, num_directions=job.num_directions,
+                batch=job.batch, time=job.time, lengths=job.lengths,
+                series=job.series_names, has_tokens=job.tokens is not None,
+                arrays=entries, statistics=job.statistics)
+            value = summary_pb2.Summary.Value(
+                tag=job.tag,
+                metadata=metadata.create_summary_metadata(
+                    metadata.ROLE_INDEX, description=job.description, content=job.structure),
+                tensor=tensor_pb2.TensorProto(
+                    dtype=types_pb2.DT_STRING,
+                    tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+                    string_val=[index]),
+            )
+            event = event_pb2.Event(wall_time=job.wall_time, step=job.step,
+                                    summary=summary_pb2.Summary(value=[value]))
+            self._file.write(event.SerializeToString())
+        except BaseException:
+            _remove(path)  # no index points to it
+            raise
+
+    def _write_array_file(self, job: "_Job", layout: format.Layout, buffers: list):
+        """Writes a whole array file; returns its path and checksum table.
+
+        Raises:
+          OSError: if it cannot be written; what was written of it is removed.
+        """
+        while True:
+            self._count += 1
+            name = format.array_file_name(job.tag, job.step, "%s%d" % (self._unique, self._count))
+            path = os.path.join(self._array_dir, name)
+            try:
+                fd = os.open(path, _OPEN_FLAGS, 0o666)
+                break
+            except FileExistsError:  # another writer drew the same name: draw again
+                self._unique = secrets.token_hex(4)
+        complete = False
+        try:
+            event_file.write_all(fd, [layout.header])
+            crcs = []
+            for array in buffers:
+                view = memoryview(array).cast("B")
+                for start in range(0, len(view), _BLOCK_BYTES):
+                    block = view[start:start + _BLOCK_BYTES]
+                    for offset in range(0, len(block), format.CHUNK_BYTES):
+                        # google_crc32c takes bytes, not a view of an array: a copy
+                        # of 64 KiB, in cache, then written from the array itself.
+                        crcs.append(google_crc32c.value(
+                            bytes(block[offset:offset + format.CHUNK_BYTES])))
+                    event_file.write_all(fd, [block])
+            crc_table = np.array(crcs, dtype="<u4")
+            event_file.write_all(fd, [crc_table])
+            complete = True
+        finally:
+            os.close(fd)
+            if not complete:
+                _remove(path)
+        return path, crc_table
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+class _Job:
+    """One record, from the `add_states` that makes it to the thread that writes it."""
+
+    def __init__(self, **fields):
+        self.statistics = None
+        self.__dict__.update(fields)
+
+
+def _plan(tag, step, states, series, tokens, description, dtype) -> _Job:
+    """Checks a record from the shapes alone (before anything is copied) and plans it.
+
+    Raises:
+      ValueError: on a kind, shape or dtype that does not fit, naming the fix.
+    """
+    kind = states.kind
+    if kind not in states_lib.KINDS:
+        raise ValueError("kind must be one of %s, got %r" % (states_lib.KINDS, kind))
+    layers = states.layers
+    num_directions = states.num_directions
+    if (not isinstance(num_directions, numbers.Integral) or num_directions not in (1, 2)
+            or not layers or len(layers) % num_directions):
+        raise ValueError(
+            "states need one LayerStates per (layer, direction); got %d layers for "
+            "%r directions" % (len(layers), num_directions))
+    num_directions = int(num_directions)
+    first = tuple(np.shape(layers[0].hidden)) if layers[0].hidden is not None else ()
+    if len(first) != 3:
+        raise ValueError("layer 0 hidden must be [batch, time, units], got shape %s"
+                         % list(first))
+    batch, time_steps = int(first[0]), int(first[1])
+    if not (1 <= batch <= format.MAX_DIM and 1 <= time_steps <= format.MAX_DIM):
+        raise ValueError("states need at least one sequence and one timestep, got "
+                         "[batch=%d, time=%d]" % (batch, time_steps))
+    lengths = convert.to_numpy(states.lengths)
+    lengths = np.asarray(lengths).reshape(-1) if lengths is not None else np.zeros(0)
+    if lengths.shape != (batch,):
+        raise ValueError("lengths has shape %s, expected [%d] (one per sequence)"
+                         % (list(lengths.shape), batch))
+    if not (np.issubdtype(lengths.dtype, np.integer)
+            or (np.issubdtype(lengths.dtype, np.floating)
+                and np.array_equal(lengths, np.round(lengths)))):
+        raise ValueError("lengths must be integers, got %s" % lengths.tolist())
+    length_list = [int(n) for n in lengths.tolist()]
+    if min(length_list) < 0 or max(length_list) > time_steps:
+        raise ValueError("lengths must lie in [0, time=%d], got %s" % (time_steps, length_list))
+
+    keys, arrays, units = [], [], {}
+    itemsize = convert.DTYPES[dtype].itemsize
+    nbytes = 0
+    gate_names = states_lib.GATE_NAMES[kind]
+    for index, layer in enumerate(layers):
+        for name in states_lib.array_kinds(kind):
+            try:
+                array = layer.get(name)
+            except KeyError:
+                array = None
+            shape = tuple(np.shape(array)) if array is not None else ()
+            if len(shape) != 3:
+                raise ValueError("layer %d %s must be [batch, time, units], got shape %s"
+                                 % (index, name, list(shape)))
+            if shape[:2] != (batch, time_steps) or not 1 <= shape[2] <= format.MAX_DIM:
+                raise ValueError(
+                    "layer %d %s has shape %s, expected %s (batch, time[, units]) to match "
+                    "the states" % (index, name, list(shape),
+                                    [batch, time_steps, max(1, shape[2])]))
+            if name in gate_names:
+                # Gates are as wide as the cell (LSTM) or the hidden state (GRU).
+                width = np.shape(layer.cell if kind == "lstm" else layer.hidden)[2]
+                if shape[2] != width:
+                    raise ValueError(
+                        "layer %d %s gate has %d units, expected %d like its %s state"
+                        % (index, name, shape[2], width, "cell" if kind == "lstm" else "hidden"))
+            convert.check_real(array, "layer %d %s" % (index, name))
+            keys.append((index, name))
+            arrays.append(array)
+            units.setdefault(name, int(shape[2]))
+            nbytes += int(np.prod(shape, dtype=np.int64)) * itemsize
+
+    series_names, series_values = [], []
+    for name, values in (series or {}).items():
+        if not isinstance(name, str) or not name:
+            raise ValueError("series names must be non-empty strings, got %r" % (name,))
+        if not (convert.is_torch(values) or isinstance(values, np.ndarray)):
+            values = np.asarray(values)
+        shape = tuple(np.shape(values))
+        if len(shape) == 1 and batch == 1:
+            shape = (1,) + shape
+        try:
+            convert.check_real(values, "series %r" % name)
+        except ValueError:
+            raise ValueError("series %r must be numeric, got dtype %s"
+                             % (name, values.dtype)) from None
+        if shape != (batch, time_steps):
+            raise ValueError(
+                "series %r has shape %s, expected %s (batch, time[, units]) to match the "
+                "states" % (name, list(np.shape(values)), [batch, time_steps]))
+        series_names.append(name)
+        series_values.append(values)
+        nbytes += batch * time_steps * 4
+
+    token_lists = None
+    if tokens is not None:
+        if isinstance(tokens, str) or len(tokens) != batch:
+            raise ValueError(
+                "tokens must be %d lists (one per sequence) of strings, got %s"
+                % (batch, type(tokens).__name__ if isinstance(tokens, str) else len(tokens)))
+        token_lists = []
+        for b, sequence in enumerate(tokens):
+            if isinstance(sequence, str) or len(sequence) > time_steps:
+                raise ValueError(
+                    "tokens[%d] must be a list of at most time=%d strings" % (b, time_steps))
+            token_lists.append([str(t) for t in sequence])
+
+    if description is not None and not isinstance(description, str):
+        raise ValueError("description must be a string, got %s" % type(description).__name__)
+    return _Job(
+        tag=tag, step=step, wall_time=time.time(), description=description, kind=kind,
+        num_layers=len(layers) // num_directions, num_directions=num_directions,
+        batch=batch, time=time_steps, lengths=length_list, keys=keys, arrays=arrays,
+        series_names=series_names, series=series_values, tokens=token_lists, nbytes=nbytes,
+        structure={
+            "kind": kind,
+            "num_layers": len(layers) // num_directions,
+            "num_directions": num_directions,
+            "batch": batch,
+            "time": time_steps,
+            "units": units,
+        },
+        sources=arrays,
+    )
+
+
+def _statistics(job: _Job) -> np.ndarray:
+    """The statistics table of a record, from the caller's arrays (`job.sources`),
+    on the sequences `statistics.sample_sequences` picks."""
+    widest = max(units for units in job.structure["units"].values())
+    sample = statistics.sample_sequences(job.batch, job.time * widest)
+    rows = None if len(sample) == job.batch else sample
+    arrays = [convert.sampled_float32(source, rows) for source in job.sources]
+    lengths = np.asarray(job.lengths, dtype=np.int64)
+    table = statistics.table(arrays, [kind for _, kind in job.keys],
+                             lengths if rows is None else lengths[rows])
+    job.sources = None
+    return table
+
+
+def _check_step(step) -> int:
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise TypeError(
+            "step must be an int (the training step or epoch), got %r of type %s"
+            % (step, type(step).__name__))
+    step = int(step)
+    if not _INT64_MIN <= step <= _INT64_MAX:
+        raise ValueError("step must fit in a signed 64-bit integer, got %d" % step)
+    return step
+
+
+def _summary_writer_logdir(summary_writer) -> str:
+    get_logdir = getattr(summary_writer, "get_logdir", None)
+    logdir = get_logdir() if callable(get_logdir) else getattr(summary_writer, "log_dir", None)
+    if not logdir:
+        raise ValueError(
+            "summary_writer must be a torch.utils.tensorboard.SummaryWriter (something with "
+            "get_logdir() or log_dir), got %s" % type(summary_writer).__name__)
+    return logdir
+
+
+def _close_at_exit(writer_ref):
+    def close():
+        writer = writer_ref()
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - nothing is left to report it to
+                pass
+    return close
