@@ -147,20 +147,64 @@ export interface StatesQuery {
   layer: number;
   kind: string;
   sequence: number;
+  /** the timesteps [start, stop); default the whole sequence */
+  start?: number;
+  stop?: number;
+  /** at most this many bins (min and max each) when stop - start is larger */
+  bins?: number;
+}
+
+/** One array of the `states` route, decoded to float32, with what its headers say it holds. */
+export interface StatesArray extends NdArray {
+  /** [2, bins, units]: row 0 each bin's minimum, row 1 its maximum (only with a sequence) */
+  binned: boolean;
+  /** the timesteps it covers, [start, stop) */
+  start: number;
+  stop: number;
 }
 
 export function statesUrl(q: StatesQuery, npy = false): string {
   return routeUrl("states", { ...q, format: npy ? "npy" : null });
 }
 
-/** One [time, units] array of one sequence, decoded to float32. */
-export async function fetchStates(q: StatesQuery, signal?: AbortSignal): Promise<NdArray> {
+/**
+ * One [time, units] array of one sequence (or [batch, time, units] without one), of the
+ * timesteps [start, stop); or, when the range holds more timesteps than `bins`, its
+ * [2, bins, units] minima and maxima per bin. A server that predates ranges answers
+ * the whole sequence without X-Start: that is read as [0, time).
+ */
+export async function fetchStates(q: StatesQuery, signal?: AbortSignal): Promise<StatesArray> {
   const response = await get("states", { ...q }, signal);
-  const shape = parseShape(response.headers.get("X-Shape"));
-  const dtype = parseDtype(response.headers.get("X-Dtype") ?? "float32");
+  const h = (name: string) => response.headers.get(name);
+  const shape = parseShape(h("X-Shape"));
+  const dtype = parseDtype(h("X-Dtype") ?? "float32");
   const array = decodeArray(await response.arrayBuffer(), shape, dtype);
-  const lengths = (response.headers.get("X-Lengths") ?? "").split(",").map(Number).filter(Number.isInteger);
-  return { ...array, lengths };
+  const lengths = (h("X-Lengths") ?? "").split(",").map(Number).filter(Number.isInteger);
+  return { ...array, lengths, ...statesRange(shape, q.sequence !== undefined, h("X-Start"), h("X-Stop"), h("X-Binned")) };
+}
+
+/** The range and binning of a `states` answer from its headers, checked against its shape. */
+export function statesRange(
+  shape: number[], sequence: boolean, startText: string | null, stopText: string | null, binnedText: string | null,
+): { binned: boolean; start: number; stop: number } {
+  const binned = binnedText !== null ? binnedText.trim() === "1" : sequence && shape.length === 3;
+  if (binned && (!sequence || shape.length !== 3 || shape[0] !== 2)) {
+    throw new Error(`a binned array must be [2, bins, units], got [${shape}]`);
+  }
+  const time = shape.length >= 2 ? shape[shape.length - 2] : 0;
+  const integer = (text: string | null, name: string): number | null => {
+    if (text === null) return null;
+    const n = Number(text.trim());
+    if (!Number.isInteger(n) || n < 0) throw new Error(`bad ${name} header: ${JSON.stringify(text.slice(0, 40))}`);
+    return n;
+  };
+  if (binned && (startText === null || stopText === null)) throw new Error("a binned array came without X-Start and X-Stop");
+  const start = integer(startText, "X-Start") ?? 0;
+  const stop = integer(stopText, "X-Stop") ?? start + time;
+  if (binned ? stop - start <= time : stop - start !== time) {
+    throw new Error(`the range [${start}, ${stop}) does not match the array's shape [${shape}]`);
+  }
+  return { binned, start, stop };
 }
 
 export async function fetchSeries(run: string, tag: string, step: number, sequence: number, signal?: AbortSignal): Promise<Series> {

@@ -14,8 +14,9 @@ import { ChangeTrack, LinePlot, Track } from "./lines";
 import { OverviewView } from "./overview";
 import { ProjectionView } from "./projection";
 import { STYLE, Theme, themeFor, watchTheme } from "./theme";
-import { TimeView } from "./timeplot";
+import { GUTTER, RIGHT, TimeView } from "./timeplot";
 import { TokenStrip } from "./tokens";
+import * as win from "./window";
 
 const POLL_MS = 5000;
 const PREFETCH = 4; // steps ahead of a paused view
@@ -49,19 +50,21 @@ export class App {
   drag: { start: number; end: number; plot: "heat" | "lines"; x: number; moved: boolean } | null = null;
   readonly stats: Stats = { ready: null, draws: [], paints: [], errors: [] };
 
-  readonly arrays = new ByteCache<NdArray>(384 << 20, (a) => a.data.byteLength + 64);
+  readonly arrays = new ByteCache<api.StatesArray>(384 << 20, (a) => a.data.byteLength + 64);
   readonly json = new ByteCache<any>(64 << 20, () => 64 << 10);
   private overview: api.Overview | null = null;
   private overviewKey = "";
   private projection: api.Projection | null = null;
   private projectionKey = "";
   private projectionError = "";
-  private shown: { key: string; array: NdArray; step: number } | null = null;
-  private shownCompare: { key: string; array: NdArray } | null = null;
+  private shown: { key: string; array: api.StatesArray; step: number; view: win.StatesView } | null = null;
+  private shownCompare: { key: string; array: api.StatesArray; view: win.StatesView } | null = null;
   private orderCache = new Map<string, number[]>();
   private lastOrder: number[] = [];
   private identityOrder: number[] = [];
-  private difference: { a: NdArray; b: NdArray; data: Float32Array; max: number } | null = null;
+  private difference: { a: NdArray; b: NdArray; result: ReturnType<typeof win.difference> } | null = null;
+  /** device pixels across the time axis: long sequences are fetched in about this many bins */
+  private binPixels = 1024;
   private domain: Domain = { lo: -1, hi: 1 };
   private domainKey = "";
   private error = "";
@@ -564,12 +567,27 @@ export class App {
     return { run, tag: this.state.tag, step, layer: this.state.layer, kind: this.state.kind, sequence: this.state.sequence };
   }
 
-  private arrayKey(q: api.StatesQuery): string {
-    return api.statesUrl(q);
+  private timeOf(run: string): number {
+    return this.runs[run]?.[this.state.tag]?.time ?? 0;
   }
 
-  private loadArray(q: api.StatesQuery, signal?: AbortSignal): Promise<NdArray> {
-    return this.arrays.get(this.arrayKey(q), () => api.fetchStates(q, signal));
+  /** The query of the array on screen: a long sequence's window in bins, else the whole sequence. */
+  private arrayQuery(q: api.StatesQuery): api.StatesQuery {
+    return win.windowed(q, win.windowFor(this.timeOf(q.run), this.state.t0, this.state.t1, this.binPixels));
+  }
+
+  private arrayKey(q: api.StatesQuery): string {
+    return api.statesUrl(this.arrayQuery(q));
+  }
+
+  private loadArray(q: api.StatesQuery, signal?: AbortSignal): Promise<api.StatesArray> {
+    const wq = this.arrayQuery(q);
+    return this.arrays.get(api.statesUrl(wq), () => api.fetchStates(wq, signal));
+  }
+
+  /** Loads what the views draw of a step (for the WebM export). */
+  loadStep(step: number): Promise<api.StatesArray> {
+    return this.loadArray(this.query(step));
   }
 
   /** Prefetches in flight, by key: cancelled when the view jumps away from them. */
@@ -875,7 +893,7 @@ export class App {
   }
 
   range(): [number, number] {
-    const time = this.shown?.array.shape[0] ?? this.info?.time ?? 1;
+    const time = this.shown?.view.time ?? this.info?.time ?? 1;
     let { t0, t1 } = this.state;
     if (t0 === null || t1 === null || t1 > time) return [0, Math.max(1, time)];
     return [t0, t1];
@@ -886,6 +904,7 @@ export class App {
     const step = this.currentStep();
     const width = Math.max(320, this.panels.clientWidth || this.root.clientWidth - 360);
     const info = this.info;
+    this.binPixels = (width - GUTTER - RIGHT) * (window.devicePixelRatio || 1);
     if (step === null || !info) {
       this.heat.layout(width, 240);
       this.heat.draw(null, this.theme, this.steps.length ? "loading…" : "no steps");
@@ -895,7 +914,7 @@ export class App {
     const key = this.arrayKey(q);
     const array = this.arrays.peek(key);
     if (!this.frameReady(step)) this.ensureFrame(step); // the primary, the compared or both
-    if (array) this.shown = { key, array, step };
+    if (array) this.shown = { key, array, step, view: win.viewOf(array, this.timeOf(q.run)) };
     else {
       // keep the previous frame of the same selection on screen while this one loads
       if (this.shown && !this.sameSelection(this.shown.key, key)) this.shown = null;
@@ -904,7 +923,7 @@ export class App {
     if (cq) {
       const ck = this.arrayKey(cq);
       const b = this.arrays.peek(ck);
-      if (b) this.shownCompare = { key: ck, array: b };
+      if (b) this.shownCompare = { key: ck, array: b, view: win.viewOf(b, this.timeOf(cq.run)) };
       else if (this.shownCompare && !this.sameSelection(this.shownCompare.key, ck)) this.shownCompare = null;
     } else this.shownCompare = null;
     this.prefetch();
@@ -915,7 +934,8 @@ export class App {
   }
 
   private sameSelection(a: string, b: string): boolean {
-    const strip = (k: string) => k.replace(/([?&])step=[^&]*/, "$1");
+    // another step, or another window of a long sequence
+    const strip = (k: string) => k.replace(/([?&])(step|start|stop|bins)=[^&]*/g, "$1");
     return strip(a) === strip(b);
   }
 
@@ -925,18 +945,22 @@ export class App {
     const shown = this.shown;
     const compare = !!this.state.compare;
     const b = compare ? this.shownCompare : null;
-    const diff = !!(shown && b && shown.array.shape.join() === b.array.shape.join());
+    if (shown && b && (this.difference?.a !== shown.array || this.difference?.b !== b.array)) {
+      this.difference = { a: shown.array, b: b.array, result: win.difference(shown.view, b.view) };
+    }
+    const difference = shown && b ? this.difference!.result : null;
+    const diff = !!difference;
     const nPanels = compare ? (diff ? 3 : 2) : 1;
     this.panelB.style.display = compare ? "" : "none";
     this.panelD.style.display = diff ? "" : "none";
     const gap = 10;
     const panelW = Math.floor((fullWidth - gap * (nPanels - 1)) / nPanels);
-    const units = shown ? shown.array.shape[1] : 0;
+    const units = shown ? shown.view.units : 0;
     const heatH = Math.round(Math.min(440, Math.max(180, units * 3)));
     const [t0, t1] = this.range();
     const step = this.currentStep()!;
     const kindLabel = this.state.kind === "cell" ? "cell state c" : this.state.kind === "hidden" ? "hidden state h" : this.state.kind + " gate";
-    setText(this.heatTitle, `${kindLabel} · ${this.sel.layer.selectedOptions[0]?.textContent ?? ""} · sequence #${this.state.sequence}` + (t0 > 0 || t1 < (shown?.array.shape[0] ?? t1) ? ` · timesteps ${t0}–${t1 - 1}` : ""));
+    setText(this.heatTitle, `${kindLabel} · ${this.sel.layer.selectedOptions[0]?.textContent ?? ""} · sequence #${this.state.sequence}` + (t0 > 0 || t1 < (shown?.view.time ?? t1) ? ` · timesteps ${t0}–${t1 - 1}` : ""));
     this.titleA.style.display = compare ? "" : "none";
     setText(this.titleA, `${this.state.run} · step ${step}`);
 
@@ -960,7 +984,7 @@ export class App {
       const selected = new Map(this.state.units.map((u, i) => [u, PALETTE[i % PALETTE.length]]));
       frame = {
         data: shown.array.data, units, order, domain: this.domain, lut: this.lut, selected,
-        centre: (this.domain.lo + this.domain.hi) / 2, length: shown.array.lengths?.[0],
+        centre: (this.domain.lo + this.domain.hi) / 2, length: shown.view.length, segment: shown.view.segment,
       };
     }
     this.legend.draw(this.domain, theme, "value");
@@ -971,27 +995,16 @@ export class App {
       const cq = this.compareQuery(step);
       setText(this.titleB, cq ? `${cq.run} · step ${cq.step}` : `${this.state.compare} · no steps`);
       this.heatB.layout(panelW, heatH);
-      this.heatB.setRange(t0, Math.min(t1, b?.array.shape[0] ?? t1));
-      const bUnits = b ? b.array.shape[1] : 0;
+      this.heatB.setRange(t0, Math.min(t1, b?.view.time ?? t1));
+      const bUnits = b ? b.view.units : 0;
       const bOrder = b && bUnits === units ? order : Array.from({ length: bUnits }, (_, i) => i);
-      this.heatB.draw(b && frame ? { ...frame, data: b.array.data, units: bUnits, order: bOrder, length: b.array.lengths?.[0] } : null, theme, "loading…");
-      if (diff && shown && b && frame) {
-        if (this.difference?.a !== shown.array || this.difference?.b !== b.array) {
-          const d = new Float32Array(shown.array.data.length);
-          const x = shown.array.data, y = b.array.data;
-          let m = 0;
-          for (let i = 0; i < d.length; i++) {
-            d[i] = x[i] - y[i];
-            const a = Math.abs(d[i]);
-            if (a > m && a !== Infinity) m = a;
-          }
-          this.difference = { a: shown.array, b: b.array, data: d, max: Math.max(m, 1e-6) };
-        }
-        const { data: d, max: m } = this.difference;
+      this.heatB.draw(b && frame ? { ...frame, data: b.array.data, units: bUnits, order: bOrder, length: b.view.length, segment: b.view.segment } : null, theme, "loading…");
+      if (difference && frame) {
+        const { data: d, max: m, segment } = difference;
         setText(this.titleD, `difference (left − right) · max |Δ| ${formatValue(m)}`);
         this.heatD.layout(panelW, heatH);
         this.heatD.setRange(t0, t1);
-        this.heatD.draw({ ...frame, data: d, domain: { lo: -m, hi: m }, centre: 0 }, theme);
+        this.heatD.draw({ ...frame, data: d, segment, domain: { lo: -m, hi: m }, centre: 0 }, theme);
       }
     }
 
@@ -1002,9 +1015,10 @@ export class App {
       this.syncSeriesOptions();
     }
     const tintUnit = this.hover?.unit ?? this.state.units[0] ?? null;
-    const data = shown?.array.data;
+    const view = shown?.view;
+    const centre = (this.domain.lo + this.domain.hi) / 2;
     this.tokens.draw(series?.tokens ?? null, t0, t1, panelW,
-      data && tintUnit !== null ? (t) => data[t * units + tintUnit] : null, this.domain, theme.dark,
+      view && tintUnit !== null ? (t) => win.tintAt(view, t, tintUnit, centre) : null, this.domain, theme.dark,
       (t) => this.setHover(t === null ? null : { t, unit: null, row: null, panel: null }));
     this.tokens.root.style.marginLeft = "56px";
 
@@ -1023,10 +1037,10 @@ export class App {
     // selected units
     this.lines.layout(fullWidth, 170);
     this.lines.setRange(t0, t1);
-    const tracks: Track[] = data ? this.state.units.map((u, i) => ({
-      label: "unit " + u, color: PALETTE[i % PALETTE.length], get: (t: number) => data[t * units + u],
+    const tracks: Track[] = view ? this.state.units.map((u, i) => ({
+      label: "unit " + u, color: PALETTE[i % PALETTE.length], ...win.unitTrack(view, u),
     })) : [];
-    this.lines.draw(tracks, theme, data ? "click heatmap rows to plot units" : "", [this.domain.lo, this.domain.hi], shown?.array.lengths?.[0]);
+    this.lines.draw(tracks, theme, view ? "click heatmap rows to plot units" : "", [this.domain.lo, this.domain.hi], view?.length);
 
     this.drawChangeTrack(t0, t1, fullWidth);
 
@@ -1094,24 +1108,23 @@ export class App {
     }
     const lines: string[] = [];
     const series = this.currentSeries();
-    const shown = this.shown?.array;
+    const shown = this.shown?.view, other = this.shownCompare?.view;
     const t = hover.t;
-    const valueOf = (a: NdArray | undefined, unit: number) => (a && t < a.shape[0] && unit < a.shape[1] ? a.data[t * a.shape[1] + unit] : NaN);
     if (hover.unit !== null) {
       lines.push(`unit ${hover.unit} · timestep ${t}`);
       if (hover.panel === this.heatB) {
         const cq = this.compareQuery(this.currentStep()!);
         lines.push(`${cq?.run ?? ""} step ${cq?.step ?? ""}`);
-        lines.push("value " + formatValue(valueOf(this.shownCompare?.array, hover.unit)));
+        lines.push("value " + win.describeAt(other, t, hover.unit));
       } else if (hover.panel === this.heatD) {
-        const a = valueOf(shown, hover.unit), b = valueOf(this.shownCompare?.array, hover.unit);
+        const a = win.valueAt(shown, t, hover.unit), b = win.valueAt(other, t, hover.unit);
         lines.push(`difference ${formatValue(a - b)}  (${formatValue(a)} − ${formatValue(b)})`);
       } else {
-        lines.push("value " + formatValue(valueOf(shown, hover.unit)));
+        lines.push("value " + win.describeAt(shown, t, hover.unit));
       }
     } else {
       lines.push(`timestep ${t}`);
-      for (const u of this.state.units) lines.push(`unit ${u}: ${formatValue(valueOf(shown, u))}`);
+      for (const u of this.state.units) lines.push(`unit ${u}: ${win.describeAt(shown, t, u)}`);
       const ch = this.currentChanges();
       if (ch && t < ch.norm.length) lines.push(`change ${formatValue(ch.norm[t])}` + (ch.anomalies.includes(t) ? " · anomaly" : ""));
     }
@@ -1129,9 +1142,14 @@ export class App {
     this.tooltip.style.top = Math.max(0, y) + "px";
   }
 
-  /** The array on screen, for export. */
-  shownArray(): NdArray | null {
-    return this.shown?.array ?? null;
+  /** The [time, units] array on screen and its first timestep, for export. */
+  shownArray(): { array: NdArray; start: number } | null {
+    const shown = this.shown;
+    if (!shown) return null;
+    const s = shown.view.segment;
+    if (!s) return { array: shown.array, start: 0 };
+    if (s.binned) throw new Error("the heatmap shows min/max bins of this long sequence: zoom in to full resolution to export CSV, or export the whole array as .npy");
+    return { array: shown.array, start: s.start };
   }
 }
 

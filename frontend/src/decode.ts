@@ -102,13 +102,13 @@ export function encodeNpy(array: NdArray): Uint8Array {
   return bytes;
 }
 
-/** CSV of a [time, units] array: a header row of unit indices, one row per timestep. */
-export function toCsv(array: NdArray, units?: number[]): string {
+/** CSV of a [time, units] array whose first row is timestep `start`: a header row of unit indices, one row per timestep. */
+export function toCsv(array: NdArray, units?: number[], start = 0): string {
   const [time, width] = array.shape;
   const cols = units ?? Array.from({ length: width }, (_, i) => i);
   const lines = ["timestep," + cols.map((u) => "unit_" + u).join(",")];
   for (let t = 0; t < time; t++) {
-    const row = [String(t)];
+    const row = [String(start + t)];
     for (const u of cols) row.push(formatCsvNumber(array.data[t * width + u]));
     lines.push(row.join(","));
   }

@@ -57,9 +57,9 @@ export class Exporter {
       if (!response.ok) throw new Error(`states .npy: HTTP ${response.status}`);
       download(this.name("npy"), await response.blob());
     } else if (what === "csv") {
-      const array = app.shownArray();
-      if (!array) throw new Error("no array on screen to export");
-      download(this.name("csv"), new Blob([toCsv(array)], { type: "text/csv" }));
+      const shown = app.shownArray();
+      if (!shown) throw new Error("no array on screen to export");
+      download(this.name("csv"), new Blob([toCsv(shown.array, undefined, shown.start)], { type: "text/csv" }));
     } else if (what === "webm") {
       await this.recordWebm();
     }
@@ -85,7 +85,7 @@ export class Exporter {
     try {
       const frameMs = Math.max(1000 / app.state.speed, 34);
       for (let i = 0; i < app.steps.length; i++) {
-        await app.arrays.get(api.statesUrl(app.query(app.steps[i])), () => api.fetchStates(app.query(app.steps[i])));
+        await app.loadStep(app.steps[i]);
         app.goToIndex(i);
         await new Promise((r) => setTimeout(r, frameMs));
       }

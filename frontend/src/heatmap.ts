@@ -11,6 +11,7 @@ export const WORKER_THRESHOLD = 2_000_000;
 import { rowAt } from "./layout";
 import { TimePlot } from "./timeplot";
 import type { Theme } from "./theme";
+import { Segment, segmentGrid } from "./window";
 
 export interface HeatmapFrame {
   data: Float32Array; // [time, units]
@@ -21,6 +22,8 @@ export interface HeatmapFrame {
   selected: Map<number, string>; // unit -> line colour
   centre: number;
   length?: number; // valid timesteps; later ones are padding
+  /** a window of a long sequence (binned or not): drawn from it instead of `data` */
+  segment?: Segment | null;
 }
 
 export class Heatmap extends TimePlot {
@@ -56,8 +59,14 @@ export class Heatmap extends TimePlot {
     const dpr = this.base.dpr;
     // The grid only depends on the data, the order, the range and the size: a redraw for
     // anything else (theme, domain, selected units) reuses it.
-    const inputs = [frame.data, frame.order, this.t0, this.t1, plot.w * dpr, plot.h * dpr, frame.centre];
+    const inputs = [frame.segment ?? frame.data, frame.order, this.t0, this.t1, plot.w * dpr, plot.h * dpr, frame.centre];
     const same = (a: unknown[]) => a.length === inputs.length && inputs.every((v, i) => v === a[i]);
+    if (frame.segment && (!this.grid || !same(this.gridInputs))) {
+      // a window: at most a few thousand bins, small enough for the main thread
+      this.grid = segmentGrid(frame.segment, frame.order, this.t0, this.t1, plot.w * dpr, plot.h * dpr, frame.centre);
+      this.gridInputs = inputs;
+      this.pendingInputs = [];
+    }
     if (!this.grid || !same(this.gridInputs)) {
       const big = frame.data.length >= WORKER_THRESHOLD && this.client.available;
       if (big) {

@@ -11,6 +11,8 @@ export interface Track {
   color: string;
   get: (t: number) => number;
   normalise?: boolean; // drawn on its own [min, max] scale
+  /** min and max per bucket of [t0, t1) when the track is not held per timestep (a binned window) */
+  buckets?: (t0: number, t1: number, n: number) => { min: Float32Array; max: Float32Array; count: number };
 }
 
 export class LinePlot extends TimePlot {
@@ -38,7 +40,7 @@ export class LinePlot extends TimePlot {
     }
     const dpr = this.base.dpr;
     const columns = Math.max(1, Math.floor(plot.w * dpr));
-    const buckets = tracks.map((tr) => minMaxBuckets(tr.get, this.t0, this.t1, columns));
+    const buckets = tracks.map((tr) => tr.buckets ? tr.buckets(this.t0, this.t1, columns) : minMaxBuckets(tr.get, this.t0, this.t1, columns));
     const shared = fixed ?? extent(buckets.filter((_, i) => !tracks[i].normalise).flatMap((b) => [...b.min, ...b.max]));
     this.yDomain = shared;
     const shownShared = tracks.some((t) => !t.normalise);
