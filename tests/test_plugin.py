@@ -10,9 +10,11 @@ import pytest
 
 import tb_lstm_states as tls
 from tb_lstm_states import analysis, plugin, statistics
+from tb_lstm_states.server import routes
 from tensorboard.plugins.core import core_plugin
 
-from test_plugin_support import PREFIX, make_client, make_states, write_run
+from test_plugin_support import (PREFIX, make_client, make_states, write_index, write_run,
+                                 write_v1_record)
 
 
 @pytest.fixture(scope="module")
@@ -339,7 +341,7 @@ def test_static_index_js_is_javascript(served, tmp_path, monkeypatch):
     (static / "workers" / "w.js").write_text("self.onmessage = () => {};\n")
     (tmp_path / "secret.js").write_text("secret")
     os.symlink(tmp_path / "secret.js", static / "link.js")
-    monkeypatch.setattr(plugin, "STATIC_DIR", str(static))
+    monkeypatch.setattr(routes, "STATIC_DIR", str(static))
     response = client.get(PREFIX + "index.js")
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/javascript")
@@ -353,23 +355,22 @@ def test_static_index_js_is_javascript(served, tmp_path, monkeypatch):
         assert b"secret" not in response.data or b"no static file" in response.data
 
 
-def test_a_malformed_record_is_404_not_500(tmp_path):
-    from tensorboard.compat.proto import event_pb2, summary_pb2
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
-    from tb_lstm_states import summary
-
-    value = summary.states_pb("t", make_states(layers=1)).value[0]
-    del value.tensor.string_val[:]
-    value.tensor.string_val.extend([b"TLSH{not json", b"\x00" * 10])
-    value.tensor.tensor_shape.dim[0].size = 2
-    writer = EventFileWriter(str(tmp_path / "run"))
-    writer.add_event(event_pb2.Event(step=0, wall_time=1.0, summary=summary_pb2.Summary(value=[value])))
-    writer.close()
+@pytest.mark.parametrize("version, write", [
+    (1, lambda run: write_v1_record(run, "t", 0, [b"TLSH{not json", b"\x00" * 10])),
+    (2, lambda run: write_index(run, "t", 0, b"{not json")),
+    (2, lambda run: write_index(run, "t", 0, json.dumps({"version": 2, "file": "../x.safetensors"}).encode())),
+    (2, lambda run: write_index(run, "t", 0, b"{}", shape=(2,))),
+])
+def test_a_malformed_record_is_404_not_500(tmp_path, version, write):
+    write(tmp_path / "run")
     client, _, _ = make_client(tmp_path)
+    assert get_json(client, "steps", run="run", tag="t")[0]["step"] == 0
     for route in ("states", "series", "changes", "units", "projection"):
         status, response = get(client, route, run="run", tag="t", step=0, layer=0, kind="cell",
                                sequence=0, method="pca")
         assert status == 404 and b"malformed" in response.data, (route, response.data)
+    status, response = get(client, "overview", run="run", tag="t")
+    assert status in (200, 404), response.data
 
 
 def test_analysis_handles_non_finite_values():
