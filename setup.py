@@ -24,8 +24,8 @@ setuptools.setup(
         "werkzeug>=2.0",
         "scikit-learn>=1.1",
         "google-crc32c>=1.5",
-        # capture's compiled LSTM loop on CPU, the writer's statistics (imported on
-        # first use only).
+        # Only for capture's compiled LSTM loop on CPU (`capturing.py`, imported on
+        # first use); the writer and the statistics no longer use it.
         "numba>=0.58",
     ],
     extras_require={
@@ -33,6 +33,7 @@ setuptools.setup(
         "test": [
             "pytest>=7",
             "pytest-timeout>=2",
+            "safetensors>=0.4",
             "hypothesis>=6",
             "playwright>=1.40",
             "umap-learn>=0.5",

@@ -76,6 +76,8 @@ def _statistics(values, name, lengths):
     """`array_statistics` of a float32 `[batch, time, units]` array, every sequence."""
     batch, time, units = values.shape
     out = np.full(len(COLUMNS), np.nan, dtype=np.float32)
+    if values.size == 0:
+        return out
     mask = np.arange(time)[None, :] < np.minimum(lengths, time)[:, None]  # [batch, time]
     complete = bool(mask.all())
     # [valid, units]; without padding a reshape, not a gather.

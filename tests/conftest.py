@@ -1,7 +1,6 @@
 """Shared test fixtures: real TensorBoard subprocesses and a real Chromium."""
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -26,45 +25,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def run_without_half_conversion(script, tmp_path):
-    """Runs `script` (which prints "ok") where numba compiles for its generic CPU, which
-    has no F16C: the kernels then convert float16 with integer operations."""
-    env = dict(os.environ, NUMBA_CPU_NAME="generic", NUMBA_CACHE_DIR=str(tmp_path))
-    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
-
-
-_WRITEV = ctypes.CFUNCTYPE(ctypes.c_ssize_t, ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
-
-
-@contextlib.contextmanager
-def fake_writev(write):
-    """Makes the writer's compiled loop (`stream_kernel`) call `write(fd, buffers)`
-    instead of the C library's `writev`: it gets the bytes of each iovec and returns
-    how many it wrote (a short write), or minus an errno to fail with."""
-    from tb_lstm_states import stream_kernel
-
-    errno_location = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_int))(stream_kernel.ERRNO_ADDRESS)
-
-    def writev(fd, iovecs, count):
-        rows = (ctypes.c_int64 * (2 * count)).from_address(iovecs)
-        result = write(fd, [ctypes.string_at(rows[2 * i], rows[2 * i + 1])
-                            for i in range(count)])
-        if result < 0:
-            errno_location()[0] = -result
-            return -1
-        return result
-
-    callback = _WRITEV(writev)
-    real = stream_kernel.WRITEV_ADDRESS
-    stream_kernel.WRITEV_ADDRESS = ctypes.cast(callback, ctypes.c_void_p).value
-    try:
-        yield
-    finally:
-        stream_kernel.WRITEV_ADDRESS = real
 
 
 def free_port():
