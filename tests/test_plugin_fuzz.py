@@ -5,18 +5,20 @@ junk: unicode, empty strings, huge and negative numbers, NaN, repeated and unkno
 parameters, and raw bytes that are not UTF-8.
 """
 
+import glob
+import os
 import urllib.parse
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_plugin_support import PREFIX, make_client, write_run
+from test_plugin_support import PREFIX, copy_v1_runs, make_client, write_run
 
 ROUTES = {
     "runs": [],
     "steps": ["run", "tag"],
-    "states": ["run", "tag", "step", "layer", "kind", "sequence", "format"],
+    "states": ["run", "tag", "step", "layer", "kind", "sequence", "format", "start", "stop", "bins"],
     "series": ["run", "tag", "step"],
     "overview": ["run", "tag"],
     "changes": ["run", "tag", "step", "layer", "kind", "sequence", "threshold"],
@@ -25,8 +27,8 @@ ROUTES = {
 }
 
 VALID = {
-    "run": ["lstm", "gru", "."],
-    "tag": ["encoder", "decoder", "encoder/_statistics"],
+    "run": ["lstm", "gru", ".", "lstm_run", "gru_run", "torn"],
+    "tag": ["encoder", "decoder", "encoder/_statistics", "decoder/gru"],
     "step": ["0", "1", "2", "10", "20"],
     "layer": ["0", "1", "3"],
     "kind": ["cell", "hidden", "forget", "update", "new"],
@@ -35,6 +37,9 @@ VALID = {
     "threshold": ["3.5", "0.1", "1e300"],
     "method": ["pca", "tsne"],  # umap's first import compiles for ~30 s: see test_plugin
     "steps": ["0,1", "2", "10,20", "0,2,1"],
+    "start": ["0", "1", "3", "6", "7"],
+    "stop": ["1", "4", "7", "12", "3000"],
+    "bins": ["1", "2", "5", "100"],
 }
 
 JUNK = st.one_of(
@@ -56,6 +61,11 @@ def client(tmp_path_factory):
     write_run(root / "lstm", steps=range(3), lengths=[7, 5, 0], description="<b>x</b>")
     write_run(root / "gru", tag="decoder", steps=[10, 20], kind="gru", directions=2,
               series=False, tokens=False, dtype="float32")
+    write_run(root / "torn", steps=range(2), time=3000)  # long enough for a pyramid
+    for path in glob.glob(str(root / "torn" / "plugins" / "lstm_states" / "*.1.*")):
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) - 1000)
+    copy_v1_runs(root)  # lstm_run: encoder 0-2; gru_run: decoder/gru 5
     fuzz_client, _, _ = make_client(root)
     return fuzz_client
 
@@ -68,6 +78,14 @@ RECORDS = {
     "gru": dict(run="gru", tag="decoder", step=["10", "20"], layer=["0", "1", "2", "3"],
                 kind=["hidden", "reset", "update", "new"], sequence=["0", "2"],
                 steps=["10", "10,20"]),
+    "torn": dict(run="torn", tag="encoder", step=["0", "1"], layer=["0", "1"],
+                 kind=["cell", "hidden", "forget"], sequence=["0", "2"], steps=["0,1", "0"],
+                 stop=["3000", "2999", "100", "1500"], bins=["1", "3", "10", "2999"]),
+    "v1 lstm": dict(run="lstm_run", tag="encoder", step=["0", "1", "2"], layer=["0", "1"],
+                    kind=["cell", "hidden", "output"], sequence=["0", "1"], steps=["0,1", "2"],
+                    stop=["12", "5", "13"]),
+    "v1 gru": dict(run="gru_run", tag="decoder/gru", step=["5"], layer=["0"],
+                   kind=["hidden", "update"], sequence=["0", "1"], steps=["5"]),
 }
 
 
