@@ -15,40 +15,23 @@ latencies over HTTP of:
 
 and the resident memory of the TensorBoard process (which holds the plugin and its
 cache; on the Python load path it also holds every loaded event) and of the Rust data
-server, after all of them. Targets: states p50 <= 10 ms, overview <= 100 ms,
+server, after all of them. Targets (p50): states <= 10 ms, overview <= 100 ms,
 PCA <= 1 s, t-SNE <= 30 s.
 """
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 
 import numpy as np
 
 import tb_lstm_states as tls
 from tb_lstm_states import states as states_lib
 
-PREFIX = "/data/plugin/lstm_states/"
-
-
-def make_states(rs, batch, time, units, num_layers=1):
-    layers = []
-    for _ in range(num_layers):
-        arrays = {name: np.tanh(rs.randn(batch, time, units)).astype(np.float32)
-                  for name in states_lib.array_kinds("lstm")}
-        gates = {g: (arrays[g] + 1) / 2 for g in states_lib.GATE_NAMES["lstm"]}
-        layers.append(states_lib.LayerStates(arrays["hidden"], arrays["cell"], gates))
-    return states_lib.RecurrentStates(kind="lstm", layers=layers, lengths=np.full(batch, time))
+from common import children, directory_bytes, get, make_states, report, rss_mb, tensorboard, timed, url_of
 
 
 def build_logdir(logdir, steps):
@@ -70,98 +53,14 @@ def build_logdir(logdir, steps):
     with tls.StateWriter(os.path.join(logdir, "long")) as writer:
         for step in range(1000):
             writer.add_states("encoder", small, step)
-    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(logdir) for f in fs)
     print("logdir: %d steps x %.2f MB + 1,000 small steps, %.0f MB, written in %.1f s"
-          % (steps, os.path.getsize(_only_file(os.path.join(logdir, "big"))) / steps / 1e6,
-             size / 1e6, time.perf_counter() - start))
-
-
-def _only_file(directory):
-    (name,) = os.listdir(directory)
-    return os.path.join(directory, name)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url):
-    with urllib.request.urlopen(url, timeout=600) as response:
-        return response.read()
-
-
-def url_of(base, route, **params):
-    return base + PREFIX + route + "?" + urllib.parse.urlencode(params)
-
-
-@contextlib.contextmanager
-def tensorboard(logdir, load_fast, cache_mb):
-    port = free_port()
-    log = open(os.path.join(os.path.dirname(logdir), "tensorboard-%d.log" % port), "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1",
-         "--port", str(port), "--load_fast", load_fast, "--lstm_states_cache_mb", str(cache_mb)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = "http://127.0.0.1:%d" % port
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                get(base + "/data/plugins_listing")
-                break
-            except OSError:
-                if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("tensorboard did not start; see %s" % log.name)
-                time.sleep(0.2)
-        yield base, process.pid
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
-
-
-def rss_mb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def timed(urls):
-    times = []
-    for url in urls:
-        start = time.perf_counter()
-        get(url)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def report(name, times, target=None):
-    times_ms = np.array(times) * 1000
-    p50, p95 = np.percentile(times_ms, 50), np.percentile(times_ms, 95)
-    verdict = "" if target is None else ("  (target p50 <= %g ms: %s)" % (target, "ok" if p50 <= target else "MISSED"))
-    print("  %-44s n=%-4d p50 %9.1f ms  p95 %9.1f ms%s" % (name, len(times), p50, p95, verdict))
+          % (steps, directory_bytes(os.path.join(logdir, "big")) / steps / 1e6,
+             directory_bytes(logdir) / 1e6, time.perf_counter() - start))
 
 
 def bench(logdir, load_fast, steps, cache_mb):
     print("\n--load_fast=%s (cache %d MB)" % (load_fast, cache_mb))
-    with tensorboard(logdir, load_fast, cache_mb) as (base, pid):
+    with tensorboard(logdir, load_fast, ["--lstm_states_cache_mb", str(cache_mb)]) as (base, pid):
         start = time.perf_counter()
         big = url_of(base, "steps", run="big", tag="encoder")
         long = url_of(base, "steps", run="long", tag="encoder")
@@ -178,18 +77,18 @@ def bench(logdir, load_fast, steps, cache_mb):
         kinds = states_lib.array_kinds("lstm")
         cold = [url_of(base, "states", run="big", tag="encoder", step=s, layer=0, kind=kinds[s % 6])
                 for s in range(steps)]
-        report("states, one array, cold", timed(cold), 10)
+        report("states, one array, cold", timed(cold))
         warm = [url_of(base, "states", run="big", tag="encoder", step=7, layer=0, kind="cell")] * 100
-        report("states, one array, warm", timed(warm), 10)
+        report("states, one array, warm", timed(warm))
         overview = [url_of(base, "overview", run="long", tag="encoder")] * 30
-        report("overview, 1,000 steps", timed(overview), 100)
+        report("overview, 1,000 steps", timed(overview))
         pca_steps = ",".join(str(s) for s in range(min(100, steps)))
         pca = [url_of(base, "projection", run="big", tag="encoder", layer=0, kind=k, method="pca",
                       steps=pca_steps) for k in ("cell", "hidden", "input")]
-        report("aligned PCA, 100 steps x 2,000 points, cold", timed(pca), 1000)
+        report("aligned PCA, 100 steps x 2,000 points, cold", timed(pca))
         tsne = [url_of(base, "projection", run="big", tag="encoder", layer=0, kind="hidden",
                        method="tsne", steps=",".join(str(s) for s in range(20)), sequence="0,1,2,3")]
-        report("aligned t-SNE, 20 steps x 1,000 points, cold", timed(tsne), 30000)
+        report("aligned t-SNE, 20 steps x 1,000 points, cold", timed(tsne))
         servers = children(pid)
         print("  resident memory: tensorboard %.0f MB after loading, %.0f MB after the requests"
               "%s; cache budget %d MB"

@@ -1,30 +1,99 @@
-"""Tests for `read_states` and the event-file framing: runs, filters, damage, kills."""
+"""Tests for `read_states`: both format versions, filters, damage, hostile indexes, kills."""
 
+import glob
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 
+import google_crc32c
 import numpy as np
 import pytest
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 import tb_lstm_states as tls
-from tb_lstm_states import codec, event_file, reader
-
-from test_writer import event_files, make_states
+from tb_lstm_states import metadata
+from tb_lstm_states import states as states_lib
+from tb_lstm_states.storage import format, reader
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+V1_LOGDIR = os.path.join(REPO, "tests", "data", "v1_logdir")
+V1_EXPECTED = os.path.join(REPO, "tests", "data", "v1_expected.npz")
+
+
+def make_states(seed=0, batch=3, time=7, units=4, num_layers=1, kind="lstm"):
+    rng = np.random.default_rng(seed)
+    layers = []
+    for _ in range(num_layers):
+        arrays = {name: rng.standard_normal((batch, time, units)).astype(np.float32)
+                  for name in states_lib.array_kinds(kind)}
+        hidden = arrays.pop("hidden")
+        cell = arrays.pop("cell", None)
+        layers.append(states_lib.LayerStates(hidden, cell, arrays))
+    lengths = np.array([time] + [max(0, time - 2)] * (batch - 1))
+    for layer in layers:
+        for name in states_lib.array_kinds(kind):
+            for b, n in enumerate(lengths):
+                layer.get(name)[b, n:] = 0
+    return states_lib.RecurrentStates(kind=kind, layers=layers, lengths=lengths)
 
 
 def write(directory, tag, steps, **kwargs):
-    with tls.StateWriter(directory) as writer:
+    with tls.StateWriter(str(directory)) as writer:
         for step in steps:
             writer.add_states(tag, make_states(seed=step, **kwargs), step)
         return writer.path
+
+
+def array_files(directory):
+    return sorted(glob.glob(os.path.join(str(directory), *format.PLUGIN_DIRECTORY, "*")))
+
+
+def write_event(path, value, step=1):
+    """Appends one Event holding `value` to an event file, framed as TFRecord."""
+    def masked(crc):
+        return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+    payload = event_pb2.Event(wall_time=1.0, step=step, summary=summary_pb2.Summary(
+        value=[value])).SerializeToString()
+    length = len(payload).to_bytes(8, "little")
+    with open(path, "ab") as f:
+        f.write(length + masked(google_crc32c.value(length)).to_bytes(4, "little") + payload
+                + masked(google_crc32c.value(payload)).to_bytes(4, "little"))
+
+
+def index_values(path):
+    """The index summaries of an event file, in order."""
+    found = []
+    for _, payload in reader.event_file.read_records(path):
+        event = event_pb2.Event.FromString(payload)
+        found += [v for v in event.summary.value
+                  if v.metadata.plugin_data.plugin_name == metadata.PLUGIN_NAME]
+    return found
+
+
+def test_version_1_logdirs_still_read():
+    expected = np.load(V1_EXPECTED)
+    records = list(tls.read_states(V1_LOGDIR))
+    assert [(r.run, r.tag, r.step) for r in records] == [
+        ("gru_run", "decoder/gru", 5),
+        ("lstm_run", "encoder", 0), ("lstm_run", "encoder", 1), ("lstm_run", "encoder", 2)]
+    compared = 0
+    for record in records:
+        for index, layer in enumerate(record.states.layers):
+            for name in states_lib.array_kinds(record.states.kind):
+                key = "%s/%s/%d/%d/%s" % (record.run, record.tag, record.step, index, name)
+                np.testing.assert_array_equal(layer.get(name), expected[key])
+                compared += 1
+    assert compared == len(expected.files) == 4 + 3 * 4 * 6
+    lstm = records[1]
+    assert lstm.description == "v1 **lstm**"
+    assert lstm.tokens[1] == ["a"] * 10 and list(lstm.series) == ["price"]
+    assert lstm.states.num_directions == 2 and lstm.states.num_layers == 2
 
 
 def test_runs_tags_and_steps(tmp_path):
@@ -48,133 +117,160 @@ def test_runs_tags_and_steps(tmp_path):
         list(tls.read_states(tmp_path / "missing"))
 
 
+@pytest.mark.parametrize("kind,num_layers", [("lstm", 2), ("gru", 1), ("rnn", 3)])
+def test_arrays_round_trip_and_open_without_this_package(tmp_path, kind, num_layers):
+    from safetensors.numpy import load_file
+
+    states = make_states(seed=1, kind=kind, num_layers=num_layers)
+    series = {"price": np.arange(21, dtype=np.float64).reshape(3, 7)}
+    tokens = [["x"] * 7, ["<b>"] * 5, []]
+    with tls.StateWriter(str(tmp_path)) as writer:
+        writer.add_states("t", states, 4, series=series, tokens=tokens, description="**d**")
+    (record,) = tls.read_states(tmp_path)
+    (path,) = array_files(tmp_path)
+    plain = load_file(path)
+    for index, layer in enumerate(states.layers):
+        for name in states_lib.array_kinds(kind):
+            stored = record.states.layers[index].get(name)
+            assert stored.dtype == np.float16 and not stored.flags.writeable
+            np.testing.assert_array_equal(stored, layer.get(name).astype(np.float16))
+            np.testing.assert_array_equal(plain[format.array_name(index, name)], stored)
+    np.testing.assert_array_equal(record.series["price"], series["price"].astype(np.float32))
+    assert record.tokens == tokens and record.description == "**d**"
+    np.testing.assert_array_equal(record.states.lengths, states.lengths)
+
+
+def test_mixed_version_1_and_2_runs(tmp_path):
+    import shutil
+
+    shutil.copytree(V1_LOGDIR, tmp_path / "old")
+    write(tmp_path / "new", "encoder", [0, 1])
+    found = [(r.run, r.tag, r.step) for r in tls.read_states(tmp_path)]
+    assert found == [("new", "encoder", 0), ("new", "encoder", 1),
+                     ("old/gru_run", "decoder/gru", 5), ("old/lstm_run", "encoder", 0),
+                     ("old/lstm_run", "encoder", 1), ("old/lstm_run", "encoder", 2)]
+
+
 def test_other_summaries_are_ignored(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
     sw = SummaryWriter(str(tmp_path))
     sw.add_scalar("loss", 0.5, 1)
     sw.add_text("note", "hello", 1)
-    sw._get_file_writer().add_summary(tls.states_pb("enc", make_states()), 1)
+    with tls.StateWriter(summary_writer=sw) as writer:
+        writer.add_states("enc", make_states(), 1)
     sw.close()
     (record,) = tls.read_states(tmp_path)
-    assert (record.tag, record.step) == ("enc", 1)  # the statistics summary is skipped too
+    assert (record.run, record.tag, record.step) == (".", "enc", 1)
 
 
-def test_truncated_last_record_is_skipped(tmp_path):
-    path = write(tmp_path, "t", [0, 1, 2])
+@pytest.mark.parametrize("damage", ["missing", "torn", "flipped", "truncated_crc_table"])
+def test_a_damaged_array_file_is_skipped_with_a_warning(tmp_path, damage):
+    write(tmp_path, "a", [0, 1, 2], time=600, units=64)
+    path = array_files(tmp_path)[1]
+    assert ".1." in os.path.basename(path)
     size = os.path.getsize(path)
-    for cut in (1, 5, 13, 500, 1000):
+    if damage == "missing":
+        os.remove(path)
+    elif damage == "torn":
+        os.truncate(path, size // 2)
+    elif damage == "truncated_crc_table":
+        os.truncate(path, size - 2)
+    else:
         with open(path, "r+b") as f:
-            f.truncate(size - cut)
-        assert [r.step for r in tls.read_states(tmp_path)] == [0, 1]
+            f.seek(size // 2)
+            byte = f.read(1)
+            f.seek(size // 2)
+            f.write(bytes([byte[0] ^ 0x10]))
+    with pytest.warns(reader.CorruptRecordWarning) as caught:
+        steps = [r.step for r in tls.read_states(tmp_path)]
+    assert steps == [0, 2]
+    message = str(caught[0].message)
+    assert os.path.basename(path) in message
+    assert {"missing": "missing", "torn": "shorter", "flipped": "checksum",
+            "truncated_crc_table": "shorter"}[damage] in message
 
 
-def _offsets(path):
-    return [offset for offset, _ in event_file.read_records(path)]
+def _edited_index(tmp_path, edit):
+    """A copy of a good step's index summary, changed by `edit(index_dict)`, appended
+    to a second event file of the run; returns the warnings of reading the run."""
+    event_path = write(tmp_path, "a", [0])
+    (value,) = index_values(event_path)
+    index = json.loads(value.tensor.string_val[0])
+    edit(index)
+    value.tensor.string_val[0] = json.dumps(index).encode()
+    write_event(str(tmp_path / "events.out.tfevents.2.edited"), value, step=7)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        steps = [r.step for r in tls.read_states(tmp_path)]
+    return steps, [str(w.message) for w in caught]
 
 
-def test_corrupt_payload_is_skipped_with_a_warning(tmp_path):
-    path = write(tmp_path, "t", [0, 1, 2])
-    offsets = _offsets(path)
-    with open(path, "r+b") as f:
-        f.seek(offsets[2] + 200)  # inside the payload of step 1
-        byte = f.read(1)
-        f.seek(offsets[2] + 200)
-        f.write(bytes([byte[0] ^ 0x10]))
-    with pytest.warns(reader.CorruptRecordWarning, match="byte %d is corrupt" % offsets[2]):
-        assert [r.step for r in tls.read_states(tmp_path)] == [0, 2]
-    with pytest.raises(event_file.CorruptRecordError, match="payload checksum mismatch"):
-        list(event_file.read_records(path))
+@pytest.mark.parametrize("name", ["../../outside.safetensors", "/etc/passwd", "..", "a/b.safetensors"])
+def test_an_index_cannot_name_a_file_outside_the_plugin_directory(tmp_path, name):
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(b"secret")
+    steps, caught = _edited_index(tmp_path / "run", lambda index: index.update(file=name))
+    assert steps == [0]
+    assert len(caught) == 1 and "bad file name" in caught[0]
 
 
-def test_corrupt_length_ends_the_file_with_a_warning(tmp_path):
-    path = write(tmp_path, "t", [0, 1, 2])
-    offsets = _offsets(path)
-    with open(path, "r+b") as f:
-        f.seek(offsets[2] + 3)
-        f.write(b"\xff")
-    with pytest.warns(reader.CorruptRecordWarning, match="corrupt length"):
-        assert [r.step for r in tls.read_states(tmp_path)] == [0]
+def test_a_huge_claimed_shape_is_refused_before_allocating(tmp_path):
+    def edit(index):
+        index["arrays"][0]["shape"][2] = 1 << 30
+    steps, caught = _edited_index(tmp_path, edit)
+    assert steps == [0] and "out of the file" in caught[0]
 
 
-def test_a_crafted_huge_length_is_not_allocated(tmp_path):
-    path = tmp_path / "events.out.tfevents.1.x"
-    header = (1 << 60).to_bytes(8, "little")
-    crc = event_file.masked_crc(event_file.crc32c([header]))
-    path.write_bytes(header + crc.to_bytes(4, "little") + b"abc")
-    assert list(event_file.read_records(str(path))) == []
+def test_a_newer_index_version_asks_for_an_upgrade(tmp_path):
+    write(tmp_path, "a", [0])
+    with pytest.raises(format.NewerVersionError, match="upgrade tb-lstm-states"):
+        _edited_index(tmp_path, lambda index: index.update(version=format.FORMAT_VERSION + 1))
 
 
-def _write_event(path, value):
-    """Appends one Event holding `value` to a new event file, framed by hand."""
-    event = event_pb2.Event(step=1, wall_time=1.0, summary=summary_pb2.Summary(value=[value]))
-    with open(path, "wb") as f:
-        payload = event.SerializeToString()
-        head, tail, _ = event_file.frame([payload])
-        f.write(head + payload + tail)
-
-
-def test_newer_header_version_is_a_clear_error(tmp_path):
-    value = tls.states_pb("t", make_states()).value[0]
-    header = json.loads(value.tensor.string_val[0][len(codec.HEADER_MAGIC):])
-    header["version"] = codec.HEADER_VERSION + 1
-    value.tensor.string_val[0] = codec.HEADER_MAGIC + json.dumps(header).encode()
-    _write_event(tmp_path / "events.out.tfevents.1.x", value)
-    with pytest.raises(codec.RecordError, match="newer than this package reads.*upgrade"):
-        list(tls.read_states(tmp_path))
-
-
-def test_newer_plugin_data_version_is_a_clear_error(tmp_path):
-    value = tls.states_pb("t", make_states()).value[0]
+def test_newer_plugin_data_version_asks_for_an_upgrade(tmp_path):
+    event_path = write(tmp_path, "a", [0])
+    (value,) = index_values(event_path)
     content = json.loads(value.metadata.plugin_data.content)
     content["version"] += 1
     value.metadata.plugin_data.content = json.dumps(content).encode()
-    _write_event(tmp_path / "events.out.tfevents.1.x", value)
-    with pytest.raises(codec.RecordError, match="newer than this package understands"):
+    write_event(str(tmp_path / "events.out.tfevents.2.x"), value)
+    with pytest.raises(format.NewerVersionError, match="newer than this package understands"):
         list(tls.read_states(tmp_path))
 
 
+def test_garbage_events_and_indexes_are_skipped(tmp_path):
+    write(tmp_path, "a", [0])
+    value = summary_pb2.Summary.Value(tag="junk", metadata=metadata.create_summary_metadata(
+        metadata.ROLE_INDEX, content={}))
+    value.tensor.string_val.append(b"[" * 100000)
+    write_event(str(tmp_path / "events.out.tfevents.2.x"), value)
+    with pytest.warns(reader.CorruptRecordWarning, match="not JSON"):
+        assert [r.tag for r in tls.read_states(tmp_path)] == ["a"]
+
+
 _KILLED_WRITER = textwrap.dedent("""
-    import os, sys, time
+    import sys
     import numpy as np
-    from tb_lstm_states import event_file, states as S
     import tb_lstm_states as tls
-
-    rng = np.random.default_rng(0)
-    def states(step):
-        h = np.full((64, 256, 256), step, dtype=np.float32)  # 8 MB at float16
-        return S.RecurrentStates("rnn", [S.LayerStates(h)], np.full(64, 256))
-
-    real = event_file.RecordFile.write_stream
-    records = [0]
-    def write_stream(self, stream):
-        if records[0] == 3:  # the 4th record's first pieces: half of them, then wait to be killed
-            ready = stream._pieces[stream.written:]
-            os.writev(self._fd, ready[: len(ready) // 2])
-            sys.stdout.write("HALF\\n")
-            sys.stdout.flush()
-            time.sleep(60)
-        real(self, stream)
-        records[0] += stream.complete
-    event_file.RecordFile.write_stream = write_stream
+    from tb_lstm_states import states as S
 
     writer = tls.StateWriter(sys.argv[1], max_queue_bytes=16 << 20)
-    for step in range(100):
-        writer.add_states("big", states(step), step)
-        if sys.argv[2] == "report":  # not while the writer thread may print HALF
-            sys.stdout.write("QUEUED %d\\n" % step)
-            sys.stdout.flush()
+    for step in range(1000):
+        h = np.full((64, 256, 256), step, dtype=np.float32)  # 8 MB at float16
+        writer.add_states("big", S.RecurrentStates("rnn", [S.LayerStates(h)], np.full(64, 256)), step)
+        sys.stdout.write("QUEUED %d\\n" % step)
+        sys.stdout.flush()
 """)
 
 
-def _kill_writer_when(script, mode, marker, logdir):
-    """Runs a writer script and SIGKILLs it as soon as it prints a line starting with `marker`."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, str(logdir), mode],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+@pytest.mark.parametrize("after", [0, 2, 5])
+def test_a_killed_writer_leaves_every_listed_step_complete(tmp_path, after):
+    process = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         for line in process.stdout:
-            if line.startswith(marker):
+            if line.startswith("QUEUED %d" % after):
                 break
         else:
             pytest.fail("writer exited early: " + process.stderr.read())
@@ -182,26 +278,10 @@ def _kill_writer_when(script, mode, marker, logdir):
     finally:
         process.kill()
         process.wait()
-
-
-def test_killed_writer_leaves_every_complete_record_readable(tmp_path):
-    _kill_writer_when(_KILLED_WRITER, "quiet", "HALF", tmp_path)
-    (path,) = event_files(tmp_path)
-    records = list(tls.read_states(tmp_path))
-    assert [r.step for r in records] == [0, 1, 2]
-    for r in records:
-        assert np.all(r.states.layers[0].hidden == r.step)
-    # The file does end in the middle of a record.
-    offset, payload = list(event_file.read_records(path))[-1]
-    assert os.path.getsize(path) > offset + 12 + len(payload) + 4
-
-
-def test_writer_killed_at_a_random_point(tmp_path):
-    script = _KILLED_WRITER.replace("if records[0] == 3:", "if False:")
-    _kill_writer_when(script, "report", "QUEUED 6", tmp_path)
-    records = list(tls.read_states(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no listed step may be torn
+        records = list(tls.read_states(tmp_path))
     assert [r.step for r in records] == list(range(len(records)))
-    assert len(records) >= 1
     for r in records:
         assert np.all(r.states.layers[0].hidden == r.step)
 
@@ -228,17 +308,3 @@ def test_peek_step_agrees_with_protobuf(step):
     # Step 0 is not serialized at all (proto3 default): the reader then parses.
     assert reader._peek_step(payload) == (step or None)
     assert reader._peek_step(event_pb2.Event(step=step).SerializeToString()) in (None, step)
-
-
-@pytest.mark.parametrize("c_library", [True, False], ids=["ctypes", "bytes_slices"])
-def test_crc_of_pieces(monkeypatch, c_library):
-    import google_crc32c
-
-    if c_library:
-        assert event_file._c_extend is not None, "google_crc32c's C library was not found"
-    else:
-        monkeypatch.setattr(event_file, "_c_extend", None)
-    data = np.random.default_rng(0).integers(0, 256, 3 * event_file.CRC_SLICE_BYTES + 5,
-                                             dtype=np.uint8)
-    pieces = [b"head", data[:7], memoryview(data)[7:], np.zeros(0, np.uint8), b""]
-    assert event_file.crc32c(pieces) == google_crc32c.value(b"head" + data.tobytes())
