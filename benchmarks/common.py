@@ -1,6 +1,7 @@
 """What the server benchmarks share: a real `tensorboard` subprocess, HTTP timing, memory."""
 
 import contextlib
+import glob
 import os
 import signal
 import socket
@@ -94,12 +95,16 @@ def rss_mb(pid):
 
 
 def children(pid):
-    """The direct children of a process (TensorBoard's data server)."""
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
+    """The direct children of a process, started from any of its threads (TensorBoard
+    starts its data server from a thread of its own)."""
+    found = []
+    for task in glob.glob("/proc/%d/task/*/children" % pid):
+        try:
+            with open(task) as f:
+                found += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    return found
 
 
 def tree_rss_mb(pid):

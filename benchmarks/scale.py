@@ -141,7 +141,8 @@ def bench(logdir, load_fast, runs, steps, rng):
     with tensorboard(logdir, load_fast) as (base, pid):
         listed = wait_listed(base, expected, 900)
         print("  every step listed after %s" % ("%.1f s" % listed if listed else "TIMEOUT"))
-        print("  memory after listing: %.0f MB (tensorboard + data server)" % tree_rss_mb(pid))
+        memory = tree_rss_mb(pid)
+        print("  memory after listing: %.0f MB (tensorboard + data server)" % memory)
         kinds = states_lib.array_kinds("lstm")
         picks = [(int(rng.integers(runs)), int(rng.integers(steps)), kinds[int(rng.integers(6))])
                  for _ in range(40)]
@@ -163,7 +164,7 @@ def bench(logdir, load_fast, runs, steps, rng):
         (record,) = tls.read_states(logdir, run="run%d" % r, steps=s)
         same = np.array_equal(served, record.states.layers[0].get(k).astype(np.float32).ravel())
         print("  served array equals read_states: %s" % same)
-    return listed
+    return listed, memory
 
 
 def bench_baseline(logdir, load_fast, runs, steps):
@@ -171,8 +172,9 @@ def bench_baseline(logdir, load_fast, runs, steps):
     with tensorboard(logdir, load_fast) as (base, pid):
         listed = wait_listed(base, {"run%d" % r: steps for r in range(runs)}, 1800)
         print("  every step listed after %s" % ("%.1f s" % listed if listed else "TIMEOUT"))
-        print("  memory after listing: %.0f MB (tensorboard + data server)" % tree_rss_mb(pid))
-    return listed
+        memory = tree_rss_mb(pid)
+        print("  memory after listing: %.0f MB (tensorboard + data server)" % memory)
+    return listed, memory
 
 
 def main():
@@ -199,10 +201,11 @@ def main():
             baseline = os.path.join(workdir, "baseline")
             build_baseline(baseline, args.runs, args.steps)
             for path in ["true"] + (["false"] if args.baseline_python else []):
-                before = bench_baseline(baseline, path, args.runs, args.steps)
-                if before and listed.get(path):
-                    print("  listing: version 2 is %.1fx faster than the baseline on --load_fast=%s"
-                          % (before / listed[path], path))
+                before, before_memory = bench_baseline(baseline, path, args.runs, args.steps)
+                after, after_memory = listed.get(path, (None, None))
+                if before and after:
+                    print("  version 1 / version 2 on --load_fast=%s: listing time %.1fx, memory %.1fx"
+                          % (path, before / after, before_memory / after_memory))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
