@@ -8,6 +8,8 @@
 
 The states are written with `StateWriter(summary_writer=sw)` while `sw` writes scalars:
 both must show under one run, and steps written after the loader started must appear.
+TensorBoard sees only each step's index (a string tensor under the logged tag); the
+arrays it points at are read here from the run's plugin directory.
 """
 
 import contextlib
@@ -23,20 +25,31 @@ from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.util import grpc_util
 
 import tb_lstm_states as tls
-from tb_lstm_states import codec, metadata
-from tb_lstm_states import summary as summary_lib
+from tb_lstm_states import metadata
+from tb_lstm_states.storage import format
 
 from conftest import http_get, tensorboard_server, wait_for_json
-from test_writer import make_states
+from test_writer import arrays, make_states
 
 RUN, TAG = "exp", "enc"
 STEPS_FIRST, STEPS_LATER = range(0, 6), range(6, 9)  # at most 10: no sampling flags needed
 
 
-def expected_blobs(step):
-    states = make_states("lstm", num_layers=2, num_directions=2, seed=step)
-    numpy_states = summary_lib.to_numpy_states(states)
-    return [bytes(memoryview(b).cast("B")) for b in codec.encode_record(numpy_states)]
+def check_index(logdir, index_bytes, step):
+    """The index a provider returned points at an array file holding the step's arrays."""
+    index = format.parse_index(index_bytes)
+    path = logdir / RUN / "plugins" / "lstm_states" / index["file"]
+    with open(path, "rb") as f:
+        def read_range(offset, length):
+            f.seek(offset)
+            return f.read(length)
+
+        table = format.read_crc_table(read_range, index)
+        expected = arrays(make_states("lstm", num_layers=2, num_directions=2, seed=step))
+        for (layer, kind), array in expected.items():
+            entry = format.find_array(index, layer=layer, kind=kind)
+            stored = format.read_array(read_range, index, table, entry)
+            assert (stored == array.astype(stored.dtype)).all()
 
 
 class Training:
@@ -81,26 +94,25 @@ def wait_until(predicate, timeout=30, interval=0.2):
         time.sleep(interval)
 
 
-def check_provider(provider, steps, reload=lambda: None):
-    """Every step of the states, the same blob bytes, and the scalars, in one run."""
+def check_provider(provider, logdir, steps, reload=lambda: None):
+    """Every step's index under the logged tag, pointing at its arrays, and the
+    scalars, in one run."""
     ctx = tb_context.RequestContext()
 
     def states_steps():
         reload()
-        data = provider.read_blob_sequences(
+        data = provider.read_tensors(
             ctx, experiment_id="", plugin_name=metadata.PLUGIN_NAME, downsample=1000)
         return {d.step: d for d in data.get(RUN, {}).get(TAG, [])}
 
     data = wait_until(lambda: (lambda d: d if sorted(d) == list(steps) else None)(states_steps()))
     for step in (steps[0], steps[-1]):
-        blobs = [provider.read_blob(ctx, blob_key=ref.blob_key) for ref in data[step].values]
-        assert blobs == expected_blobs(step)
-    listing = provider.list_blob_sequences(
-        ctx, experiment_id="", plugin_name=metadata.PLUGIN_NAME)
+        check_index(logdir, data[step].numpy.item(), step)
+    listing = provider.list_tensors(ctx, experiment_id="", plugin_name=metadata.PLUGIN_NAME)
+    assert list(listing[RUN]) == [TAG]  # one tag: the one logged
     assert listing[RUN][TAG].max_step == steps[-1]
-    assert listing[RUN][TAG].plugin_content  # the versioned plugin data reached it
-    tensors = provider.list_tensors(ctx, experiment_id="", plugin_name=metadata.PLUGIN_NAME)
-    assert tensors[RUN][TAG + metadata.STATISTICS_SUFFIX].max_step == steps[-1]
+    content = metadata.parse_plugin_content(listing[RUN][TAG].plugin_content)
+    assert content["role"] == metadata.ROLE_INDEX and content["batch"] == 3
     scalars = provider.read_scalars(
         ctx, experiment_id="", plugin_name="scalars", downsample=1000)
     assert [d.step for d in scalars[RUN]["loss"]] == list(steps)
@@ -116,9 +128,10 @@ def test_multiplexer_data_provider_live(tmp_path):
         multiplexer.AddRunsFromDirectory(str(tmp_path))
         multiplexer.Reload()
         provider = tb_data_provider.MultiplexerDataProvider(multiplexer, str(tmp_path))
-        check_provider(provider, list(STEPS_FIRST))
+        check_provider(provider, tmp_path, list(STEPS_FIRST))
         t.steps(STEPS_LATER)
-        check_provider(provider, list(STEPS_FIRST) + list(STEPS_LATER), multiplexer.Reload)
+        check_provider(provider, tmp_path, list(STEPS_FIRST) + list(STEPS_LATER),
+                       multiplexer.Reload)
 
 
 def test_rust_data_server_live(tmp_path):
@@ -135,9 +148,10 @@ def test_rust_data_server_live(tmp_path):
             channel_creds_type=grpc_util.ChannelCredsType.LOCAL)
         ingester.start()
         try:
-            check_provider(ingester.data_provider, list(STEPS_FIRST))
+            check_provider(ingester.data_provider, tmp_path, list(STEPS_FIRST))
             t.steps(STEPS_LATER)
-            check_provider(ingester.data_provider, list(STEPS_FIRST) + list(STEPS_LATER))
+            check_provider(ingester.data_provider, tmp_path,
+                           list(STEPS_FIRST) + list(STEPS_LATER))
         finally:
             ingester._stdin_handle.close()  # --die-after-stdin: the server exits
 
