@@ -51,8 +51,13 @@ def url_of(base, route, **params):
 
 @contextlib.contextmanager
 def tensorboard(logdir, load_fast, extra_args=()):
-    """Runs `tensorboard` on 127.0.0.1 in its own process group; yields (base URL, pid)."""
+    """Runs `tensorboard` on 127.0.0.1 in its own process group.
+
+    Yields:
+      `(base URL, pid, started)`: `started` is `time.perf_counter()` at its launch.
+    """
     port = free_port()
+    started = time.perf_counter()
     log = open(os.path.join(os.path.dirname(os.path.abspath(logdir)),
                             "tensorboard-%d.log" % port), "wb")
     process = subprocess.Popen(
@@ -70,7 +75,7 @@ def tensorboard(logdir, load_fast, extra_args=()):
                 if process.poll() is not None or time.time() > deadline:
                     raise RuntimeError("tensorboard did not start; see %s" % log.name)
                 time.sleep(0.2)
-        yield base, process.pid
+        yield base, process.pid, started
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)

@@ -121,14 +121,14 @@ def build_baseline(logdir, runs, steps):
           % (directory_bytes(logdir) / 1e9))
 
 
-def wait_listed(base, expected, timeout):
-    """Seconds until the `runs` route lists `expected` {run: steps}, or None on timeout."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
+def wait_listed(base, started, expected, timeout):
+    """Seconds from `started` until the `runs` route lists `expected` {run: steps}, or
+    None on timeout."""
+    while time.perf_counter() - started < timeout:
         try:
             runs = json.loads(get(url_of(base, "runs")))
             if all(runs.get(r, {}).get("encoder", {}).get("steps") == n for r, n in expected.items()):
-                return time.perf_counter() - start
+                return time.perf_counter() - started
         except OSError:
             pass
         time.sleep(0.25)
@@ -138,9 +138,10 @@ def wait_listed(base, expected, timeout):
 def bench(logdir, load_fast, runs, steps, rng):
     print("\n--load_fast=%s" % load_fast)
     expected = dict({"run%d" % r: steps for r in range(runs)}, long=1)
-    with tensorboard(logdir, load_fast) as (base, pid):
-        listed = wait_listed(base, expected, 900)
-        print("  every step listed after %s" % ("%.1f s" % listed if listed else "TIMEOUT"))
+    with tensorboard(logdir, load_fast) as (base, pid, started):
+        listed = wait_listed(base, started, expected, 900)
+        print("  every step listed %s after tensorboard started"
+              % ("%.1f s" % listed if listed else "TIMEOUT"))
         memory = tree_rss_mb(pid)
         print("  memory after listing: %.0f MB (tensorboard + data server)" % memory)
         kinds = states_lib.array_kinds("lstm")
@@ -169,9 +170,10 @@ def bench(logdir, load_fast, runs, steps, rng):
 
 def bench_baseline(logdir, load_fast, runs, steps):
     print("\nbaseline (version 1), --load_fast=%s" % load_fast)
-    with tensorboard(logdir, load_fast) as (base, pid):
-        listed = wait_listed(base, {"run%d" % r: steps for r in range(runs)}, 1800)
-        print("  every step listed after %s" % ("%.1f s" % listed if listed else "TIMEOUT"))
+    with tensorboard(logdir, load_fast) as (base, pid, started):
+        listed = wait_listed(base, started, {"run%d" % r: steps for r in range(runs)}, 1800)
+        print("  every step listed %s after tensorboard started"
+              % ("%.1f s" % listed if listed else "TIMEOUT"))
         memory = tree_rss_mb(pid)
         print("  memory after listing: %.0f MB (tensorboard + data server)" % memory)
     return listed, memory

@@ -60,7 +60,7 @@ def build_logdir(logdir, steps):
 
 def bench(logdir, load_fast, steps, cache_mb):
     print("\n--load_fast=%s (cache %d MB)" % (load_fast, cache_mb))
-    with tensorboard(logdir, load_fast, ["--lstm_states_cache_mb", str(cache_mb)]) as (base, pid):
+    with tensorboard(logdir, load_fast, ["--lstm_states_cache_mb", str(cache_mb)]) as (base, pid, _):
         start = time.perf_counter()
         big = url_of(base, "steps", run="big", tag="encoder")
         long = url_of(base, "steps", run="long", tag="encoder")

@@ -1,6 +1,6 @@
 """Derived views of recorded states: changes over time, per-unit statistics, projections.
 
-Everything here takes numpy arrays as the codec decodes them (`[batch, time, units]`,
+Everything here takes numpy arrays as they are read from a logdir (`[batch, time, units]`,
 float16 or float32, with `lengths` valid timesteps per sequence) and returns plain
 numpy values; the plugin turns them into JSON. numpy and scipy only, except the
 optional UMAP projection, which imports `umap` when first asked for.

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 KINDS = ("lstm", "gru", "rnn")
 
-# Activated gates, in the order the codec stores them.
+# Activated gates, in the order they are stored.
 GATE_NAMES: Dict[str, Tuple[str, ...]] = {
     "lstm": ("input", "forget", "candidate", "output"),
     "gru": ("reset", "update", "new"),
