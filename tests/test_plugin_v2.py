@@ -451,3 +451,57 @@ def test_a_mixed_logdir_end_to_end(tmp_path, load_fast):
             np.testing.assert_array_equal(npy(body), stored(make_states(seed=3), 1, "cell"))
     finally:
         live.close()
+
+
+def read_index(run_dir):
+    from tensorboard.backend.event_processing import event_file_loader
+
+    (path,) = glob.glob(os.path.join(str(run_dir), "events.out.tfevents.*"))
+    for event in event_file_loader.EventFileLoader(path).Load():
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == "lstm_states":
+                return json.loads(value.tensor.string_val[0])
+    raise AssertionError("no index in " + path)
+
+
+HOSTILE = {
+    "huge statistic": (lambda i: i.update(statistics=[[10 ** 400] * 5] * len(i["statistics"])), None),
+    "checksum table": (lambda i: i.update(crc_crc32c=(i["crc_crc32c"] + 1) % (1 << 32)),
+                       b"checksum table fails its checksum"),
+    "header": (lambda i: i.update(header_crc32c=(i["header_crc32c"] + 1) % (1 << 32)),
+               b"header fails its checksum"),
+    "other file": (lambda i: i.update(file="nothing-here.0.x.safetensors"), b"is missing"),
+    "newer": (lambda i: i.update(version=3), b"upgrade tb-lstm-states"),
+    "file size": (lambda i: i.update(file_bytes=i["file_bytes"] + (1 << 40),
+                                     crc_offset=i["crc_offset"] + (1 << 40)), b"shorter than"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_an_index_that_lies_is_404_never_500(tmp_path, name):
+    from test_plugin_support import write_index
+
+    source = tmp_path / "source"
+    with tls.StateWriter(str(source)) as writer:
+        writer.add_states("t", make_states(lengths=[7, 5, 0]), 0, tokens=[["a"] * 7] * 3)
+    index = read_index(source)
+    mutate, words = HOSTILE[name]
+    mutate(index)
+    logdir = tmp_path / "logdir"
+    os.makedirs(str(logdir / "run"))
+    import shutil
+    shutil.copytree(str(source / "plugins"), str(logdir / "run" / "plugins"))
+    write_index(logdir / "run", "t", 0, json.dumps(index).encode())
+    served, _, _ = make_client(logdir)
+    answers = {}
+    for route in ("states", "series", "changes", "units", "projection", "overview"):
+        status, _, body = get(served, route, run="run", tag="t", step=0, layer=0, kind="cell",
+                              sequence=0, method="pca")
+        assert status in (200, 404), (route, body)
+        answers[route] = (status, body)
+    if words is None:
+        assert answers["overview"][0] == 200
+        assert json.loads(answers["overview"][1])["values"][0][0] == [None] * 5
+    else:
+        route = "series" if name == "header" else "states"
+        assert answers[route][0] == 404 and words in answers[route][1], answers[route]

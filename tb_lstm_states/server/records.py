@@ -38,10 +38,10 @@ def logdir_errors(run, tag, step=None):
         where = "run %r tag %r" % (run, tag)
         if step is not None:
             where += " step %d" % step
-        raise errors.NotFoundError("%s: %s" % (where, _message(e))) from None
+        raise errors.NotFoundError("%s: %s" % (where, message(e))) from None
 
 
-def _message(error) -> str:
+def message(error) -> str:
     if isinstance(error, KeyError):
         return "missing %s" % (error.args[0] if error.args else "entry",)
     if isinstance(error, MemoryError):

@@ -8,6 +8,7 @@ the provider. Every route parses its parameters, then calls an `*_impl` method.
 """
 
 import dataclasses
+import functools
 import io
 import os
 import re
@@ -67,6 +68,25 @@ _STATIC_TYPES = {
 }
 _STATIC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _ROUTE_PREFIX = "/data/plugin/%s/" % metadata.PLUGIN_NAME
+
+
+def _never_500(handler):
+    """Answers 404 for an error raised by a logdir's content that no narrower check
+    caught: whatever a logdir holds, a route never answers 500."""
+
+    @functools.wraps(handler)
+    def wrapper(self, request):
+        try:
+            return handler(self, request)
+        except errors.PublicError:
+            raise
+        except records.LOGDIR_ERRORS as e:
+            logger.warning("lstm_states: %s answered 404: %s: %s", request.path,
+                           type(e).__name__, e)
+            raise errors.NotFoundError("lstm_states cannot serve this from the logdir: %s"
+                                       % records.message(e))
+
+    return wrapper
 
 
 @dataclasses.dataclass
@@ -372,6 +392,7 @@ class StatesPlugin(base_plugin.TBPlugin):
     # Routes: parse and validate, then call an `*_impl` method.
 
     @wrappers.Request.application
+    @_never_500
     def _serve_runs(self, request):
         ctx, experiment = params.context(request)
         return json_reply(request, self.runs_impl(ctx, experiment))
@@ -427,6 +448,7 @@ class StatesPlugin(base_plugin.TBPlugin):
         return result
 
     @wrappers.Request.application
+    @_never_500
     def _serve_steps(self, request):
         ctx, experiment = params.context(request)
         args = Args(request)
@@ -438,6 +460,7 @@ class StatesPlugin(base_plugin.TBPlugin):
         return [{"step": d.step, "wall_time": d.wall_time} for d in index.data]
 
     @wrappers.Request.application
+    @_never_500
     def _serve_states(self, request):
         ctx, experiment = params.context(request)
         args = Args(request)
@@ -523,6 +546,7 @@ class StatesPlugin(base_plugin.TBPlugin):
                             lengths)
 
     @wrappers.Request.application
+    @_never_500
     def _serve_series(self, request):
         ctx, experiment = params.context(request)
         args = Args(request)
@@ -543,6 +567,7 @@ class StatesPlugin(base_plugin.TBPlugin):
         }
 
     @wrappers.Request.application
+    @_never_500
     def _serve_overview(self, request):
         ctx, experiment = params.context(request)
         args = Args(request)
@@ -584,11 +609,14 @@ class StatesPlugin(base_plugin.TBPlugin):
             if rows is None:
                 rows = step_rows
             statistics = index["statistics"]
-            if step_rows != rows or statistics is None:
-                tables.append(None)
-            else:
-                tables.append(np.array([[np.nan if v is None else v for v in row] for row in statistics],
-                                       dtype=np.float64))
+            table = None
+            if step_rows == rows and statistics is not None:
+                try:  # a JSON integer can be too large for a float
+                    table = np.array([[np.nan if v is None else v for v in row] for row in statistics],
+                                     dtype=np.float64)
+                except (OverflowError, ValueError, TypeError):
+                    table = None
+            tables.append(table)
         rows = rows or []
         shape = (len(rows), len(format.STATISTICS_COLUMNS))
         values = np.stack([t if t is not None else np.full(shape, np.nan) for t in tables]) \
@@ -621,6 +649,7 @@ class StatesPlugin(base_plugin.TBPlugin):
         }
 
     @wrappers.Request.application
+    @_never_500
     def _serve_changes(self, request):
         ctx, experiment = params.context(request)
         args = Args(request)
@@ -655,6 +684,7 @@ class StatesPlugin(base_plugin.TBPlugin):
         return self.cache.get_or_compute(key, compute)
 
     @wrappers.Request.application
+    @_never_500
     def _serve_units(self, request):
         ctx, experiment = params.context(request)
         args = Args(request)
@@ -689,6 +719,7 @@ class StatesPlugin(base_plugin.TBPlugin):
         return self.cache.get_or_compute(key, compute)
 
     @wrappers.Request.application
+    @_never_500
     def _serve_projection(self, request):
         ctx, experiment = params.context(request)
         args = Args(request)
