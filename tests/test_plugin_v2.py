@@ -505,3 +505,31 @@ def test_an_index_that_lies_is_404_never_500(tmp_path, name):
     else:
         route = "series" if name == "header" else "states"
         assert answers[route][0] == 404 and words in answers[route][1], answers[route]
+
+
+def test_a_remote_logdir_is_read_through_the_file_layer(tmp_path):
+    """An fsspec URL logdir (as `s3://` is, through TensorBoard's file layer): the
+    provider lists it, and array files are read in ranges from the same filesystem."""
+    fsspec = pytest.importorskip("fsspec")
+    local = tmp_path / "local"
+    states = make_states(lengths=[7, 5, 0])
+    with tls.StateWriter(str(local / "run")) as writer:
+        writer.add_states("t", states, 0)
+    memory = fsspec.filesystem("memory")
+    prefix = "/tls-%s" % os.path.basename(str(tmp_path))
+    for path in glob.glob(str(local / "**"), recursive=True):
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                memory.pipe(prefix + "/" + os.path.relpath(path, str(local)).replace(os.sep, "/"), f.read())
+    try:
+        served, _, _ = make_client("memory://" + prefix)
+        status, headers, body = get(served, "states", run="run", tag="t", step=0, layer=1,
+                                    kind="forget", sequence=1, start=2, stop=6, format="npy")
+        assert status == 200, body
+        np.testing.assert_array_equal(npy(body), stored(states, 1, "forget")[1, 2:6])
+        (array_file,) = memory.glob(prefix + "/run/plugins/lstm_states/*.safetensors")
+        memory.rm(array_file)
+        status, _, body = get(served, "states", run="run", tag="t", step=0, layer=1, kind="cell")
+        assert status == 404 and b"is missing" in body
+    finally:
+        memory.rm(prefix, recursive=True)
