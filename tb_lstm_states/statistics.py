@@ -78,28 +78,38 @@ def _statistics(values, name, lengths):
     out = np.full(len(COLUMNS), np.nan, dtype=np.float32)
     if values.size == 0:
         return out
-    mask = np.arange(time)[None, :] < np.minimum(lengths, time)[:, None]  # [batch, time]
-    complete = bool(mask.all())
-    # [valid, units]; without padding a reshape, not a gather.
-    valid = values.reshape(-1, units) if complete else values[mask]
-    if valid.size == 0:
+    lengths = np.minimum(lengths, time)
+    complete = bool((lengths == time).all())
+    if complete:  # without padding a reshape, not a gather
+        valid = values.reshape(-1, units)
+    else:
+        mask = np.arange(time)[None, :] < lengths[:, None]  # [batch, time]
+        valid = values[mask]  # [valid, units]
+    count = valid.size
+    if count == 0:
         return out
     low, high = _saturation_bounds(name)
     with np.errstate(invalid="ignore", over="ignore"):
-        wide = valid.astype(np.float64)
-        out[0] = np.abs(wide).mean()
-        out[1] = wide.std()  # two passes in float64: no cancellation far from zero
+        flat = valid.reshape(-1)
+        # Sums in float64 (numpy's pairwise summation); the spread around the mean
+        # in two passes, so no cancellation far from zero. NaN and Inf propagate.
+        total = np.add.reduce(flat, dtype=np.float64)
+        out[0] = np.add.reduce(np.abs(flat), dtype=np.float64) / count
+        centered = flat - total / count  # float64
+        out[1] = np.sqrt(np.dot(centered, centered) / count)
         # NaN is neither: it compares false.
-        out[2] = (np.count_nonzero(valid < low) + np.count_nonzero(valid > high)) / valid.size
+        out[2] = (np.count_nonzero(flat < low) + np.count_nonzero(flat > high)) / count
         # NaN propagates through max and min: a unit holding one is not dead.
-        span = valid.max(axis=0) - valid.min(axis=0)
+        span = np.maximum.reduce(valid, axis=0) - np.minimum.reduce(valid, axis=0)
         out[3] = np.count_nonzero(span < _DEAD_RANGE) / units
-        steps = mask[:, 1:] & mask[:, :-1]
-        if steps.any():
-            change = values[:, 1:] - values[:, :-1]  # in float32, as stored states differ
-            change = change.reshape(-1, units) if complete else change[steps]
-            change = change.astype(np.float64)
-            out[4] = np.sqrt(np.einsum("ij,ij->i", change, change)).mean()
+        change = None
+        if time > 1:
+            # In float32, as the stored states differ; each step's norm in float64.
+            change = (values[:, 1:] - values[:, :-1]).reshape(-1, units)
+            if not complete:
+                change = change[(mask[:, 1:] & mask[:, :-1]).reshape(-1)]
+        if change is not None and len(change):
+            out[4] = np.sqrt(np.einsum("ij,ij->i", change, change, dtype=np.float64)).mean()
     return out
 
 

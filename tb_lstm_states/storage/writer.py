@@ -420,7 +420,7 @@ class StateWriter:
             event_file.write_all(fd, [layout.header])
             crcs = []
             for array in buffers:
-                view = memoryview(array).cast("B")
+                view = memoryview(array.reshape(-1).view(np.uint8))  # C-contiguous
                 for start in range(0, len(view), _BLOCK_BYTES):
                     block = view[start:start + _BLOCK_BYTES]
                     for offset in range(0, len(block), format.CHUNK_BYTES):
