@@ -533,3 +533,13 @@ def test_a_remote_logdir_is_read_through_the_file_layer(tmp_path):
         assert status == 404 and b"is missing" in body
     finally:
         memory.rm(prefix, recursive=True)
+
+
+def test_version_2_steps_under_a_version_1_tag_of_the_same_run_say_why(tmp_path):
+    copy_v1_runs(tmp_path)
+    with tls.StateWriter(str(tmp_path / "lstm_run")) as writer:
+        writer.add_states("encoder", make_states(batch=2, time=12, units=5), 3)
+    served, _, _ = make_client(tmp_path)
+    assert get(served, "states", run="lstm_run", tag="encoder", step=0, layer=0, kind="cell")[0] == 200
+    status, _, body = get(served, "states", run="lstm_run", tag="encoder", step=3, layer=0, kind="cell")
+    assert status == 404 and b"another tag or run" in body

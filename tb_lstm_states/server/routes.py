@@ -336,6 +336,14 @@ class StatesPlugin(base_plugin.TBPlugin):
         def load():
             if not datum.values:
                 raise legacy.RecordError("malformed lstm_states record: no blobs")
+            if len(datum.values) == 1:
+                # A version 1 record has a header and arrays. One value is a version 2
+                # index logged under a tag whose first summary in this run was
+                # version 1: TensorBoard lists the whole tag as version 1.
+                raise legacy.RecordError(
+                    "this step looks like a version 2 index under a tag that holds version 1 "
+                    "records in this run, which TensorBoard cannot list as both: log new "
+                    "states under another tag or run")
             header = legacy.decode_header(self._read_blob(ctx, datum, 0))
             if len(datum.values) != len(header["arrays"]) + 1:
                 raise legacy.RecordError(
