@@ -375,6 +375,14 @@ def test_stored_copies_of_any_layout_share_no_memory():
             assert got.flags.c_contiguous
             assert not np.shares_memory(got, source)
             assert_bitwise(got, stored(source, convert.DTYPES[dtype]))
+        for rows in (None, np.array([0, 1])):
+            native = np.array(source, dtype=source.dtype.newbyteorder("="))
+            for value in (source, torch.from_numpy(native)):
+                sample = convert.sampled_copy(value, rows)
+                assert not np.shares_memory(sample, source)
+                want = np.asarray(source)[rows] if rows is not None else np.asarray(source)
+                np.testing.assert_array_equal(sample, want)
+                assert sample.dtype.kind == "f"
 
 
 @pytest.mark.parametrize("step", [1.0, 2.5, "3", True, None, np.float32(1)])
@@ -634,8 +642,17 @@ def test_an_error_is_raised_by_the_next_add_states_or_close(tmp_path, monkeypatc
 
     writer = tls.StateWriter(tmp_path)
     FullDisk(monkeypatch, fail)
+    gate = threading.Event()
+    real_write = writer_lib.StateWriter._write
+
+    def write(self, job):
+        gate.wait()  # both are queued before either fails
+        real_write(self, job)
+
+    monkeypatch.setattr(writer_lib.StateWriter, "_write", write)
     writer.add_states("a", make_states(), 5)
     writer.add_states("b", make_states(), 6)
+    gate.set()
     while True:  # wait until both failed, without flush (which would raise)
         with writer._lock:
             if writer._done == 2:

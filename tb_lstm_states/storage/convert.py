@@ -177,18 +177,24 @@ def _torch_overflowed(torch, half, source) -> bool:
     return bool(torch.isfinite(source[infinite]).any().item())
 
 
-def sampled_float32(value, rows: Optional[np.ndarray]) -> np.ndarray:
-    """`value[rows]` (all of it where `rows` is None) as a float32 host array, for the
-    statistics: on a GPU, only those sequences cross to the host. May share memory
-    with `value`; read at once."""
+def sampled_copy(value, rows: Optional[np.ndarray]) -> np.ndarray:
+    """A host copy of `value[rows]` (all of it where `rows` is None), sharing no
+    memory with `value`, for the statistics: float16, float32 and float64 stay as
+    they are (others become float32). On a GPU, only those sequences cross to the
+    host."""
     if is_torch(value):
         import torch
 
         tensor = value.detach()
         if rows is not None:
             tensor = tensor.index_select(0, torch.as_tensor(rows, device=tensor.device))
-        return tensor.to(torch.float32).cpu().numpy()
+        if tensor.dtype not in (torch.float16, torch.float32, torch.float64):
+            tensor = tensor.to(torch.float32)
+        return tensor.to("cpu", copy=True).numpy()
     array = np.asarray(value)
     if rows is not None:
-        array = array[rows]
-    return np.asarray(array, dtype=np.float32)
+        array = array[rows]  # a copy
+    dtype = array.dtype if array.dtype in (np.float16, np.float32, np.float64) else np.float32
+    if rows is None:
+        return np.array(array, dtype=dtype, copy=True)
+    return np.asarray(array, dtype=dtype)

@@ -12,11 +12,11 @@ summary in this writer's event file, appended only once the array file is
 complete, so every index a reader finds points to a whole file.
 
 `add_states` checks the record, copies the states to host numpy arrays at the
-stored dtype (the float16 cast is the copy; torch casts), computes the statistics
-of a few sampled sequences, queues the record and returns. One background thread
-computes the min/max pyramids of long sequences, checksums each 64 KiB slice
-(CRC32C, in C), writes the file with `os.writev` straight from the arrays, then
-appends the index. A queue bounded in bytes makes `add_states` wait when the disk
+stored dtype (the float16 cast is the copy; torch casts), copies the few sequences
+the statistics are computed on, queues the record and returns. One background
+thread computes the statistics and the min/max pyramids of long sequences,
+checksums each 64 KiB slice (CRC32C, in C), writes the file with `os.writev`
+straight from the arrays, then appends the index. A queue bounded in bytes makes `add_states` wait when the disk
 falls behind, instead of holding an unbounded number of records in memory.
 
 With `summary_writer=sw`, the states go to a second event file of this writer's own
@@ -195,7 +195,7 @@ class StateWriter:
             job.arrays = [convert.stored_copy(array, dtype) for array in job.arrays]
             job.series = [convert.stored_copy(values, "float32").reshape(job.batch, job.time)
                           for values in job.series]
-            job.statistics = _statistics(job)
+            job.samples = _samples(job)
         except BaseException:
             self._unreserve(job)
             raise
@@ -335,7 +335,7 @@ class StateWriter:
                 self._write(job)
             except BaseException as e:  # noqa: B036 - raised by the next call
                 error = e
-            job.arrays = job.series = None  # the memory goes now, not with the next job
+            job.arrays = job.series = job.samples = None  # freed now, not with the next job
             with self._lock:
                 if error is not None:
                     self._errors.append((job, error))
@@ -376,6 +376,7 @@ class StateWriter:
             "tokens": json.dumps(job.tokens, separators=(",", ":")),
         }
         layout = format.Layout(tensors, file_metadata)
+        table = statistics.table(job.samples, [kind for _, kind in job.keys], job.sample_lengths)
         path, crc_table = self._write_array_file(job, layout, buffers)
         try:
             index = format.build_index(
@@ -383,7 +384,7 @@ class StateWriter:
                 num_layers=job.num_layers, num_directions=job.num_directions,
                 batch=job.batch, time=job.time, lengths=job.lengths,
                 series=job.series_names, has_tokens=job.tokens is not None,
-                arrays=entries, statistics=job.statistics)
+                arrays=entries, statistics=table)
             value = summary_pb2.Summary.Value(
                 tag=job.tag,
                 metadata=metadata.create_summary_metadata(
@@ -417,7 +418,9 @@ class StateWriter:
                 self._unique = secrets.token_hex(4)
         complete = False
         try:
-            event_file.write_all(fd, [layout.header])
+            # Pieces go out together once they hold a block: one system call for a
+            # small file, one a block (written while in cache) for a large one.
+            pending, pending_bytes = [layout.header], len(layout.header)
             crcs = []
             for array in buffers:
                 view = memoryview(array.reshape(-1).view(np.uint8))  # C-contiguous
@@ -428,9 +431,13 @@ class StateWriter:
                         # of 64 KiB, in cache, then written from the array itself.
                         crcs.append(google_crc32c.value(
                             bytes(block[offset:offset + format.CHUNK_BYTES])))
-                    event_file.write_all(fd, [block])
+                    pending.append(block)
+                    pending_bytes += len(block)
+                    if pending_bytes >= _BLOCK_BYTES:
+                        event_file.write_all(fd, pending)
+                        pending, pending_bytes = [], 0
             crc_table = np.array(crcs, dtype="<u4")
-            event_file.write_all(fd, [crc_table])
+            event_file.write_all(fd, pending + [crc_table])
             complete = True
         finally:
             os.close(fd)
@@ -450,7 +457,7 @@ class _Job:
     """One record, from the `add_states` that makes it to the thread that writes it."""
 
     def __init__(self, **fields):
-        self.statistics = None
+        self.samples = None
         self.__dict__.update(fields)
 
 
@@ -578,18 +585,20 @@ def _plan(tag, step, states, series, tokens, description, dtype) -> _Job:
     )
 
 
-def _statistics(job: _Job) -> np.ndarray:
-    """The statistics table of a record, from the caller's arrays (`job.sources`),
-    on the sequences `statistics.sample_sequences` picks."""
+def _samples(job: _Job) -> list:
+    """Copies of the sequences of the caller's arrays (`job.sources`) that the
+    statistics are computed on (`statistics.sample_sequences`), in their own dtype:
+    the statistics are of the values the caller gave, not of the float16 copies.
+    A few hundred kilobytes at most; the writer thread computes the statistics."""
     widest = max(units for units in job.structure["units"].values())
     sample = statistics.sample_sequences(job.batch, job.time * widest)
     rows = None if len(sample) == job.batch else sample
-    arrays = [convert.sampled_float32(source, rows) for source in job.sources]
-    lengths = np.asarray(job.lengths, dtype=np.int64)
-    table = statistics.table(arrays, [kind for _, kind in job.keys],
-                             lengths if rows is None else lengths[rows])
+    samples = [convert.sampled_copy(source, rows) for source in job.sources]
     job.sources = None
-    return table
+    job.sample_lengths = np.asarray(job.lengths, dtype=np.int64)
+    if rows is not None:
+        job.sample_lengths = job.sample_lengths[rows]
+    return samples
 
 
 def _check_step(step) -> int:
