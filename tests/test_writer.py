@@ -846,3 +846,22 @@ def test_killed_writer_leaves_only_indexes_of_complete_files(tmp_path):
         assert [s.step for s in steps] == list(range(len(steps)))
         total += len(steps)
     assert total > 6  # the writers got somewhere
+
+
+def test_tensorboard_loads_the_index_summaries(tmp_path):
+    """TensorBoard's own (Python) loader keeps every index, as a tensor of this plugin."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
+
+    with tls.StateWriter(tmp_path) as writer:
+        for step in range(3):
+            writer.add_states("enc", make_states(seed=step), step)
+    accumulator = event_accumulator.EventAccumulator(
+        str(tmp_path), size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    assert list(accumulator.PluginTagToContent(metadata.PLUGIN_NAME)) == ["enc"]
+    tensors = accumulator.Tensors("enc")
+    assert [t.step for t in tensors] == [0, 1, 2]
+    for event, step in zip(tensors, read_steps(tmp_path)):
+        index = tensor_util.make_ndarray(event.tensor_proto).item()
+        assert format.parse_index(index) == step.index
