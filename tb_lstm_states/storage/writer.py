@@ -423,14 +423,13 @@ class StateWriter:
             pending, pending_bytes = [layout.header], len(layout.header)
             crcs = []
             for array in buffers:
-                view = memoryview(array.reshape(-1).view(np.uint8))  # C-contiguous
-                for start in range(0, len(view), _BLOCK_BYTES):
-                    block = view[start:start + _BLOCK_BYTES]
+                data = array.reshape(-1).view(np.uint8)  # C-contiguous: a view
+                for start in range(0, len(data), _BLOCK_BYTES):
+                    block = data[start:start + _BLOCK_BYTES]
                     for offset in range(0, len(block), format.CHUNK_BYTES):
-                        # google_crc32c takes bytes, not a view of an array: a copy
-                        # of 64 KiB, in cache, then written from the array itself.
-                        crcs.append(google_crc32c.value(
-                            bytes(block[offset:offset + format.CHUNK_BYTES])))
+                        # In C, straight from the array (google_crc32c takes a
+                        # numpy array's buffer); the block is then written in cache.
+                        crcs.append(_crc32c(block[offset:offset + format.CHUNK_BYTES]))
                     pending.append(block)
                     pending_bytes += len(block)
                     if pending_bytes >= _BLOCK_BYTES:
@@ -444,6 +443,22 @@ class StateWriter:
             if not complete:
                 _remove(path)
         return path, crc_table
+
+
+def _crc32c_of_arrays_supported() -> bool:
+    """Whether google_crc32c takes a numpy array's buffer as it is (numpy exports
+    one with no release hook, which its argument parsing requires)."""
+    try:
+        return google_crc32c.value(np.frombuffer(b"123456789", np.uint8).copy()) == 0xE3069283
+    except TypeError:
+        return False
+
+
+if _crc32c_of_arrays_supported():
+    _crc32c = google_crc32c.value
+else:  # a copy of each 64 KiB slice, in cache
+    def _crc32c(data: np.ndarray) -> int:
+        return google_crc32c.value(data.tobytes())
 
 
 def _remove(path: str) -> None:
