@@ -93,10 +93,10 @@ def _statistics(values, name, lengths):
         flat = valid.reshape(-1)
         # Sums in float64 (numpy's pairwise summation); the spread around the mean
         # in two passes, so no cancellation far from zero. NaN and Inf propagate.
-        total = np.add.reduce(flat, dtype=np.float64)
-        out[0] = np.add.reduce(np.abs(flat), dtype=np.float64) / count
-        centered = flat - total / count  # float64
-        out[1] = np.sqrt(np.dot(centered, centered) / count)
+        wide = flat.astype(np.float64)
+        out[0] = np.add.reduce(np.abs(wide)) / count
+        wide -= np.add.reduce(wide) / count
+        out[1] = np.sqrt(np.dot(wide, wide) / count)
         # NaN is neither: it compares false.
         out[2] = (np.count_nonzero(flat < low) + np.count_nonzero(flat > high)) / count
         # NaN propagates through max and min: a unit holding one is not dead.
@@ -109,7 +109,8 @@ def _statistics(values, name, lengths):
             if not complete:
                 change = change[(mask[:, 1:] & mask[:, :-1]).reshape(-1)]
         if change is not None and len(change):
-            out[4] = np.sqrt(np.einsum("ij,ij->i", change, change, dtype=np.float64)).mean()
+            change = change.astype(np.float64)
+            out[4] = np.sqrt(np.einsum("ij,ij->i", change, change)).mean()
     return out
 
 
