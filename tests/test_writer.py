@@ -234,7 +234,7 @@ def test_index_event_is_a_tensorboard_summary(tmp_path):
     assert format.parse_index(index)["file"] == os.path.basename(array_files(tmp_path)[0])
 
 
-def test_torch_tensors_round_trip(tmp_path):
+def test_torch_tensors_round_trip(tmp_path, cast_path):
     numpy_states = make_states("gru", num_layers=2)
     # Time-major storage seen batch-first (as capture returns them): not contiguous.
     torch_states = states_lib.RecurrentStates(
@@ -307,7 +307,15 @@ def test_nan_statistics_are_null_in_the_index(tmp_path):
     assert step.index["statistics"] == [[None] * len(statistics.COLUMNS)]
 
 
-def test_float16_range_nan_and_inf(tmp_path):
+@pytest.fixture(params=["serial", "pool"])
+def cast_path(request, monkeypatch):
+    """Casts every host tensor on the calling thread in slices, or every one with
+    torch's thread pool (by default: the small ones, the large ones)."""
+    monkeypatch.setattr(convert, "_SERIAL_VALUES", 1 << 40 if request.param == "serial" else 0)
+    return request.param
+
+
+def test_float16_range_nan_and_inf(tmp_path, cast_path):
     states = make_states("rnn", num_layers=3)
     big = states.layers[0].hidden
     big[0, 0, 0] = 1e5  # finite, beyond float16: this array is kept as float32
@@ -352,7 +360,7 @@ def _boundary_values():
     return values[: len(values) // 64 * 64].reshape(-1, 8, 8)
 
 
-def test_float16_cast_is_numpys_at_every_boundary():
+def test_float16_cast_is_numpys_at_every_boundary(cast_path):
     values = _boundary_values()
     want = values.astype(np.float16)
     for source in (values, torch.from_numpy(values)):
@@ -362,7 +370,7 @@ def test_float16_cast_is_numpys_at_every_boundary():
         assert_bitwise(convert.stored_copy(source, "float16"), wide.astype(np.float16))
 
 
-def test_stored_copies_of_any_layout_share_no_memory():
+def test_stored_copies_of_any_layout_share_no_memory(cast_path):
     base = np.random.default_rng(0).standard_normal((5, 150, 20)).astype(np.float32)
     readonly = base.copy()
     readonly.flags.writeable = False
@@ -509,7 +517,7 @@ def test_size_on_disk(tmp_path):
     assert file_bytes + index_bytes <= 1.05 * raw16, (file_bytes, index_bytes, raw16)
 
 
-def test_arrays_can_change_after_add_states_returns(tmp_path):
+def test_arrays_can_change_after_add_states_returns(tmp_path, cast_path):
     states = make_states("rnn")
     original = states.layers[0].hidden.copy()
     tensor = torch.from_numpy(original.copy())
