@@ -568,7 +568,7 @@ class FullDisk:
 
     def __init__(self, monkeypatch, fail):
         self.fail = fail
-        real_write, real_writev = event_file._write, event_file._writev
+        real_write = event_file._write
 
         def write(fd, data):
             data = bytes(data)
