@@ -176,7 +176,9 @@ def test_round_trip(tmp_path, case, dtype):
             entry = format.find_array(index, layer=layer, kind=kind)
             if time_steps >= format.PYRAMID_MIN_TIME:
                 pyramid = step.tensors[format.pyramid_name(layer, kind)]
-                assert_bitwise(pyramid, format.compute_pyramid(stored(original, dtype)))
+                assert pyramid.dtype == np.dtype(dtype)
+                np.testing.assert_array_equal(  # but maybe the sign of a zero
+                    pyramid, format.compute_pyramid(stored(original, dtype)))
                 assert entry["pyramid"]["blocks"] == pyramid.shape[1]
             else:
                 assert "pyramid" not in entry
@@ -873,3 +875,25 @@ def test_tensorboard_loads_the_index_summaries(tmp_path):
     for event, step in zip(tensors, read_steps(tmp_path)):
         index = tensor_util.make_ndarray(event.tensor_proto).item()
         assert format.parse_index(index) == step.index
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 3), (3, 4000, 40), (1, 130, 5000), (2, 65, 1)])
+def test_pyramid_is_format_compute_pyramid(shape, monkeypatch):
+    monkeypatch.setattr(writer_lib, "_PYRAMID_CHUNK_VALUES", 4000)  # several chunks
+    rng = np.random.default_rng(1)
+    array = (rng.standard_normal(shape) * rng.choice([1e-6, 1, 1e4], shape)).astype(np.float16)
+    array[0, :3] = 0.0
+    array[-1, -2:] = -0.0
+    array[0, 1, 0], array[-1, 0, -1] = np.inf, -np.inf
+    every = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    flat = array.reshape(-1)  # a view
+    flat[::7] = np.resize(every[np.isfinite(every)], len(flat[::7]))  # every finite value
+    got, want = writer_lib._pyramid(array), format.compute_pyramid(array)
+    assert got.dtype == np.float16 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    nonzero = want != 0
+    np.testing.assert_array_equal(got.view(np.uint16)[nonzero], want.view(np.uint16)[nonzero])
+    array[-1, -1, 0] = np.nan  # propagated, as compute_pyramid does
+    assert_bitwise(writer_lib._pyramid(array), format.compute_pyramid(array))
+    wide = array.astype(np.float32)
+    assert_bitwise(writer_lib._pyramid(wide), format.compute_pyramid(wide))
