@@ -56,6 +56,10 @@ export class LinePlot extends TimePlot {
         ctx.fillText(formatValue(v), plot.x - 6, y(v));
       }
     }
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(plot.x, plot.y, plot.w, plot.h);
+    ctx.clip(); // a span beyond the domain (a spike) ends at the plot's edge
     tracks.forEach((track, i) => {
       const b = buckets[i];
       const dom = track.normalise ? extent([...b.min, ...b.max]) : shared;
@@ -75,6 +79,7 @@ export class LinePlot extends TimePlot {
       }
       ctx.stroke();
     });
+    ctx.restore();
     if (validLength !== undefined && validLength < this.t1) {
       // past the sequence's length: padding, not states
       const x0 = Math.max(plot.x, this.x(Math.max(validLength, this.t0)));
