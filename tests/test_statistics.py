@@ -9,6 +9,15 @@ from tb_lstm_states import states as states_lib
 SIGMOID_GATES = {"input", "forget", "output", "reset", "update"}
 
 
+@pytest.fixture(autouse=True, params=["whole", "chunked"])
+def chunks(request, monkeypatch):
+    """Every test twice: arrays taken whole (up to 64k values, as by default), and
+    every array a few timesteps at a time, its sums merged."""
+    if request.param == "chunked":
+        monkeypatch.setattr(statistics, "_CHUNK_VALUES", 7)
+    return request.param
+
+
 def reference(array, name, lengths):
     """The columns by their definitions, in float64 over the valid positions."""
     array = np.asarray(array, dtype=np.float32)
