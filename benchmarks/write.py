@@ -1,9 +1,10 @@
 """How fast StateWriter gets states to disk, against `ndarray.tofile` of the same bytes.
 
-    .venv/bin/python benchmarks/write.py [--sizes 1 8 60] [--repeats 7] [--min-megabytes 64] [--dir DIR]
+    .venv/bin/python benchmarks/write.py [--sizes 1 8 60] [--time 128] [--repeats 7] [--min-megabytes 64] [--dir DIR]
 
-For one-layer LSTM records of about 1, 8 and 60 MiB of stored (float16) bytes, the
-payload, prints side by side, from the same runs:
+For one-layer LSTM records (256 units, `--time` timesteps: 2048 or more adds the
+min/max pyramids) of about 1, 8 and 60 MiB of stored (float16) bytes, the payload,
+prints side by side, from the same runs:
 
 - `add_states`: how long the call blocks the caller (checks, the copy at the stored
   dtype, statistics; the writing is left to the writer's thread);
@@ -36,23 +37,23 @@ import numpy as np
 import tb_lstm_states as tls
 from tb_lstm_states import states as states_lib
 
-TIME, HIDDEN = 128, 256
-ROW_BYTES = len(states_lib.array_kinds("lstm")) * TIME * HIDDEN * 2  # one sequence, float16
+HIDDEN = 256
 MIB = float(1 << 20)
 
 
-def make_states(mebibytes, dtype, seed=0):
+def make_states(mebibytes, dtype, time_steps=128, seed=0):
     """A one-layer LSTM record of about `mebibytes` MiB at float16."""
-    batch = max(1, round(mebibytes * MIB / ROW_BYTES))
+    row_bytes = len(states_lib.array_kinds("lstm")) * time_steps * HIDDEN * 2  # a sequence
+    batch = max(1, round(mebibytes * MIB / row_bytes))
     rng = np.random.default_rng(seed)
 
     def array(low=-1.0, high=1.0):
-        return rng.uniform(low, high, size=(batch, TIME, HIDDEN)).astype(dtype)
+        return rng.uniform(low, high, size=(batch, time_steps, HIDDEN)).astype(dtype)
 
     layer = states_lib.LayerStates(
         hidden=array(), cell=array(-3, 3),
         gates={g: array(0, 1) for g in states_lib.GATE_NAMES["lstm"]})
-    return states_lib.RecurrentStates("lstm", [layer], np.full(batch, TIME), 1)
+    return states_lib.RecurrentStates("lstm", [layer], np.full(batch, time_steps), 1)
 
 
 def arrays_of(states):
@@ -114,6 +115,7 @@ def bench(directory, states, arrays16, rounds):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 8, 60])
+    parser.add_argument("--time", type=int, default=128, help="timesteps per sequence")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-megabytes", type=float, default=64,
                         help="small records get more runs, to write at least this much")
@@ -122,8 +124,9 @@ def main(argv=None):
 
     directory = tempfile.mkdtemp(prefix="tls-bench-", dir=args.dir)
     try:
-        print("medians of >= %d runs (>= %g MiB each size); %s, %d CPUs; payload = stored "
-              "float16 bytes" % (args.repeats, args.min_megabytes, sys.platform, os.cpu_count()))
+        print("medians of >= %d runs (>= %g MiB each size); %s, %d CPUs; %d timesteps; "
+              "payload = stored float16 bytes"
+              % (args.repeats, args.min_megabytes, sys.platform, os.cpu_count(), args.time))
         header = ("%8s %8s | %12s | %12s %12s | %9s | %8s"
                   % ("payload", "input", "add_states", "end to end", "tofile", "vs tofile",
                      "on disk"))
@@ -132,8 +135,8 @@ def main(argv=None):
               % ("MiB", "", "blocks ms", "MiB/s", "MiB/s", "", "/payload"))
         print("-" * len(header))
         for mebibytes in args.sizes:
-            states32 = make_states(mebibytes, np.float32)
-            states16 = make_states(mebibytes, np.float16)
+            states32 = make_states(mebibytes, np.float32, args.time)
+            states16 = make_states(mebibytes, np.float16, args.time)
             arrays16 = arrays_of(states16)
             payload = sum(a.nbytes for a in arrays16)
             rounds = max(args.repeats, math.ceil(args.min_megabytes * MIB / payload))
