@@ -104,6 +104,10 @@ class Step:
         """Reads every array (and pyramid) through the index: each slice checked."""
         for entry in self.index["arrays"]:
             format.read_array(self.read_range, self.index, self.crc_table, entry)
+            if "pyramid" in entry:
+                for sequence in range(self.index["batch"]):
+                    format.read_pyramid(self.read_range, self.index, self.crc_table, entry,
+                                        sequence, 0, entry["pyramid"]["blocks"])
         assert len(self.data) == self.index["file_bytes"]
 
 
