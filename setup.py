@@ -24,9 +24,10 @@ setuptools.setup(
         "werkzeug>=2.0",
         "scikit-learn>=1.1",
         "google-crc32c>=1.5",
-        # Only for capture's compiled LSTM loop on CPU (`capturing.py`, imported on
-        # first use); the writer and the statistics no longer use it.
-        "numba>=0.58",
+        # Imported by the package itself (scikit-learn brings both along, but the
+        # package must not rely on that).
+        "scipy>=1.8",
+        "threadpoolctl>=3",
     ],
     extras_require={
         "umap": ["umap-learn>=0.5"],
@@ -42,7 +43,7 @@ setuptools.setup(
     },
     entry_points={
         "tensorboard_plugins": [
-            "lstm_states = tb_lstm_states.plugin:StatesLoader",
+            "lstm_states = tb_lstm_states.server.loader:StatesLoader",
         ],
     },
     classifiers=[

@@ -62,14 +62,15 @@ def test_wheel_contains_the_bundle_and_the_entry_point(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         assert "tb_lstm_states/static/index.js" in names
-        assert "tb_lstm_states/plugin.py" in names
+        for package in ("server", "storage"):  # subpackages are packaged too
+            assert "tb_lstm_states/%s/__init__.py" % package in names
         bundle = archive.read("tb_lstm_states/static/index.js")
         assert bundle == open(os.path.join(REPO, "tb_lstm_states", "static", "index.js"), "rb").read()
         entry_points = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         assert len(entry_points) == 1
         text = archive.read(entry_points[0]).decode()
     assert "[tensorboard_plugins]" in text
-    assert "lstm_states = tb_lstm_states.plugin:StatesLoader" in text
+    assert "lstm_states = tb_lstm_states.server.loader:StatesLoader" in text
     # Nothing from the demo, the tests or the frontend sources.
     assert not any(n.startswith(("demo/", "tests/", "frontend/", "benchmarks/")) for n in names)
 
@@ -115,10 +116,10 @@ def test_installed_wheel_registers_the_plugin(fresh_venv):
         }))
     """)
     info = json.loads(_run([str(fresh_venv), "-c", script], cwd="/").stdout)
-    assert info["entry_points"] == ["tb_lstm_states.plugin:StatesLoader"]
+    assert info["entry_points"] == ["tb_lstm_states.server.loader:StatesLoader"]
     assert info["package"].startswith(info["prefix"]), info  # the wheel's copy, not the repo's
     assert info["distribution"].startswith(info["prefix"]), info
-    assert info["loader"] == "tb_lstm_states.plugin.StatesLoader"
+    assert info["loader"] == "tb_lstm_states.server.loader.StatesLoader"
     assert info["static"]
 
 
