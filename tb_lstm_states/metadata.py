@@ -62,13 +62,16 @@ def parse_plugin_content(content):
     """Parses plugin content bytes into a dict.
 
     Raises:
-      ValueError: if the content is not a JSON object, or its version is newer than
-        this package understands (upgrade `tb-lstm-states` to read it).
+      ValueError: if the content is not a JSON object (of at most
+        `format.MAX_PLUGIN_DATA_BYTES`, nested at most `format.MAX_JSON_DEPTH` deep),
+        or its version is newer than this package understands (`NewerVersionError`:
+        upgrade `tb-lstm-states` to read it).
     """
     try:
-        payload = json.loads(bytes(content).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ValueError("lstm_states plugin data is not JSON: %s" % e) from None
+        payload = format.parse_json(content, max_bytes=format.MAX_PLUGIN_DATA_BYTES,
+                                    what="lstm_states plugin data")
+    except format.FormatError as e:
+        raise format.FormatError("lstm_states plugin data is not JSON: %s" % e) from None
     if not isinstance(payload, dict):
         raise ValueError("lstm_states plugin data is not a JSON object")
     version = payload.get("version")

@@ -80,6 +80,7 @@ def test_unsafe_file_names_are_refused(name):
 
 
 def _index(**changes):
+    """A valid index with `changes`, sealed again (as a writer would seal a lie)."""
     layout = format.Layout([format.Tensor("0/hidden", "float16", [2, 3, 4])], {"format": "x"})
     table = np.zeros(layout.crc_table.shape, np.uint32)
     index = json.loads(format.build_index(
@@ -87,8 +88,9 @@ def _index(**changes):
         batch=2, time=3, lengths=[3, 1], series=[], has_tokens=False,
         arrays=[{"layer": 0, "kind": "hidden", "tensor": "0/hidden"}],
         statistics=np.zeros((1, 5))))
+    del index[format.INDEX_SEAL_KEY]
     index.update(changes)
-    return json.dumps(index).encode()
+    return format.seal_index(json.dumps(index, separators=(",", ":")).encode())
 
 
 def test_a_valid_index_parses():
@@ -141,3 +143,144 @@ def test_checked_reads_catch_torn_and_corrupt_files():
     del raw[-10:]
     with pytest.raises(format.FormatError, match="shorter"):
         format.read_checked(read, index, table, 16, 0, data.nbytes, data.nbytes - 4, data.nbytes)
+
+
+# ----------------------------------------------------------------------
+# Bounded JSON, caps, and the index's own checksum.
+
+
+def _reference_depth(text: bytes, whole=False) -> int:
+    """The nesting depth outside strings, one character at a time, up to the first
+    backslash outside a string (a syntax error: `json.loads` descends no further)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in text:
+        char = chr(byte)
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == "\\" and not whole:
+            return deepest
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+@pytest.mark.parametrize("text", [
+    b"", b"[]", b"{}", b"[[[]]]", b'["[[[["]', b'["\\\\"]', b'["\\"[[["]', b'["\\\\\\"[["]',
+    b'{"a":[{"b":[1,2,{"c":"]]]{{{"}]}]}', b"[" * 100, b'"' + b"[" * 10,
+])
+def test_json_depth_counts_brackets_outside_strings(text):
+    assert format.json_depth(text) == _reference_depth(text)
+
+
+def test_json_depth_across_scan_chunks(monkeypatch):
+    monkeypatch.setattr(format, "_JSON_SCAN_CHUNK", 7)
+    rng = np.random.default_rng(0)
+    alphabet = np.frombuffer(b'[]{}"\\a,', np.uint8)
+    for _ in range(300):
+        text = alphabet[rng.integers(0, len(alphabet), rng.integers(0, 60))].tobytes()
+        # At least as deep as the parser can go; exact where the text has no syntax error
+        # of that kind.
+        assert format.json_depth(text) >= _reference_depth(text), text
+        inside = text.replace(b"\\", b"")
+        assert format.json_depth(inside) == _reference_depth(inside), inside
+
+
+@pytest.mark.parametrize("text", [b"[" * 100000, b"[" * 33 + b"]" * 33, b'{"a":' * 40 + b"1" + b"}" * 40,
+                                  b"[" * 10 ** 6])
+def test_deep_json_is_refused_before_parsing(text):
+    with pytest.raises(format.FormatError, match="nested"):
+        format.parse_json(text, max_bytes=len(text), what="x")
+
+
+def test_json_at_the_depth_limit_parses():
+    depth = format.MAX_JSON_DEPTH
+    assert format.parse_json(b"[" * depth + b"]" * depth, max_bytes=1 << 10, what="x") is not None
+
+
+def test_json_over_its_size_is_refused():
+    with pytest.raises(format.FormatError, match="bytes"):
+        format.parse_json(b" " * 11 + b"1", max_bytes=10, what="x")
+
+
+def _valid_file_index(units=4, layers=1, batch=2, series=()):
+    tensors = [format.Tensor("%d/hidden" % i, "float16", [batch, 3, units]) for i in range(layers)]
+    tensors += [format.Tensor(format.series_name(s), "float32", [batch, 3]) for s in series]
+    layout = format.Layout(tensors, {"format": "x"})
+    table = np.zeros(layout.crc_table.shape, np.uint32)
+    arrays = [{"layer": i, "kind": "hidden", "tensor": "%d/hidden" % i} for i in range(layers)]
+    arrays += [{"series": s, "tensor": format.series_name(s)} for s in series]
+    return format.build_index(
+        layout, "t-0.0.a.safetensors", table, kind="rnn", num_layers=layers, num_directions=1,
+        batch=batch, time=3, lengths=[3] * batch, series=list(series), has_tokens=False,
+        arrays=arrays, statistics=None)
+
+
+@pytest.mark.parametrize("what, sizes, ok", [
+    ("units", dict(units=format.MAX_UNITS), True),
+    ("units", dict(units=format.MAX_UNITS + 1), False),
+    ("layers", dict(layers=format.MAX_LAYERS), True),
+    ("layers", dict(layers=format.MAX_LAYERS + 1), False),
+    ("batch", dict(batch=format.MAX_BATCH), True),
+    ("batch", dict(batch=format.MAX_BATCH + 1), False),
+    ("series", dict(series=["s%d" % i for i in range(format.MAX_SERIES)]), True),
+    ("series", dict(series=["s%d" % i for i in range(format.MAX_SERIES + 1)]), False),
+    ("series", dict(series=["x" * (format.MAX_NAME_CHARS + 1)]), False),
+])
+def test_caps_on_what_a_record_holds(what, sizes, ok):
+    data = _valid_file_index(**sizes)
+    if ok:
+        format.parse_index(data)
+    else:
+        with pytest.raises(format.FormatError, match=what if what != "layers" else "num_layers"):
+            format.parse_index(data)
+
+
+@pytest.mark.parametrize("change", [
+    lambda i: i.update(file_bytes=i["file_bytes"] + 1),  # bytes past the checksum table
+    lambda i: i["arrays"][0].update(offset=i["arrays"][0]["offset"] + 2),  # a gap
+    lambda i: i.update(crc_count=i["crc_count"] + 1, crc_offset=i["crc_offset"] - 4),
+    lambda i: i.update(num_directions=True),
+    lambda i: i["arrays"].append(dict(i["arrays"][0], layer=0)),
+])
+def test_declared_sizes_must_be_the_bytes_present(change):
+    index = json.loads(_valid_file_index(units=40000 // 8, batch=4))
+    del index[format.INDEX_SEAL_KEY]
+    change(index)
+    with pytest.raises(format.FormatError):
+        format.parse_index(format.seal_index(json.dumps(index, separators=(",", ":")).encode()))
+
+
+def test_every_flipped_bit_of_a_sealed_index_is_refused_or_harmless():
+    data = _index()
+    original = format.parse_index(data)
+    accepted = 0
+    for position in range(len(data)):
+        for bit in range(8):
+            damaged = bytearray(data)
+            damaged[position] ^= 1 << bit
+            try:
+                parsed = format.parse_index(bytes(damaged))
+            except format.FormatError:
+                continue
+            accepted += 1
+            # (the seal's name, flipped, is an unknown member, which readers ignore)
+            assert {k: v for k, v in parsed.items() if k in original} == original, (position, bit)
+    # Only flips inside the seal's own name leave an index that parses (unsealed, intact).
+    assert accepted <= 8 * len(format.INDEX_SEAL_KEY)
+
+
+def test_an_unsealed_index_of_earlier_writers_still_parses():
+    index = json.loads(_index())
+    del index[format.INDEX_SEAL_KEY]
+    assert format.parse_index(json.dumps(index).encode())["batch"] == 2

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import tb_lstm_states as tls
-from tb_lstm_states import analysis, plugin, statistics
+from tb_lstm_states import analysis, statistics
+from tb_lstm_states.server import loader as plugin_loader, routes as plugin_routes
 from tb_lstm_states.server import routes
 from tensorboard.plugins.core import core_plugin
 
@@ -47,7 +48,7 @@ def get_json(client, route, **params):
 def parse_flags(argv):
     parser = argparse.ArgumentParser()
     core_plugin.CorePluginLoader().define_flags(parser)
-    loader = plugin.StatesLoader()
+    loader = plugin_loader.StatesLoader()
     loader.define_flags(parser)
     flags = parser.parse_args(["--logdir", "x"] + argv)
     loader.fix_flags(flags)
@@ -58,7 +59,7 @@ def test_fix_flags_keeps_every_step_and_polls_every_file():
     flags = parse_flags([])
     assert flags.samples_per_plugin == {"lstm_states": 0}
     assert flags.reload_multifile is True
-    assert flags.lstm_states_cache_mb == plugin.DEFAULT_CACHE_MB
+    assert flags.lstm_states_cache_mb == plugin_loader.DEFAULT_CACHE_MB
 
 
 def test_fix_flags_respects_the_user():
@@ -240,14 +241,14 @@ def test_projection_tsne_moves_smoothly(tmp_path):
 
 def test_projection_cap_says_the_cap(served, monkeypatch):
     client, _ = served
-    monkeypatch.setitem(plugin.PROJECTION_CAPS, "pca", (30, 30))
+    monkeypatch.setitem(plugin_routes.PROJECTION_CAPS, "pca", (30, 30))
     status, response = get(client, "projection", run="lstm", tag="encoder", layer=0, kind="cell",
                            method="pca", steps="0,1,2")
     assert status == 400 and b"capped at 30 points per request" in response.data
     # Without steps=, the steps that fit are chosen evenly, the last always among them.
     body = get_json(client, "projection", run="lstm", tag="encoder", layer=0, kind="cell", method="pca")
     assert body["steps"] == [0, 4] and body["lengths"] == [[7, 5, 0]] * 2
-    monkeypatch.setitem(plugin.PROJECTION_CAPS, "tsne", (1000, 5))
+    monkeypatch.setitem(plugin_routes.PROJECTION_CAPS, "tsne", (1000, 5))
     status, response = get(client, "projection", run="lstm", tag="encoder", layer=0, kind="cell",
                            method="tsne", steps="1")
     assert status == 400 and b"capped at 5 points per step" in response.data

@@ -20,7 +20,8 @@ from tensorboard.backend.event_processing import plugin_event_multiplexer as mul
 from tensorboard.plugins import base_plugin
 
 import tb_lstm_states as tls
-from tb_lstm_states import metadata, plugin
+from tb_lstm_states import metadata
+from tb_lstm_states.server import routes
 from tb_lstm_states import states as states_lib
 
 PREFIX = "/data/plugin/lstm_states/"
@@ -79,7 +80,7 @@ def make_client(logdir, *, samples=0, sampling_hints=None, cache_bytes=None):
         data_provider=provider,
         sampling_hints=sampling_hints if sampling_hints is not None else {metadata.PLUGIN_NAME: 0},
     )
-    states_plugin = plugin.StatesPlugin(context, cache_bytes=cache_bytes)
+    states_plugin = routes.StatesPlugin(context, cache_bytes=cache_bytes)
     app = application.TensorBoardWSGI([states_plugin], data_provider=provider)
     return werkzeug_test.Client(app), states_plugin, multiplexer
 

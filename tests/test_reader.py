@@ -197,6 +197,7 @@ def _edited_index(tmp_path, edit):
     event_path = write(tmp_path, "a", [0])
     (value,) = index_values(event_path)
     index = json.loads(value.tensor.string_val[0])
+    del index[format.INDEX_SEAL_KEY]  # written unsealed, as earlier writers did
     edit(index)
     value.tensor.string_val[0] = json.dumps(index).encode()
     write_event(str(tmp_path / "events.out.tfevents.2.edited"), value, step=7)
@@ -215,17 +216,19 @@ def test_an_index_cannot_name_a_file_outside_the_plugin_directory(tmp_path, name
     assert len(caught) == 1 and "bad file name" in caught[0]
 
 
-def test_a_huge_claimed_shape_is_refused_before_allocating(tmp_path):
+@pytest.mark.parametrize("units, words", [(1 << 30, "at most 32768 units"), (5000, "out of the file")])
+def test_a_huge_claimed_shape_is_refused_before_allocating(tmp_path, units, words):
     def edit(index):
-        index["arrays"][0]["shape"][2] = 1 << 30
+        index["arrays"][0]["shape"][2] = units
     steps, caught = _edited_index(tmp_path, edit)
-    assert steps == [0] and "out of the file" in caught[0]
+    assert steps == [0] and words in caught[0]
 
 
 def test_a_newer_index_version_asks_for_an_upgrade(tmp_path):
-    write(tmp_path, "a", [0])
+    steps, caught = _edited_index(tmp_path, lambda index: index.update(version=format.FORMAT_VERSION + 1))
+    assert steps == [0] and len(caught) == 1 and "upgrade tb-lstm-states" in caught[0]
     with pytest.raises(format.NewerVersionError, match="upgrade tb-lstm-states"):
-        _edited_index(tmp_path, lambda index: index.update(version=format.FORMAT_VERSION + 1))
+        list(tls.read_states(tmp_path, strict=True))
 
 
 def test_newer_plugin_data_version_asks_for_an_upgrade(tmp_path):
@@ -235,8 +238,10 @@ def test_newer_plugin_data_version_asks_for_an_upgrade(tmp_path):
     content["version"] += 1
     value.metadata.plugin_data.content = json.dumps(content).encode()
     write_event(str(tmp_path / "events.out.tfevents.2.x"), value)
+    with pytest.warns(reader.NewerVersionWarning, match="newer than this package understands"):
+        assert [r.step for r in tls.read_states(tmp_path)] == [0]
     with pytest.raises(format.NewerVersionError, match="newer than this package understands"):
-        list(tls.read_states(tmp_path))
+        list(tls.read_states(tmp_path, strict=True))
 
 
 def test_garbage_events_and_indexes_are_skipped(tmp_path):
@@ -245,7 +250,7 @@ def test_garbage_events_and_indexes_are_skipped(tmp_path):
         metadata.ROLE_INDEX, content={}))
     value.tensor.string_val.append(b"[" * 100000)
     write_event(str(tmp_path / "events.out.tfevents.2.x"), value)
-    with pytest.warns(reader.CorruptRecordWarning, match="not JSON"):
+    with pytest.warns(reader.CorruptRecordWarning, match="nested 100000 levels deep"):
         assert [r.tag for r in tls.read_states(tmp_path)] == ["a"]
 
 

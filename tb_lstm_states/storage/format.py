@@ -25,14 +25,29 @@ For each (tag, step) a writer leaves two things in the run directory:
    only once the array file is complete: a `DT_STRING` scalar tensor holding the JSON
    of `build_index` (file name and size, each tensor's offset and first checksum
    slice, the checksums of the safetensors header and of the checksum table, the
-   layout, lengths, series names, and the per-array statistics of the overview).
-   TensorBoard keeps these few kilobytes per step; it never sees the arrays.
+   layout, lengths, series names, and the per-array statistics of the overview),
+   sealed by its own CRC32C (`"index_crc32c"`, the last member: TensorBoard's Rust
+   data server does not check the event file's record checksums, so the index
+   carries one of its own). TensorBoard keeps these few kilobytes per step; it
+   never sees the arrays.
 
 Reading a (layer, kind, sequence, time window) is one ranged read of the slices that
 cover it, each checked against the checksum table, which is itself checked against
 the index. Every field read from a logdir is validated (`parse_index`) before it is
 used to size anything, and a file name read from it can only name a file directly
 inside `<run>/plugins/lstm_states/`.
+
+Limits. A record may hold at most `MAX_LAYERS` layers (`num_layers`; two directions
+each at most), `MAX_BATCH` sequences, `MAX_UNITS` units per array, `MAX_SERIES`
+series (names of at most `MAX_NAME_CHARS` characters) and so at most
+`MAX_STATISTICS_ROWS` statistics rows; timesteps are bounded only by the bytes
+present (`MAX_DIM`). Writers refuse more at write time; readers refuse a record
+that claims more (the plugin answers 404). Every JSON document read from a logdir
+(indexes, safetensors headers, token lists, version 1 headers, plugin data) is
+parsed by `parse_json`: its size is checked first, then its nesting depth
+(`MAX_JSON_DEPTH`) by a linear scan, so that no input reaches the recursive parser
+deeper than that. The tab shows the first `MAX_DESCRIPTION_CHARS` characters of a
+description and says that it was cut.
 
 This module imports numpy and google-crc32c only.
 """
@@ -65,12 +80,26 @@ _SAFETENSORS_DTYPES = {"float16": "F16", "float32": "F32", "uint32": "U32"}
 
 STATISTICS_COLUMNS = ("mean_abs", "std", "saturated", "dead", "change")
 
-# Bounds on what a logdir may claim, checked before anything is allocated.
-MAX_DIM = 1 << 31
-MAX_LAYERS = 1 << 12
+# Bounds on what a record may hold (writers refuse more, readers refuse records that
+# claim more), checked in Python integers before anything is allocated.
+MAX_DIM = 1 << 31  # timesteps (and any other dimension not capped below)
+MAX_LAYERS = 64  # num_layers; each layer has one or two directions
+MAX_BATCH = 1 << 12  # sequences of the probe batch
+MAX_UNITS = 1 << 15  # units (the last dimension) of a state array
+MAX_SERIES = 64  # series per record
+MAX_NAME_CHARS = 1024  # characters of a series name
+# One statistics row per state array: layers x directions x array kinds.
+MAX_STATISTICS_ROWS = MAX_LAYERS * 2 * max(len(states_lib.array_kinds(k)) for k in states_lib.KINDS)
 MAX_FILE_BYTES = 1 << 50
-MAX_INDEX_BYTES = 64 << 20
-MAX_HEADER_BYTES = 256 << 20
+MAX_INDEX_BYTES = 1 << 20  # an index within the caps above is a few hundred KiB at most
+MAX_HEADER_BYTES = 256 << 20  # a safetensors header: mostly the tokens
+MAX_PLUGIN_DATA_BYTES = 1 << 16  # a summary's plugin data (the layout of its tag)
+MAX_JSON_DEPTH = 32  # nesting of any JSON document read from a logdir
+# Descriptions are shown up to this many characters; the tab says when one was cut.
+MAX_DESCRIPTION_CHARS = 4096
+
+INDEX_SEAL_KEY = "index_crc32c"
+_INDEX_SEAL = re.compile(rb',"index_crc32c":([0-9]{1,10})\}\Z')
 
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,239}\.safetensors")
 
@@ -86,6 +115,79 @@ class NewerVersionError(FormatError):
 def crc32c(data, crc: int = 0) -> int:
     """The CRC32C of `data` (`bytes`, not a memoryview), continuing from `crc`, in C."""
     return google_crc32c.extend(crc, data)
+
+
+# ----------------------------------------------------------------------
+# JSON read from a logdir.
+
+_JSON_SCAN_CHUNK = 1 << 20
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of `[` and `{` outside strings in `data`, by a linear scan.
+
+    Used before `json.loads`, whose parser recurses once per level: a document is
+    refused for its depth before it reaches it, never by a `RecursionError`. The scan
+    follows JSON's string and escape rules (an odd run of backslashes escapes a
+    quote), so it counts exactly the brackets `json.loads` would descend into up to
+    the first syntax error (after which the parser stops). numpy, 1 MiB at a time.
+    """
+    buffer = np.frombuffer(data, np.uint8)
+    depth = deepest = 0
+    in_string = 0
+    run = 0  # backslashes just before the chunk
+    for begin in range(0, len(buffer), _JSON_SCAN_CHUNK):
+        chunk = buffer[begin:begin + _JSON_SCAN_CHUNK]
+        n = len(chunk)
+        quotes = chunk == 0x22
+        backslashes = chunk == 0x5C
+        if run or backslashes.any():
+            position = np.arange(n, dtype=np.int64)
+            last_other = np.maximum.accumulate(np.where(backslashes, -1, position))
+            before = np.empty(n, np.int64)  # backslashes right before each position
+            before[0] = run
+            before[1:] = np.where(last_other[:-1] >= 0, position[1:] - 1 - last_other[:-1],
+                                  position[1:] + run)
+            quotes &= before % 2 == 0
+            run = int(n - 1 - last_other[-1]) if last_other[-1] >= 0 else n + run
+        toggles = np.cumsum(quotes, dtype=np.int64)
+        outside = (toggles + in_string) % 2 == 0
+        delta = ((chunk == 0x5B) | (chunk == 0x7B)).astype(np.int64)
+        delta -= (chunk == 0x5D) | (chunk == 0x7D)
+        delta *= outside
+        levels = np.cumsum(delta) + depth
+        if n:
+            deepest = max(deepest, int(levels.max()))
+            depth = int(levels[-1])
+            in_string = int(toggles[-1] + in_string) % 2
+    return deepest
+
+
+def parse_json(data, *, max_bytes: int, what: str, max_depth: int = MAX_JSON_DEPTH):
+    """Parses JSON read from a logdir, its size and nesting checked first.
+
+    Args:
+      data: UTF-8 bytes (or str).
+      max_bytes: the largest document accepted.
+      what: names the document in errors ("lstm_states index").
+      max_depth: the deepest nesting accepted.
+
+    Raises:
+      FormatError: if it is too large, nested too deep, or not JSON.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise FormatError("malformed %s: %d bytes, more than %d" % (what, len(data), max_bytes))
+    depth = json_depth(data)
+    if depth > max_depth:
+        raise FormatError("malformed %s: JSON nested %d levels deep, more than %d"
+                          % (what, depth, max_depth))
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise FormatError("malformed %s: not JSON (%s)" % (what, type(e).__name__)) from None
 
 
 # ----------------------------------------------------------------------
@@ -258,7 +360,30 @@ def build_index(layout: Layout, file_name: str, crc_table: np.ndarray, *, kind: 
         "statistics": None if statistics is None else [
             [_json_float(v) for v in row] for row in np.asarray(statistics, np.float64)],
     }
-    return json.dumps(index, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return seal_index(json.dumps(index, separators=(",", ":"), allow_nan=False).encode("utf-8"))
+
+
+def seal_index(body: bytes) -> bytes:
+    """Appends the index's own CRC32C as its last member, `"index_crc32c"`.
+
+    `body` is a compact JSON object; the seal is the CRC32C of exactly those bytes,
+    and `parse_index` recomputes it from the sealed text (no re-serialization).
+    """
+    if not body.endswith(b"}") or body == b"{}":
+        raise ValueError("an index is a non-empty JSON object")
+    return body[:-1] + b',"%s":%d}' % (INDEX_SEAL_KEY.encode("ascii"), crc32c(body))
+
+
+def _check_seal(data: bytes) -> None:
+    """Checks the seal of an index, if it has one (indexes before it have none)."""
+    match = _INDEX_SEAL.search(data)
+    if match is None:
+        _require(b'"' + INDEX_SEAL_KEY.encode("ascii") + b'"' not in data,
+                 "its checksum is not where it belongs (damaged)")
+        return
+    body = data[:match.start()] + b"}"
+    if crc32c(body) != int(match.group(1)):
+        raise FormatError("lstm_states index fails its checksum (damaged in the event file)")
 
 
 def _json_float(value):
@@ -289,11 +414,10 @@ def parse_index(data) -> dict:
     """
     data = bytes(data)
     _require(len(data) <= MAX_INDEX_BYTES, "index of %d bytes" % len(data))
-    try:
-        index = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise FormatError("malformed lstm_states index: not JSON (%s)" % type(e).__name__) from None
+    _check_seal(data)
+    index = parse_json(data, max_bytes=MAX_INDEX_BYTES, what="lstm_states index")
     _require(isinstance(index, dict), "not an object")
+    index.pop(INDEX_SEAL_KEY, None)
     version = index.get("version")
     _require(_is_int(version), "no version")
     if version > FORMAT_VERSION:
@@ -312,49 +436,74 @@ def parse_index(data) -> dict:
     _require(_is_int(crc_count, 0, MAX_FILE_BYTES) and _is_int(crc_offset, 0, MAX_FILE_BYTES)
              and crc_offset + 4 * crc_count <= file_bytes, "bad checksum table")
     _require(_is_int(index.get("crc_crc32c"), 0, 0xFFFFFFFF), "bad crc_crc32c")
+    _require(file_bytes == crc_offset + 4 * crc_count,
+             "the checksum table must end the file (file_bytes %d)" % file_bytes)
     kind = index.get("kind")
-    _require(kind in states_lib.KINDS, "unknown kind %r" % (str(kind)[:40],))
-    _require(_is_int(index.get("num_layers"), 1, MAX_LAYERS), "bad num_layers")
-    _require(index.get("num_directions") in (1, 2), "bad num_directions")
+    _require(isinstance(kind, str) and kind in states_lib.KINDS,
+             "unknown kind %r" % (str(kind)[:40],))
+    _require(_is_int(index.get("num_layers"), 1, MAX_LAYERS),
+             "num_layers must be an integer in [1, %d]" % MAX_LAYERS)
+    _require(index.get("num_directions") in (1, 2) and _is_int(index["num_directions"]),
+             "bad num_directions")
     batch, time = index.get("batch"), index.get("time")
-    _require(_is_int(batch, 1) and _is_int(time, 1), "bad batch or time")
+    _require(_is_int(batch, 1, MAX_BATCH), "batch must be an integer in [1, %d]" % MAX_BATCH)
+    _require(_is_int(time, 1), "time must be an integer in [1, %d]" % MAX_DIM)
     lengths = index.get("lengths")
     _require(isinstance(lengths, list) and len(lengths) == batch
              and all(_is_int(n, 0, time) for n in lengths),
              "lengths must be %d integers in [0, %d]" % (batch, time))
     series = index.get("series")
-    _require(isinstance(series, list) and all(isinstance(s, str) and s for s in series)
-             and len(set(series)) == len(series), "bad series")
+    _require(isinstance(series, list) and len(series) <= MAX_SERIES
+             and all(isinstance(s, str) and 0 < len(s) <= MAX_NAME_CHARS for s in series)
+             and len(set(series)) == len(series),
+             "series must be at most %d distinct names of 1 to %d characters"
+             % (MAX_SERIES, MAX_NAME_CHARS))
     _require(isinstance(index.get("tokens"), bool), "bad tokens")
     arrays = index.get("arrays")
-    _require(isinstance(arrays, list), "arrays is not a list")
     entries = index["num_layers"] * index["num_directions"]
     kinds = states_lib.array_kinds(kind)
+    _require(isinstance(arrays, list) and len(arrays) <= entries * len(kinds) + len(series),
+             "arrays is not a list of at most one entry per array")
     seen = set()
+    spans = []  # (offset, bytes, first slice, slices) of every tensor the index names
     for entry in arrays:
         _require(isinstance(entry, dict), "array entry is not an object")
-        _require(entry.get("dtype") in DTYPES, "bad array dtype")
+        _require(isinstance(entry.get("dtype"), str) and entry["dtype"] in DTYPES,
+                 "bad array dtype")
         shape = entry.get("shape")
         if "series" in entry:
             key = ("series", entry["series"])
-            _require(entry["series"] in series, "unknown series")
+            _require(isinstance(entry["series"], str) and entry["series"] in series,
+                     "unknown series")
             _require(shape == [batch, time] and entry["dtype"] == "float32",
                      "series must be float32 [batch, time]")
         else:
             key = (entry.get("layer"), entry.get("kind"))
             _require(_is_int(entry.get("layer"), 0, entries - 1), "bad array layer")
-            _require(entry.get("kind") in kinds, "bad array kind")
+            _require(isinstance(entry.get("kind"), str) and entry["kind"] in kinds,
+                     "bad array kind")
             _require(isinstance(shape, list) and len(shape) == 3 and shape[:2] == [batch, time]
-                     and _is_int(shape[2], 1), "array shape must be [batch, time, units]")
+                     and _is_int(shape[2], 1, MAX_UNITS),
+                     "array shape must be [batch, time, units] with at most %d units" % MAX_UNITS)
         _require(key not in seen, "array listed twice")
         seen.add(key)
-        nbytes = DTYPES[entry["dtype"]].itemsize * math.prod(shape)
-        _check_span(entry, nbytes, index)
+        nbytes = DTYPES[entry["dtype"]].itemsize * math.prod(shape)  # Python ints
+        spans.append(_check_span(entry, nbytes, index))
         pyramid = entry.get("pyramid")
         if pyramid is not None:
             _require("series" not in entry and isinstance(pyramid, dict)
-                     and pyramid.get("blocks") == -(-time // PYRAMID_BLOCK), "bad pyramid")
-            _check_span(pyramid, nbytes // time * 2 * pyramid["blocks"], index)
+                     and pyramid.get("blocks") == -(-time // PYRAMID_BLOCK)
+                     and _is_int(pyramid["blocks"]), "bad pyramid")
+            spans.append(_check_span(pyramid, nbytes // time * 2 * pyramid["blocks"], index))
+    # The tensors tile the file between the header and the checksum table, and their
+    # slices the table: the sizes declared are exactly the bytes present.
+    position, chunk = index["header_bytes"], 0
+    for offset, nbytes, first, count in sorted(spans):
+        _require(offset == position and first == chunk,
+                 "arrays do not tile the file (a gap or overlap at byte %d)" % offset)
+        position, chunk = offset + nbytes, first + count
+    _require(position == crc_offset and chunk == crc_count,
+             "arrays do not fill the file (%d bytes, %d slices declared)" % (position, chunk))
     for entry_index in range(entries):
         _require((entry_index, "hidden") in seen, "layer %d has no hidden array" % entry_index)
     statistics = index.get("statistics")
@@ -371,8 +520,10 @@ def _check_span(entry, nbytes, index):
     offset, chunk = entry.get("offset"), entry.get("chunk")
     _require(_is_int(offset, index["header_bytes"], MAX_FILE_BYTES)
              and offset + nbytes <= index["crc_offset"], "array bytes out of the file")
+    count = -(-nbytes // CHUNK_BYTES)
     _require(_is_int(chunk, 0, MAX_FILE_BYTES)
-             and chunk + -(-nbytes // CHUNK_BYTES) <= index["crc_count"], "bad checksum slice")
+             and chunk + count <= index["crc_count"], "bad checksum slice")
+    return offset, nbytes, chunk, count
 
 
 def find_array(index: dict, *, layer: Optional[int] = None, kind: Optional[str] = None,
@@ -401,9 +552,9 @@ def parse_file_header(data: bytes, index: dict) -> dict:
     _require_file(len(data) == index["header_bytes"], index, "is shorter than its index says")
     _require_file(crc32c(data) == index["header_crc32c"], index, "header fails its checksum")
     try:
-        header = json.loads(data[8:].decode("ascii"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise FormatError("array file %s has a malformed header" % index["file"]) from None
+        header = parse_json(data[8:], max_bytes=MAX_HEADER_BYTES, what="safetensors header")
+    except FormatError as e:
+        raise FormatError("array file %s has a malformed header: %s" % (index["file"], e)) from None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     _require_file(isinstance(metadata, dict), index, "header has no metadata")
     return metadata
@@ -413,9 +564,11 @@ def parse_tokens(metadata: dict, index: dict) -> Optional[List[List[str]]]:
     """The token lists of an array file's metadata (None if it has none), validated."""
     if not index["tokens"]:
         return None
+    text = metadata.get("tokens", "null")
     try:
-        tokens = json.loads(metadata.get("tokens", "null"))
-    except (TypeError, ValueError, RecursionError):
+        tokens = parse_json(text, max_bytes=MAX_HEADER_BYTES, what="token lists") \
+            if isinstance(text, str) else None
+    except FormatError:
         tokens = None
     _require_file(
         isinstance(tokens, list) and len(tokens) == index["batch"]

@@ -11,10 +11,15 @@ Version 1 of this package wrote each (tag, step) as one blob sequence:
 
 and its statistics as a tensor under `tag + metadata.STATISTICS_SUFFIX`. This package
 writes version 2 (`format.py`) and reads both. Every header field is validated before
-anything is allocated.
+anything is allocated, against the same caps as version 2 (`format.MAX_LAYERS`,
+`MAX_BATCH`, `MAX_UNITS`, `MAX_SERIES`), and the header's JSON is parsed with
+`format.parse_json` (size and depth bounded).
+
+Version 1 arrays carry no checksum of their own: only the event file's record
+checksum covers them. `read_states` checks it on every record; the plugin reads
+version 1 records from the event file itself and checks it too (`server/events.py`).
 """
 
-import json
 import math
 from typing import Dict, List, Optional, Sequence
 
@@ -28,9 +33,9 @@ HEADER_VERSION = 1
 
 DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 
-# Sanity bounds on header fields, so a hostile header cannot make a reader allocate.
-_MAX_DIM = 1 << 31
-_MAX_LAYERS = 1 << 12
+# Bounds on header fields (as version 2's), so a hostile header cannot make a reader allocate.
+_MAX_DIM = format.MAX_DIM
+_MAX_LAYERS = format.MAX_LAYERS
 
 
 class RecordError(ValueError):
@@ -55,10 +60,10 @@ def decode_header(blob: bytes) -> dict:
     blob = bytes(blob)
     _require(blob.startswith(HEADER_MAGIC), "header does not start with %r" % HEADER_MAGIC)
     try:
-        header = json.loads(blob[len(HEADER_MAGIC):].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise RecordError("malformed lstm_states record: header is not JSON (%s)"
-                          % type(e).__name__) from None
+        header = format.parse_json(blob[len(HEADER_MAGIC):], max_bytes=format.MAX_HEADER_BYTES,
+                                   what="header")
+    except format.FormatError as e:
+        raise RecordError("malformed lstm_states record: %s" % e) from None
     _require(isinstance(header, dict), "header is not an object")
     version = header.get("version")
     _require(_is_int(version), "header has no version")
@@ -68,11 +73,16 @@ def decode_header(blob: bytes) -> dict:
             "upgrade tb-lstm-states" % (version, HEADER_VERSION)
         )
     kind = header.get("kind")
-    _require(kind in states_lib.KINDS, "unknown kind %r" % (kind,))
-    _require(_is_int(header.get("num_layers"), 1, _MAX_LAYERS), "bad num_layers")
-    _require(header.get("num_directions") in (1, 2), "bad num_directions")
+    _require(isinstance(kind, str) and kind in states_lib.KINDS,
+             "unknown kind %r" % (str(kind)[:40],))
+    _require(_is_int(header.get("num_layers"), 1, _MAX_LAYERS),
+             "num_layers must be an integer in [1, %d]" % _MAX_LAYERS)
+    _require(header.get("num_directions") in (1, 2) and _is_int(header["num_directions"]),
+             "bad num_directions")
     batch, time = header.get("batch"), header.get("time")
-    _require(_is_int(batch) and _is_int(time), "bad batch or time")
+    _require(_is_int(batch, 1, format.MAX_BATCH),
+             "batch must be an integer in [1, %d]" % format.MAX_BATCH)
+    _require(_is_int(time, 1), "time must be an integer in [1, %d]" % _MAX_DIM)
     lengths = header.get("lengths")
     _require(
         isinstance(lengths, list)
@@ -81,7 +91,11 @@ def decode_header(blob: bytes) -> dict:
         "lengths must be %d integers in [0, %d]" % (batch, time),
     )
     series = header.get("series")
-    _require(isinstance(series, list) and all(isinstance(s, str) for s in series), "bad series")
+    _require(isinstance(series, list) and len(series) <= format.MAX_SERIES
+             and all(isinstance(s, str) and len(s) <= format.MAX_NAME_CHARS for s in series)
+             and len(set(series)) == len(series),
+             "series must be at most %d distinct names of at most %d characters"
+             % (format.MAX_SERIES, format.MAX_NAME_CHARS))
     tokens = header.get("tokens")
     _require(
         tokens is None
@@ -96,25 +110,35 @@ def decode_header(blob: bytes) -> dict:
         "bad tokens",
     )
     arrays = header.get("arrays")
-    _require(isinstance(arrays, list), "arrays is not a list")
     num_entries = header["num_layers"] * header["num_directions"]
+    kinds = states_lib.array_kinds(kind)
+    _require(isinstance(arrays, list) and len(arrays) <= num_entries * len(kinds) + len(series),
+             "arrays is not a list of at most one entry per array")
+    seen = set()
     for entry in arrays:
         _require(isinstance(entry, dict), "array entry is not an object")
-        _require(entry.get("dtype") in DTYPES, "bad array dtype %r" % (entry.get("dtype"),))
+        _require(isinstance(entry.get("dtype"), str) and entry["dtype"] in DTYPES,
+                 "bad array dtype %r" % (str(entry.get("dtype"))[:40],))
         shape = entry.get("shape")
         if "series" in entry:
-            _require(entry["series"] in series, "unknown series %r" % (entry["series"],))
+            key = ("series", entry["series"])
+            _require(isinstance(entry["series"], str) and entry["series"] in series,
+                     "unknown series %r" % (str(entry["series"])[:100],))
             _require(shape == [batch, time], "series shape must be [batch, time]")
         else:
+            key = (entry.get("layer"), entry.get("kind"))
             _require(_is_int(entry.get("layer"), 0, num_entries - 1), "bad array layer")
-            _require(entry.get("kind") in states_lib.array_kinds(kind), "bad array kind")
+            _require(isinstance(entry.get("kind"), str) and entry["kind"] in kinds,
+                     "bad array kind")
             _require(
                 isinstance(shape, list)
                 and len(shape) == 3
                 and shape[:2] == [batch, time]
-                and _is_int(shape[2]),
-                "array shape must be [batch, time, units]",
+                and _is_int(shape[2], 1, format.MAX_UNITS),
+                "array shape must be [batch, time, units] with at most %d units" % format.MAX_UNITS,
             )
+        _require(key not in seen, "array listed twice")
+        seen.add(key)
     return header
 
 

@@ -17,10 +17,12 @@ arrays inside the event file) is decoded from the event itself.
 
 A truncated last record (a writer still running, or killed mid-record) is skipped
 quietly, as TensorBoard does. A record or array file that is damaged (a failed
-checksum, a torn or missing array file, a malformed index) is skipped with a
-`CorruptRecordWarning` naming the file and the problem, and reading goes on: one
-flipped bit should not hide a whole training run. A record written by a newer
-version of this package raises, asking for an upgrade.
+checksum, a torn or missing array file, a malformed or oversized index, an event
+file that cannot be opened) is skipped with a `CorruptRecordWarning` naming the file,
+the byte offset and the problem, and reading goes on: one flipped bit should not hide
+a whole training run. A record written by a newer version of this package is
+skipped with a `NewerVersionWarning` asking for an upgrade. With `strict=True` the
+first of them raises instead (`CorruptRecordError`, `format.NewerVersionError`).
 """
 
 import dataclasses
@@ -41,6 +43,14 @@ from tb_lstm_states.storage import event_file, format, legacy
 
 class CorruptRecordWarning(UserWarning):
     """A record or its array file is damaged; it was skipped."""
+
+
+class NewerVersionWarning(UserWarning):
+    """A record was written by a newer version of this package; it was skipped."""
+
+
+class CorruptRecordError(ValueError):
+    """With `strict=True`: a record, its array file or an event file is damaged."""
 
 
 @dataclasses.dataclass
@@ -74,6 +84,7 @@ def read_states(
     run: Optional[str] = None,
     tag: Optional[str] = None,
     steps: Union[None, int, Iterable[int]] = None,
+    strict: bool = False,
 ) -> Iterator[StatesRecord]:
     """Yields the states records of a logdir, run by run, in file order.
 
@@ -82,6 +93,11 @@ def read_states(
       run: only this run (`"."` for event files directly in `logdir`).
       tag: only this tag.
       steps: only this step, or these steps.
+      strict: False (the default): a damaged record, array file or event file is
+        skipped with a `CorruptRecordWarning` naming the file, byte offset and
+        problem, a record of a newer version of this package with a
+        `NewerVersionWarning`, and reading goes on, so every intact record is
+        yielded. True: the first of them raises instead.
 
     Yields:
       `StatesRecord`s. A (run, tag, step) logged twice (a restarted run) is yielded
@@ -89,23 +105,56 @@ def read_states(
 
     Raises:
       FileNotFoundError: if `logdir` does not exist.
-      format.NewerVersionError: on a record written by a newer version of this package
-        (upgrade tb-lstm-states).
+      CorruptRecordError: with `strict=True`, on the first damaged record or file.
+      format.NewerVersionError: with `strict=True`, on a record written by a newer
+        version of this package (upgrade tb-lstm-states).
     """
     logdir = os.fspath(logdir)
     if not os.path.isdir(logdir):
         raise FileNotFoundError("logdir %r is not a directory" % logdir)
     wanted_steps = _step_filter(steps)
+    problems = _Problems(strict)
     for run_name, directory, paths in _runs(logdir):
         if run is not None and run_name != os.path.normpath(run):
             continue
         for path in paths:
-            for offset, payload in event_file.read_records(path, on_corrupt=_warn):
-                yield from _decode(run_name, directory, path, offset, payload, tag, wanted_steps)
+            records = event_file.read_records(path, on_corrupt=problems.corrupt_record)
+            while True:
+                try:
+                    offset, payload = next(records)
+                except StopIteration:
+                    break
+                except (OSError, ValueError, MemoryError) as e:  # the file itself
+                    problems.corrupt("%s: cannot be read: %s" % (path, _short(e)), e)
+                    break
+                yield from _decode(run_name, directory, path, offset, payload, tag,
+                                   wanted_steps, problems)
 
 
-def _warn(error) -> None:
-    warnings.warn("skipping a corrupt record: %s" % error, CorruptRecordWarning, stacklevel=4)
+class _Problems:
+    """Warns about (or, strict, raises on) what a logdir holds that cannot be read."""
+
+    def __init__(self, strict):
+        self.strict = strict
+
+    def corrupt(self, message, cause=None):
+        if self.strict:
+            raise CorruptRecordError(message) from cause
+        warnings.warn("skipping a corrupt record: %s" % message, CorruptRecordWarning,
+                      stacklevel=5)
+
+    def corrupt_record(self, error):
+        self.corrupt(str(error), error)
+
+    def newer(self, error):
+        if self.strict:
+            raise error
+        warnings.warn("skipping a record: %s" % error, NewerVersionWarning, stacklevel=5)
+
+
+def _short(error) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 500 else text[:500] + "..."
 
 
 def _step_filter(steps):
@@ -144,15 +193,15 @@ def _peek_step(payload):
     return None
 
 
-def _decode(run_name, directory, path, offset, payload, tag, wanted_steps):
+def _decode(run_name, directory, path, offset, payload, tag, wanted_steps, problems):
     if wanted_steps is not None:
         step = _peek_step(payload)
         if step is not None and step not in wanted_steps:
             return
     try:
         event = event_pb2.Event.FromString(payload)
-    except (message.DecodeError, RecursionError):
-        _warn("%s byte %d: not an Event" % (path, offset))
+    except (message.DecodeError, RecursionError, ValueError, MemoryError) as e:
+        problems.corrupt("%s byte %d: not an Event (%s)" % (path, offset, type(e).__name__), e)
         return
     if not event.HasField("summary"):
         return
@@ -164,7 +213,8 @@ def _decode(run_name, directory, path, offset, payload, tag, wanted_steps):
         plugin_data = value.metadata.plugin_data
         if plugin_data.plugin_name != metadata.PLUGIN_NAME:
             continue
-        where = "%s: the record of tag %r at step %d (byte %d)" % (path, value.tag, event.step, offset)
+        where = "%s byte %d: the record of tag %r at step %d" % (
+            path, offset, value.tag[:200], event.step)
         try:
             content = metadata.parse_plugin_content(plugin_data.content)
             role = content.get("role")
@@ -175,9 +225,12 @@ def _decode(run_name, directory, path, offset, payload, tag, wanted_steps):
             else:
                 continue
         except format.NewerVersionError as e:
-            raise format.NewerVersionError("%s: %s" % (where, e)) from None
-        except (ValueError, OSError, RecursionError) as e:
-            _warn("%s: %s" % (where, e))
+            problems.newer(format.NewerVersionError("%s: %s" % (where, e)))
+            continue
+        except (ValueError, OSError, RecursionError, MemoryError, KeyError, IndexError,
+                TypeError, OverflowError) as e:
+            # Anything a record's content can raise: that record is skipped, never the walk.
+            problems.corrupt("%s: %s" % (where, _short(e)), e)
             continue
         states, series, tokens = decoded
         yield StatesRecord(
@@ -201,9 +254,15 @@ def _decode_index(directory, value):
     path = os.path.join(directory, *format.PLUGIN_DIRECTORY, index["file"])
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < index["file_bytes"]:  # before any read is sized by the index
+                raise format.FormatError(
+                    "array file %s is shorter than its index says (%d of %d bytes: torn or "
+                    "still being written)" % (index["file"], size, index["file_bytes"]))
+
             def read_range(offset, length):
                 f.seek(offset)
-                return f.read(length)
+                return f.read(max(0, min(length, size - offset)))
 
             metadata_fields = format.parse_file_header(read_range(0, index["header_bytes"]), index)
             tokens = format.parse_tokens(metadata_fields, index)
