@@ -6,10 +6,11 @@ every timestep, h_n, c_n) plus the LSTM identity h = o * tanh(c). The same tests
 on CUDA when it is available.
 """
 
-import functools
-import gc
-import platform
+import os
+import pathlib
 import random
+import re
+import subprocess
 import sys
 import warnings
 
@@ -19,7 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import tb_lstm_states as tls
-from tb_lstm_states import capturing as capture_module
+from tb_lstm_states.capturing import scan
 from tb_lstm_states.states import GATE_NAMES
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -33,10 +34,8 @@ MODULES = {
 INPUT_MODES = ("batched", "unbatched", "packed_sorted", "packed_unsorted")
 # Chunk lengths forced on the cell-state scan; None keeps the cost model's choice.
 SCAN_CHUNKS = (None, 1, 2, 4, 8)
-# LSTM path forced: "native" the compiled loop, False kernel + gates, None the rule.
-# (test_native_loop_is_exact forces the compiled loop over every LSTM of the matrix.)
-LOOP_CHOICES = (None, "native", False)
 NUM_CONFIGS = 240
+PACKAGE = pathlib.Path(tls.__file__).parent
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -68,8 +67,9 @@ def random_configs(count, seed=20260101):
                 bidirectional=rng.random() < 0.5,
                 batch_first=rng.random() < 0.5,
                 bias=rng.random() < 0.75,
-                proj_size=rng.randint(1, hidden - 1) if kind == "lstm" and hidden > 1
-                and rng.random() < 0.4 else 0,
+                proj_size=rng.randint(1, hidden - 1)
+                if kind == "lstm" and hidden > 1 and rng.random() < 0.4
+                else 0,
                 input_size=rng.randint(1, 5),
                 hidden_size=hidden,
                 batch=1 if mode == "unbatched" else rng.randint(1, 4),
@@ -77,7 +77,9 @@ def random_configs(count, seed=20260101):
                 hx_given=rng.random() < 0.5,
                 dtype=rng.choice([torch.float32, torch.float64]),
                 chunk=rng.choice(SCAN_CHUNKS),
-                loop=rng.choice(LOOP_CHOICES),
+                # Once the choice of a path that is gone; still drawn, so that the
+                # seeded matrix keeps the configurations it has always had.
+                _=rng.randrange(3),
                 seed=rng.randrange(2**31),
             )
         )
@@ -85,12 +87,11 @@ def random_configs(count, seed=20260101):
 
 
 def config_id(config):
-    return "{kind}-{mode}-L{num_layers}{bi}{bf}{nobias}{proj}-{dtype}-k{chunk}{loop_id}-{seed}".format(
+    return "{kind}-{mode}-L{num_layers}{bi}{bf}{nobias}{proj}-{dtype}-k{chunk}-{seed}".format(
         bi="-bi" if config["bidirectional"] else "",
         bf="-bf" if config["batch_first"] else "",
         nobias="-nobias" if not config["bias"] else "",
         proj="-proj%d" % config["proj_size"] if config["proj_size"] else "",
-        loop_id={None: "", "native": "-native", False: "-kernel"}[config["loop"]],
         dtype=str(config["dtype"]).replace("torch.", ""),
         **{k: v for k, v in config.items() if k != "dtype"},
     )
@@ -154,8 +155,10 @@ def module_reference(module, inputs, hx, batch_first):
     output, final = module(inputs, hx)
     h_n, c_n = final if isinstance(final, tuple) else (final, None)
     if isinstance(output, torch.Tensor) and output.dim() == 2:  # unbatched
-        return output.unsqueeze(0), h_n.unsqueeze(1), (
-            c_n.unsqueeze(1) if c_n is not None else None
+        return (
+            output.unsqueeze(0),
+            h_n.unsqueeze(1),
+            (c_n.unsqueeze(1) if c_n is not None else None),
         )
     if isinstance(inputs, nn.utils.rnn.PackedSequence):
         output, _ = pad_packed_sequence(output, batch_first=True)
@@ -186,9 +189,7 @@ def assert_exact(module, inputs, hx, lengths, states):
     valid = (torch.arange(steps).unsqueeze(0) < lengths.unsqueeze(1)).to(device)
     valid = valid.unsqueeze(2)
 
-    last = torch.cat(
-        [states.layer(module.num_layers - 1, d).hidden for d in range(directions)], 2
-    )
+    last = torch.cat([states.layer(module.num_layers - 1, d).hidden for d in range(directions)], 2)
     assert_close(last * valid, output * valid, tolerance, "last layer hidden vs output")
 
     for index, layer in enumerate(states.layers):
@@ -207,60 +208,36 @@ def assert_exact(module, inputs, hx, lengths, states):
         # The final state is at the last valid position going forward, at 0 in reverse.
         final_position = lengths - 1 if direction == 0 else torch.zeros_like(lengths)
         rows = torch.arange(batch)
-        assert_close(
-            layer.hidden[rows, final_position], h_n[index], tolerance, "hidden vs h_n"
-        )
+        assert_close(layer.hidden[rows, final_position], h_n[index], tolerance, "hidden vs h_n")
         if kind == "lstm":
-            assert_close(
-                layer.cell[rows, final_position], c_n[index], tolerance, "cell vs c_n"
-            )
+            assert_close(layer.cell[rows, final_position], c_n[index], tolerance, "cell vs c_n")
             if module.proj_size == 0:
                 expected = layer.gates["output"] * torch.tanh(layer.cell)
                 assert_close(layer.hidden, expected, tolerance, "h = o * tanh(c)")
 
 
 @pytest.fixture
-def force_paths(monkeypatch):
-    """Returns a function forcing the scan chunk and the LSTM path (None: default)."""
+def force_chunk(monkeypatch):
+    """Returns a function forcing the chunk length of the cell-state scan."""
 
-    def force(chunk=None, loop=None):
+    def force(chunk):
         if chunk is not None:
-            monkeypatch.setattr(capture_module, "_scan_chunk", lambda *args: chunk)
-        monkeypatch.setattr(capture_module, "_LOOP_CHOICE", loop)
+            monkeypatch.setattr(scan, "scan_chunk", lambda *args: chunk)
 
     return force
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("config", random_configs(NUM_CONFIGS), ids=config_id)
-def test_capture_is_exact(config, device, force_paths):
-    force_paths(config["chunk"], config["loop"])
+def test_capture_is_exact(config, device, force_chunk):
+    force_chunk(config["chunk"])
     module, inputs, hx, lengths = build(config, device)
     states = tls.capture(module, inputs, hx)
     assert states.kind == config["kind"].split("_")[0]
     assert_exact(module, inputs, hx, lengths, states)
 
 
-NATIVE_CONFIGS = [c for c in random_configs(NUM_CONFIGS) if c["kind"] == "lstm"]
-
-
-@pytest.mark.parametrize("config", NATIVE_CONFIGS, ids=config_id)
-def test_native_loop_is_exact(config, force_paths):
-    """The compiled loop (CPU only) over every LSTM configuration of the matrix."""
-    if not capture_module._native_kernel():
-        pytest.skip("numba is not available")
-    force_paths(config["chunk"], "native")
-    module, inputs, hx, lengths = build(config, "cpu")
-    plans = capture_module._candidate_plans(module, capture_module._Sequences(module, inputs))
-    assert plans == [capture_module._Plan("native", None)]
-    states = tls.capture(module, inputs, hx)
-    assert_exact(module, inputs, hx, lengths, states)
-
-
-def test_native_loop_propagates_non_finite_inputs(force_paths):
-    if not capture_module._native_kernel():
-        pytest.skip("numba is not available")
-    force_paths(loop="native")
+def test_non_finite_inputs_propagate_through_layers_and_projection():
     torch.manual_seed(9)
     for dtype in (torch.float32, torch.float64):
         module = nn.LSTM(3, 5, 2, bidirectional=True, proj_size=2).to(dtype).eval()
@@ -276,9 +253,7 @@ def test_native_loop_propagates_non_finite_inputs(force_paths):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("loop", [None, False, "native"])
-def test_long_sequences_with_default_scan(device, bidirectional, dtype, loop, force_paths):
-    force_paths(loop=loop)
+def test_long_sequences_with_default_scan(device, bidirectional, dtype):
     torch.manual_seed(1)
     module = nn.LSTM(8, 16, 2, bidirectional=bidirectional).to(device, dtype).eval()
     padded = torch.randn(150, 5, 8, device=device, dtype=dtype)
@@ -289,11 +264,23 @@ def test_long_sequences_with_default_scan(device, bidirectional, dtype, loop, fo
         assert_exact(module, inputs, None, expected_lengths, states)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_states_do_not_drift_over_long_sequences(device):
+    torch.manual_seed(8)
+    module = nn.LSTM(16, 64, 2, bidirectional=True).to(device).eval()
+    padded = torch.randn(1000, 4, 16, device=device) * 3
+    lengths = torch.tensor([1000, 999, 513, 7])
+    for inputs in (padded, pack_padded_sequence(padded, lengths, enforce_sorted=False)):
+        states = tls.capture(module, inputs)
+        expected_lengths = lengths if inputs is not padded else torch.full((4,), 1000)
+        assert_exact(module, inputs, None, expected_lengths, states)
+
+
 def test_chunk_choice_follows_the_cost_model():
     # On a GPU launches dominate: long narrow scans are chunked.
-    assert capture_module._scan_chunk(128, 8 * 64, "cuda") > 1
+    assert scan.scan_chunk(128, 8 * 64, "cuda") > 1
     # On a CPU elementwise passes cost more than the per-step operations they save.
-    assert capture_module._scan_chunk(100, 64 * 512, "cpu") == 1
+    assert scan.scan_chunk(100, 64 * 512, "cpu") == 1
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -345,17 +332,16 @@ def assert_same_states(actual, expected, tolerance=None):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
-def test_record_captures_forward_calls_without_changing_them(device, kind, force_paths):
-    # One path throughout, so that the recorded and direct captures are bit-equal
-    # (the tuner may otherwise pick plans that differ in float rounding).
-    force_paths(loop=False)
+def test_record_captures_forward_calls_without_changing_them(device, kind):
     torch.manual_seed(3)
     module = MODULES[kind](input_size=3, hidden_size=4, num_layers=2, batch_first=True)
     module = module.to(device).eval()
     inputs = torch.randn(2, 7, 3, device=device, requires_grad=True)
     packed = pack_padded_sequence(
-        torch.randn(2, 7, 3, device=device), torch.tensor([3, 7]),
-        batch_first=True, enforce_sorted=False,
+        torch.randn(2, 7, 3, device=device),
+        torch.tensor([3, 7]),
+        batch_first=True,
+        enforce_sorted=False,
     )
 
     def forward_and_grads():
@@ -477,181 +463,76 @@ def test_non_finite_inputs_give_non_finite_states(device, kind, bidirectional):
         assert not torch.isfinite(forward.cell[0, 3:]).all()
 
 
-def test_path_tuner_times_both_thread_counts_then_keeps_the_faster(monkeypatch):
-    tuner = capture_module._PathTuner()
-    monkeypatch.setattr(capture_module, "_PATH_TUNER", tuner)
-    chosen = []
-    real_layers = capture_module._capture_layers
-
-    def spy(module, sequences, h0, c0, loop):
-        chosen.append(torch.get_num_threads())
-        return real_layers(module, sequences, h0, c0, loop)
-
-    monkeypatch.setattr(capture_module, "_capture_layers", spy)
-    torch.manual_seed(6)
-    module = nn.GRU(3, 64, num_layers=2).eval()
-    inputs = torch.randn(4, 64, 3)
-    torch.set_num_threads(2)
-    try:
-        results = [tls.capture(module, inputs) for _ in range(8)]
-        assert torch.get_num_threads() == 2  # Restored after the one-thread trials.
-    finally:
-        torch.set_num_threads(1)
-    assert chosen[:6] == [2, 1] * 3
-    assert len(set(chosen[6:])) == 1  # Settled.
-    for states in results:
-        assert_exact(module, inputs, None, torch.full((64,), 4), states)
-    # One thread only: nothing to choose, nothing timed.
-    chosen.clear()
-    tls.capture(module, inputs[:, :2])
-    assert chosen == [1]
+@pytest.mark.parametrize("threads", [1, 2])
+def test_capture_changes_nothing_outside_the_call(threads, monkeypatch):
+    """No thread counts, no environment, no grad mode, no change to the module."""
+    torch.set_num_threads(threads)
+    calls = []
+    for name in ("set_num_threads", "set_num_interop_threads"):
+        monkeypatch.setattr(torch, name, lambda *args, name=name: calls.append(name))
+    torch.manual_seed(11)
+    module = nn.LSTM(3, 8, 2, bidirectional=True, proj_size=4).eval()
+    before = {name: tensor.clone() for name, tensor in module.state_dict().items()}
+    environment = dict(os.environ)
+    inputs = torch.randn(20, 3, 3, requires_grad=True)
+    with tls.record(module) as recorder:
+        module(inputs)
+    states = tls.capture(module, inputs)
+    assert calls == []
+    monkeypatch.undo()
+    assert torch.get_num_threads() == threads
+    torch.set_num_threads(1)
+    assert torch.is_grad_enabled()
+    assert dict(os.environ) == environment
+    for name, tensor in module.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    assert_same_states(recorder.states[0], states)
 
 
-def test_plans_by_module_and_device(monkeypatch):
-    torch.set_num_threads(2)
-    try:
-        gru = nn.GRU(3, 8).eval()
-        lstm = nn.LSTM(3, 8).eval()
-        inputs = torch.randn(4, 5, 3)
-
-        def plans(module, inputs):
-            sequences = capture_module._Sequences(module, inputs)
-            return {(p.loop, p.threads) for p in capture_module._candidate_plans(module, sequences)}
-
-        assert plans(gru, inputs) == {(False, None), (False, 1)}
-        if capture_module._native_kernel():
-            assert plans(lstm, inputs) == {("native", None), ("native", 1)}
-        monkeypatch.setattr(capture_module, "_NATIVE_KERNEL", False)  # No numba.
-        assert plans(lstm, inputs) == {(False, None), (False, 1)}
-    finally:
-        torch.set_num_threads(1)
-
-
-def test_path_tuner_tries_the_native_loop_on_every_cpu_lstm(monkeypatch):
-    if not capture_module._native_kernel():
-        pytest.skip("numba is not available")
-    monkeypatch.setattr(capture_module, "_PATH_TUNER", capture_module._PathTuner())
-    chosen = []
-    real_layers = capture_module._capture_layers
-
-    def spy(module, sequences, h0, c0, loop):
-        chosen.append((loop, torch.get_num_threads()))
-        return real_layers(module, sequences, h0, c0, loop)
-
-    monkeypatch.setattr(capture_module, "_capture_layers", spy)
-    torch.manual_seed(7)
-    module = nn.LSTM(3, 4, num_layers=2).eval()  # Small, padded: native is the path.
-    inputs = torch.randn(5, 3, 3)
-    lengths = torch.tensor([5, 2, 4])
-    packed = pack_padded_sequence(inputs, lengths, enforce_sorted=False)
-    torch.set_num_threads(2)
-    try:
-        for _ in range(5):
-            states = tls.capture(module, packed)
-            assert_exact(module, packed, None, lengths, states)
-        # Two threads (MKL spreads each product over them) and one: both compiled.
-        assert chosen == [("native", 2), ("native", 1)] * 2 + [chosen[-1]]
-        monkeypatch.setattr(capture_module, "_LOOP_CHOICE", "native")
-        wide = nn.LSTM(3, 37, 2).eval()
-        long_inputs = torch.randn(50, 7, 3)
-        split = tls.capture(wide, long_inputs)
-        assert_same_states(tls.capture(wide, long_inputs), split)  # Repeatable.
-        torch.set_num_threads(1)
-        serial = tls.capture(wide, long_inputs)
-        assert_same_states(tls.capture(wide, long_inputs), serial)
-        # MKL may sum a product in another order on two threads than on one (it
-        # does on AMD EPYC, by about 5e-8): the plans agree to float rounding.
-        assert_same_states(split, serial, tolerance=1e-6)
-        monkeypatch.setattr(capture_module, "_LOOP_CHOICE", None)
-    finally:
-        torch.set_num_threads(1)
-    chosen.clear()
-    tls.capture(nn.GRU(3, 4).eval(), inputs)
-    tls.capture(module.double(), inputs.double())
-    assert [loop for loop, _ in chosen] == [False, "native"]
+def test_the_package_uses_torch_alone():
+    """No compiled code, no foreign libraries, no process-wide settings, short modules."""
+    sources = sorted((PACKAGE / "capturing").glob("*.py"))
+    assert len(sources) >= 4
+    forbidden = re.compile(
+        r"^\s*(import|from)\s+(numba|llvmlite|ctypes|mmap|threadpoolctl|scipy|numpy)\b"
+        r"|set_num_threads|os\.environ|getrefcount",
+        re.MULTILINE,
+    )
+    for path in sources:
+        text = path.read_text()
+        assert not forbidden.search(text), "%s: %s" % (path.name, forbidden.search(text))
+        assert len(text.splitlines()) <= 600, path.name
+        assert text.startswith('"""'), "%s has no module docstring" % path.name
+    # In a fresh process: capturing imports none of them either.
+    script = (
+        "import sys, torch, tb_lstm_states as tls\n"
+        "tls.capture(torch.nn.LSTM(2, 3).eval(), torch.randn(4, 1, 2))\n"
+        "print(sorted(m for m in ('numba', 'llvmlite', 'threadpoolctl', 'scipy') "
+        "if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
-def test_native_loop_is_exact_over_long_sequences(force_paths):
-    """The compiled float32 activations do not drift over 1000 steps."""
-    if not capture_module._native_kernel():
-        pytest.skip("numba is not available")
-    force_paths(loop="native")
-    torch.manual_seed(8)
-    module = nn.LSTM(16, 64, 2, bidirectional=True).eval()
-    padded = torch.randn(1000, 4, 16) * 3
-    lengths = torch.tensor([1000, 999, 513, 7])
-    for inputs in (padded, pack_padded_sequence(padded, lengths, enforce_sorted=False)):
-        states = tls.capture(module, inputs)
-        expected_lengths = lengths if inputs is not padded else torch.full((4,), 1000)
-        assert_exact(module, inputs, None, expected_lengths, states)
-
-
-def test_packed_gemm_multiplies_like_torch():
-    """MKL's packed sgemm, as the compiled loop calls it (x86-64 Linux torch has it)."""
-    gemm = capture_module._mkl()
-    if gemm is None:
-        assert not (sys.platform == "linux" and platform.machine() == "x86_64"), (
-            "torch's CPU library on x86-64 Linux links MKL: the packed GEMM should load")
-        pytest.skip("this torch build has no MKL")
-    import ctypes
-
-    compute = ctypes.CFUNCTYPE(
-        None, *([ctypes.c_int] * 6), ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-        ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int)(gemm.address)
-    torch.manual_seed(10)
-    for rows, columns, depth in ((1, 8, 3), (3, 40, 17), (17, 256, 129)):
-        weight = torch.randn(columns, depth)
-        inputs = torch.randn(rows, depth)
-        out = torch.full((rows, columns), float("nan"))
-        packed = gemm.pack(weight, rows)
-        compute(101, 111, 151, rows, columns, depth, inputs.data_ptr(), depth,
-                packed.data_ptr(), columns, 0.0, out.data_ptr(), columns)
-        torch.testing.assert_close(out, inputs @ weight.t(), rtol=1e-5, atol=1e-5)
-
-
-def test_large_state_buffers_are_zeroed_and_outlive_their_views(monkeypatch):
-    monkeypatch.setattr(capture_module, "_MAPPINGS", capture_module._Mappings(64 << 20))
-    new_zeros = functools.partial(capture_module._new_buffer, zero=True)
-    small = new_zeros(3, 4, dtype=torch.float32)
-    # 16 MB: a mapping of its own, zero when new even if zeros are not asked for.
-    large = capture_module._new_buffer(64, 64, 1024, dtype=torch.float32, zero=False)
-    for tensor, shape in ((small, (3, 4)), (large, (64, 64, 1024))):
-        assert tensor.shape == shape and tensor.dtype == torch.float32
-        assert not tensor.any()
-    view = large[5, :, 7:9]
-    large.fill_(3)
-    del large
-    gc.collect()
-    assert (view == 3).all()  # The mapping lives as long as any view of it.
-    assert new_zeros(4, 1024, 1024, dtype=torch.float64).dtype == torch.float64
-
-
-def test_state_buffer_mappings_are_reused_only_once_unreferenced(monkeypatch):
-    pool = capture_module._Mappings(max_bytes=40 << 20)
-    monkeypatch.setattr(capture_module, "_MAPPINGS", pool)
-    new = functools.partial(capture_module._new_buffer, 1024, 4096, dtype=torch.float32)
-    first = new(zero=False)  # 16 MB
-    first.fill_(7)
-    second = new(zero=False)
-    assert first.data_ptr() != second.data_ptr()  # `first` is alive: not reused
-    states = first.numpy()[3:]  # a numpy view keeps it alive too
-    address = first.data_ptr()
-    del first
-    assert new(zero=False).data_ptr() != address
-    del states
-    gc.collect()
-    reused = new(zero=False)
-    assert reused.data_ptr() == address and (reused == 7).all()  # stale, as asked
-    zeroed = new(zero=True)  # the one freed by the assert above
-    assert zeroed.data_ptr() != address and not zeroed.any()
-    del reused
-    zeroed = new(zero=True)
-    assert zeroed.data_ptr() == address and not zeroed.any()
-    # Free mappings beyond max_bytes are unmapped: three 16 MB ones in use, then
-    # none in use; a fourth request keeps at most 40 MB of unused ones around.
-    held = [new(zero=False) for _ in range(3)]
-    del held, zeroed, second
-    gc.collect()
-    new(zero=False)
-    unused = [m for i, m in enumerate(pool._mappings) if pool._unused(i)]
-    assert sum(len(m) for m in unused) <= 40 << 20
+def test_public_names_are_not_shadowed_by_submodules():
+    """Importing a subpackage sets it as an attribute of the package: one called like a
+    public function (`capture`) would replace `tls.capture` with the subpackage."""
+    modules = {
+        path.stem
+        for path in PACKAGE.iterdir()
+        if path.suffix == ".py" or (path / "__init__.py").exists()
+    }
+    assert not modules & set(tls.__all__)
+    script = (
+        "import tb_lstm_states.capturing.cells, tb_lstm_states.storage.writer\n"
+        "import tb_lstm_states as tls\n"
+        "assert callable(tls.capture) and tls.capture.__name__ == 'capture'\n"
+        "assert tls.record.__name__ == 'record' and tls.Recorder.__name__ == 'Recorder'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,151 @@
+"""The gates (and an LSTM's cell state) of one layer, from its hidden states.
+
+The module's kernel gives h_t of every timestep but no gates. Knowing h_{t-1} for
+every t, each gate pre-activation of a layer is one matrix product over all
+timesteps at once: nothing about the gates is sequential. For an LSTM the cell state
+c_t = f_t * c_{t-1} + i_t * g_t then follows by an elementwise recurrence
+(`tb_lstm_states.capturing.scan`).
+
+Every function here works time-major (`[time, batch, ...]`), in the working order of
+`Sequences`, on whatever device the tensors are on.
+"""
+
+import torch
+
+from tb_lstm_states.capturing import scan
+
+
+def recompute_gates(mode, sequences, layer_input, output, weights, h0, c0, direction):
+    """Returns the cell states and the activated gates of one layer and direction.
+
+    Args:
+      mode: the module's `mode`: `"LSTM"`, `"GRU"`, `"RNN_TANH"` or `"RNN_RELU"`.
+      sequences: the normalized input (`Sequences`).
+      layer_input: `[time, batch, features]`, the layer's input, zero past each length.
+      output: `[time, batch, directions * out]`, the kernel's output for the layer,
+        zero past each length.
+      weights: the direction's weights: `weight_ih`, `weight_hh`, then `bias_ih` and
+        `bias_hh` if the module has biases (an LSTM's `weight_hr` may follow).
+      h0: `[batch, out]`, the direction's initial hidden state.
+      c0: `[batch, hidden]`, its initial cell state (LSTM), else None.
+      direction: 0 forward, 1 reverse.
+
+    Returns:
+      `(cell, gates)`: `cell` `[time, batch, hidden]` (None unless an LSTM) and a
+      dict of `[time, batch, hidden]` gates by name (empty for a plain RNN). Values
+      past a sequence's length are not defined.
+    """
+    if mode == "LSTM":
+        return _lstm(sequences, layer_input, output, weights, h0, c0, direction)
+    if mode == "GRU":
+        return None, _gru(sequences, layer_input, output, weights, h0, direction)
+    return None, {}
+
+
+def _lstm(sequences, layer_input, output, weights, h0, c0, direction):
+    steps, batch, features = layer_input.shape
+    weight_ih, weight_hh = weights[0], weights[1]
+    bias = weights[2] + weights[3] if len(weights) >= 4 else None
+    pre = _linear(layer_input.reshape(steps * batch, features), weight_ih, bias)
+    _add_recurrent_product(pre, sequences, output, direction, h0, weight_hh)
+    pre = pre.view(steps, batch, -1)
+    size = pre.shape[-1] // 4
+    candidate = pre[..., 2 * size : 3 * size]
+    candidate.mul_(2)
+    pre.sigmoid_()
+    _tanh_from_sigmoid_(candidate)
+    input_gate, forget, candidate, output_gate = pre.split(size, dim=2)
+    cell = _cell_states(sequences, input_gate, forget, candidate, c0, direction)
+    gates = {"input": input_gate, "forget": forget, "candidate": candidate, "output": output_gate}
+    return cell, gates
+
+
+def _gru(sequences, layer_input, output, weights, h0, direction):
+    # r and z see the sum of both products, n sees r * (W_hn h + b_hn).
+    steps, batch, features = layer_input.shape
+    weight_ih, weight_hh = weights[0], weights[1]
+    bias_ih, bias_hh = (weights[2], weights[3]) if len(weights) >= 4 else (None, None)
+    pre_input = _linear(layer_input.reshape(steps * batch, features), weight_ih, bias_ih)
+    pre_input = pre_input.view(steps, batch, -1)
+    if bias_hh is None:
+        pre_hidden = pre_input.new_zeros(steps * batch, pre_input.shape[-1])
+    else:
+        pre_hidden = bias_hh.expand(steps * batch, -1).clone()
+    _add_recurrent_product(pre_hidden, sequences, output, direction, h0, weight_hh)
+    pre_hidden = pre_hidden.view(steps, batch, -1)
+    size = pre_input.shape[-1] // 3
+    pre_input[..., : 2 * size].add_(pre_hidden[..., : 2 * size]).sigmoid_()
+    reset = pre_input[..., :size]
+    new = pre_input[..., 2 * size :]
+    new.addcmul_(reset, pre_hidden[..., 2 * size :]).mul_(2).sigmoid_()
+    _tanh_from_sigmoid_(new)
+    return {"reset": reset, "update": pre_input[..., size : 2 * size], "new": new}
+
+
+def _linear(inputs, weight, bias):
+    if bias is None:
+        return inputs @ weight.t()
+    return bias.addmm(inputs, weight.t())
+
+
+def _add_recurrent_product(pre, sequences, output, direction, h0, weight_hh):
+    """Adds h_{t-1} @ W_hh^T to the `[time*batch, gates]` pre-activations `pre`.
+
+    h_{t-1} of every position is read in place from the kernel's output (a strided
+    view, no copy). For the reverse direction the previous step of position t is
+    t+1, and a sequence of length n starts at position n-1 from h0.
+    """
+    steps, batch = sequences.steps, sequences.batch
+    width = weight_hh.shape[1]
+    hidden = output.view(steps * batch, -1)[:, direction * width : (direction + 1) * width]
+    weight_t = weight_hh.t()
+    rest = (steps - 1) * batch
+    if direction == 0:
+        pre[batch:].addmm_(hidden[:rest], weight_t)
+        pre[:batch].addmm_(h0, weight_t)
+    elif sequences.all_full:
+        pre[:rest].addmm_(hidden[batch:], weight_t)
+        pre[rest:].addmm_(h0, weight_t)
+    else:
+        # Past a sequence's end the kernel output is zero, so the big product adds
+        # nothing at its first position; its h0 term goes in separately.
+        pre[:rest].addmm_(hidden[batch:], weight_t)
+        columns = sequences.lengths.new_tensor(range(batch))
+        pre.index_add_(0, (sequences.lengths - 1) * batch + columns, h0 @ weight_t)
+
+
+def _tanh_from_sigmoid_(values):
+    """In place: turns sigmoid(2x) into tanh(x) = 2 sigmoid(2x) - 1.
+
+    A CPU computes tanh at several times the cost of the sigmoid; doubling is exact,
+    and the result is within a few ulp of 1 in absolute terms, as tight as the
+    kernels' own activation functions agree with each other.
+    """
+    values.mul_(2).sub_(1)
+
+
+def _cell_states(sequences, input_gate, forget, candidate, c0, direction):
+    """Solves c_t = f_t * c_{t-1} + i_t * g_t for all t (time-major, working order)."""
+    steps, batch, size = forget.shape
+    chunk = scan.scan_chunk(steps, batch * size, forget.device.type)
+    padded_steps = -(-steps // chunk) * chunk
+    # Holds i*g with c_0 folded into each sequence's first step; becomes c.
+    cell = forget.new_empty(padded_steps, batch, size)
+    torch.mul(input_gate, candidate, out=cell[:steps])
+    cell[steps:] = 0
+    if direction == 0:
+        cell[0].addcmul_(forget[0], c0)
+        factor = forget
+    elif sequences.all_full:
+        cell[steps - 1].addcmul_(forget[steps - 1], c0)
+        factor = forget
+    else:
+        # Each sequence starts at its own last position: cut the chain there so the
+        # padding after it does not flow in.
+        first = sequences.lengths - 1
+        columns = sequences.lengths.new_tensor(range(batch))
+        cell[first, columns] += forget[first, columns] * c0
+        factor = forget.clone()
+        factor[first, columns] = 0
+    scan.linear_scan(cell, factor, steps, chunk, reverse=direction == 1)
+    return cell[:steps]

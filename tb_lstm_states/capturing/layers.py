@@ -1,0 +1,156 @@
+"""`capture`: the module's own kernel, one layer at a time, and the gates from it.
+
+Each layer runs through the fused kernel the module's forward uses (`torch._VF.lstm`
+and friends, one layer, dropout off, on the module's device). That gives the hidden
+state of every timestep of that layer exactly as the module computes it, so the
+last layer's hidden states are the module's output bit for bit, and each layer's
+output is the next one's input as in the module. `cells.recompute_gates` then adds
+the gates and cell states.
+"""
+
+import warnings
+import weakref
+
+import torch
+
+from tb_lstm_states.capturing import cells
+from tb_lstm_states.capturing.inputs import Sequences, check_module, initial_states
+from tb_lstm_states.states import LayerStates, RecurrentStates
+
+_KERNEL_BY_MODE = {
+    "LSTM": torch._VF.lstm,
+    "GRU": torch._VF.gru,
+    "RNN_TANH": torch._VF.rnn_tanh,
+    "RNN_RELU": torch._VF.rnn_relu,
+}
+
+# Modules already warned about dropout; weak so that captured modules can be freed.
+_DROPOUT_WARNED = weakref.WeakSet()
+
+
+def capture(module, inputs, hx=None):
+    """Computes the per-timestep states of every layer of a recurrent module.
+
+    The module is run without autograd and without inter-layer dropout; its
+    parameters and buffers are not changed, and nothing outside the call is either
+    (no thread counts, no caches).
+
+    Args:
+      module: an `nn.LSTM`, `nn.GRU` or `nn.RNN` (tanh or relu), with any
+        `num_layers`, `bidirectional`, `batch_first`, `bias` and (LSTM) `proj_size`.
+      inputs: what the module's forward takes: a `[time, batch, features]` tensor
+        (`[batch, time, features]` when `batch_first`), an unbatched
+        `[time, features]` tensor, or a `PackedSequence`, sorted or not.
+      hx: the initial state the module's forward takes, or None for zeros.
+
+    Returns:
+      A `RecurrentStates`. Every array is batch-first `[batch, time, ...]`, on the
+      module's device and detached; time index t is input position t for both
+      directions; positions at or beyond a sequence's length are zero. Unbatched
+      input gives batch 1. Arrays may be non-contiguous views of shared buffers.
+
+    Raises:
+      TypeError: `module` is not a supported recurrent module, or `inputs`/`hx`
+        have the wrong type, dtype or device.
+      ValueError: `inputs` or `hx` have a shape the module does not accept.
+    """
+    kind = check_module(module)
+    _warn_about_dropout(module)
+    with torch.no_grad():
+        sequences = Sequences(module, inputs)
+        h0, c0 = initial_states(module, hx, sequences)
+        layers = _capture_layers(module, sequences, h0, c0)
+        lengths = sequences.original_order(sequences.lengths.unsqueeze(0)).squeeze(1)
+    return RecurrentStates(
+        kind=kind,
+        layers=layers,
+        lengths=lengths,
+        num_directions=2 if module.bidirectional else 1,
+    )
+
+
+def _warn_about_dropout(module):
+    if module.training and module.dropout > 0 and module not in _DROPOUT_WARNED:
+        _DROPOUT_WARNED.add(module)
+        warnings.warn(
+            "capture(): the module is in training mode with dropout=%g; the captured "
+            "states are the dropout-free ones (as in eval mode). Call module.eval() "
+            "before capturing to silence this warning." % module.dropout,
+            stacklevel=3,
+        )
+
+
+def _layer_weights(module, layer, direction):
+    """Returns the weights of one layer and direction, in `_flat_weights` order."""
+    suffix = "_l%d%s" % (layer, "_reverse" if direction else "")
+    names = ["weight_ih", "weight_hh"]
+    if module.bias:
+        names += ["bias_ih", "bias_hh"]
+    if module.proj_size > 0:
+        names.append("weight_hr")
+    return [getattr(module, name + suffix) for name in names]
+
+
+def _capture_layers(module, sequences, h0, c0):
+    """Returns the `LayerStates` of every layer and direction, in `h_n` order."""
+    directions = 2 if module.bidirectional else 1
+    is_lstm = module.mode == "LSTM"
+    hidden_out = module.proj_size if module.proj_size > 0 else module.hidden_size
+    layers = []
+    layer_input = sequences.padded
+    for layer in range(module.num_layers):
+        weights = [_layer_weights(module, layer, d) for d in range(directions)]
+        rows = slice(layer * directions, (layer + 1) * directions)
+        layer_h0 = h0[rows]
+        layer_c0 = c0[rows] if is_lstm else None
+        output = _run_kernel(module, sequences, layer, layer_input, layer_h0, layer_c0, weights)
+        for d in range(directions):
+            hidden = output[..., d * hidden_out : (d + 1) * hidden_out]
+            cell, gates = cells.recompute_gates(
+                module.mode,
+                sequences,
+                layer_input,
+                output,
+                weights[d],
+                layer_h0[d],
+                layer_c0[d] if is_lstm else None,
+                d,
+            )
+            layers.append(_finish_layer(sequences, hidden, cell, gates))
+        layer_input = output
+    return layers
+
+
+def _run_kernel(module, sequences, layer, layer_input, h0, c0, weights):
+    """Runs the module's own kernel on one layer.
+
+    Returns:
+      `[time, batch, directions * out]`, time-major, zero past each length.
+    """
+    kernel = _KERNEL_BY_MODE[module.mode]
+    hx = (h0, c0) if c0 is not None else h0
+    flat = [w for direction in weights for w in direction]
+    # (hx, weights, has_biases, num_layers, dropout, train, bidirectional)
+    args = (hx, flat, module.bias, 1, 0.0, False, module.bidirectional)
+    if sequences.batch_sizes is None:
+        return kernel(layer_input, *args, False)[0]  # batch_first=False
+    data = sequences.packed_data if layer == 0 else sequences.pack(layer_input)
+    return sequences.unpack(kernel(data, sequences.batch_sizes, *args)[0])
+
+
+def _finish_layer(sequences, hidden, cell, gates):
+    """Zeros positions beyond each length and returns batch-first `LayerStates`."""
+    if not sequences.all_full:
+        steps = torch.arange(sequences.steps, device=sequences.lengths.device)
+        invalid = (steps.unsqueeze(1) >= sequences.lengths.unsqueeze(0)).unsqueeze(2)
+        # In place: these are capture's own buffers, not the user's.
+        if cell is not None:
+            cell.masked_fill_(invalid, 0)
+        for gate in gates.values():
+            gate.masked_fill_(invalid, 0)
+    order = sequences.original_order
+    return LayerStates(
+        hidden=order(hidden),
+        cell=order(cell) if cell is not None else None,
+        gates={name: order(gate) for name, gate in gates.items()},
+    )
