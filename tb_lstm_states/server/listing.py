@@ -78,24 +78,44 @@ def structure(content: dict) -> Optional[Dict[str, Any]]:
       content is not a states tag (a version 1 statistics tensor, another role).
 
     Raises:
-      ValueError: for a states tag with an unknown kind.
+      ValueError: for a states tag with an unknown kind, or a layout field that is
+        not an integer within the caps of `format` (`MAX_LAYERS`, `MAX_BATCH`,
+        `MAX_UNITS`): the browser is never handed a size no record can have.
     """
     role = content.get("role")
     if role not in (metadata.ROLE_STATES, metadata.ROLE_INDEX):
         return None
     kind = content.get("kind")
-    if kind not in states_lib.KINDS:
+    if not isinstance(kind, str) or kind not in states_lib.KINDS:
         raise ValueError("unknown kind %r" % (str(kind)[:40],))
+    kinds = list(states_lib.array_kinds(kind))
+    fields = {}
+    for name, key, low, high in (("layers", "num_layers", 1, format.MAX_LAYERS),
+                                 ("directions", "num_directions", 1, 2),
+                                 ("batch", "batch", 1, format.MAX_BATCH),
+                                 ("time", "time", 1, format.MAX_DIM)):
+        value = content.get(key)
+        if not _is_int(value, low, high):
+            raise ValueError("plugin data field %r must be an integer in [%d, %d], got %s"
+                             % (key, low, high, _short(value)))
+        fields[name] = value
     units = content.get("units")
-    return {
-        "kind": kind,
-        "layers": content.get("num_layers"),
-        "directions": content.get("num_directions"),
-        "batch": content.get("batch"),
-        "time": content.get("time"),
-        "units": units if isinstance(units, dict) else {},
-        "kinds": list(states_lib.array_kinds(kind)),
-    }
+    if units is None:
+        units = {}
+    if not (isinstance(units, dict) and all(k in kinds and _is_int(v, 1, format.MAX_UNITS)
+                                            for k, v in units.items())):
+        raise ValueError("plugin data field 'units' must map array kinds to integers in "
+                         "[1, %d], got %s" % (format.MAX_UNITS, _short(units)))
+    return dict(kind=kind, **fields, units=units, kinds=kinds)
+
+
+def _is_int(value, low, high):
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def role(series) -> Optional[str]:

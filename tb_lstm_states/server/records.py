@@ -14,6 +14,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from google.protobuf import message as message_lib
+
 from tensorboard import errors
 from tensorboard.compat import tf
 
@@ -24,7 +26,7 @@ from tb_lstm_states.storage import legacy
 # What reading a logdir's content may raise; all mean "this step cannot be served".
 LOGDIR_ERRORS = (format.FormatError, legacy.RecordError, OSError, KeyError, ValueError,
                  IndexError, TypeError, RecursionError, OverflowError, MemoryError,
-                 tf.errors.OpError)
+                 AttributeError, message_lib.DecodeError, tf.errors.OpError)
 
 
 @contextlib.contextmanager
@@ -123,6 +125,10 @@ class Record:
     def units_of(self, handle) -> int:
         raise NotImplementedError
 
+    def has_pyramid(self, handle) -> bool:
+        """Whether binned views of the array can take whole blocks from a pyramid."""
+        return False
+
     def read(self, handle, sequence: Optional[int] = None, start: int = 0,
              stop: Optional[int] = None) -> np.ndarray:
         """The stored array or a window of it: `[batch, stop - start, units]`, or
@@ -161,6 +167,9 @@ class V2Record(Record):
 
     def units_of(self, handle):
         return handle["shape"][2]
+
+    def has_pyramid(self, handle):
+        return handle.get("pyramid") is not None
 
     def read(self, handle, sequence=None, start=0, stop=None):
         with self.guard():

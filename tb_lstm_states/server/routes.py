@@ -20,7 +20,7 @@ from typing import Dict, Optional
 import numpy as np
 from werkzeug import wrappers
 
-from tensorboard import errors, plugin_util
+from tensorboard import errors
 from tensorboard.backend import http_util
 from tensorboard.backend.event_processing import data_provider as data_provider_lib
 from tensorboard.data import provider
@@ -28,7 +28,7 @@ from tensorboard.plugins import base_plugin
 from tensorboard.util import tb_logging
 
 from tb_lstm_states import analysis, cache, metadata
-from tb_lstm_states.server import arrays, listing, params, records
+from tb_lstm_states.server import arrays, descriptions, listing, params, records, work
 from tb_lstm_states.server.params import Args, encode, floats, json_bytes_reply, json_float, json_reply
 from tb_lstm_states.storage import format
 from tb_lstm_states.storage import legacy
@@ -48,11 +48,32 @@ PROJECTION_CAPS = {
     "tsne": (25_000, 3_000),
     "umap": (25_000, 10_000),
 }
+# The most values (points x units) one projection request lays out: its input is
+# at most this many float32 values (128 MiB).
+MAX_PROJECTION_VALUES = 1 << 25
+# The most values a route reads or computes on at once: a whole array (`states`
+# without `sequence`, `units`), one sequence (`changes`), a window at full
+# resolution, or the series of a step. Larger asks answer 400 naming what to ask
+# for instead (a sequence, a window, bins).
+MAX_READ_VALUES = 1 << 25
 
 # Shared by every plugin instance (TensorBoard makes one); threads start on first use.
 # Tasks of one pool never wait on tasks of the same pool, so neither can deadlock.
 _REQUEST_POOL = futures.ThreadPoolExecutor(8, thread_name_prefix="lstm_states")
 _PREFETCH_POOL = futures.ThreadPoolExecutor(8, thread_name_prefix="lstm_states_prefetch")
+# Heavy work (`work.py`): projections on `workers` threads, unit statistics and
+# descriptions on one of their own; one set of pools per worker count.
+_WORK_POOLS: Dict[int, tuple] = {}
+_WORK_POOLS_LOCK = threading.Lock()
+
+
+def _work_pools(workers):
+    with _WORK_POOLS_LOCK:
+        pools = _WORK_POOLS.get(workers)
+        if pools is None:
+            pools = _WORK_POOLS[workers] = (work.WorkPool(workers, "projection"),
+                                            work.WorkPool(1, "analysis"))
+        return pools
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 _STATIC_TYPES = {
@@ -72,7 +93,8 @@ _ROUTE_PREFIX = "/data/plugin/%s/" % metadata.PLUGIN_NAME
 
 def _never_500(handler):
     """Answers 404 for an error raised by a logdir's content that no narrower check
-    caught: whatever a logdir holds, a route never answers 500."""
+    caught: whatever a logdir holds, a route never answers 500. Any other error (a
+    bug) is logged with its traceback and answered 404 too, naming it."""
 
     @functools.wraps(handler)
     def wrapper(self, request):
@@ -82,9 +104,14 @@ def _never_500(handler):
             raise
         except records.LOGDIR_ERRORS as e:
             logger.warning("lstm_states: %s answered 404: %s: %s", request.path,
-                           type(e).__name__, e)
+                           type(e).__name__, records.message(e))
             raise errors.NotFoundError("lstm_states cannot serve this from the logdir: %s"
                                        % records.message(e))
+        except Exception as e:  # pylint: disable=broad-except
+            logger.error("lstm_states: %s failed", request.path, exc_info=True)
+            raise errors.NotFoundError("lstm_states could not serve this (%s: %s); the "
+                                       "TensorBoard log has the details"
+                                       % (type(e).__name__, records.message(e)))
 
     return wrapper
 
@@ -119,13 +146,16 @@ class StatesPlugin(base_plugin.TBPlugin):
 
     plugin_name = metadata.PLUGIN_NAME
 
-    def __init__(self, context, *, cache_bytes: Optional[int] = None):
+    def __init__(self, context, *, cache_bytes: Optional[int] = None,
+                 workers: Optional[int] = None):
         """Creates the plugin.
 
         Args:
           context: a `base_plugin.TBContext`; its `data_provider`, `logdir` and
             `sampling_hints` are used.
           cache_bytes: the budget of the array and result cache (default 256 MiB).
+          workers: threads for projections (default `work.DEFAULT_WORKERS`); unit
+            statistics and descriptions have one more of their own.
         """
         self._data_provider = context.data_provider
         self._logdir = context.logdir
@@ -150,6 +180,10 @@ class StatesPlugin(base_plugin.TBPlugin):
             self._data_provider, data_provider_lib.MultiplexerDataProvider)
         self._request_pool = _REQUEST_POOL
         self._prefetch_pool = _PREFETCH_POOL
+        self._projection_pool, self._analysis_pool = _work_pools(
+            work.DEFAULT_WORKERS if workers is None else int(workers))
+        self._descriptions = descriptions.Descriptions(self._analysis_pool)
+        self._warned = cache.ByteBoundedCache(1 << 20)  # problems already logged
 
     def get_plugin_apps(self):
         return {
@@ -405,8 +439,19 @@ class StatesPlugin(base_plugin.TBPlugin):
         ctx, experiment = params.context(request)
         return json_reply(request, self.runs_impl(ctx, experiment))
 
+    def _warn_once(self, key, message):
+        """Logs a problem of the logdir once (not on every poll of the tab)."""
+        if self._warned.get(key) is None:
+            self._warned.put(key, True, size=256)
+            logger.warning("lstm_states: %s", message)
+
     def runs_impl(self, ctx, experiment):
-        """`{run: {tag: entry}}` of every states tag, both versions."""
+        """`{run: {tag: entry}}` of every states tag, both versions.
+
+        A tag whose plugin data is malformed (not JSON, too deep, sizes beyond the
+        caps, a newer version) is left out, with a warning logged once naming it;
+        the other tags are listed. Descriptions: `descriptions.py`.
+        """
         tensors = self._list_tensors(ctx, experiment)
         blobs = self._list_blob_sequences(ctx, experiment)
         now = time.monotonic()
@@ -417,8 +462,10 @@ class StatesPlugin(base_plugin.TBPlugin):
                 for tag, series in tags.items():
                     try:
                         structure = listing.structure(metadata.parse_plugin_content(series.plugin_content))
-                    except ValueError as e:
-                        logger.warning("lstm_states: skipping run %r tag %r: %s", run, tag, e)
+                    except records.LOGDIR_ERRORS as e:
+                        self._warn_once(("runs", run, tag, type(e).__name__),
+                                        "skipping run %r tag %r: its plugin data: %s"
+                                        % (run, tag, records.message(e)))
                         continue
                     if structure is None:
                         continue  # a version 1 statistics tensor
@@ -446,12 +493,17 @@ class StatesPlugin(base_plugin.TBPlugin):
                     _, structure, series = value
                     found[(run, tag)] = listing.make_index(
                         listing.V1, structure, series.description, data.get(run, {}).get(tag, []), now)
+        texts = {key: descriptions.cut(index.description) for key, index in found.items()}
+        rendered = self._descriptions.html(text for text, _ in texts.values())
         result = {}
         for (run, tag), index in sorted(found.items()):
+            text, was_cut = texts[(run, tag)]
             result.setdefault(run, {})[tag] = dict(
                 index.structure,
                 **listing.step_counts(index),
-                description=plugin_util.markdown_to_safe_html(index.description),
+                description=rendered[text],
+                description_truncated=was_cut,
+                description_chars=len(index.description) if isinstance(index.description, str) else 0,
             )
         return result
 
@@ -545,6 +597,16 @@ class StatesPlugin(base_plugin.TBPlugin):
             raise errors.InvalidArgumentError(
                 "parameter 'start' (%d) must be less than 'stop' (%d)" % (start, stop))
         binned = bins is not None and stop - start > bins
+        units = record.units_of(handle)
+        window = stop - start
+        if binned and record.has_pyramid(handle) and window >= 4 * format.PYRAMID_BLOCK * bins:
+            # whole blocks from the pyramid, the partial blocks at bin edges from the array
+            values = (2 * -(-window // format.PYRAMID_BLOCK) + 2 * format.PYRAMID_BLOCK * (bins + 1)) * units
+        else:
+            values = window * units * (header["batch"] if sequence is None else 1)
+        _check_values(values, "states of layer %d %s, timesteps %d to %d%s" % (
+            layer, kind, start, stop, "" if sequence is None else " of sequence %d" % sequence),
+            "ask for one sequence (sequence=), a window (start=, stop=) or a binned view (bins=)")
         if binned:
             array = record.binned(handle, sequence, start, stop, bins)
         else:
@@ -564,6 +626,8 @@ class StatesPlugin(base_plugin.TBPlugin):
     def series_impl(self, ctx, experiment, run, tag, step):
         record = self._record(ctx, experiment, run, tag, step)
         header = record.header
+        _check_values(len(header["series"]) * header["batch"] * header["time"],
+                      "the series of step %d" % step, "this step holds more than the tab reads")
         series = {name: floats(array) for name, array in records.series_arrays(record).items()}
         return {
             "step": record.step,
@@ -674,6 +738,9 @@ class StatesPlugin(base_plugin.TBPlugin):
         """Returns the encoded JSON of the `changes` route (cached)."""
         record, handle = self._array(ctx, experiment, run, tag, step, layer, kind)
         records.check_sequence(record.header, sequence, run, tag)
+        _check_values(record.header["lengths"][sequence] * record.units_of(handle),
+                      "the changes of sequence %d" % sequence,
+                      "this sequence is longer than the tab analyses")
         key = ("changes", experiment, run, tag, record.step, record.wall_time, layer, kind,
                sequence, threshold)
 
@@ -700,18 +767,31 @@ class StatesPlugin(base_plugin.TBPlugin):
         step = args.integer("step")
         layer = args.integer("layer", minimum=0)
         kind = args.string("kind")
-        return json_bytes_reply(request, self.units_impl(ctx, experiment, run, tag, step, layer, kind))
+        body = self.units_impl(ctx, experiment, run, tag, step, layer, kind,
+                               connection=work.request_connection(request))
+        return json_bytes_reply(request, body)
 
-    def units_impl(self, ctx, experiment, run, tag, step, layer, kind):
-        """Returns the encoded JSON of the `units` route (cached)."""
+    def units_impl(self, ctx, experiment, run, tag, step, layer, kind, connection=None):
+        """Returns the encoded JSON of the `units` route (cached), computed on the
+        analysis pool (`work.py`).
+
+        Args:
+          connection: the client's socket: if it closes before the work starts, the
+            work is dropped.
+        """
         record, handle = self._array(ctx, experiment, run, tag, step, layer, kind)
+        header = record.header
+        _check_values(header["batch"] * record.time_of(handle) * record.units_of(handle),
+                      "the unit statistics of layer %d %s" % (layer, kind),
+                      "this array is larger than the tab analyses")
+        _check_values(len(header["series"]) * header["batch"] * header["time"],
+                      "the series of step %d" % step, "this step holds more than the tab reads")
         key = ("units", experiment, run, tag, record.step, record.wall_time, layer, kind)
 
         def compute():
             array = record.read(handle)
             series = records.series_arrays(record)
-            with _single_threaded_blas():
-                result = analysis.unit_statistics(array, kind, record.header["lengths"], series)
+            result = analysis.unit_statistics(array, kind, record.header["lengths"], series)
             return encode({
                 "step": record.step, "layer": layer, "kind": kind, "units": int(array.shape[2]),
                 "variance": floats(result["variance"]),
@@ -724,7 +804,15 @@ class StatesPlugin(base_plugin.TBPlugin):
                 "order": [int(u) for u in result["order"]],
             })
 
-        return self.cache.get_or_compute(key, compute)
+        return self._heavy(self._analysis_pool, key, compute, connection)
+
+    def _heavy(self, pool, key, compute, connection=None):
+        """The cached result of `key`, else `compute` run on `pool` (shared by identical
+        requests, cached when done even if its client left)."""
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        return pool.run(key, lambda: self.cache.get_or_compute(key, compute), connection)
 
     @wrappers.Request.application
     @_never_500
@@ -737,15 +825,20 @@ class StatesPlugin(base_plugin.TBPlugin):
         method = args.choice("method", analysis.METHODS)
         steps = args.integer_list("steps", required=False)
         sequences = args.integer_list("sequence", required=False, minimum=0)
-        body = self.projection_impl(ctx, experiment, run, tag, layer, kind, method, steps, sequences)
+        body = self.projection_impl(ctx, experiment, run, tag, layer, kind, method, steps, sequences,
+                                    connection=work.request_connection(request))
         return json_bytes_reply(request, body)
 
-    def projection_impl(self, ctx, experiment, run, tag, layer, kind, method, steps=None, sequences=None):
-        """Returns the encoded JSON of the `projection` route (cached).
+    def projection_impl(self, ctx, experiment, run, tag, layer, kind, method, steps=None, sequences=None,
+                        connection=None):
+        """Returns the encoded JSON of the `projection` route (cached), computed on the
+        projection pool (`work.py`).
 
         Args:
           steps: the steps to lay out, or None for the default choice.
           sequences: the sequence indices, or None for all.
+          connection: the client's socket: if it closes before the work starts, the
+            work is dropped.
         """
         if method == "umap" and not analysis.umap_available():
             raise errors.InvalidArgumentError(
@@ -777,6 +870,13 @@ class StatesPlugin(base_plugin.TBPlugin):
                 "(sequences x valid timesteps): choose fewer sequences with sequence="
                 % (method, step_cap, largest)
             )
+        units = max((r.units_of(h) for r, h in found), default=1)
+        if largest * units > MAX_PROJECTION_VALUES:
+            raise errors.InvalidArgumentError(
+                "a projection is capped at %d values (points x units); a step here has %d "
+                "points of %d units: choose fewer sequences with sequence="
+                % (MAX_PROJECTION_VALUES, largest, units))
+        total_cap = min(total_cap, MAX_PROJECTION_VALUES // units)
         if sum(per_step) > total_cap:
             if steps is not None:
                 raise errors.InvalidArgumentError(
@@ -796,7 +896,7 @@ class StatesPlugin(base_plugin.TBPlugin):
             finally:
                 _release_free_memory()
 
-        return self.cache.get_or_compute(key, compute)
+        return self._heavy(self._projection_pool, key, compute, connection)
 
     def _projection(self, layer, kind, method, found, sequences):
         def rows_of(item):
@@ -821,8 +921,7 @@ class StatesPlugin(base_plugin.TBPlugin):
             points.append(step_points)
             keys.append(step_keys)
             lengths.append(step_lengths)
-        with _single_threaded_blas():
-            result = analysis.project(method, points, keys)
+        result = analysis.project(method, points, keys)
         coordinates = result["coordinates"]
         flat = np.concatenate(coordinates, axis=0) if coordinates else np.zeros((0, 2), np.float32)
         flat = np.nan_to_num(flat.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
@@ -932,18 +1031,9 @@ def _find_malloc_trim():
 _MALLOC_TRIM = _find_malloc_trim()
 
 
-class _single_threaded_blas:
-    """Runs BLAS on one thread: on a busy machine, its thread pool is 10-70x slower."""
-
-    def __enter__(self):
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-            self._limits = None
-            return self
-        self._limits = threadpool_limits(limits=1, user_api="blas")
-        return self
-
-    def __exit__(self, *exc_info):
-        if self._limits is not None:
-            self._limits.restore_original_limits()
+def _check_values(values, what, instead):
+    """400 when a request would read or compute on more than `MAX_READ_VALUES` values."""
+    if values > MAX_READ_VALUES:
+        raise errors.InvalidArgumentError(
+            "%s would take %d values, more than the %d one request may read: %s"
+            % (what, values, MAX_READ_VALUES, instead))
