@@ -1,13 +1,14 @@
-"""The gates (and an LSTM's cell state) of one layer, from its hidden states.
+"""The gates (and an LSTM's cell states) of every layer, from their hidden states.
 
 The module's kernel gives h_t of every timestep but no gates. Knowing h_{t-1} for
 every t, each gate pre-activation of a layer is one matrix product over all
 timesteps at once: nothing about the gates is sequential. For an LSTM the cell state
 c_t = f_t * c_{t-1} + i_t * g_t then follows by an elementwise recurrence
-(`tb_lstm_states.capturing.scan`).
+(`tb_lstm_states.capturing.scan`), solved for all layers of a direction together:
+one small operation per timestep, whatever the number of layers.
 
-Every function here works time-major (`[time, batch, ...]`), in the working order of
-`Sequences`, on whatever device the tensors are on.
+Every function here works on one direction, time-major (`[time, batch, ...]`), in
+the working order of `Sequences`, on whatever device the tensors are on.
 """
 
 import torch
@@ -15,57 +16,78 @@ import torch
 from tb_lstm_states.capturing import scan
 
 
-def recompute_gates(mode, sequences, layer_input, output, weights, h0, c0, direction):
-    """Returns the cell states and the activated gates of one layer and direction.
+def recompute_gates(mode, sequences, inputs, outputs, weights, h0, c0, direction):
+    """Returns the cell states and the activated gates of one direction of every layer.
 
     Args:
       mode: the module's `mode`: `"LSTM"`, `"GRU"`, `"RNN_TANH"` or `"RNN_RELU"`.
       sequences: the normalized input (`Sequences`).
-      layer_input: `[time, batch, features]`, the layer's input, zero past each length.
-      output: `[time, batch, directions * out]`, the kernel's output for the layer,
+      inputs: per layer, its input `[time, batch, features]`, zero past each length.
+      outputs: per layer, the kernel's output `[time, batch, directions * out]`,
         zero past each length.
-      weights: the direction's weights: `weight_ih`, `weight_hh`, then `bias_ih` and
-        `bias_hh` if the module has biases (an LSTM's `weight_hr` may follow).
-      h0: `[batch, out]`, the direction's initial hidden state.
-      c0: `[batch, hidden]`, its initial cell state (LSTM), else None.
+      weights: per layer, the direction's weights: `weight_ih`, `weight_hh`, then
+        `bias_ih` and `bias_hh` if the module has biases (an LSTM's `weight_hr` may
+        follow).
+      h0: `[layers, batch, out]`, the direction's initial hidden states.
+      c0: `[layers, batch, hidden]`, its initial cell states (LSTM), else None.
       direction: 0 forward, 1 reverse.
 
     Returns:
-      `(cell, gates)`: `cell` `[time, batch, hidden]` (None unless an LSTM) and a
-      dict of `[time, batch, hidden]` gates by name (empty for a plain RNN). Values
-      past a sequence's length are not defined.
+      `(cells, gates)`, one entry per layer: `cells[layer]` is `[time, batch,
+      hidden]` (None unless an LSTM), `gates[layer]` a dict of `[time, batch,
+      hidden]` gates by name (empty for a plain RNN). Values past a sequence's
+      length are not defined.
     """
+    layers = len(outputs)
     if mode == "LSTM":
-        return _lstm(sequences, layer_input, output, weights, h0, c0, direction)
+        return _lstm(sequences, inputs, outputs, weights, h0, c0, direction)
     if mode == "GRU":
-        return None, _gru(sequences, layer_input, output, weights, h0, direction)
-    return None, {}
+        gates = [
+            _gru(sequences, inputs[layer], outputs[layer], weights[layer], h0[layer], direction)
+            for layer in range(layers)
+        ]
+        return [None] * layers, gates
+    return [None] * layers, [{} for _ in range(layers)]
 
 
-def _lstm(sequences, layer_input, output, weights, h0, c0, direction):
-    steps, batch, features = layer_input.shape
-    weight_ih, weight_hh = weights[0], weights[1]
-    bias = weights[2] + weights[3] if len(weights) >= 4 else None
-    pre = _linear(layer_input.reshape(steps * batch, features), weight_ih, bias)
-    _add_recurrent_product(pre, sequences, output, direction, h0, weight_hh)
-    pre = pre.view(steps, batch, -1)
-    size = pre.shape[-1] // 4
+def _lstm(sequences, inputs, outputs, weights, h0, c0, direction):
+    steps, batch = sequences.steps, sequences.batch
+    columns = weights[0][0].shape[0]  # W_ih: [4 * hidden, features]
+    size = columns // 4
+    # The gates of all layers in one buffer, so that each elementwise pass and each
+    # step of the cell-state recurrence is one operation for all of them.
+    pre = outputs[0].new_empty(len(outputs), steps * batch, columns)
+    for layer, (layer_input, weight) in enumerate(zip(inputs, weights)):
+        bias = weight[2] + weight[3] if len(weight) >= 4 else None
+        flat_input = layer_input.reshape(steps * batch, -1)
+        _linear(flat_input, weight[0], bias, out=pre[layer])
+        _add_recurrent_product(
+            pre[layer], sequences, outputs[layer], direction, h0[layer], weight[1]
+        )
+    pre = pre.view(len(outputs), steps, batch, columns)
     candidate = pre[..., 2 * size : 3 * size]
     candidate.mul_(2)
     pre.sigmoid_()
     _tanh_from_sigmoid_(candidate)
-    input_gate, forget, candidate, output_gate = pre.split(size, dim=2)
+    input_gate, forget, candidate, output_gate = pre.split(size, dim=3)
     cell = _cell_states(sequences, input_gate, forget, candidate, c0, direction)
-    gates = {"input": input_gate, "forget": forget, "candidate": candidate, "output": output_gate}
-    return cell, gates
+    names = ("input", "forget", "candidate", "output")
+    gates = [
+        {
+            name: gate[layer]
+            for name, gate in zip(names, (input_gate, forget, candidate, output_gate))
+        }
+        for layer in range(len(outputs))
+    ]
+    return list(cell.unbind(0)), gates
 
 
 def _gru(sequences, layer_input, output, weights, h0, direction):
     # r and z see the sum of both products, n sees r * (W_hn h + b_hn).
-    steps, batch, features = layer_input.shape
+    steps, batch = sequences.steps, sequences.batch
     weight_ih, weight_hh = weights[0], weights[1]
     bias_ih, bias_hh = (weights[2], weights[3]) if len(weights) >= 4 else (None, None)
-    pre_input = _linear(layer_input.reshape(steps * batch, features), weight_ih, bias_ih)
+    pre_input = _linear(layer_input.reshape(steps * batch, -1), weight_ih, bias_ih)
     pre_input = pre_input.view(steps, batch, -1)
     if bias_hh is None:
         pre_hidden = pre_input.new_zeros(steps * batch, pre_input.shape[-1])
@@ -82,10 +104,10 @@ def _gru(sequences, layer_input, output, weights, h0, direction):
     return {"reset": reset, "update": pre_input[..., size : 2 * size], "new": new}
 
 
-def _linear(inputs, weight, bias):
+def _linear(inputs, weight, bias, out=None):
     if bias is None:
-        return inputs @ weight.t()
-    return bias.addmm(inputs, weight.t())
+        return torch.mm(inputs, weight.t(), out=out)
+    return torch.addmm(bias, inputs, weight.t(), out=out)
 
 
 def _add_recurrent_product(pre, sequences, output, direction, h0, weight_hh):
@@ -125,27 +147,34 @@ def _tanh_from_sigmoid_(values):
 
 
 def _cell_states(sequences, input_gate, forget, candidate, c0, direction):
-    """Solves c_t = f_t * c_{t-1} + i_t * g_t for all t (time-major, working order)."""
-    steps, batch, size = forget.shape
-    chunk = scan.scan_chunk(steps, batch * size, forget.device.type)
+    """Solves c_t = f_t * c_{t-1} + i_t * g_t for all t and all layers at once.
+
+    The gates are `[layers, time, batch, hidden]`, `c0` is `[layers, batch,
+    hidden]`; returns `[layers, time, batch, hidden]`.
+    """
+    layers, steps, batch, size = forget.shape
+    chunk = scan.scan_chunk(steps, layers * batch * size, forget.device.type)
     padded_steps = -(-steps // chunk) * chunk
     # Holds i*g with c_0 folded into each sequence's first step; becomes c.
-    cell = forget.new_empty(padded_steps, batch, size)
-    torch.mul(input_gate, candidate, out=cell[:steps])
-    cell[steps:] = 0
+    cell = forget.new_empty(layers, padded_steps, batch, size)
+    torch.mul(input_gate, candidate, out=cell[:, :steps])
+    cell[:, steps:] = 0
     if direction == 0:
-        cell[0].addcmul_(forget[0], c0)
+        cell[:, 0].addcmul_(forget[:, 0], c0)
         factor = forget
     elif sequences.all_full:
-        cell[steps - 1].addcmul_(forget[steps - 1], c0)
+        cell[:, steps - 1].addcmul_(forget[:, steps - 1], c0)
         factor = forget
     else:
         # Each sequence starts at its own last position: cut the chain there so the
         # padding after it does not flow in.
         first = sequences.lengths - 1
         columns = sequences.lengths.new_tensor(range(batch))
-        cell[first, columns] += forget[first, columns] * c0
+        cell[:, first, columns] += forget[:, first, columns] * c0
         factor = forget.clone()
-        factor[first, columns] = 0
-    scan.linear_scan(cell, factor, steps, chunk, reverse=direction == 1)
-    return cell[:steps]
+        factor[:, first, columns] = 0
+    # Time first for the scan: views, no copies.
+    scan.linear_scan(
+        cell.transpose(0, 1), factor.transpose(0, 1), steps, chunk, reverse=direction == 1
+    )
+    return cell[:, :steps]

@@ -94,31 +94,41 @@ def _layer_weights(module, layer, direction):
 def _capture_layers(module, sequences, h0, c0):
     """Returns the `LayerStates` of every layer and direction, in `h_n` order."""
     directions = 2 if module.bidirectional else 1
-    is_lstm = module.mode == "LSTM"
+    layers = module.num_layers
     hidden_out = module.proj_size if module.proj_size > 0 else module.hidden_size
-    layers = []
+    weights = [
+        [_layer_weights(module, layer, d) for d in range(directions)] for layer in range(layers)
+    ]
+    inputs, outputs = [], []
     layer_input = sequences.padded
-    for layer in range(module.num_layers):
-        weights = [_layer_weights(module, layer, d) for d in range(directions)]
+    for layer in range(layers):
         rows = slice(layer * directions, (layer + 1) * directions)
-        layer_h0 = h0[rows]
-        layer_c0 = c0[rows] if is_lstm else None
-        output = _run_kernel(module, sequences, layer, layer_input, layer_h0, layer_c0, weights)
-        for d in range(directions):
-            hidden = output[..., d * hidden_out : (d + 1) * hidden_out]
-            cell, gates = cells.recompute_gates(
-                module.mode,
-                sequences,
-                layer_input,
-                output,
-                weights[d],
-                layer_h0[d],
-                layer_c0[d] if is_lstm else None,
-                d,
-            )
-            layers.append(_finish_layer(sequences, hidden, cell, gates))
+        layer_c0 = c0[rows] if c0 is not None else None
+        output = _run_kernel(
+            module, sequences, layer, layer_input, h0[rows], layer_c0, weights[layer]
+        )
+        inputs.append(layer_input)
+        outputs.append(output)
         layer_input = output
-    return layers
+    # [layers * directions, ...] -> [layers, directions, ...]
+    h0 = h0.view(layers, directions, *h0.shape[1:])
+    c0 = c0.view(layers, directions, *c0.shape[1:]) if c0 is not None else None
+    states = [[None] * directions for _ in range(layers)]
+    for d in range(directions):
+        cells_d, gates_d = cells.recompute_gates(
+            module.mode,
+            sequences,
+            inputs,
+            outputs,
+            [weights[layer][d] for layer in range(layers)],
+            h0[:, d],
+            c0[:, d] if c0 is not None else None,
+            d,
+        )
+        for layer in range(layers):
+            hidden = outputs[layer][..., d * hidden_out : (d + 1) * hidden_out]
+            states[layer][d] = _finish_layer(sequences, hidden, cells_d[layer], gates_d[layer])
+    return [state for layer_states in states for state in layer_states]
 
 
 def _run_kernel(module, sequences, layer, layer_input, h0, c0, weights):
