@@ -7,6 +7,14 @@ optional UMAP projection, which imports `umap` when first asked for.
 
 Non-finite values (a diverged model writes NaN) never raise: statistics that depend
 on them come out NaN, and projections treat them as zero.
+
+Cost is bounded by construction, whatever the array: statistics stream over blocks
+of at most `_BLOCK_VALUES` values (no float64 copy of a whole array); units are
+ordered by hierarchical clustering up to `MAX_CLUSTER_UNITS` units, by the angle of
+their two principal loadings beyond; PCA is exact up to `_EXACT_PCA_UNITS` units and
+a randomized truncated SVD (scikit-learn) beyond; t-SNE and UMAP see at most
+`NEIGHBOUR_DIMENSIONS` dimensions (a PCA of all steps first) and the plugin caps
+their points.
 """
 
 import warnings
@@ -28,7 +36,17 @@ _MIN_RELATIVE_SCALE = 0.01
 # Units are clustered on at most this many positions (a fixed stride over them),
 # which bounds the work on long probe batches without changing the picture.
 _MAX_CLUSTER_POSITIONS = 20000
+# ... and at most this many values (positions x units) in all.
+_MAX_CLUSTER_VALUES = 1 << 22
 _MAX_OPTIMAL_ORDERING_UNITS = 256
+# Hierarchical clustering takes units^2 memory and more time: beyond this many units,
+# units are ordered by the angle of their loadings on the two principal axes.
+MAX_CLUSTER_UNITS = 1024
+# Streaming statistics work on blocks of at most this many values.
+_BLOCK_VALUES = 1 << 20
+_EXACT_PCA_UNITS = 256
+# t-SNE and UMAP run on at most this many principal components.
+NEIGHBOUR_DIMENSIONS = 50
 
 METHODS = ("pca", "tsne", "umap")
 
@@ -62,19 +80,33 @@ def changes(sequence: np.ndarray, length: int, threshold: float = DEFAULT_THRESH
       * MAD) over the sequence), plus `anomalies` (timesteps whose z-score exceeds
       `threshold`), `median` and `mad`.
     """
-    x = np.asarray(sequence, dtype=np.float64)[: int(length)]
-    n = x.shape[0]
+    sequence = np.asarray(sequence)[: int(length)]
+    n = sequence.shape[0]
     norm = np.full(n, np.nan)
     cosine = np.full(n, np.nan)
     zscore = np.full(n, np.nan)
     median = mad = float("nan")
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if n >= 2:
-            delta = np.diff(x, axis=0)
-            delta_norm = np.linalg.norm(delta, axis=1)
+            # Row blocks in float64 (one row of overlap), never a float64 copy of it all.
+            delta_norm = np.empty(n - 1)
+            dots = np.empty(max(n - 2, 0))
+            rows = max(2, _BLOCK_VALUES // max(sequence.shape[1] if sequence.ndim == 2 else 1, 1))
+            previous = None  # the last change of the block before
+            for t0 in range(0, n - 1, rows):
+                x = np.asarray(sequence[t0:min(t0 + rows + 1, n)], dtype=np.float64)
+                delta = np.diff(x, axis=0)
+                delta_norm[t0:t0 + len(delta)] = np.linalg.norm(delta, axis=1)
+                if previous is not None:
+                    delta = np.concatenate([previous, delta])
+                    start = t0 - 1
+                else:
+                    start = 0
+                if len(delta) >= 2:
+                    dots[start:start + len(delta) - 1] = np.sum(delta[1:] * delta[:-1], axis=1)
+                previous = delta[-1:]
             norm[1:] = delta_norm
             if n >= 3:
-                dots = np.sum(delta[1:] * delta[:-1], axis=1)
                 denominator = delta_norm[1:] * delta_norm[:-1]
                 cosine[2:] = np.where(denominator > 0, dots / np.where(denominator > 0, denominator, 1), np.nan)
             finite = delta_norm[np.isfinite(delta_norm)]
@@ -116,24 +148,28 @@ def dominant_periods(array: np.ndarray, lengths) -> Dict[str, np.ndarray]:
       `period` and `strength`, `[units]` float arrays, NaN where a unit shows no
       periodicity (no local maximum, or too few timesteps).
     """
-    array = np.asarray(array, dtype=np.float64)
+    array = np.asarray(array)
     batch, time, units = array.shape
     max_lag = time // 2
     total = np.zeros((max_lag + 1, units))
     counts = np.zeros(max_lag + 1)
     for b in range(batch):
-        length = int(lengths[b])
+        length = min(int(lengths[b]), time)
         if length < 4:
             continue
-        x = np.nan_to_num(array[b, :length], nan=0.0, posinf=0.0, neginf=0.0)
-        x = x - x.mean(axis=0)
-        spectrum = np.fft.rfft(x, n=2 * length, axis=0)
-        autocorrelation = np.fft.irfft(spectrum.real ** 2 + spectrum.imag ** 2, axis=0)[: length // 2 + 1]
-        zero_lag = autocorrelation[0]
-        usable = zero_lag > 1e-12
-        autocorrelation = np.where(usable, autocorrelation / np.where(usable, zero_lag, 1.0), 0.0)
-        lags = autocorrelation.shape[0]
-        total[:lags] += autocorrelation
+        lags = length // 2 + 1
+        # Units a block at a time: the spectrum of a block is 2 x length x block complex.
+        block = max(1, _BLOCK_VALUES // (2 * length))
+        for u0 in range(0, units, block):
+            x = np.asarray(array[b, :length, u0:u0 + block], dtype=np.float64)
+            x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+            x -= x.mean(axis=0)
+            spectrum = np.fft.rfft(x, n=2 * length, axis=0)
+            autocorrelation = np.fft.irfft(spectrum.real ** 2 + spectrum.imag ** 2, axis=0)[:lags]
+            zero_lag = autocorrelation[0]
+            usable = zero_lag > 1e-12
+            total[:lags, u0:u0 + block] += np.where(
+                usable, autocorrelation / np.where(usable, zero_lag, 1.0), 0.0)
         counts[:lags] += 1
     period = np.full(units, np.nan)
     strength = np.full(units, np.nan)
@@ -183,6 +219,8 @@ def cluster_order(values: np.ndarray) -> np.ndarray:
     if values.shape[0] > _MAX_CLUSTER_POSITIONS:
         stride = -(-values.shape[0] // _MAX_CLUSTER_POSITIONS)
         values = values[::stride]
+    if units > MAX_CLUSTER_UNITS:
+        return _loading_order(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         centered = values - values.mean(axis=0)
         scale = np.sqrt((centered * centered).sum(axis=0))
@@ -197,6 +235,20 @@ def cluster_order(values: np.ndarray) -> np.ndarray:
         optimal_ordering=units <= _MAX_OPTIMAL_ORDERING_UNITS,
     )
     return hierarchy.leaves_list(linkage)
+
+
+def _loading_order(values: np.ndarray) -> np.ndarray:
+    """Units ordered by the angle of their loadings on the two principal axes of the
+    standardized values: correlated units lie at similar angles. O(positions x units)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centered = values - values.mean(axis=0)
+        scale = np.sqrt((centered * centered).sum(axis=0))
+        z = np.nan_to_num(centered / np.where(scale > 0, scale, 1.0)).astype(np.float32)
+    if z.shape[0] < 2:
+        return np.arange(values.shape[1])
+    basis, _, _ = _principal_axes(z, 2)
+    angle = np.arctan2(basis[:, 1], basis[:, 0])
+    return np.argsort(angle, kind="stable")
 
 
 def unit_statistics(array: np.ndarray, name: str, lengths,
@@ -216,18 +268,41 @@ def unit_statistics(array: np.ndarray, name: str, lengths,
       `correlation`, a dict series name -> `[units]` Pearson correlation; and
       `order`, a permutation of units from hierarchical clustering.
     """
-    array = np.asarray(array, dtype=np.float32)
-    units = array.shape[2]
-    mask = valid_mask(lengths, array.shape[1])
-    values = array[mask].astype(np.float64)  # [positions, units]
-    result = {}
+    array = np.asarray(array)
+    batch, time, units = array.shape
+    lengths = [min(max(int(n), 0), time) for n in lengths]
+    positions = sum(lengths)
+    tracks = {key: np.asarray(track) for key, track in (series or {}).items()}
+    moments = _Moments(units, list(tracks))
+    saturated_count = np.zeros(units, np.int64)
+    absolute = np.zeros(units)
+    low = np.full(units, np.inf)
+    high = np.full(units, -np.inf)
+    # The positions clustering sees: every `stride`-th valid position.
+    budget = max(1, min(_MAX_CLUSTER_POSITIONS, _MAX_CLUSTER_VALUES // max(units, 1)))
+    stride = max(1, -(-positions // budget))
+    sample, seen = [], 0
+    rows = max(1, _BLOCK_VALUES // max(units, 1))
     with np.errstate(invalid="ignore", over="ignore"):
-        if values.shape[0]:
-            result["variance"] = values.var(axis=0)
-            result["saturation"] = saturated(values, name).mean(axis=0)
-            result["activity"] = np.abs(values).mean(axis=0)
-            span = values.max(axis=0) - values.min(axis=0)
-            result["dead"] = span < _DEAD_RANGE
+        for b in range(batch):
+            for t0 in range(0, lengths[b], rows):
+                t1 = min(t0 + rows, lengths[b])
+                x = np.asarray(array[b, t0:t1], dtype=np.float64)
+                moments.add(x, {key: np.asarray(track[b, t0:t1], np.float64)
+                                for key, track in tracks.items()})
+                saturated_count += saturated(x, name).sum(axis=0)
+                absolute += np.abs(x).sum(axis=0)
+                np.maximum(high, x.max(axis=0), out=high)
+                np.minimum(low, x.min(axis=0), out=low)
+                first = (-(seen + 0)) % stride  # the first index in this block on the stride
+                sample.append(x[first::stride])
+                seen += t1 - t0
+        result = {}
+        if positions:
+            result["variance"] = moments.m2 / positions
+            result["saturation"] = saturated_count / positions
+            result["activity"] = absolute / positions
+            result["dead"] = (high - low) < _DEAD_RANGE
         else:
             for key in ("variance", "saturation", "activity"):
                 result[key] = np.full(units, np.nan)
@@ -235,14 +310,52 @@ def unit_statistics(array: np.ndarray, name: str, lengths,
     periods = dominant_periods(array, lengths)
     result["period"] = periods["period"]
     result["period_strength"] = periods["strength"]
-    result["correlation"] = {
-        key: _pearson_columns(values, np.asarray(track, dtype=np.float64)[mask])
-        if values.shape[0] else np.full(units, np.nan)
-        for key, track in (series or {}).items()
-    }
-    finite = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    result["order"] = cluster_order(finite) if values.shape[0] else np.arange(units)
+    result["correlation"] = {key: moments.correlation(key) if positions else np.full(units, np.nan)
+                             for key in tracks}
+    if positions:
+        finite = np.nan_to_num(np.concatenate(sample), nan=0.0, posinf=0.0, neginf=0.0)
+        result["order"] = cluster_order(finite)
+    else:
+        result["order"] = np.arange(units)
     return result
+
+
+class _Moments:
+    """Means, centred second moments and co-moments with series, merged block by
+    block (Chan et al.'s pairwise update): exact in float64 without a copy of it all."""
+
+    def __init__(self, units, keys):
+        self.count = 0
+        self.mean = np.zeros(units)
+        self.m2 = np.zeros(units)
+        self.series = {key: [0.0, 0.0, np.zeros(units)] for key in keys}  # mean, m2, co-moment
+
+    def add(self, x, tracks):
+        n_b = x.shape[0]
+        if n_b == 0:
+            return
+        n_a = self.count
+        n = n_a + n_b
+        mean_b = x.mean(axis=0)
+        centered = x - mean_b
+        delta = mean_b - self.mean
+        for key, y in tracks.items():
+            state = self.series[key]
+            y_mean = float(y.mean())
+            y_centered = y - y_mean
+            y_delta = y_mean - state[0]
+            state[2] += centered.T @ y_centered + delta * y_delta * n_a * n_b / n
+            state[1] += float(y_centered @ y_centered) + y_delta * y_delta * n_a * n_b / n
+            state[0] += y_delta * n_b / n
+        self.m2 += (centered * centered).sum(axis=0) + delta * delta * n_a * n_b / n
+        self.mean += delta * n_b / n
+        self.count = n
+
+    def correlation(self, key):
+        _, y_m2, comoment = self.series[key]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            denominator = np.sqrt(self.m2 * y_m2)
+            return np.where(denominator > 0, comoment / np.where(denominator > 0, denominator, 1), np.nan)
 
 
 # ---------------------------------------------------------------------------
@@ -277,22 +390,64 @@ def project_pca(points: Sequence[np.ndarray]) -> Dict:
     if not np.isfinite(stacked).all():
         np.nan_to_num(stacked, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     stacked -= stacked.mean(axis=0, dtype=np.float64).astype(np.float32)
-    covariance = (stacked.T @ stacked).astype(np.float64) / max(len(stacked) - 1, 1)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    order = np.argsort(eigenvalues)[::-1][:2]
-    basis = eigenvectors[:, order]
-    variances = eigenvalues[order]
-    if basis.shape[1] < 2:  # a single unit: the second axis is constant zero
-        basis = np.concatenate([basis, np.zeros((units, 2 - basis.shape[1]))], axis=1)
-        variances = np.concatenate([variances, [0.0]])
-    # Fix each axis's sign so that the layout does not flip between requests.
-    signs = np.sign(basis[np.argmax(np.abs(basis), axis=0), [0, 1]])
-    basis = (basis * np.where(signs == 0, 1.0, signs)).astype(np.float32)
-    total = float(np.clip(eigenvalues, 0, None).sum())
+    basis, variances, total = _principal_axes(stacked, 2)
     explained = [float(max(v, 0.0) / total) if total > 0 else 0.0 for v in variances]
-    projected = stacked @ basis
+    projected = stacked @ basis.astype(np.float32)
     coordinates = np.split(projected, np.cumsum(counts)[:-1])
     return {"coordinates": coordinates, "explained_variance": explained}
+
+
+def _principal_axes(centered: np.ndarray, k: int):
+    """The `k` leading principal axes of centred `[n, units]` float32 values.
+
+    Exact (the covariance's eigenvectors) up to `_EXACT_PCA_UNITS` units or points;
+    beyond, scikit-learn's randomized truncated SVD, whose cost grows with
+    n x units x k rather than units^3.
+
+    Returns:
+      `(basis [units, k] float64, variances [k], total variance)`; each axis's sign
+      fixed (largest loading positive) so layouts do not flip between requests.
+      Axes beyond the data's rank are zero with variance 0.
+    """
+    n, units = centered.shape
+    denominator = max(n - 1, 1)
+    total = float(np.einsum("ij,ij->", centered, centered, dtype=np.float64)) / denominator
+    if units <= _EXACT_PCA_UNITS:
+        covariance = (centered.T @ centered).astype(np.float64) / denominator
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        order = np.argsort(eigenvalues)[::-1][:k]
+        basis, variances = eigenvectors[:, order], eigenvalues[order]
+        total = float(np.clip(eigenvalues, 0, None).sum())
+    elif n <= _EXACT_PCA_UNITS:
+        _, singular, vt = np.linalg.svd(centered.astype(np.float64), full_matrices=False)
+        basis, variances = vt[:k].T, singular[:k] ** 2 / denominator
+    else:
+        from sklearn.utils.extmath import randomized_svd
+
+        _, singular, vt = randomized_svd(centered, n_components=k, random_state=0)
+        basis, variances = vt.T.astype(np.float64), singular.astype(np.float64) ** 2 / denominator
+    if basis.shape[1] < k:  # fewer units (or points) than axes: the rest are zero
+        missing = k - basis.shape[1]
+        basis = np.concatenate([basis, np.zeros((units, missing))], axis=1)
+        variances = np.concatenate([variances, np.zeros(missing)])
+    signs = np.sign(basis[np.argmax(np.abs(basis), axis=0), np.arange(k)])
+    basis = basis * np.where(signs == 0, 1.0, signs)
+    return basis, variances, total
+
+
+def _reduced(points: Sequence[np.ndarray]) -> List[np.ndarray]:
+    """Each step's points on the `NEIGHBOUR_DIMENSIONS` leading principal axes of all
+    steps together (as they are, finite, when they have no more units than that)."""
+    points = [_finite(p) for p in points]
+    units = points[0].shape[1] if points and points[0].ndim == 2 else 0
+    if units <= NEIGHBOUR_DIMENSIONS or sum(len(p) for p in points) == 0:
+        return points
+    stacked = np.concatenate(points, axis=0)
+    mean = stacked.mean(axis=0, dtype=np.float64).astype(np.float32)
+    stacked -= mean
+    basis, _, _ = _principal_axes(stacked, NEIGHBOUR_DIMENSIONS)
+    reduced = stacked @ basis.astype(np.float32)
+    return np.split(reduced, np.cumsum([len(p) for p in points])[:-1])
 
 
 def _neighbour_affinities(x: np.ndarray, perplexity: float):
@@ -451,6 +606,7 @@ def project_tsne(points: Sequence[np.ndarray], keys: Sequence[np.ndarray], *,
     if any(len(p) < MIN_NEIGHBOUR_POINTS for p in points):
         return dict(project_pca(points), method_used="pca")
     pca = project_pca(points)["coordinates"]
+    points = _reduced(points)
     coordinates = []
     previous = previous_keys = None
     for index, (x, step_keys) in enumerate(zip(points, keys)):
@@ -499,6 +655,8 @@ def project_umap(points: Sequence[np.ndarray], keys: Sequence[np.ndarray], *,
     if any(len(p) < MIN_NEIGHBOUR_POINTS for p in points):
         return dict(project_pca(points), method_used="pca")
     import umap  # optional; slow to import, so only when asked for
+
+    points = _reduced(points)
 
     coordinates = []
     previous = previous_keys = None
