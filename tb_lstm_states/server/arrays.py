@@ -9,7 +9,8 @@ server open a file outside `<run>/plugins/lstm_states/`.
 
 Files are read through `tensorboard.compat.tf.io.gfile` (TensorFlow's when it is
 installed, else TensorBoard's stub: local paths, `s3://`, and fsspec URLs), one
-ranged read per request for what it serves; every byte is checked against the
+ranged read per request for what it serves, after a `stat` that the file holds the
+bytes its index declares (so no read is sized past them); every byte is checked against the
 file's checksum table, itself checked against the index. Parsed checksum tables and
 token lists go into the small `headers` cache; arrays, windows and binned views into
 the `arrays` cache. Nothing else keeps arrays, so memory stays within the budget
@@ -90,6 +91,12 @@ class _RangeReader:
         self._file = None
         self._filesystem = None
         gfile = tf.io.gfile
+        # The file's size first: no read is sized by the index past the bytes present.
+        size = self._call(lambda: gfile.stat(path).length)
+        if size < index["file_bytes"]:
+            raise format.FormatError(
+                "array file %s is shorter than its index says (%d of %d bytes: torn, or "
+                "still being written)" % (index["file"], size, index["file_bytes"]))
         if hasattr(gfile.GFile, "seek"):
             self._file = self._call(lambda: gfile.GFile(path, "rb"))
         else:
