@@ -2,8 +2,7 @@
 // backend serves) or CSV, and a WebM of the playback (MediaRecorder; no workers needed).
 
 import * as api from "./api";
-import type { App } from "./app";
-import { toCsv } from "./decode";
+import { NdArray, toCsv } from "./decode";
 import { download, safeFileName } from "./dom";
 
 function canvasBlob(canvas: HTMLCanvasElement, type = "image/png"): Promise<Blob> {
@@ -28,28 +27,44 @@ function compose(canvases: HTMLCanvasElement[], background: string): HTMLCanvasE
   return out;
 }
 
+/** What an export needs of the tab, and nothing more. */
+export interface ExportSource {
+  /** run, tag, layer, kind and sequence of the selection */
+  selection(): { run: string; tag: string; layer: number; kind: string; sequence: number };
+  background(): string;
+  /** the canvases of a view on screen, left to right */
+  canvases(view: "heatmap" | "lines" | "projection"): HTMLCanvasElement[];
+  /** the canvas playback is recorded from */
+  playbackCanvas(): HTMLCanvasElement;
+  steps(): number[];
+  stepIndex(): number;
+  currentStep(): number | null;
+  /** steps per second of playback */
+  speed(): number;
+  query(step: number): api.StatesQuery;
+  /** the [time, units] array on screen and its first timestep */
+  shownArray(): { array: NdArray; start: number } | null;
+  loadStep(step: number): Promise<unknown>;
+  goToIndex(i: number): void;
+  stopPlaying(): void;
+}
+
 export class Exporter {
   recording = false;
 
-  constructor(private app: App) {}
+  constructor(private app: ExportSource) {}
 
   private name(ext: string): string {
-    const s = this.app.state;
+    const s = this.app.selection();
     return safeFileName(s.run, s.tag, "layer" + s.layer, s.kind, "seq" + s.sequence, "step" + (this.app.currentStep() ?? "")) + "." + ext;
   }
 
   async run(what: string): Promise<void> {
     const app = this.app;
-    const bg = app.theme.bg;
-    if (what === "heatmap.png") {
-      const list = [app.heat.base.canvas];
-      if (app.state.compare) list.push(app.heatB.base.canvas);
-      if (app.heatD.root.parentElement?.style.display !== "none" && app.state.compare) list.push(app.heatD.base.canvas);
-      download(this.name("png"), await canvasBlob(compose(list, bg)));
-    } else if (what === "lines.png") {
-      download(this.name("png"), await canvasBlob(compose([app.lines.base.canvas], bg)));
-    } else if (what === "projection.png") {
-      download(this.name("png"), await canvasBlob(compose([app.projectionView.base.canvas], bg)));
+    const bg = app.background();
+    if (what === "heatmap.png" || what === "lines.png" || what === "projection.png") {
+      const view = what.slice(0, -4) as "heatmap" | "lines" | "projection";
+      download(this.name("png"), await canvasBlob(compose(app.canvases(view), bg)));
     } else if (what === "npy") {
       const step = app.currentStep();
       if (step === null) throw new Error("no step to export");
@@ -70,10 +85,10 @@ export class Exporter {
     const app = this.app;
     if (this.recording) return;
     if (typeof MediaRecorder === "undefined") throw new Error("this browser cannot record video (no MediaRecorder)");
-    const canvas = app.heat.base.canvas;
+    const canvas = app.playbackCanvas();
     const type = ["video/webm;codecs=vp9", "video/webm;codecs=vp8", "video/webm"].find((t) => MediaRecorder.isTypeSupported(t));
     if (!type) throw new Error("this browser cannot record WebM");
-    if (app.playing) app.togglePlay();
+    app.stopPlaying();
     this.recording = true;
     const stream = canvas.captureStream(30);
     const recorder = new MediaRecorder(stream, { mimeType: type, videoBitsPerSecond: 4_000_000 });
@@ -83,9 +98,10 @@ export class Exporter {
     const start = app.stepIndex();
     recorder.start(250);
     try {
-      const frameMs = Math.max(1000 / app.state.speed, 34);
-      for (let i = 0; i < app.steps.length; i++) {
-        await app.loadStep(app.steps[i]);
+      const frameMs = Math.max(1000 / app.speed(), 34);
+      const steps = app.steps();
+      for (let i = 0; i < steps.length; i++) {
+        await app.loadStep(steps[i]);
         app.goToIndex(i);
         await new Promise((r) => setTimeout(r, frameMs));
       }

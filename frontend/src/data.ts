@@ -1,0 +1,295 @@
+// Data loading: the typed client's answers behind bounded caches, prefetch ahead of the
+// step on screen (cancelled when the view jumps away), and the per-selection loads
+// (overview, projection, the other run's steps). Knows the store; draws nothing.
+
+import * as api from "./api";
+import { ByteCache } from "./cache";
+import { evenlySpaced, isPermutation, orderByScore } from "./layout";
+import type { Store } from "./store";
+import * as win from "./window";
+
+const PREFETCH = 4; // steps ahead of a paused view
+const PREFETCH_PLAYING = 24; // steps ahead during playback
+const MAX_PARALLEL = 6;
+
+export interface DataHooks {
+  /** something the views draw arrived */
+  changed(): void;
+  /** the changes of the step on screen arrived (the change track alone redraws) */
+  changesArrived(): void;
+  error(message: string): void;
+}
+
+export type UnitsQuery = Omit<api.StatesQuery, "sequence">;
+
+export class DataLoader {
+  readonly arrays = new ByteCache<api.StatesArray>(384 << 20, (a) => a.data.byteLength + 64);
+  private json = new ByteCache<any>(64 << 20, () => 64 << 10);
+  /** device pixels across the time axis: long sequences are fetched in about this many bins */
+  binPixels = 1024;
+  overview: api.Overview | null = null;
+  private overviewKey = "";
+  projection: api.Projection | null = null;
+  projectionError = "";
+  private projectionKey = "";
+  /** Prefetches in flight, by key: cancelled when the view jumps away from them. */
+  private prefetching = new Map<string, AbortController>();
+  private orderCache = new Map<string, number[]>();
+  private lastOrder: number[] = [];
+  private identityOrder: number[] = [];
+  /** the last series seen: shown while the next step's loads */
+  lastSeries: api.Series | null = null;
+
+  constructor(private store: Store, private hooks: DataHooks) {}
+
+  // ------------------------------------------------------------ arrays
+
+  /** The query of the array on screen: a long sequence's window in bins, else the whole sequence. */
+  arrayQuery(q: api.StatesQuery): api.StatesQuery {
+    const s = this.store.state;
+    return win.windowed(q, win.windowFor(this.store.timeOf(q.run), s.t0, s.t1, this.binPixels));
+  }
+
+  arrayKey(q: api.StatesQuery): string {
+    return api.statesUrl(this.arrayQuery(q));
+  }
+
+  peekArray(q: api.StatesQuery): { key: string; array: api.StatesArray | undefined } {
+    const key = this.arrayKey(q);
+    return { key, array: this.arrays.peek(key) };
+  }
+
+  loadArray(q: api.StatesQuery, signal?: AbortSignal): Promise<api.StatesArray> {
+    const wq = this.arrayQuery(q);
+    return this.arrays.get(api.statesUrl(wq), () => api.fetchStates(wq, signal));
+  }
+
+  private prefetchArray(q: api.StatesQuery): void {
+    const key = this.arrayKey(q);
+    if (this.arrays.has(key) || this.arrays.isPending(key)) return;
+    const controller = new AbortController();
+    this.prefetching.set(key, controller);
+    this.loadArray(q, controller.signal).catch(() => undefined).finally(() => this.prefetching.delete(key));
+  }
+
+  frameReady(step: number): boolean {
+    if (!this.arrays.has(this.arrayKey(this.store.query(step)))) return false;
+    const cq = this.store.compareQuery(step);
+    return !cq || this.arrays.has(this.arrayKey(cq));
+  }
+
+  /** Loads the arrays of a step (the primary and the compared one); redraws when they arrive. */
+  ensureFrame(step: number): void {
+    const q = this.store.query(step);
+    const done = () => { if (this.store.currentStep() === step) this.hooks.changed(); };
+    const fail = (e: any) => {
+      // a cancelled prefetch of this very step: ask again
+      if (e?.name === "AbortError") setTimeout(() => this.hooks.changed(), 0);
+      else this.hooks.error(String(e?.message ?? e));
+    };
+    if (!this.arrays.has(this.arrayKey(q))) this.loadArray(q).then(done, fail);
+    const cq = this.store.compareQuery(step);
+    if (cq && !this.arrays.has(this.arrayKey(cq))) this.loadArray(cq).then(done, fail);
+  }
+
+  /** Loads the next steps ahead of playback (or of the current step) a few at a time. */
+  prefetch(): void {
+    const store = this.store;
+    const i = store.stepIndex();
+    if (i < 0) return;
+    const steps = store.steps;
+    const ahead = store.playing ? PREFETCH_PLAYING : PREFETCH;
+    const wanted = new Set<string>();
+    for (let k = 0; k <= ahead && k < steps.length; k++) {
+      const step = steps[(i + k) % steps.length];
+      wanted.add(this.arrayKey(store.query(step)));
+      const cq = store.compareQuery(step);
+      if (cq) wanted.add(this.arrayKey(cq));
+    }
+    // after a jump, the old window's requests would only delay the step on screen
+    for (const [key, controller] of this.prefetching) {
+      if (!wanted.has(key)) {
+        controller.abort();
+        this.prefetching.delete(key);
+      }
+    }
+    // the step on screen first: nothing else competes with it on the backend
+    if (!this.frameReady(steps[i])) return;
+    for (let k = 1; k <= ahead && this.arrays.pendingCount < MAX_PARALLEL; k++) {
+      const j = i + k;
+      if (j >= steps.length && !store.state.loop) break;
+      const step = steps[j % steps.length];
+      const q = store.query(step);
+      this.prefetchArray(q);
+      const cq = store.compareQuery(step);
+      if (cq) this.prefetchArray(cq);
+      if (store.playing && k <= 3) {
+        this.loadJson("changes", q, () => api.fetchChanges(q)).catch(() => undefined);
+        const sp = this.seriesParams(step);
+        this.loadJson("series", sp, () => api.fetchSeries(sp.run, sp.tag, sp.step, sp.sequence)).catch(() => undefined);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ JSON routes
+
+  private loadJson<T>(route: string, params: object, load: () => Promise<T>): Promise<T> {
+    return this.json.get(route + JSON.stringify(params), load);
+  }
+
+  private peekJson<T>(route: string, params: object): T | undefined {
+    return this.json.peek(route + JSON.stringify(params));
+  }
+
+  private seriesParams(step: number) {
+    const s = this.store.state;
+    return { run: s.run, tag: s.tag, step, sequence: s.sequence };
+  }
+
+  /** The input series of the current step; while it loads, the last one seen. */
+  currentSeries(): api.Series | undefined {
+    const step = this.store.currentStep();
+    if (step === null) return undefined;
+    const p = this.seriesParams(step);
+    const hit = this.peekJson<api.Series>("series", p);
+    if (hit) return hit;
+    this.loadJson("series", p, () => api.fetchSeries(p.run, p.tag, p.step, p.sequence)).then(
+      (s) => { if (this.store.currentStep() === step && !sameSeries(s, this.lastSeries)) this.hooks.changed(); }, () => undefined);
+    // while it loads, the previous step's series (the probe inputs rarely change)
+    return this.lastSeries ?? undefined;
+  }
+
+  seriesNames(): string[] {
+    const s = this.currentSeries();
+    return s ? Object.keys(s.series) : [];
+  }
+
+  /** The change track of the current step, or undefined while it loads. */
+  currentChanges(): api.Changes | undefined {
+    const step = this.store.currentStep();
+    if (step === null) return undefined;
+    const q = this.store.query(step);
+    const hit = this.peekJson<api.Changes>("changes", q);
+    if (hit) return hit;
+    this.loadJson("changes", q, () => api.fetchChanges(q)).then(() => {
+      if (this.store.currentStep() === step) this.hooks.changesArrived();
+    }, () => undefined);
+    return undefined;
+  }
+
+  /** The order of the `units` rows of the current step (the last known one while it loads). */
+  unitOrder(units: number): number[] {
+    const identity = () => {
+      if (this.identityOrder.length !== units) this.identityOrder = Array.from({ length: units }, (_, i) => i);
+      return this.identityOrder;
+    };
+    const s = this.store.state;
+    const order = s.order;
+    if (order === "index") return identity();
+    const step = this.store.currentStep();
+    if (step === null) return identity();
+    const q: UnitsQuery = { run: s.run, tag: s.tag, step, layer: s.layer, kind: s.kind };
+    const cacheKey = JSON.stringify(q) + order;
+    const cached = this.orderCache.get(cacheKey);
+    if (cached) return (this.lastOrder = cached);
+    const hit = this.peekJson<api.Units>("units", q);
+    if (hit) {
+      let result: number[] | null = null;
+      if (order === "variance") result = orderByScore(hit.variance);
+      else if (order === "cluster") result = hit.cluster_order;
+      else if (order.startsWith("corr:")) {
+        const c = hit.correlation[order.slice(5)];
+        // Strongest first whatever the sign: a counter unit may run either way.
+        result = c ? orderByScore(Array.from(c, Math.abs)) : null;
+      }
+      if (!isPermutation(result, units)) result = identity();
+      this.orderCache.set(cacheKey, result);
+      return (this.lastOrder = result);
+    }
+    this.loadJson("units", q, () => api.fetchUnits(q)).then(() => this.hooks.changed(), (e) => this.hooks.error(String(e?.message ?? e)));
+    return isPermutation(this.lastOrder, units) ? this.lastOrder : identity();
+  }
+
+  // ------------------------------------------------------------ per selection
+
+  loadOverview(force = false): void {
+    const s = this.store.state;
+    const key = `${s.run}|${s.tag}|${s.layer}|${s.kind}`;
+    if (!force && key === this.overviewKey) return;
+    this.overviewKey = key;
+    api.fetchOverview(s.run, s.tag, s.layer, s.kind).then(
+      (o) => { if (key === this.overviewKey) { this.overview = o; this.hooks.changed(); } },
+      () => { if (key === this.overviewKey) this.overview = null; },
+    );
+  }
+
+  /** Loads the projection of the selection; `onLoaded` receives it (to fix the axes). */
+  loadProjection(force: boolean, onLoaded: (p: api.Projection) => void): void {
+    const store = this.store;
+    const info = store.info;
+    if (!info || !store.steps.length) return;
+    const s = store.state;
+    const method = s.method;
+    // t-SNE and UMAP take seconds per step: at most 20 steps, evenly spaced (the backend's
+    // point caps still apply); PCA takes every step the backend allows.
+    const steps = method === "pca" ? undefined : evenlySpaced(store.steps, Math.max(1, Math.min(20, Math.floor(25_000 / Math.max(1, info.time)))));
+    const q = { run: s.run, tag: s.tag, layer: s.layer, kind: s.kind, method, sequence: s.sequence, steps };
+    const key = JSON.stringify({ ...q, steps: undefined });
+    // New steps refit PCA (cheap; its one basis spans the steps); t-SNE and UMAP refit on request.
+    if (key === this.projectionKey && !(force && q.method === "pca")) return;
+    const refresh = key === this.projectionKey;
+    this.projectionKey = key;
+    const accept = (p: api.Projection) => {
+      if (key !== this.projectionKey) return;
+      this.projection = p;
+      this.projectionError = "";
+      onLoaded(p);
+      this.hooks.changed();
+    };
+    if (refresh) {
+      api.fetchProjection(q).then(accept, () => undefined);
+      return;
+    }
+    this.projection = null;
+    const name = method === "tsne" ? "t-SNE" : "UMAP";
+    const started = performance.now();
+    const progress = () => {
+      if (key !== this.projectionKey || this.projection) return clearInterval(timer);
+      const seconds = Math.round((performance.now() - started) / 1000);
+      this.projectionError = method === "pca" ? "loading…" : `fitting ${name} over ${steps?.length ?? ""} steps… ${seconds} s`;
+      this.hooks.changed();
+    };
+    const timer = setInterval(progress, 1000);
+    progress();
+    api.fetchProjection(q).then(
+      (p) => { clearInterval(timer); accept(p); },
+      (e) => {
+        clearInterval(timer);
+        if (key !== this.projectionKey) return;
+        this.projectionError = String(e?.message ?? e).replace(/^projection: /, "");
+        this.hooks.changed();
+      },
+    );
+  }
+
+  loadCompareSteps(): void {
+    const s = this.store.state;
+    const run = s.compare;
+    if (!run || run === s.run) return;
+    api.fetchSteps(run, s.tag).then((list) => {
+      const steps = list.map((x) => x.step);
+      if (steps.join() !== this.store.compareSteps.join()) {
+        this.store.compareSteps = steps;
+        this.hooks.changed();
+      }
+    }, (e) => this.hooks.error(String(e?.message ?? e)));
+  }
+}
+
+export function sameSeries(a: api.Series | null, b: api.Series | null): boolean {
+  if (!a || !b) return a === b;
+  if ((a.tokens ?? []).join("\u0000") !== (b.tokens ?? []).join("\u0000")) return false;
+  const names = Object.keys(a.series);
+  if (names.join() !== Object.keys(b.series).join()) return false;
+  return names.every((n) => a.series[n].length === b.series[n].length && a.series[n].every((v, i) => Object.is(v, b.series[n][i])));
+}
