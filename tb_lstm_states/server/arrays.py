@@ -28,8 +28,11 @@ from tensorboard.compat import tf
 
 from tb_lstm_states.storage import format
 
-# Characters a run name may never hold, and Windows drive prefixes ("C:").
-_BAD_RUN = re.compile(r"[\x00]|^[A-Za-z]:|^[/\\]|://")
+# Path separators of run names, what a run name may never hold, and (on Windows)
+# drive prefixes ("C:"). On POSIX a backslash is a plain character of a name.
+_WINDOWS = os.sep == "\\"
+_SEPARATORS = re.compile(r"[/\\]" if _WINDOWS else "/")
+_BAD_RUN = re.compile(r"[\x00]|^[A-Za-z]:|^[/\\]|://" if _WINDOWS else r"[\x00]|^/|://")
 
 
 class LogdirError(format.FormatError):
@@ -53,7 +56,10 @@ def run_directory(logdir: Optional[str], run: str) -> str:
             "(start it with --logdir, not --logdir_spec)")
     if not isinstance(run, str) or _BAD_RUN.search(run):
         raise LogdirError("run %r is not a path inside the logdir" % (run,))
-    parts = [p for p in re.split(r"[/\\]", run) if p not in ("", ".")]
+    if "://" in logdir:  # object stores: "/" separates, a backslash is a character
+        parts = [p for p in run.split("/") if p not in ("", ".")]
+    else:
+        parts = [p for p in _SEPARATORS.split(run) if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise LogdirError("run %r is not a path inside the logdir" % (run,))
     if "://" in logdir:
@@ -76,27 +82,37 @@ def array_file_path(logdir: Optional[str], run: str, index: dict) -> str:
     return os.path.join(directory, *format.PLUGIN_DIRECTORY, name)
 
 
-class _RangeReader:
+class RangeReader:
     """`read_range(offset, length)` over one file, for one request.
+
+    The file's size is read first (`size`), and no read goes past it, so that no
+    length read from a logdir sizes a buffer beyond the bytes present.
 
     TensorFlow's `GFile` can seek; TensorBoard's stub cannot, but each of its
     filesystems reads a range from a continuation token (local and fsspec take
     `opaque_offset`, S3 `byte_offset`). S3 answers an inclusive range, one byte
     more: reads are cut to the length asked.
+
+    Args:
+      path: the file.
+      name: how errors name it ("array file x.safetensors").
+      min_bytes: a file shorter than this is refused (torn).
+
+    Raises:
+      format.FormatError: naming the file, when it is missing, unreadable or short.
     """
 
-    def __init__(self, path: str, index: dict):
+    def __init__(self, path: str, name: str, min_bytes: int = 0):
         self._path = path
-        self._index = index
+        self._name = name
         self._file = None
         self._filesystem = None
         gfile = tf.io.gfile
-        # The file's size first: no read is sized by the index past the bytes present.
-        size = self._call(lambda: gfile.stat(path).length)
-        if size < index["file_bytes"]:
+        self.size = self._call(lambda: gfile.stat(path).length)
+        if self.size < min_bytes:
             raise format.FormatError(
-                "array file %s is shorter than its index says (%d of %d bytes: torn, or "
-                "still being written)" % (index["file"], size, index["file_bytes"]))
+                "%s is shorter than its index says (%d of %d bytes: torn, or still being "
+                "written)" % (name, self.size, min_bytes))
         if hasattr(gfile.GFile, "seek"):
             self._file = self._call(lambda: gfile.GFile(path, "rb"))
         else:
@@ -105,18 +121,18 @@ class _RangeReader:
             self._filesystem = self._call(lambda: stub.get_filesystem(path))
 
     def _call(self, function):
-        name = self._index["file"]
+        name = self._name
         try:
             return function()
         except FileNotFoundError:
-            raise format.FormatError("array file %s is missing" % name) from None
+            raise format.FormatError("%s is missing" % name) from None
         except tf.errors.NotFoundError:
-            raise format.FormatError("array file %s is missing" % name) from None
+            raise format.FormatError("%s is missing" % name) from None
         except (tf.errors.OpError, OSError) as e:
-            raise format.FormatError("array file %s cannot be read: %s"
-                                     % (name, _short(e))) from None
+            raise format.FormatError("%s cannot be read: %s" % (name, _short(e))) from None
 
     def __call__(self, offset: int, length: int) -> bytes:
+        length = min(length, self.size - offset)
         if length <= 0:
             return b""
         if self._file is not None:
@@ -146,6 +162,10 @@ class _RangeReader:
         self.close()
 
 
+def _array_reader(path: str, index: dict) -> RangeReader:
+    return RangeReader(path, "array file %s" % index["file"], index["file_bytes"])
+
+
 def _short(error) -> str:
     text = str(getattr(error, "message", None) or error)
     return text if len(text) <= 200 else text[:200] + "..."
@@ -169,14 +189,14 @@ class ArrayFiles:
         # The index's checksum of the checksum table pins the file's content.
         return (path, index["file_bytes"], index["crc_crc32c"])
 
-    def crc_table(self, path: str, index: dict, reader: Optional[_RangeReader] = None) -> np.ndarray:
+    def crc_table(self, path: str, index: dict, reader: Optional[RangeReader] = None) -> np.ndarray:
         """The file's checksum table, checked against the index (cached)."""
         key = ("crc",) + self._file_key(path, index)
 
         def load():
             if reader is not None:
                 return format.read_crc_table(reader, index)
-            with _RangeReader(path, index) as own:
+            with _array_reader(path, index) as own:
                 return format.read_crc_table(own, index)
 
         return self._headers.get_or_compute(key, load)
@@ -188,7 +208,7 @@ class ArrayFiles:
         key = ("tokens",) + self._file_key(path, index)
 
         def load():
-            with _RangeReader(path, index) as reader:
+            with _array_reader(path, index) as reader:
                 header = reader(0, index["header_bytes"])
             return format.parse_tokens(format.parse_file_header(header, index), index)
 
@@ -207,7 +227,7 @@ class ArrayFiles:
         key = ("array",) + self._file_key(path, index) + (entry["offset"], sequence, start, stop)
 
         def load():
-            with _RangeReader(path, index) as reader:
+            with _array_reader(path, index) as reader:
                 table = self.crc_table(path, index, reader)
                 if sequence is not None:
                     return format.read_array(reader, index, table, entry, sequence, start, stop)
@@ -231,7 +251,7 @@ class ArrayFiles:
         key = ("binned",) + self._file_key(path, index) + (entry["offset"], sequence, start, stop, bins)
 
         def load():
-            with _RangeReader(path, index) as reader:
+            with _array_reader(path, index) as reader:
                 table = self.crc_table(path, index, reader)
 
                 def read_window(t0, t1):

@@ -28,7 +28,7 @@ from tensorboard.plugins import base_plugin
 from tensorboard.util import tb_logging
 
 from tb_lstm_states import analysis, cache, metadata
-from tb_lstm_states.server import arrays, descriptions, listing, params, records, work
+from tb_lstm_states.server import arrays, descriptions, events, listing, params, records, work
 from tb_lstm_states.server.params import Args, encode, floats, json_bytes_reply, json_float, json_reply
 from tb_lstm_states.storage import format
 from tb_lstm_states.storage import legacy
@@ -56,6 +56,10 @@ MAX_PROJECTION_VALUES = 1 << 25
 # resolution, or the series of a step. Larger asks answer 400 naming what to ask
 # for instead (a sequence, a window, bins).
 MAX_READ_VALUES = 1 << 25
+
+# A version 1 statistics table has at most format.MAX_STATISTICS_ROWS rows and this
+# many columns (it wrote format.STATISTICS_COLUMNS).
+MAX_STATISTICS_COLUMNS = 16
 
 # Shared by every plugin instance (TensorBoard makes one); threads start on first use.
 # Tasks of one pool never wait on tasks of the same pool, so neither can deadlock.
@@ -172,11 +176,14 @@ class StatesPlugin(base_plugin.TBPlugin):
         self._indexes: Dict[tuple, listing.TagIndex] = {}
         self._indexes_lock = threading.Lock()
         self._prefetching = set()
-        # Version 1: the Rust data server answers a small blob only after ~40 ms (a
+        # Version 1 records are read from the event files, checksums checked
+        # (`events.py`), when there is a logdir to find them in. Else through the
+        # provider: the Rust data server answers a small blob only after ~40 ms (a
         # TCP delayed-ACK stall) but serves many at once; so blobs are read in
         # parallel: headers ahead of need, and a header beside its array. The
         # in-process provider copies a whole record to read any blob of it.
-        self._read_ahead = not isinstance(
+        self._events = events.EventRecords(self._logdir) if self._logdir else None
+        self._read_ahead = self._events is None and not isinstance(
             self._data_provider, data_provider_lib.MultiplexerDataProvider)
         self._request_pool = _REQUEST_POOL
         self._prefetch_pool = _PREFETCH_POOL
@@ -360,6 +367,27 @@ class StatesPlugin(base_plugin.TBPlugin):
     def _read_blob(self, ctx, datum, position):
         return self._data_provider.read_blob(ctx, blob_key=datum.values[position].blob_key)
 
+    def _blob(self, ctx, experiment, run, tag, datum, position):
+        """Blob `position` of a version 1 step: from its event file, checked (the whole
+        record is read and cached), or through the provider when no event file
+        holds it."""
+        if self._events is not None:
+            key = ("v1 record", experiment, run, tag, datum.step, datum.wall_time)
+            blobs = self.cache.get_or_compute(
+                key, lambda: self._events.blobs(run, tag, datum.step, datum.wall_time),
+                size=lambda value: 64 + sum(len(b) + 64 for b in value or ()))
+            if blobs is not None:
+                if len(blobs) != len(datum.values):
+                    raise legacy.RecordError(
+                        "malformed lstm_states record: %d blobs in the event file, %d listed"
+                        % (len(blobs), len(datum.values)))
+                return blobs[position]
+            self._warn_once(("unverified", experiment, run, tag),
+                            "run %r tag %r: no event file under the logdir holds step %d; "
+                            "version 1 records are served from TensorBoard's memory, unverified"
+                            % (run, tag, datum.step))
+        return self._read_blob(ctx, datum, position)
+
     @staticmethod
     def _header_key(experiment, run, tag, datum):
         return ("v1 header", experiment, run, tag, datum.step, datum.wall_time)
@@ -378,7 +406,7 @@ class StatesPlugin(base_plugin.TBPlugin):
                     "this step looks like a version 2 index under a tag that holds version 1 "
                     "records in this run, which TensorBoard cannot list as both: log new "
                     "states under another tag or run")
-            header = legacy.decode_header(self._read_blob(ctx, datum, 0))
+            header = legacy.decode_header(self._blob(ctx, experiment, run, tag, datum, 0))
             if len(datum.values) != len(header["arrays"]) + 1:
                 raise legacy.RecordError(
                     "malformed lstm_states record: %d blobs, its header describes %d"
@@ -398,7 +426,7 @@ class StatesPlugin(base_plugin.TBPlugin):
             pending = self._request_pool.submit(self._v1_header, ctx, experiment, run, tag, datum)
             if guess is not None and guess < len(datum.values):
                 try:
-                    prefetched[guess] = self._read_blob(ctx, datum, guess)
+                    prefetched[guess] = self._blob(ctx, experiment, run, tag, datum, guess)
                 except errors.PublicError:
                     pass
             header = pending.result()
@@ -411,7 +439,7 @@ class StatesPlugin(base_plugin.TBPlugin):
             def load():
                 blob = prefetched.pop(position, None)
                 if blob is None:
-                    blob = self._read_blob(ctx, datum, position)
+                    blob = self._blob(ctx, experiment, run, tag, datum, position)
                 return legacy.decode_array(header, position, blob)
 
             return self.cache.get_or_compute(key, load)
@@ -661,8 +689,14 @@ class StatesPlugin(base_plugin.TBPlugin):
         content = self._content(series, run, tag + " statistics")
         rows, columns = content.get("rows"), content.get("columns")
         if (content.get("role") != metadata.ROLE_STATISTICS or not isinstance(rows, list)
-                or not isinstance(columns, list)):
-            raise errors.NotFoundError("run %r tag %r statistics are malformed" % (run, tag))
+                or not isinstance(columns, list) or len(rows) > format.MAX_STATISTICS_ROWS
+                or len(columns) > MAX_STATISTICS_COLUMNS
+                or not all(isinstance(c, str) and len(c) <= 64 for c in columns)
+                or not all(isinstance(r, list) and len(r) == 2 and isinstance(r[0], int)
+                           and isinstance(r[1], str) and len(r[1]) <= 64 for r in rows)):
+            raise errors.NotFoundError(
+                "run %r tag %r statistics are malformed (at most %d rows [layer, kind] and %d "
+                "named columns)" % (run, tag, format.MAX_STATISTICS_ROWS, MAX_STATISTICS_COLUMNS))
         data = self._read_tensors(ctx, experiment, run_tag_filter).get(run, {}).get(statistics_tag, [])
         data = listing.latest_per_step(data)
         key = ("overview v1", experiment, run, tag, tuple((d.step, d.wall_time) for d in data))
@@ -708,7 +742,7 @@ class StatesPlugin(base_plugin.TBPlugin):
         for datum in data:
             table = np.asarray(datum.numpy)
             if table.shape != shape or not np.issubdtype(table.dtype, np.number):
-                table = np.full(shape, np.nan)
+                table = np.full(shape, np.nan)  # a table of another size is never built
             values.append(table)
         stacked = np.stack(values) if values else np.zeros((0,) + shape)
         return {
