@@ -14,16 +14,16 @@ provider, but reads each one from the event file:
   (in C), and decodes the blobs from it.
 
 A record that fails its checksum answers 404 naming the file and byte, and is never
-served. A record no event file holds (the file was removed since TensorBoard read
-it, or the logdir is not a directory this process can list) is read through the
-provider, unverified, with a warning logged once.
+served; so does a record that the run's event files do not hold (a damaged frame
+hides it, or its file was removed since TensorBoard read it). Only when the run has
+no event file this process can list (a remote logdir it cannot read) is a record read
+through the provider, unverified, with a warning logged once.
 """
 
 import os
 import posixpath
 import struct
 import threading
-import time
 from typing import Dict, List, Optional, Tuple
 
 import google_crc32c
@@ -45,8 +45,6 @@ _WALL_TIME = struct.Struct("<d")
 _SCAN_BYTES = 1 << 16
 _MAX_TAG_BYTES = 1 << 16
 _MAX_VALUES_PER_EVENT = 256
-# A run's directory is listed again (for new event files) at most this often.
-RELIST_SECONDS = 1.0
 
 Key = Tuple[str, int, bytes]  # tag, step, wall time (its 8 bytes, so NaN compares)
 
@@ -69,7 +67,6 @@ class _Run:
         self.lock = threading.Lock()
         self.files: Dict[str, _File] = {}
         self.tags = set()  # the tags indexed
-        self.listed = -float("inf")
 
 
 class EventRecords:
@@ -84,12 +81,13 @@ class EventRecords:
         """The blobs of a version 1 record, read from its event file and checked.
 
         Returns:
-          The record's blobs, or None when no event file of the run holds it.
+          The record's blobs, or None when the run has no event file to read.
 
         Raises:
           format.FormatError: naming the file and byte, when the record fails its
-            checksum or is not a version 1 record of that tag; or for a run name
-            out of the logdir (`arrays.LogdirError`).
+            checksum or is not a version 1 record of that tag; when the run's event
+            files do not hold it; or for a run name out of the logdir
+            (`arrays.LogdirError`).
         """
         directory = arrays.run_directory(self._logdir, run)
         with self._lock:
@@ -99,27 +97,28 @@ class EventRecords:
             if tag not in state.tags:  # index it from the start of every file
                 state.tags.add(tag)
                 state.files.clear()
-                state.listed = -float("inf")
             found = _lookup(state, key)
-            if found is None:
+            if found is None:  # new records, or new files: list and scan what is new
                 self._scan(state, directory)
                 found = _lookup(state, key)
+            if found is None and not state.files:
+                return None
         if found is None:
-            return None
+            raise format.FormatError(
+                "no event file of run %r holds the record of tag %r at step %d that "
+                "TensorBoard listed (a damaged record frame hides it, or its file was "
+                "removed); it is not served" % (run, tag[:200], step))
         path, offset, length = found
         return read_record(path, offset, length, tag, step)
 
     def _scan(self, state: _Run, directory: str) -> None:
-        now = time.monotonic()
-        if now - state.listed >= RELIST_SECONDS:
-            state.listed = now
-            try:
-                names = tf.io.gfile.listdir(directory)
-            except (tf.errors.OpError, OSError):
-                names = []
-            for name in names:
-                if "tfevents" in name:
-                    state.files.setdefault(_join(directory, name), _File())
+        try:
+            names = tf.io.gfile.listdir(directory)
+        except (tf.errors.OpError, OSError):
+            names = []
+        for name in names:
+            if "tfevents" in name:
+                state.files.setdefault(_join(directory, name), _File())
         for path in sorted(state.files):
             scanned = state.files[path]
             if not scanned.broken:

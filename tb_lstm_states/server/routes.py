@@ -361,6 +361,7 @@ class StatesPlugin(base_plugin.TBPlugin):
     def _v2_record(self, experiment, run, tag, datum) -> records.V2Record:
         with records.logdir_errors(run, tag, datum.step):
             index = self._parse_index(experiment, run, tag, datum)
+            format.check_file_name(index, tag, datum.step)
             path = arrays.array_file_path(self._logdir, run, index)
         return records.V2Record(run, tag, datum, index, path, self.files)
 

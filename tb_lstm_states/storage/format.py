@@ -218,13 +218,34 @@ def array_file_name(tag: str, step: int, unique: str) -> str:
       step: the step.
       unique: a string of `[A-Za-z0-9]` that makes the name unique to this write.
     """
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", tag).strip("_")[:64] or "tag"
-    digest = hashlib.sha1(tag.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    step_text = ("m%d" % -step) if step < 0 else str(step)
-    name = "%s-%s.%s.%s%s" % (slug, digest, step_text, unique, FILE_SUFFIX)
+    name = "%s%s%s" % (_file_stem(tag, step), unique, FILE_SUFFIX)
     if not is_safe_file_name(name):
         raise ValueError("unique must be letters and digits, got %r" % (unique,))
     return name
+
+
+def _file_stem(tag: str, step: int) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", tag).strip("_")[:64] or "tag"
+    digest = hashlib.sha1(tag.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    step_text = ("m%d" % -step) if step < 0 else str(step)
+    return "%s-%s.%s." % (slug, digest, step_text)
+
+
+def check_file_name(index: dict, tag: str, step: int) -> None:
+    """Checks that a parsed index names the array file of this (tag, step).
+
+    The file name holds a hash of the tag and the step (`array_file_name`), so an
+    index listed under another tag or step than it was written for (its event
+    damaged outside the index's own checksum, on a loader that checks none) is
+    refused instead of serving another step's arrays.
+
+    Raises:
+      FormatError: if the name belongs to another tag or step.
+    """
+    if not index["file"].startswith(_file_stem(tag, step)):
+        raise FormatError(
+            "lstm_states index names array file %s, which holds another tag or step than "
+            "%r step %d (the event holding the index is damaged)" % (index["file"], tag[:200], step))
 
 
 def is_safe_file_name(name) -> bool:

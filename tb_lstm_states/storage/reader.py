@@ -219,7 +219,7 @@ def _decode(run_name, directory, path, offset, payload, tag, wanted_steps, probl
             content = metadata.parse_plugin_content(plugin_data.content)
             role = content.get("role")
             if role == metadata.ROLE_INDEX:
-                decoded = _decode_index(directory, value)
+                decoded = _decode_index(directory, value, event.step)
             elif role == metadata.ROLE_STATES:
                 decoded = legacy.decode_record(value.tensor.string_val)[:3]
             else:
@@ -245,12 +245,13 @@ def _decode(run_name, directory, path, offset, payload, tag, wanted_steps, probl
         )
 
 
-def _decode_index(directory, value):
+def _decode_index(directory, value, step):
     """`(states, series, tokens)` of a version 2 step, read and checked from its file."""
     values = value.tensor.string_val
     if len(values) != 1:
         raise format.FormatError("malformed lstm_states index: %d strings" % len(values))
     index = format.parse_index(values[0])
+    format.check_file_name(index, value.tag, step)
     path = os.path.join(directory, *format.PLUGIN_DIRECTORY, index["file"])
     try:
         with open(path, "rb") as f:
