@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import tb_lstm_states as tls
-from tb_lstm_states.capturing import scan
+from tb_lstm_states.capturing import cells, scan
 from tb_lstm_states.states import GATE_NAMES
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -248,6 +248,19 @@ def test_non_finite_inputs_propagate_through_layers_and_projection():
         expected, _ = module(inputs)
         last = torch.cat([layer.hidden for layer in states.layers[-2:]], 2)
         torch.testing.assert_close(last, expected.transpose(0, 1), equal_nan=True)
+
+
+LSTM_CONFIGS = [c for c in random_configs(NUM_CONFIGS) if c["kind"] == "lstm"]
+
+
+@pytest.mark.parametrize("config", LSTM_CONFIGS, ids=config_id)
+def test_cell_states_of_each_layer_alone_are_exact(config, force_chunk, monkeypatch):
+    """On a CPU the layers' cell states are solved together only while a step is small;
+    here every layer goes alone, over every LSTM configuration of the matrix."""
+    monkeypatch.setattr(cells, "_CPU_STEP_ELEMENTS", 1)
+    force_chunk(config["chunk"])
+    module, inputs, hx, lengths = build(config, "cpu")
+    assert_exact(module, inputs, hx, lengths, tls.capture(module, inputs, hx))
 
 
 @pytest.mark.parametrize("device", DEVICES)

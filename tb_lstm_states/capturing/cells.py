@@ -15,6 +15,14 @@ import torch
 
 from tb_lstm_states.capturing import scan
 
+# The layers of a direction are solved together, one operation per timestep for all
+# of them, where a step is small: such an operation costs mostly its launch. On a
+# CPU torch runs an elementwise operation of more than 32768 elements on its thread
+# pool, so layers are grouped up to that size only: beyond it, combining them saves
+# nothing and would wake the pool at every step (on a busy machine each wake-up can
+# wait for a time slice).
+_CPU_STEP_ELEMENTS = 32768
+
 
 def recompute_gates(mode, sequences, inputs, outputs, weights, h0, c0, direction):
     """Returns the cell states and the activated gates of one direction of every layer.
@@ -57,9 +65,10 @@ def _lstm(sequences, inputs, outputs, weights, h0, c0, direction):
     # The gates of all layers in one buffer, so that each elementwise pass and each
     # step of the cell-state recurrence is one operation for all of them.
     pre = outputs[0].new_empty(len(outputs), steps * batch, columns)
-    for layer, (layer_input, weight) in enumerate(zip(inputs, weights)):
+    for layer in range(len(outputs)):
+        weight = weights[layer]
         bias = weight[2] + weight[3] if len(weight) >= 4 else None
-        flat_input = layer_input.reshape(steps * batch, -1)
+        flat_input = inputs[layer].reshape(steps * batch, -1)
         _linear(flat_input, weight[0], bias, out=pre[layer])
         _add_recurrent_product(
             pre[layer], sequences, outputs[layer], direction, h0[layer], weight[1]
@@ -69,16 +78,14 @@ def _lstm(sequences, inputs, outputs, weights, h0, c0, direction):
     candidate.mul_(2)
     pre.sigmoid_()
     _tanh_from_sigmoid_(candidate)
-    input_gate, forget, candidate, output_gate = pre.split(size, dim=3)
+    input_gate, forget, candidate, _ = pre.split(size, dim=3)
     cell = _cell_states(sequences, input_gate, forget, candidate, c0, direction)
-    names = ("input", "forget", "candidate", "output")
-    gates = [
-        {
-            name: gate[layer]
-            for name, gate in zip(names, (input_gate, forget, candidate, output_gate))
-        }
-        for layer in range(len(outputs))
-    ]
+    gates = []
+    for layer in range(len(outputs)):
+        input_gate, forget, candidate, output_gate = pre[layer].split(size, dim=2)
+        gates.append(
+            {"input": input_gate, "forget": forget, "candidate": candidate, "output": output_gate}
+        )
     return list(cell.unbind(0)), gates
 
 
@@ -147,18 +154,15 @@ def _tanh_from_sigmoid_(values):
 
 
 def _cell_states(sequences, input_gate, forget, candidate, c0, direction):
-    """Solves c_t = f_t * c_{t-1} + i_t * g_t for all t and all layers at once.
+    """Solves c_t = f_t * c_{t-1} + i_t * g_t for all t and all layers.
 
     The gates are `[layers, time, batch, hidden]`, `c0` is `[layers, batch,
     hidden]`; returns `[layers, time, batch, hidden]`.
     """
     layers, steps, batch, size = forget.shape
-    chunk = scan.scan_chunk(steps, layers * batch * size, forget.device.type)
-    padded_steps = -(-steps // chunk) * chunk
     # Holds i*g with c_0 folded into each sequence's first step; becomes c.
-    cell = forget.new_empty(layers, padded_steps, batch, size)
-    torch.mul(input_gate, candidate, out=cell[:, :steps])
-    cell[:, steps:] = 0
+    cell = forget.new_empty(layers, steps, batch, size)
+    torch.mul(input_gate, candidate, out=cell)
     if direction == 0:
         cell[:, 0].addcmul_(forget[:, 0], c0)
         factor = forget
@@ -173,8 +177,13 @@ def _cell_states(sequences, input_gate, forget, candidate, c0, direction):
         cell[:, first, columns] += forget[:, first, columns] * c0
         factor = forget.clone()
         factor[:, first, columns] = 0
-    # Time first for the scan: views, no copies.
-    scan.linear_scan(
-        cell.transpose(0, 1), factor.transpose(0, 1), steps, chunk, reverse=direction == 1
-    )
-    return cell[:, :steps]
+    group = layers
+    if cell.device.type == "cpu":
+        group = max(1, _CPU_STEP_ELEMENTS // (batch * size))
+    for start in range(0, layers, group):
+        part = slice(start, start + group)
+        # Time first for the scan: views, no copies.
+        values, factors = cell[part].transpose(0, 1), factor[part].transpose(0, 1)
+        chunk = scan.scan_chunk(steps, values[0].numel(), cell.device.type)
+        scan.linear_scan(values, factors, chunk, reverse=direction == 1)
+    return cell

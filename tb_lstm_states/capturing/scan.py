@@ -45,25 +45,26 @@ def scan_chunk(steps, width, device_type="cpu"):
     return best
 
 
-def linear_scan(values, factors, steps, chunk, reverse):
+def linear_scan(values, factors, chunk, reverse):
     """In place: values[t] += factors[t] * values[t-1] (t+1 when reverse), in order.
 
     Args:
-      values: `[padded_steps, ...]`, padded_steps a multiple of `chunk`; holds the
-        inputs u_t on entry and the solution on return.
-      factors: `[steps, ...]`, the factors a_t (a_t of the first step is unused).
-      steps: the number of real timesteps (the rest of `values` is zero).
+      values: `[time, ...]`, the inputs u_t on entry and the solution on return.
+      factors: `[time, ...]`, the factors a_t (a_t of the first step is unused).
       chunk: from `scan_chunk`; 1 runs the sequential loop.
       reverse: whether the recurrence runs from the last step to the first.
     """
     if chunk == 1:
-        sequential_scan(values, factors, steps, reverse)
+        sequential_scan(values, factors, reverse)
         return
-    padded_steps = values.shape[0]
-    trailing = values.shape[1:]
-    products = values.new_zeros(values.shape)
+    steps, trailing = values.shape[0], values.shape[1:]
+    padded_steps = -(-steps // chunk) * chunk
+    # Whole chunks: past the last step the values are zero and the factors one.
+    work = values.new_zeros(padded_steps, *trailing)
+    work[:steps] = values
+    products = values.new_ones(padded_steps, *trailing)
     products[:steps] = factors
-    values = values.view(padded_steps // chunk, chunk, *trailing)
+    work = work.view(padded_steps // chunk, chunk, *trailing)
     products = products.view(padded_steps // chunk, chunk, *trailing)
     # Within chunks: after the round with shift s, each position holds the sum over
     # the 2s positions before it, and `products` the product of their factors.
@@ -73,35 +74,34 @@ def linear_scan(values, factors, steps, chunk, reverse):
             head, tail = slice(None, -shift), slice(shift, None)
         else:
             head, tail = slice(shift, None), slice(None, -shift)
-        carried = products[:, head] * values[:, tail]
-        values[:, head] += carried
+        carried = products[:, head] * work[:, tail]
+        work[:, head] += carried
         products[:, head] = products[:, head] * products[:, tail]
         shift *= 2
-    chunks = values.shape[0]
-    if chunks == 1:
-        return
+    chunks = work.shape[0]
     # Carry the boundary value of each chunk into the next one.
     if reverse:
         for index in range(chunks - 2, -1, -1):
-            values[index, 0].addcmul_(products[index, 0], values[index + 1, 0])
-        carried = products[:-1, 1:] * values[1:, :1]
-        values[:-1, 1:] += carried
+            work[index, 0].addcmul_(products[index, 0], work[index + 1, 0])
+        if chunks > 1:
+            work[:-1, 1:] += products[:-1, 1:] * work[1:, :1]
     else:
         for index in range(1, chunks):
-            values[index, -1].addcmul_(products[index, -1], values[index - 1, -1])
-        carried = products[1:, :-1] * values[:-1, -1:]
-        values[1:, :-1] += carried
+            work[index, -1].addcmul_(products[index, -1], work[index - 1, -1])
+        if chunks > 1:
+            work[1:, :-1] += products[1:, :-1] * work[:-1, -1:]
+    values.copy_(work.view(padded_steps, *trailing)[:steps])
 
 
-def sequential_scan(values, factors, steps, reverse):
+def sequential_scan(values, factors, reverse):
     """`linear_scan` one timestep at a time: one elementwise operation per step.
 
     Args:
-      values: `[>= steps, ...]`, the inputs on entry and the solution on return.
-      factors: `[steps, ...]`.
-      steps: the number of timesteps.
+      values: `[time, ...]`, the inputs on entry and the solution on return.
+      factors: `[time, ...]`.
       reverse: whether the recurrence runs from the last step to the first.
     """
+    steps = values.shape[0]
     value_steps = values.unbind(0)
     factor_steps = factors.unbind(0)
     if reverse:
