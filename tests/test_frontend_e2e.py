@@ -130,9 +130,9 @@ def shot(page, artifacts_dir, name):
 def test_tab_renders_every_view(page, server, artifacts_dir):
     frame = open_tab(page, server)
     assert "LSTM STATES" in page.inner_text("body").upper()
-    # the first run in sorted order ('<' sorts before 'r'), at its latest step
-    assert frame.eval_on_selector("select[aria-label='run']", "e => e.value") == HOSTILE
-    assert step_label(frame) == 3
+    # the run with the most recent data (its last step is 5, the other's 3), at its latest step
+    assert frame.eval_on_selector("select[aria-label='run']", "e => e.value") == "run_a"
+    assert step_label(frame) == 5
     for selector in [".tls-heatmap", ".tls-lines", ".tls-changes", ".tls-series", ".tls-spark", ".tls-tokens span"]:
         assert frame.query_selector(selector) is not None, selector
     # the description is the backend's safe HTML, rendered

@@ -15,6 +15,10 @@ export interface TagInfo {
   first_step: number | null;
   last_step: number | null;
   description: string; // safe HTML rendered by the backend
+  /** the backend cut the description (to its length cap) */
+  description_truncated: boolean;
+  /** characters of the whole description, when known */
+  description_chars: number | null;
 }
 
 export type Runs = Record<string, Record<string, TagInfo>>;
@@ -25,14 +29,22 @@ export interface StepInfo {
 }
 
 export interface Series {
-  series: Record<string, Float32Array>; // [time] of the requested sequence
+  series: Record<string, Float64Array>; // [time] of the requested sequence (float64: `time` holds epoch seconds)
   tokens: string[] | null; // of the requested sequence
+  /** every sequence's values: name -> [sequence] -> [time] */
+  all: Record<string, Float64Array[]>;
+  /** valid timesteps of each sequence, when given */
+  lengths: number[];
 }
 
 export interface Overview {
   steps: number[];
   /** statistic name -> values per step, for the requested layer and kind */
   stats: Record<string, Float32Array>;
+  /** exact minimum and maximum per step over every valid position (version 2 records of
+   * a backend that sends the `min` and `max` columns), else null */
+  min: Float32Array | null;
+  max: Float32Array | null;
 }
 
 export interface Changes {
@@ -44,6 +56,7 @@ export interface Changes {
 
 export interface Units {
   variance: Float32Array;
+  dead: Float32Array;
   saturation: Float32Array;
   activity: Float32Array;
   period: Float32Array;
@@ -118,6 +131,8 @@ export function normaliseTag(raw: any): TagInfo {
     first_step: typeof raw?.first_step === "number" ? raw.first_step : null,
     last_step: typeof raw?.last_step === "number" ? raw.last_step : null,
     description: typeof raw?.description === "string" ? raw.description : "",
+    description_truncated: raw?.description_truncated === true,
+    description_chars: typeof raw?.description_chars === "number" ? raw.description_chars : null,
   };
 }
 
@@ -209,18 +224,22 @@ export function statesRange(
 
 export async function fetchSeries(run: string, tag: string, step: number, sequence: number, signal?: AbortSignal): Promise<Series> {
   const raw = await getJson("series", { run, tag, step }, signal);
-  const series: Record<string, Float32Array> = {};
+  const series: Record<string, Float64Array> = {};
+  const all: Record<string, Float64Array[]> = {};
+  const doubles = (v: any) => Float64Array.from(Array.isArray(v) ? v.map((x: any) => (x === null ? NaN : Number(x))) : []);
   for (const [name, values] of Object.entries(raw?.series ?? {})) {
     const rows = values as any;
-    series[name] = floats(Array.isArray(rows?.[0]) ? rows[sequence] : rows);
+    all[name] = Array.isArray(rows?.[0]) ? rows.map(doubles) : [doubles(rows)];
+    series[name] = doubles(Array.isArray(rows?.[0]) ? rows[sequence] : rows);
   }
+  const lengths: number[] = Array.isArray(raw?.lengths) ? raw.lengths.map((v: any) => num(v)) : [];
   let tokens: string[] | null = null;
   const t = raw?.tokens;
   if (Array.isArray(t)) {
     const row = Array.isArray(t[0]) || t.length === 0 ? t[sequence] : t;
     if (Array.isArray(row)) tokens = row.map((x: any) => String(x));
   }
-  return { series, tokens };
+  return { series, tokens, all, lengths };
 }
 
 export async function fetchOverview(run: string, tag: string, layer: number, kind: string, signal?: AbortSignal): Promise<Overview> {
@@ -239,10 +258,11 @@ export async function fetchOverview(run: string, tag: string, layer: number, kin
   stats["dead"] = pick(layer, kind, "dead");
   stats["mean |c|"] = pick(layer, rowIndex(layer, "cell") >= 0 ? "cell" : "hidden", "mean_abs");
   stats["change"] = pick(layer, kind, "change");
-  return { steps, stats };
+  const has = (col: string) => columns.includes(col) && rowIndex(layer, kind) >= 0;
+  return { steps, stats, min: has("min") ? pick(layer, kind, "min") : null, max: has("max") ? pick(layer, kind, "max") : null };
 }
 
-export async function fetchChanges(q: StatesQuery, signal?: AbortSignal): Promise<Changes> {
+export async function fetchChanges(q: StatesQuery & { threshold?: number }, signal?: AbortSignal): Promise<Changes> {
   const raw = await getJson("changes", { ...q }, signal);
   return {
     norm: floats(raw?.norm),
@@ -259,6 +279,7 @@ export async function fetchUnits(q: Omit<StatesQuery, "sequence">, signal?: Abor
   const order = raw?.cluster_order ?? raw?.order ?? null;
   return {
     variance: floats(raw?.variance),
+    dead: floats(Array.isArray(raw?.dead) ? raw.dead.map((v: any) => (v === true ? 1 : v === false ? 0 : v)) : []),
     saturation: floats(raw?.saturation),
     activity: floats(raw?.activity),
     period: floats(raw?.period),

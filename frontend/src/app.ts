@@ -22,6 +22,11 @@ import { StatesView } from "./views/states";
 import { TrajectoryView } from "./views/trajectory";
 import { UnitsView } from "./views/units";
 import { howTo } from "./howto";
+import { keepFocus } from "./focus";
+import type { LinePlot } from "./lines";
+import { formatTimestamp, isTimeSeries } from "./seriesaxes";
+import { AnomalyView } from "./views/anomalies";
+import { UnitTable } from "./views/unittable";
 
 const POLL_MS = 5000;
 
@@ -61,10 +66,15 @@ export class App {
   private readonly changesView = new ChangesView();
   private readonly trajectory = new TrajectoryView(this.controls.sel.method, this.controls.sel.colorBy);
   private readonly overview = new OverviewCard();
+  private readonly anomalies = new AnomalyView();
+  private readonly unitTable = new UnitTable();
   private readonly pointer = new Pointer(this.store, this.scene, {
     setCursor: (t) => this.setCursor(t),
     setZoom: (t0, t1) => this.setZoom(t0, t1),
-    pickUnit: (unit) => this.pickUnit(unit),
+    pickUnit: (unit, panel) => this.pickUnit(unit, panel === this.states.heatB),
+    legendClick: (plot, label) => this.legendClick(plot, label),
+    time: () => this.scene.shown?.view.time ?? this.store.info?.time ?? 1,
+    redraw: () => this.invalidate(),
     drawOverlays: () => this.drawOverlays(),
     series: () => this.data.currentSeries(),
     changes: () => this.data.currentChanges(),
@@ -106,6 +116,7 @@ export class App {
     this.layout();
     window.addEventListener("resize", () => this.invalidate());
     document.addEventListener("keydown", (e) => this.player.onKey(e));
+    keepFocus(this.root, (e) => this.player.onKey(e));
     this.states.heat.onPaint = () => {
       const step = this.scene.shown?.step ?? null; // the step whose data is on screen
       if (step !== null) {
@@ -125,8 +136,8 @@ export class App {
 
   private layout(): void {
     const main = el("div", { class: "tls-main" },
-      el("div", { class: "tls-col" }, this.states.root, this.seriesView.root, this.unitsView.root, this.changesView.root),
-      el("div", { class: "tls-col" }, this.trajectory.root, this.overview.root),
+      el("div", { class: "tls-col" }, this.states.root, this.seriesView.root, this.unitsView.root, this.changesView.root, this.anomalies.root),
+      el("div", { class: "tls-col" }, this.trajectory.root, this.overview.root, this.unitTable.root),
     );
     this.mainNodes = [this.controls.bar, this.controls.description, this.controls.play, this.status, main];
     for (const h of this.states.heatmaps) {
@@ -142,8 +153,25 @@ export class App {
       if (t !== null) this.setCursor(t);
     });
     this.pointer.wireProjection(this.trajectory.projection);
+    this.trajectory.projection.onView = () => this.invalidate();
     this.states.onTokenHover = (t) => this.pointer.setHover(t === null ? null : { t, unit: null, row: null, panel: null });
     this.overview.sparklines.onPick = (step) => this.player.goToStep(step);
+    this.unitTable.onPick = (unit) => this.pickUnit(unit, false);
+    this.anomalies.onThreshold = (v) => {
+      this.store.state.threshold = v;
+      this.store.saveHash();
+      this.invalidate();
+    };
+    this.seriesView.onPair = (v) => {
+      this.store.state.residual = v;
+      this.store.saveHash();
+      this.invalidate();
+    };
+    this.states.reset.addEventListener("click", () => {
+      for (const p of [this.unitsView.plot, this.seriesView.plot, this.seriesView.residual]) p.yZoom = null;
+      this.trajectory.projection.resetView();
+      this.setZoom(null, null);
+    });
   }
 
   private showMode(mode: "empty" | "main"): void {
@@ -168,13 +196,32 @@ export class App {
     this.data.loadProjection(force, (p) => this.trajectory.projection.setAll(p.points.values(), p.bounds));
   }
 
-  private pickUnit(unit: number): void {
+  /** Plots a unit (of the compared run's panel with `compared`): a click only ever adds;
+   * units are removed from the line plot's legend. */
+  private pickUnit(unit: number, compared: boolean): void {
     const s = this.store.state;
     this.store.explicitUnits = true;
-    const i = s.units.indexOf(unit);
-    if (i >= 0) s.units.splice(i, 1);
-    else s.units = [...s.units, unit].slice(-10);
+    const list = compared ? s.unitsB : s.units;
+    if (!list.includes(unit)) {
+      const next = [...list, unit].slice(-10);
+      if (compared) s.unitsB = next;
+      else s.units = next;
+    }
     this.store.saveHash();
+    this.invalidate();
+  }
+
+  private legendClick(plot: LinePlot, label: string): void {
+    if (plot === this.unitsView.plot) {
+      const entry = this.unitsView.labels.get(label);
+      if (!entry) return;
+      const s = this.store.state;
+      this.store.explicitUnits = true;
+      if (entry.compared) s.unitsB = s.unitsB.filter((u) => u !== entry.unit);
+      else s.units = s.units.filter((u) => u !== entry.unit);
+      this.store.saveHash();
+    } else if (plot.hidden.has(label)) plot.hidden.delete(label);
+    else plot.hidden.add(label);
     this.invalidate();
   }
 
@@ -286,17 +333,34 @@ export class App {
       this.data.lastSeries = c.series;
       this.controls.syncSeriesOptions(Object.keys(c.series.series));
     }
+    this.setTimeLabels(c.series);
     this.states.draw(c);
     this.seriesView.draw(c);
     this.unitsView.draw(c);
     this.drawChanges();
     this.trajectory.draw(c, this.data.projection, this.data.projectionError);
     this.overview.draw(this.data.overview, step, this.theme);
+    this.anomalies.draw(store, this.data, step);
+    const orderStep = this.data.orderStep(store.state.run);
+    const order = this.data.effectiveOrder();
+    this.unitTable.draw(orderStep === null ? undefined : this.data.units(store.state.run, orderStep), orderStep ?? step,
+      new Set(store.state.units), order.startsWith("corr:") ? order : "variance");
     this.controls.syncStep();
     this.drawOverlays();
     if (!store.explicitUnits && store.state.units.length) store.saveHash();
     this.stats.draws.push(performance.now() - started);
     if (this.stats.draws.length > 5000) this.stats.draws.splice(0, 1000);
+  }
+
+  /** A `time` series (epoch seconds) labels every time axis with timestamps. */
+  private setTimeLabels(series: api.Series | undefined): void {
+    const time = series?.series["time"];
+    const label = time && isTimeSeries("time", time) ? (t: number) => {
+      const [t0, t1] = this.scene.range();
+      const span = Math.abs((time[Math.min(t1 - 1, time.length - 1)] ?? 0) - (time[t0] ?? 0));
+      return t < time.length ? formatTimestamp(time[t], span) : String(t);
+    } : null;
+    for (const p of [...this.states.heatmaps, this.unitsView.plot, this.seriesView.plot, this.seriesView.residual, this.changesView.plot]) p.timeLabel = label;
   }
 
   private drawChanges(): void {
@@ -324,8 +388,21 @@ export class App {
     return {
       selection: () => store.state,
       background: () => this.theme.bg,
+      foreground: () => this.theme.fg,
+      title: () => {
+        const s = store.state, step = store.currentStep();
+        const cq = step === null ? null : store.compareQuery(step);
+        return `${s.run} · ${s.tag} · ${this.controls.layerName()} · ${s.kind} · sequence #${s.sequence} · step ${step ?? "–"}` +
+          (cq ? `  vs  ${cq.run} · step ${cq.step}` : "");
+      },
+      legends: (view) => {
+        if (view !== "heatmap") return [];
+        if (!store.state.compare) return [this.states.legend.view.canvas];
+        return [this.states.legendA, this.states.legendB, ...(this.states.differenceShown ? [this.states.legendD] : [])].map((l) => l.view.canvas);
+      },
       canvases: (view) => {
         if (view === "lines") return [this.unitsView.plot.base.canvas];
+        if (view === "series") return [this.seriesView.plot.base.canvas];
         if (view === "projection") return [this.trajectory.projection.base.canvas];
         const list: Heatmap[] = [this.states.heat];
         if (store.state.compare) list.push(this.states.heatB);

@@ -18,17 +18,31 @@ function ramp(stops: Rgb[], f: number): Rgb {
   return mix(stops[i], stops[i + 1], x - i);
 }
 
+/** On a dark background the scale runs the other way in lightness: zero is the dark
+ * neutral of the page and the extremes are the brightest, most saturated colours, so a
+ * saturated value never looks like zero. */
+const NEGATIVE_DARK: Rgb[] = [[125, 200, 255], [66, 146, 235], [40, 95, 175], [38, 58, 98]];
+const POSITIVE_DARK: Rgb[] = [[104, 46, 46], [178, 62, 52], [236, 104, 72], [255, 178, 128]];
+
 /** The colour at f in [0, 1] of the diverging scale (0.5 is the centre). */
-export function divergingColor(f: number, centre: Rgb = LIGHT_CENTRE): Rgb {
-  const stops = [...NEGATIVE, centre, ...POSITIVE];
+export function divergingColor(f: number, dark = false): Rgb {
+  const stops = dark ? [...NEGATIVE_DARK, DARK_CENTRE, ...POSITIVE_DARK] : [...NEGATIVE, LIGHT_CENTRE, ...POSITIVE];
   return ramp(stops, f);
+}
+
+/** Relative luminance (0..1) of an sRGB colour. */
+export function luminance([r, g, b]: Rgb): number {
+  const c = (v: number) => {
+    const x = v / 255;
+    return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
+  };
+  return 0.2126 * c(r) + 0.7152 * c(g) + 0.0722 * c(b);
 }
 
 /** 256 packed RGBA colours of the diverging scale, plus NaN's grey at index 256. */
 export function divergingLut(dark: boolean): Uint32Array {
   const lut = new Uint32Array(257);
-  const centre = dark ? DARK_CENTRE : LIGHT_CENTRE;
-  for (let i = 0; i < 256; i++) lut[i] = pack(divergingColor(i / 255, centre));
+  for (let i = 0; i < 256; i++) lut[i] = pack(divergingColor(i / 255, dark));
   lut[256] = pack(dark ? [90, 90, 90] : [200, 200, 200]);
   return lut;
 }
@@ -70,6 +84,27 @@ export function domainFor(kind: string, data: Float32Array): Domain {
   const bounded = kind === "hidden" || kind === "candidate" || kind === "new";
   const half = bounded ? Math.max(Math.min(m, 1), 1e-6) : Math.max(m, 1e-6);
   return { lo: -half, hi: half };
+}
+
+/**
+ * The colour domain of a known range [lo, hi] of values: symmetric about 0 (sigmoid
+ * gates: [0, 1]), so that every value in the range has its own colour.
+ */
+export function rangeDomain(kind: string, lo: number, hi: number): Domain {
+  if (SIGMOID_KINDS.has(kind)) return { lo: 0, hi: 1 };
+  const half = Math.max(Math.abs(lo), Math.abs(hi));
+  return Number.isFinite(half) && half > 0 ? { lo: -half, hi: half } : { lo: -1, hi: 1 };
+}
+
+/** The exact minimum and maximum of the finite values of an array. */
+export function finiteExtent(data: ArrayLike<number>): [number, number] {
+  let lo = Infinity, hi = -Infinity;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return [lo, hi];
 }
 
 /** The 99.5th percentile of |v - centre| over finite values, from a strided sample of at most 8,192. */

@@ -18,7 +18,7 @@ export interface ControlHooks {
 }
 
 const EXPORTS: [string, string][] = [
-  ["", "…"], ["heatmap.png", "Heatmap PNG"], ["lines.png", "Lines PNG"], ["projection.png", "Projection PNG"],
+  ["", "…"], ["heatmap.png", "Heatmap PNG"], ["lines.png", "Lines PNG"], ["series.png", "Series PNG"], ["projection.png", "Projection PNG"],
   ["npy", "Array .npy"], ["csv", "Array CSV"], ["webm", "Playback WebM"],
 ];
 
@@ -34,6 +34,7 @@ export class Controls {
     method: el("select", { "aria-label": "projection method" }),
     colorBy: el("select", { "aria-label": "colour by" }),
     speed: el("select", { "aria-label": "speed" }),
+    scale: el("select", { "aria-label": "colour scale" }),
     exporter: el("select", { "aria-label": "export" }),
   };
   private compareStepInput = el("input", { type: "number", placeholder: "same step", "aria-label": "compare step", style: "width:90px" });
@@ -51,8 +52,9 @@ export class Controls {
     this.bar = el("div", { class: "tls-bar" },
       label("Run", sel.run), label("Tag", sel.tag), label("Layer", sel.layer),
       label("Kind", sel.kind), label("Sequence", sel.sequence), label("Order units by", sel.order),
-      label("Compare", sel.compare), label("at step", this.compareStepInput),
+      label("Compare", sel.compare), label("at step", this.compareStepInput), label("Colour scale", sel.scale),
     );
+    setOptions(sel.scale, [["fixed", "fixed across steps"], ["step", "per step"]], store.state.scale);
     const button = (name: string, title: string, onClick: () => void) => {
       const b = el("button", { title, "aria-label": title }, icon(name));
       b.addEventListener("click", onClick);
@@ -93,6 +95,7 @@ export class Controls {
     change(sel.compare, (v) => (s().compare = v));
     change(sel.method, (v) => (s().method = v));
     change(sel.colorBy, (v) => (s().colorBy = v));
+    change(sel.scale, (v) => (s().scale = v === "step" ? "step" : "fixed"));
     sel.speed.addEventListener("change", () => {
       s().speed = Number(sel.speed.value);
       hooks.setting();
@@ -143,6 +146,12 @@ export class Controls {
       this.description.replaceChildren();
       // The backend renders descriptions to safe HTML (its Markdown sanitiser); nothing else is ever set as HTML.
       this.description.innerHTML = info.description;
+      if (info.description_truncated) {
+        // the backend cut it to its length cap: say so (the numbers are ours, not markup)
+        const whole = info.description_chars ? ` of ${info.description_chars.toLocaleString("en")} characters` : "";
+        this.description.append(el("span", { class: "tls-cut", title: "the backend shows descriptions up to its length cap" },
+          ` … (description cut: the first part${whole} is shown)`));
+      }
       this.description.style.display = info.description ? "" : "none";
     }
     this.syncSeriesOptions(seriesNames);
@@ -150,6 +159,7 @@ export class Controls {
     setOptions(sel.compare, [["", "off"], ...compareRuns.map((r) => [r, r === state.run ? r + " (another step)" : r] as [string, string])], state.compare);
     this.compareStepInput.value = state.compareStep === null ? "" : String(state.compareStep);
     sel.speed.value = String(state.speed);
+    sel.scale.value = state.scale;
     this.loopButton.classList.toggle("on", state.loop);
     this.syncStep();
   }
@@ -157,7 +167,8 @@ export class Controls {
   /** The selectors whose options name the input series (known once a step's series loads). */
   syncSeriesOptions(series: string[]): void {
     const state = this.store.state;
-    const orders: [string, string][] = [["index", "index"], ["variance", "variance"], ["cluster", "clustering"],
+    const auto = series.find((n) => n !== "time") ? "auto (|correlation| with a series)" : "auto (variance)";
+    const orders: [string, string][] = [["auto", auto], ["index", "index"], ["variance", "variance"], ["cluster", "clustering"],
       ...series.map((s) => ["corr:" + s, "|correlation| with " + s] as [string, string])];
     if (state.order.startsWith("corr:") && !series.includes(state.order.slice(5))) orders.push([state.order, "|correlation| with " + state.order.slice(5)]);
     setOptions(this.sel.order, orders, state.order);

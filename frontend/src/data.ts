@@ -4,9 +4,15 @@
 
 import * as api from "./api";
 import { ByteCache } from "./cache";
+import { isLabelSeries } from "./seriesaxes";
 import { evenlySpaced, isPermutation, orderByScore } from "./layout";
+import { extentOf } from "./scene";
 import type { Store } from "./store";
 import * as win from "./window";
+
+/** At most this many bytes of arrays are loaded to find a fixed colour scale when the
+ * backend sends no stored extremes. */
+const SCALE_BUDGET = 96 << 20;
 
 const PREFETCH = 4; // steps ahead of a paused view
 const PREFETCH_PLAYING = 24; // steps ahead during playback
@@ -115,6 +121,7 @@ export class DataLoader {
     }
     // the step on screen first: nothing else competes with it on the backend
     if (!this.frameReady(steps[i])) return;
+    if (!store.playing) this.loadScaleSteps();
     for (let k = 1; k <= ahead && this.arrays.pendingCount < MAX_PARALLEL; k++) {
       const j = i + k;
       if (j >= steps.length && !store.state.loop) break;
@@ -124,7 +131,8 @@ export class DataLoader {
       const cq = store.compareQuery(step);
       if (cq) this.prefetchArray(cq);
       if (store.playing && k <= 3) {
-        this.loadJson("changes", q, () => api.fetchChanges(q)).catch(() => undefined);
+        const cp = this.changesParams(step);
+        this.loadJson("changes", cp, () => api.fetchChanges(cp)).catch(() => undefined);
         const sp = this.seriesParams(step);
         this.loadJson("series", sp, () => api.fetchSeries(sp.run, sp.tag, sp.step, sp.sequence)).catch(() => undefined);
       }
@@ -168,7 +176,7 @@ export class DataLoader {
   currentChanges(): api.Changes | undefined {
     const step = this.store.currentStep();
     if (step === null) return undefined;
-    const q = this.store.query(step);
+    const q = this.changesParams(step);
     const hit = this.peekJson<api.Changes>("changes", q);
     if (hit) return hit;
     this.loadJson("changes", q, () => api.fetchChanges(q)).then(() => {
@@ -177,22 +185,48 @@ export class DataLoader {
     return undefined;
   }
 
-  /** The order of the `units` rows of the current step (the last known one while it loads). */
-  unitOrder(units: number): number[] {
+  /** The order the selector's "auto" stands for: by |correlation| with the first input
+   * series that is neither a 0/1 label nor `time`, else by variance. */
+  effectiveOrder(): string {
+    const order = this.store.state.order;
+    if (order !== "auto") return order;
+    const series = this.lastSeries ?? this.currentSeries();
+    const name = series ? Object.keys(series.series).find((n) => n !== "time" && !isLabelSeries(series.series[n])) : undefined;
+    return name ? "corr:" + name : "variance";
+  }
+
+  /** The step whose per-unit scores order a run's rows: its latest, so that the rows
+   * stay in place while the steps play. */
+  orderStep(run: string): number | null {
+    const steps = run === this.store.state.run ? this.store.steps : this.store.compareRunSteps();
+    return steps.length ? steps[steps.length - 1] : null;
+  }
+
+  /** The per-unit scores of a run at a step, or undefined while they load. */
+  units(run: string, step: number): api.Units | undefined {
+    const s = this.store.state;
+    const q: UnitsQuery = { run, tag: s.tag, step, layer: s.layer, kind: s.kind };
+    const hit = this.peekJson<api.Units>("units", q);
+    if (hit) return hit;
+    this.loadJson("units", q, () => api.fetchUnits(q)).then(() => this.hooks.changed(), (e) => this.hooks.error(String(e?.message ?? e)));
+    return undefined;
+  }
+
+  /** The order of a run's `units` rows (the last known one while the scores load). */
+  unitOrder(run: string, units: number): number[] {
     const identity = () => {
       if (this.identityOrder.length !== units) this.identityOrder = Array.from({ length: units }, (_, i) => i);
       return this.identityOrder;
     };
     const s = this.store.state;
-    const order = s.order;
+    const order = this.effectiveOrder();
     if (order === "index") return identity();
-    const step = this.store.currentStep();
+    const step = this.orderStep(run);
     if (step === null) return identity();
-    const q: UnitsQuery = { run: s.run, tag: s.tag, step, layer: s.layer, kind: s.kind };
-    const cacheKey = JSON.stringify(q) + order;
+    const cacheKey = JSON.stringify([run, s.tag, step, s.layer, s.kind, units]) + order;
     const cached = this.orderCache.get(cacheKey);
-    if (cached) return (this.lastOrder = cached);
-    const hit = this.peekJson<api.Units>("units", q);
+    if (cached) return run === s.run ? (this.lastOrder = cached) : cached;
+    const hit = this.units(run, step);
     if (hit) {
       let result: number[] | null = null;
       if (order === "variance") result = orderByScore(hit.variance);
@@ -204,10 +238,104 @@ export class DataLoader {
       }
       if (!isPermutation(result, units)) result = identity();
       this.orderCache.set(cacheKey, result);
-      return (this.lastOrder = result);
+      if (run === s.run) this.lastOrder = result;
+      return result;
     }
-    this.loadJson("units", q, () => api.fetchUnits(q)).then(() => this.hooks.changed(), (e) => this.hooks.error(String(e?.message ?? e)));
-    return isPermutation(this.lastOrder, units) ? this.lastOrder : identity();
+    return run === s.run && isPermutation(this.lastOrder, units) ? this.lastOrder : identity();
+  }
+
+  // ------------------------------------------------------------ colour scale
+
+  /** The overview of a run for the selected layer and kind, or undefined while it loads. */
+  overviewOf(run: string): api.Overview | undefined {
+    const s = this.store.state;
+    const p = { run, tag: s.tag, layer: s.layer, kind: s.kind, steps: run === s.run ? this.store.steps.length : this.store.compareRunSteps().length };
+    const hit = this.peekJson<api.Overview>("overview", p);
+    if (hit) return hit;
+    this.loadJson("overview", p, () => api.fetchOverview(run, s.tag, s.layer, s.kind)).then(() => this.hooks.changed(), () => undefined);
+    return undefined;
+  }
+
+  /**
+   * One range for every step of (run, tag, layer, kind): the stored exact extremes of
+   * every step when the overview has them (`stored`), else the extremes of this
+   * sequence's arrays over the steps loaded here (all of them when they fit the budget).
+   * Null until something is known.
+   */
+  fixedRange(run: string): { lo: number; hi: number; steps: number; of: number; stored: boolean } | null {
+    const steps = run === this.store.state.run ? this.store.steps : this.store.compareRunSteps();
+    const o = this.overviewOf(run);
+    if (o?.min && o.max && o.steps.length) {
+      let lo = Infinity, hi = -Infinity, n = 0;
+      for (let i = 0; i < o.steps.length; i++) {
+        if (Number.isFinite(o.min[i]) && Number.isFinite(o.max[i])) {
+          lo = Math.min(lo, o.min[i]);
+          hi = Math.max(hi, o.max[i]);
+          n++;
+        }
+      }
+      if (n === o.steps.length) return { lo, hi, steps: n, of: o.steps.length, stored: true };
+    }
+    if (o === undefined) return null; // wait for the overview: it may have the extremes
+    let lo = Infinity, hi = -Infinity, n = 0;
+    for (const step of steps) {
+      const a = this.arrays.peek(this.arrayKey(this.store.query(step, run)));
+      if (!a) continue;
+      const [l, h] = extentOf(a);
+      lo = Math.min(lo, l);
+      hi = Math.max(hi, h);
+      n++;
+    }
+    this.wantScale(run, steps);
+    return n ? { lo, hi, steps: n, of: steps.length, stored: false } : null;
+  }
+
+  private scaleWanted = new Map<string, number[]>();
+
+  private wantScale(run: string, steps: number[]): void {
+    this.scaleWanted.set(run, steps);
+  }
+
+  /** Loads, a few at a time, the arrays a fixed colour scale without stored extremes needs. */
+  private loadScaleSteps(): void {
+    for (const [run, steps] of this.scaleWanted) {
+      const first = steps.map((st) => this.arrays.peek(this.arrayKey(this.store.query(st, run)))).find((a) => a);
+      if (!first || first.data.byteLength * steps.length > SCALE_BUDGET) continue;
+      for (const step of steps) {
+        if (this.arrays.pendingCount >= MAX_PARALLEL) return;
+        const q = this.store.query(step, run);
+        const key = this.arrayKey(q);
+        if (this.arrays.has(key) || this.arrays.isPending(key)) continue;
+        this.loadArray(q).then(() => this.hooks.changed(), () => undefined);
+      }
+    }
+    this.scaleWanted.clear();
+  }
+
+  // ------------------------------------------------------------ anomalies
+
+  private changesParams(step: number, sequence = this.store.state.sequence) {
+    return { ...this.store.query(step), sequence, threshold: this.store.state.threshold };
+  }
+
+  /** The changes of a step and sequence at the current threshold, or undefined while they load. */
+  changesAt(step: number, sequence: number, notify = true): api.Changes | undefined {
+    const q = this.changesParams(step, sequence);
+    const hit = this.peekJson<api.Changes>("changes", q);
+    if (hit) return hit;
+    if (this.json.pendingCount < MAX_PARALLEL * 2 || notify) {
+      this.loadJson("changes", q, () => api.fetchChanges(q)).then(() => { if (notify) this.hooks.changed(); }, () => undefined);
+    }
+    return undefined;
+  }
+
+  /** The series of a step (every sequence), or undefined while it loads. */
+  seriesAt(step: number): api.Series | undefined {
+    const p = this.seriesParams(step);
+    const hit = this.peekJson<api.Series>("series", p);
+    if (hit) return hit;
+    this.loadJson("series", p, () => api.fetchSeries(p.run, p.tag, p.step, p.sequence)).then(() => this.hooks.changed(), () => undefined);
+    return undefined;
   }
 
   // ------------------------------------------------------------ per selection
@@ -278,8 +406,9 @@ export class DataLoader {
     if (!run || run === s.run) return;
     api.fetchSteps(run, s.tag).then((list) => {
       const steps = list.map((x) => x.step);
-      if (steps.join() !== this.store.compareSteps.join()) {
+      if (steps.join() !== this.store.compareSteps.join() || this.store.compareStepsRun !== run) {
         this.store.compareSteps = steps;
+        this.store.compareStepsRun = run;
         this.hooks.changed();
       }
     }, (e) => this.hooks.error(String(e?.message ?? e)));

@@ -7,8 +7,10 @@ export interface ViewState {
   kind: string; // cell, hidden or a gate name
   sequence: number;
   step: number | null; // null: the latest step
-  order: string; // index | variance | cluster | corr:<series>
+  order: string; // auto | index | variance | cluster | corr:<series>
   units: number[]; // units shown in the line plot
+  unitsB: number[]; // units of the compared run shown in the line plot
+  scale: string; // fixed: one colour scale across the steps | step: per step
   t0: number | null; // zoomed time range [t0, t1), null: all
   t1: number | null;
   cursor: number | null; // the pinned timestep
@@ -18,12 +20,14 @@ export interface ViewState {
   colorBy: string; // time | <series name>
   speed: number; // steps per second
   loop: boolean;
+  threshold: number; // robust z-score above which the change track flags a timestep
+  residual: string; // "a-b" of two series names, "" automatic, "off" none
 }
 
 export const DEFAULT_STATE: ViewState = {
-  run: "", tag: "", layer: 0, kind: "cell", sequence: 0, step: null, order: "index", units: [],
+  run: "", tag: "", layer: 0, kind: "cell", sequence: 0, step: null, order: "auto", units: [], unitsB: [], scale: "fixed",
   t0: null, t1: null, cursor: null, compare: "", compareStep: null, method: "pca",
-  colorBy: "time", speed: 8, loop: true,
+  colorBy: "time", speed: 8, loop: true, threshold: 3.5, residual: "",
 };
 
 export const SPEEDS = [1, 2, 4, 8, 15, 30, 60];
@@ -34,8 +38,8 @@ export const HASH_KEY = "lstm";
 
 const SHORT: Record<keyof ViewState, string> = {
   run: "run", tag: "tag", layer: "layer", kind: "kind", sequence: "seq", step: "step", order: "order",
-  units: "units", t0: "t0", t1: "t1", cursor: "cursor", compare: "cmp", compareStep: "cstep",
-  method: "proj", colorBy: "color", speed: "speed", loop: "loop",
+  units: "units", unitsB: "cunits", scale: "scale", t0: "t0", t1: "t1", cursor: "cursor", compare: "cmp", compareStep: "cstep",
+  method: "proj", colorBy: "color", speed: "speed", loop: "loop", threshold: "thr", residual: "resid",
 };
 
 /** Serialises the fields that differ from the defaults, as URL query syntax. */
@@ -64,7 +68,7 @@ function int(text: string | null, min: number, max = 2 ** 53): number | null {
 /** Parses what `encodeState` wrote; anything malformed falls back to its default. */
 export function decodeState(text: string): ViewState {
   const params = new URLSearchParams(text);
-  const s: ViewState = { ...DEFAULT_STATE, units: [] };
+  const s: ViewState = { ...DEFAULT_STATE, units: [], unitsB: [] };
   const get = (k: keyof ViewState) => params.get(SHORT[k]);
   s.run = get("run") ?? "";
   s.tag = get("tag") ?? "";
@@ -74,11 +78,16 @@ export function decodeState(text: string): ViewState {
   s.sequence = int(get("sequence"), 0) ?? 0;
   s.step = int(get("step"), -(2 ** 53));
   const order = get("order");
-  if (order && (["index", "variance", "cluster"].includes(order) || order.startsWith("corr:"))) s.order = order;
-  const units = get("units");
-  if (units) {
-    s.units = units.split(".").map((u) => int(u, 0, 1 << 24)).filter((u): u is number => u !== null).slice(0, 16);
-  }
+  if (order && (["auto", "index", "variance", "cluster"].includes(order) || order.startsWith("corr:"))) s.order = order;
+  const unitList = (text: string | null) =>
+    text ? text.split(".").map((u) => int(u, 0, 1 << 24)).filter((u): u is number => u !== null).slice(0, 16) : [];
+  s.units = unitList(get("units"));
+  s.unitsB = unitList(get("unitsB"));
+  if (get("scale") === "step") s.scale = "step";
+  const threshold = Number(get("threshold"));
+  if (get("threshold") && Number.isFinite(threshold) && threshold > 0 && threshold <= 100) s.threshold = threshold;
+  const residual = get("residual");
+  if (residual) s.residual = residual.slice(0, 200);
   s.t0 = int(get("t0"), 0);
   s.t1 = int(get("t1"), 1);
   if (s.t0 === null || s.t1 === null || s.t1 <= s.t0) s.t0 = s.t1 = null;

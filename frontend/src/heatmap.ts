@@ -1,7 +1,7 @@
 // The units x timesteps heatmap: an ImageData per frame through a colour lookup table,
 // downsampled by min/max per pixel bucket when the array is larger than the canvas.
 
-import { Domain, divergingColor, DARK_CENTRE, LIGHT_CENTRE, cssColor, lutIndex } from "./colors";
+import { Domain, divergingColor, cssColor, lutIndex } from "./colors";
 import { HiDpiCanvas } from "./dom";
 import { heatmapGrid } from "./downsample";
 import { GridClient } from "./gridclient";
@@ -142,7 +142,11 @@ export class Heatmap extends TimePlot {
     ctx.textBaseline = "middle";
     ctx.fillStyle = theme.muted;
     const every = Math.max(1, Math.ceil(14 / rowH));
-    for (let r = 0; r < n; r += every) ctx.fillText(String(frame.order[r]), plot.x - 8, plot.y + (r + 0.5) * rowH);
+    // labels stay inside the canvas: the first and last rows' are moved in, never cut
+    const top = 6, bottom = this.base.height - 6;
+    for (let r = 0; r < n; r += every) {
+      ctx.fillText(String(frame.order[r]), plot.x - 8, Math.min(bottom, Math.max(top, plot.y + (r + 0.5) * rowH)));
+    }
     frame.order.forEach((u, r) => {
       const color = frame.selected.get(u);
       if (!color) return;
@@ -178,21 +182,38 @@ export class Heatmap extends TimePlot {
   }
 }
 
-/** A colour bar for a domain, with its ends and centre labelled. */
+/** A colour bar for a domain, with its ends and centre labelled; when the data on screen
+ * reach beyond the domain, an arrow at that end says so and how far they reach. */
 export class Legend {
   readonly view = new HiDpiCanvas("tls-legend");
+  /** what the bar says, for tests and screen readers */
+  text = "";
 
-  draw(domain: Domain, theme: Theme, label: string): void {
-    this.view.resize(220, 26);
+  draw(domain: Domain, theme: Theme, label: string, data: [number, number] | null = null): void {
+    this.view.resize(300, 26);
     const ctx = this.view.clear();
-    const barX = 30, barW = 160;
-    const centre = theme.dark ? DARK_CENTRE : LIGHT_CENTRE;
+    const labelW = 40, barX = labelW + 10, barW = 150;
     for (let i = 0; i < barW; i++) {
-      ctx.fillStyle = cssColor(divergingColor(i / (barW - 1), centre));
+      ctx.fillStyle = cssColor(divergingColor(i / (barW - 1), theme.dark));
       ctx.fillRect(barX + i, 2, 1, 10);
     }
     ctx.strokeStyle = theme.muted;
     ctx.strokeRect(barX - 0.5, 1.5, barW + 1, 11);
+    const low = !!data && data[0] < domain.lo - 1e-6 * Math.abs(domain.lo);
+    const high = !!data && data[1] > domain.hi + 1e-6 * Math.abs(domain.hi);
+    const arrow = (x: number, dir: number, f: number) => {
+      ctx.fillStyle = cssColor(divergingColor(f, theme.dark));
+      ctx.beginPath();
+      ctx.moveTo(x, 1);
+      ctx.lineTo(x + dir * 8, 7);
+      ctx.lineTo(x, 13);
+      ctx.closePath();
+      ctx.fill();
+      ctx.strokeStyle = theme.fg;
+      ctx.stroke();
+    };
+    if (low) arrow(barX - 2, -1, 0);
+    if (high) arrow(barX + barW + 2, 1, 1);
     ctx.fillStyle = theme.muted;
     ctx.font = "10px sans-serif";
     ctx.textBaseline = "top";
@@ -206,5 +227,17 @@ export class Legend {
     ctx.textAlign = "left";
     ctx.textBaseline = "middle";
     ctx.fillText(label, 0, 7);
+    const clipped: string[] = [];
+    if (low && data) clipped.push("min " + fmt(data[0]));
+    if (high && data) clipped.push("max " + fmt(data[1]));
+    if (clipped.length) {
+      ctx.fillStyle = theme.anomaly;
+      ctx.textBaseline = "top";
+      ctx.fillText("clipped", barX + barW + 14, 0);
+      ctx.fillText(clipped.join(" "), barX + barW + 14, 13);
+    }
+    this.text = `${label} ${fmt(domain.lo)} to ${fmt(domain.hi)}` + (clipped.length ? ` · clipped: data reach ${clipped.join(", ")}` : "");
+    this.view.canvas.setAttribute("aria-label", this.text);
+    this.view.canvas.title = this.text;
   }
 }

@@ -9,6 +9,7 @@ export class OverviewView {
   readonly root = el("div");
   private rows = new Map<string, { canvas: HiDpiCanvas; value: HTMLSpanElement; row: HTMLDivElement }>();
   steps: number[] = [];
+  private values = new Map<string, Float32Array>();
   onPick: ((step: number) => void) | null = null;
 
   draw(steps: number[], stats: Record<string, Float32Array>, current: number | null, theme: Theme): void {
@@ -21,6 +22,13 @@ export class OverviewView {
         const canvas = new HiDpiCanvas("tls-sparkline");
         const value = el("span");
         const row = el("div", { class: "tls-spark", title: "click to jump to that step" }, el("span", {}, name), canvas.canvas, value);
+        canvas.canvas.addEventListener("mousemove", (e) => {
+          // hover: the step and value under the pointer
+          const rect = canvas.canvas.getBoundingClientRect();
+          const i = Math.min(Math.max(Math.round(((e.clientX - rect.left) / rect.width) * (this.steps.length - 1)), 0), this.steps.length - 1);
+          const v = this.values.get(name)?.[i];
+          canvas.canvas.title = this.steps[i] === undefined ? "" : `${name} at step ${this.steps[i]}: ${v === undefined ? "–" : formatValue(v)} (click to jump)`;
+        });
         canvas.canvas.addEventListener("click", (e) => {
           const rect = canvas.canvas.getBoundingClientRect();
           const i = Math.round(((e.clientX - rect.left) / rect.width) * (this.steps.length - 1));
@@ -32,6 +40,7 @@ export class OverviewView {
       }
     }
     const index = current === null ? -1 : steps.indexOf(current);
+    this.values = new Map(Object.entries(stats));
     for (const name of names) {
       const { canvas, value } = this.rows.get(name)!;
       const values = stats[name];

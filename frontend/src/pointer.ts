@@ -36,6 +36,11 @@ export interface PointerHost {
   changes(): api.Changes | undefined;
   /** the compare panel's heatmap and the difference's */
   comparePanels(): { compare: Heatmap; difference: Heatmap };
+  /** a click on a line plot's legend entry */
+  legendClick(plot: LinePlot, label: string): void;
+  /** timesteps of the sequence on screen */
+  time(): number;
+  redraw(): void;
 }
 
 export class Pointer {
@@ -53,25 +58,77 @@ export class Pointer {
       this.setHover(hit ? { t: hit.t, unit: hit.unit, row: hit.row, panel: h } : null, e);
     });
     c.addEventListener("mouseleave", () => { if (!this.drag) this.setHover(null); });
-    c.addEventListener("mousedown", (e) => this.onDragStart(e, h, (ev) => {
+    c.addEventListener("wheel", (e) => this.wheel(h, e, null), { passive: false });
+    c.addEventListener("mousedown", (e) => e.shiftKey ? this.pan(e, h) : this.onDragStart(e, h, (ev) => {
       const hit = h.hit(ev.clientX, ev.clientY);
       if (hit) this.host.pickUnit(hit.unit, h);
     }));
     c.addEventListener("dblclick", () => this.host.setZoom(null, null));
   }
 
+  /** Wheel: zoom the time axis about the pointer (over a line plot's y axis: its y range). */
+  private wheel(p: { timestepAtClient(x: number): number | null; clampedTimestep(x: number): number }, e: WheelEvent, line: LinePlot | null): void {
+    e.preventDefault();
+    const factor = e.deltaY > 0 ? 1.25 : 0.8;
+    if (line && line.overYAxis(e.clientX)) {
+      line.zoomY(e.clientY, factor);
+      this.host.redraw();
+      return;
+    }
+    const [t0, t1] = this.scene.range();
+    const time = this.host.time();
+    const at = p.clampedTimestep(e.clientX);
+    const span = Math.min(time, Math.max(2, Math.round((t1 - t0) * factor)));
+    if (span >= time) return this.host.setZoom(null, null);
+    let a = Math.round(at - (at - t0) * (span / (t1 - t0)));
+    a = Math.min(Math.max(0, a), time - span);
+    this.host.setZoom(a, a + span);
+  }
+
+  /** Shift+drag: pan the zoomed time range. */
+  private pan(e: MouseEvent, p: { plot: { w: number } }): void {
+    const [t0, t1] = this.scene.range();
+    const time = this.host.time();
+    if (t1 - t0 >= time) return;
+    const x0 = e.clientX;
+    e.preventDefault();
+    const move = (ev: MouseEvent) => {
+      const dt = Math.round(((x0 - ev.clientX) / p.plot.w) * (t1 - t0));
+      const a = Math.min(Math.max(0, t0 + dt), time - (t1 - t0));
+      this.host.setZoom(a, a + (t1 - t0));
+    };
+    const up = () => {
+      window.removeEventListener("mousemove", move);
+      window.removeEventListener("mouseup", up);
+    };
+    window.addEventListener("mousemove", move);
+    window.addEventListener("mouseup", up);
+  }
+
   wireTimePlot(p: LinePlot | ChangeTrack, zoom: boolean): void {
     const c = p.base.canvas;
+    const line = "legendAt" in p ? (p as LinePlot) : null;
+    c.addEventListener("wheel", (e) => this.wheel(p, e, line), { passive: false });
     c.addEventListener("mousemove", (e) => {
       if (this.drag) return this.onDragMove(e, p);
       const t = p.timestepAtClient(e.clientX);
       this.setHover(t === null ? null : { t, unit: null, row: null, panel: null }, e);
     });
     c.addEventListener("mouseleave", () => { if (!this.drag) this.setHover(null); });
-    if (zoom) {
-      c.addEventListener("mousedown", (e) => this.onDragStart(e, p, null));
-      c.addEventListener("dblclick", () => this.host.setZoom(null, null));
-    }
+    c.addEventListener("mousedown", (e) => {
+      const label = line?.legendAt(e.clientX, e.clientY) ?? null;
+      if (line && label !== null) {
+        e.preventDefault();
+        this.host.legendClick(line, label);
+        return;
+      }
+      if (e.shiftKey) return this.pan(e, p);
+      if (zoom) this.onDragStart(e, p, null);
+    });
+    c.addEventListener("dblclick", () => {
+      if (line) line.yZoom = null;
+      this.host.setZoom(null, null);
+    });
   }
 
   wireProjection(view: ProjectionView): void {

@@ -14,6 +14,52 @@ export class ProjectionView {
   private points: Float32Array | null = null;
   private sx = linear([0, 1], [0, 1]);
   private sy = linear([0, 1], [0, 1]);
+  /** the user's zoom and pan: the visible fraction of the axes and its centre (0.5: middle) */
+  private zoom = { k: 1, cx: 0.5, cy: 0.5 };
+  /** called after a zoom or pan: redraw */
+  onView: () => void = () => undefined;
+  /** what the colours mean: [label, low end, high end] */
+  legend: [string, string, string] = ["timestep", "", ""];
+
+  constructor() {
+    const c = this.base.canvas;
+    c.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      const rect = c.getBoundingClientRect();
+      const fx = (e.clientX - rect.left) / rect.width, fy = (e.clientY - rect.top) / rect.height;
+      const k = Math.min(1, Math.max(0.01, this.zoom.k * (e.deltaY > 0 ? 1.25 : 0.8)));
+      // keep the point under the pointer in place
+      const px = this.zoom.cx + (fx - 0.5) * this.zoom.k, py = this.zoom.cy + (0.5 - fy) * this.zoom.k;
+      this.zoom = { k, cx: px - (fx - 0.5) * k, cy: py - (0.5 - fy) * k };
+      this.onView();
+    }, { passive: false });
+    c.addEventListener("mousedown", (e) => {
+      if (e.button !== 0 || this.zoom.k >= 1) return;
+      const x0 = e.clientX, y0 = e.clientY, start = { ...this.zoom };
+      const rect = c.getBoundingClientRect();
+      const move = (ev: MouseEvent) => {
+        this.zoom = { k: start.k, cx: start.cx - ((ev.clientX - x0) / rect.width) * start.k, cy: start.cy + ((ev.clientY - y0) / rect.height) * start.k };
+        this.onView();
+      };
+      const up = () => {
+        window.removeEventListener("mousemove", move);
+        window.removeEventListener("mouseup", up);
+      };
+      window.addEventListener("mousemove", move);
+      window.addEventListener("mouseup", up);
+    });
+    c.addEventListener("dblclick", () => this.resetView());
+  }
+
+  resetView(): void {
+    this.zoom = { k: 1, cx: 0.5, cy: 0.5 };
+    this.onView();
+  }
+
+  /** Whether the view is zoomed in. */
+  get zoomed(): boolean {
+    return this.zoom.k < 1;
+  }
 
   /** Fixes the axes to the extent of every step's points. */
   setAll(all: Iterable<Float32Array>, bounds: [number, number, number, number] | null = null): void {
@@ -53,8 +99,11 @@ export class ProjectionView {
       lines.slice(0, 8).forEach((line, i) => ctx.fillText(line, size / 2, size / 2 + (i - (Math.min(lines.length, 8) - 1) / 2) * 16));
       return;
     }
-    this.sx = linear(this.bounds.x, [8, size - 8]);
-    this.sy = linear(this.bounds.y, [size - 8, 8]);
+    const { k, cx, cy } = this.zoom;
+    const bx = this.bounds.x, by = this.bounds.y;
+    const at = (b: [number, number], f: number) => b[0] + f * (b[1] - b[0]);
+    this.sx = linear([at(bx, cx - k / 2), at(bx, cx + k / 2)], [8, size - 8]);
+    this.sy = linear([at(by, cy - k / 2), at(by, cy + k / 2)], [size - 30, 8]);
     const n = points.length / 2;
     const hi = Math.min(t1, n);
     if (previous) {
@@ -67,6 +116,10 @@ export class ProjectionView {
       }
       ctx.stroke();
     }
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(1, 1, size - 2, size - 24);
+    ctx.clip();
     const span = Math.max(1, hi - t0 - 1);
     ctx.lineWidth = 1.5;
     ctx.lineCap = "round";
@@ -88,6 +141,25 @@ export class ProjectionView {
       ctx.beginPath();
       ctx.arc(this.sx(points[2 * t0]), this.sy(points[2 * t0 + 1]), 3, 0, 2 * Math.PI);
       ctx.fill();
+    }
+    ctx.restore();
+    // the colour legend: what the colours mean, with the ends labelled
+    const barX = 70, barW = size - 140, barY = size - 18;
+    for (let i = 0; i < barW; i++) {
+      ctx.fillStyle = cssColor(sequentialColor(i / (barW - 1)));
+      ctx.fillRect(barX + i, barY, 1, 8);
+    }
+    ctx.fillStyle = theme.muted;
+    ctx.font = "10px sans-serif";
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "right";
+    ctx.fillText(this.legend[1], barX - 4, barY + 4);
+    ctx.textAlign = "left";
+    ctx.fillText(this.legend[2], barX + barW + 4, barY + 4);
+    ctx.fillText(this.legend[0], 6, barY + 4);
+    if (this.zoom.k < 1) {
+      ctx.textAlign = "right";
+      ctx.fillText(`zoom ${Math.round(1 / this.zoom.k * 10) / 10}x · double-click to reset`, size - 6, 12);
     }
   }
 

@@ -3,7 +3,7 @@
 // from the store and the loaded data once per frame; the views only read it.
 
 import type * as api from "./api";
-import { Domain, domainFor, PALETTE, SIGMOID_KINDS } from "./colors";
+import { Domain, domainFor, finiteExtent, PALETTE, rangeDomain } from "./colors";
 import type { DataLoader } from "./data";
 import type { Store } from "./store";
 import * as win from "./window";
@@ -19,10 +19,15 @@ export class Scene {
   shown: Shown | null = null;
   shownCompare: Shown | null = null;
   order: number[] = [];
+  orderB: number[] = [];
   domain: Domain = { lo: -1, hi: 1 };
-  private domainKey = "";
+  domainB: Domain = { lo: -1, hi: 1 };
+  /** how the colour scale was chosen, said under the heatmap */
+  scaleNote = "";
+  scaleNoteB = "";
   /** unit -> line colour, in the order the units were picked */
   selected = new Map<number, string>();
+  selectedB = new Map<number, string>();
   private diff: { a: api.StatesArray; b: api.StatesArray; result: ReturnType<typeof win.difference> } | null = null;
 
   constructor(private store: Store, private data: DataLoader) {}
@@ -49,21 +54,43 @@ export class Scene {
     if (!shown) return;
     const s = this.store.state;
     const units = shown.view.units;
-    this.order = this.data.unitOrder(units);
-    const domKey = `${s.run}|${s.tag}|${s.layer}|${s.kind}|${s.sequence}`;
-    const d = domainFor(s.kind, shown.array.data);
-    if (domKey !== this.domainKey) {
-      this.domainKey = domKey;
-      this.domain = d;
-    } else if (!SIGMOID_KINDS.has(s.kind)) {
-      // grows, never shrinks, during one selection: colours mean the same on every step
-      this.domain = { lo: Math.min(this.domain.lo, d.lo), hi: Math.max(this.domain.hi, d.hi) };
-    }
-    // Until the user picks units, plot the top of the current order (it changes when
-    // the per-unit scores arrive or the order is switched).
+    this.order = this.data.unitOrder(s.run, units);
+    [this.domain, this.scaleNote] = this.domainOf(s.run, shown);
+    // Until the user picks units, plot the top of the order (it changes when the
+    // per-unit scores arrive or the order is switched).
     if (!this.store.explicitUnits) s.units = this.order.slice(0, 3);
     s.units = s.units.filter((u) => u < units);
     this.selected = new Map(s.units.map((u, i) => [u, PALETTE[i % PALETTE.length]]));
+    const b = this.shownCompare;
+    if (b && s.compare) {
+      this.orderB = this.data.unitOrder(s.compare, b.view.units);
+      [this.domainB, this.scaleNoteB] = this.domainOf(s.compare, b);
+      s.unitsB = s.unitsB.filter((u) => u < b.view.units);
+      this.selectedB = new Map(s.unitsB.map((u, i) => [u, PALETTE[(s.units.length + i) % PALETTE.length]]));
+    } else this.selectedB = new Map();
+  }
+
+  /** The colour domain of a run's array on screen, and how it was chosen. By default one
+   * scale for every step of (run, tag, layer, kind): the stored exact extremes of every
+   * step when the backend sends them, else the extremes of the steps loaded here. */
+  private domainOf(run: string, shown: Shown): [Domain, string] {
+    const kind = this.store.state.kind;
+    if (this.store.state.scale === "step") {
+      return [domainFor(kind, shown.array.data), "colour scale per step (99.5th percentile of |value|)"];
+    }
+    const range = this.data.fixedRange(run);
+    if (!range) return [rangeDomain(kind, ...finiteExtent(shown.array.data)), "colour scale: this step (the others are loading)"];
+    const note = range.stored
+      ? `colour scale fixed over all ${range.steps} steps (stored extremes)`
+      : `colour scale fixed over ${range.steps} of ${range.of} steps, from the arrays loaded here` +
+        (range.steps < range.of ? " (the backend sends no stored extremes)" : " (computed here: the backend sends no stored extremes)");
+    return [rangeDomain(kind, range.lo, range.hi), note];
+  }
+
+  /** The finite extremes of the array on screen (of the compared run's with `b`). */
+  dataExtent(b = false): [number, number] | null {
+    const shown = b ? this.shownCompare : this.shown;
+    return shown ? extentOf(shown.array) : null;
   }
 
   /** Left minus right, when both panels hold the same shape. */
@@ -90,6 +117,18 @@ export class Scene {
     if (s.binned) throw new Error("the heatmap shows min/max bins of this long sequence: zoom in to full resolution to export CSV, or export the whole array as .npy");
     return { array: shown.array, start: s.start };
   }
+}
+
+const extents = new WeakMap<api.StatesArray, [number, number]>();
+
+/** The finite extremes of an array (made once per array). */
+export function extentOf(a: api.StatesArray): [number, number] {
+  let e = extents.get(a);
+  if (!e) {
+    e = finiteExtent(a.data);
+    extents.set(a, e);
+  }
+  return e;
 }
 
 function sameSelection(a: string, b: string): boolean {

@@ -14,6 +14,8 @@ export interface CompareTarget {
   /** the step asked for */
   wanted: number;
   run: string;
+  /** the other run's steps are not listed yet */
+  loading: boolean;
 }
 
 export class Store {
@@ -23,6 +25,8 @@ export class Store {
   /** wall time of each step of `steps`, when the backend gave them */
   wallTimes: number[] = [];
   compareSteps: number[] = [];
+  /** the run `compareSteps` lists */
+  compareStepsRun = "";
   info: api.TagInfo | null = null;
   /** units the user picked (else the top of the order is plotted) */
   explicitUnits = false;
@@ -48,8 +52,8 @@ export class Store {
     return Object.keys(this.runs).filter((r) => Object.keys(this.runs[r]).length).sort();
   }
 
-  /** The run whose data are the most recent (the largest last step's wall time is not
-   * listed by `runs`, so: the most steps, then the latest last step, then the name). */
+  /** The run with the most recent data: the latest last step (`runs` lists no wall
+   * times), then the most steps, then the first name. */
   defaultRun(): string {
     let best = "", bestKey: number[] | null = null;
     for (const run of this.runNames()) {
@@ -66,7 +70,7 @@ export class Store {
   /** Makes the state consistent with the runs: unknown names fall back to defaults. */
   resolve(): void {
     const runNames = this.runNames();
-    if (!runNames.includes(this.state.run)) this.state.run = runNames[0] ?? "";
+    if (!runNames.includes(this.state.run)) this.state.run = this.defaultRun();
     const tags = Object.keys(this.runs[this.state.run] ?? {}).sort();
     if (!tags.includes(this.state.tag)) this.state.tag = tags[0] ?? "";
     const info = this.runs[this.state.run]?.[this.state.tag] ?? null;
@@ -119,8 +123,10 @@ export class Store {
     if (!this.state.compare) return null;
     const wanted = this.state.compareStep ?? step;
     const steps = this.compareRunSteps();
-    const s = nearestStep(steps, wanted);
-    return { run: this.state.compare, wanted, query: s === null ? null : this.query(s, this.state.compare) };
+    const run = this.state.compare;
+    const loading = run !== this.state.run && this.compareStepsRun !== run;
+    const ok = !loading && steps.includes(wanted);
+    return { run, wanted, loading, query: ok ? this.query(wanted, run) : null };
   }
 
   compareQuery(step: number): api.StatesQuery | null {

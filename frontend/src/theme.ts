@@ -80,6 +80,19 @@ html, body { margin:0; background:var(--bg); color:var(--fg); }
 .tls-stack canvas.tls-overlay { position:absolute; left:0; top:0; pointer-events:none; }
 .tls-panels { display:flex; gap:10px; }
 .tls-panels > div { flex:1; min-width:0; }
+.tls-paneltop { display:flex; align-items:center; gap:8px; margin-left:56px; min-height:26px; }
+.tls-paneltop .tls-paneltitle { margin:0; flex:1; }
+.tls-heatscroll { max-height:75vh; overflow-y:auto; overflow-x:hidden; }
+.tls-scalenote { margin:2px 0 0 56px; }
+.tls-table { width:100%; border-collapse:collapse; font-size:12px; font-variant-numeric:tabular-nums; }
+.tls-table th { text-align:right; color:var(--muted); font-weight:500; cursor:pointer; user-select:none; padding:2px 6px; border-bottom:1px solid var(--border); position:sticky; top:0; background:var(--panel); }
+.tls-table td { text-align:right; padding:1px 6px; }
+.tls-table tbody tr { cursor:pointer; }
+.tls-table tbody tr:hover { background:var(--bg); }
+.tls-table tr.on td:first-child { font-weight:700; color:var(--accent); }
+.tls-tablewrap { max-height:320px; overflow:auto; }
+.tls-score { font-variant-numeric:tabular-nums; }
+.tls-reset { font-size:12px; }
 .tls-paneltitle { font-size:12px; color:var(--muted); margin:0 0 4px 56px; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; }
 .tls-tokens { display:flex; margin-left:56px; overflow:hidden; height:22px; }
 .tls-tokens span { flex:1 1 0; min-width:0; overflow:hidden; white-space:pre; text-overflow:clip; font:11px/22px ui-monospace, Menlo, monospace; text-align:center; border-right:1px solid var(--bg); color:#111; }
@@ -88,6 +101,7 @@ html, body { margin:0; background:var(--bg); color:var(--fg); }
 .tls-spark span:last-child { text-align:right; color:var(--fg); font-variant-numeric:tabular-nums; }
 .tls-desc { color:var(--muted); margin:0 0 8px; }
 .tls-desc p { margin:0; }
+.tls-cut { color:var(--accent); font-size:12px; }
 .tls-msg { color:var(--muted); padding:4px 0; }
 .tls-error { color:#d93025; }
 .tls-empty { max-width:640px; margin:48px auto; }

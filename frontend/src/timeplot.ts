@@ -30,6 +30,8 @@ export class TimePlot {
   plot: Rect = { x: GUTTER, y: 0, w: 1, h: 1 };
   t0 = 0;
   t1 = 1;
+  /** labels of the time axis: timestamps when a `time` series is logged, else the timestep */
+  timeLabel: ((t: number) => string) | null = null;
   private overlayKey = "";
 
   constructor(cls: string, public top = 4, public bottom = 18) {
@@ -73,13 +75,17 @@ export class TimePlot {
     ctx.font = "10px sans-serif";
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    const n = Math.max(2, Math.floor(plot.w / 80));
+    const label = this.timeLabel;
+    const n = Math.max(2, Math.floor(plot.w / (label ? 130 : 80)));
     for (const t of ticks(this.t0, this.t1 - 1, n)) {
       if (!Number.isInteger(t)) continue;
       const x = this.x(t + 0.5);
       ctx.fillRect(x, plot.y + plot.h, 1, 3);
-      ctx.fillText(String(t), x, plot.y + plot.h + 4);
+      ctx.fillText(label ? label(t) : String(t), x, plot.y + plot.h + 4);
     }
+    // the axis title, in the gutter's corner
+    ctx.textAlign = "left";
+    ctx.fillText(label ? "time (UTC)" : "timestep", 2, plot.y + plot.h + 4);
   }
 
   /** Draws the cursor, the hover line and the zoom selection on the overlay. */

@@ -1,7 +1,7 @@
 // The tokens of the probe sequence as text cells on the time axis, tinted by the
 // value of one unit. Tokens are data: they only ever reach the DOM as textContent.
 
-import { Domain, divergingColor, lutIndex, cssColor, DARK_CENTRE, LIGHT_CENTRE } from "./colors";
+import { Domain, divergingColor, lutIndex, cssColor } from "./colors";
 import { el } from "./dom";
 import { GUTTER } from "./timeplot";
 
@@ -49,7 +49,6 @@ export class TokenStrip {
       this.root.replaceChildren(...this.spans);
     }
     if (!fits) return;
-    const centre = dark ? DARK_CENTRE : LIGHT_CENTRE;
     this.spans.forEach((span, i) => {
       const t = t0 + i;
       if (!tint) {
@@ -58,7 +57,7 @@ export class TokenStrip {
         return;
       }
       const f = lutIndex(tint(t), domain);
-      const rgb = f === 256 ? ([128, 128, 128] as [number, number, number]) : divergingColor(f / 255, centre);
+      const rgb = f === 256 ? ([128, 128, 128] as [number, number, number]) : divergingColor(f / 255, dark);
       span.style.background = cssColor(rgb);
       const light = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 140;
       span.style.color = light ? "#111" : "#fff";

@@ -12,6 +12,7 @@ test("a state survives the round trip, including hostile run names", () => {
     ...DEFAULT_STATE, run: "<img src=x onerror=alert(1)>&x=#y", tag: "enc/lstm", layer: 3, kind: "forget",
     sequence: 2, step: 40, order: "corr:price", units: [4, 9, 1], t0: 10, t1: 90, cursor: 33,
     compare: "run b", compareStep: 7, method: "tsne", colorBy: "price", speed: 30, loop: false,
+    unitsB: [3], scale: "step", threshold: 2.5, residual: "prediction-price",
   };
   assert.deepEqual(decodeState(encodeState(state)), state);
 });
@@ -21,12 +22,18 @@ test("malformed values fall back to defaults", () => {
   assert.equal(s.layer, 0);
   assert.equal(s.kind, "cell");
   assert.equal(s.step, null);
-  assert.equal(s.order, "index");
+  assert.equal(s.order, "auto");
   assert.deepEqual(s.units, [1, 2]);
   assert.equal(s.t0, null);
   assert.equal(s.method, "pca");
   assert.equal(s.speed, DEFAULT_STATE.speed);
   assert.equal(s.loop, true);
+});
+
+test("a bad threshold or scale falls back", () => {
+  const s = decodeState("thr=-1&scale=weird");
+  assert.equal(s.threshold, 3.5);
+  assert.equal(s.scale, "fixed");
 });
 
 test("our key lives beside TensorBoard's hash keys", () => {

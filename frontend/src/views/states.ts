@@ -8,29 +8,41 @@ import { TokenStrip } from "../tokens";
 import * as win from "../window";
 import type { DrawContext } from "./context";
 
+/** The least height of a heatmap row, in CSS pixels. */
+export const MIN_ROW = 6;
+/** Past this height (256 units) rows get thinner instead: the canvas stays a sane size. */
+const MAX_HEIGHT = 1536;
+
 export class StatesView {
   readonly heat = new Heatmap();
   readonly heatB = new Heatmap();
   readonly heatD = new Heatmap();
   readonly legend = new Legend();
+  readonly legendA = new Legend();
+  readonly legendB = new Legend();
+  readonly legendD = new Legend();
+  private scaleNote = el("div", { class: "tls-hint tls-scalenote" });
+  /** resets every zoom (time and y) */
+  readonly reset = el("button", { class: "tls-reset", title: "reset zoom (double-click a plot)", "aria-label": "reset zoom" }, "Reset zoom");
   readonly tokens = new TokenStrip();
   readonly panels = el("div", { class: "tls-panels" });
   private title = el("span", { class: "tls-sub" });
   private titleA = el("div", { class: "tls-paneltitle" });
   private titleB = el("div", { class: "tls-paneltitle" });
   private titleD = el("div", { class: "tls-paneltitle" });
-  private panelB = el("div", {}, this.titleB, this.heatB.root);
-  private panelD = el("div", {}, this.titleD, this.heatD.root);
+  private panelB = el("div", {}, el("div", { class: "tls-paneltop" }, this.titleB, this.legendB.view.canvas), el("div", { class: "tls-heatscroll" }, this.heatB.root));
+  private panelD = el("div", {}, el("div", { class: "tls-paneltop" }, this.titleD, this.legendD.view.canvas), el("div", { class: "tls-heatscroll" }, this.heatD.root));
+  private topA = el("div", { class: "tls-paneltop" }, this.titleA, this.legendA.view.canvas);
   readonly root: HTMLElement;
   /** hovering a token: its timestep, or null when the pointer leaves */
   onTokenHover: (t: number | null) => void = () => undefined;
 
   constructor() {
-    this.panels.append(el("div", {}, this.titleA, this.heat.root), this.panelB, this.panelD);
+    this.panels.append(el("div", {}, this.topA, el("div", { class: "tls-heatscroll" }, this.heat.root)), this.panelB, this.panelD);
     this.root = el("div", { class: "tls-card" },
-      el("h3", {}, "States", this.title, el("span", { style: "flex:1" }), this.legend.view.canvas),
-      this.panels, this.tokens.root,
-      el("div", { class: "tls-hint" }, "Hover for values · click a row to plot that unit · drag to zoom into a time range · double-click to zoom out"),
+      el("h3", {}, "States", this.title, el("span", { style: "flex:1" }), this.legend.view.canvas, this.reset),
+      this.panels, this.tokens.root, this.scaleNote,
+      el("div", { class: "tls-hint" }, "Hover for values · click a row to plot that unit · drag to zoom into a time range · wheel to zoom · shift+drag to pan · double-click to zoom out"),
     );
   }
 
@@ -56,7 +68,8 @@ export class StatesView {
     const shown = scene.shown;
     const compare = !!state.compare;
     const b = compare ? scene.shownCompare : null;
-    const difference = scene.difference();
+    const target = compare ? store.compareTarget(step) : null;
+    const difference = target?.query ? scene.difference() : null;
     const diff = !!difference;
     const nPanels = compare ? (diff ? 3 : 2) : 1;
     this.panelB.style.display = compare ? "" : "none";
@@ -64,10 +77,12 @@ export class StatesView {
     const gap = 10;
     const panelW = Math.floor((fullWidth - gap * (nPanels - 1)) / nPanels);
     const units = shown ? shown.view.units : 0;
-    const heatH = Math.round(Math.min(440, Math.max(180, units * 3)));
+    // rows at least MIN_ROW px high: a tall layer scrolls inside its panel (labels stay readable)
+    const heatH = Math.round(Math.min(MAX_HEIGHT, Math.max(180, units * MIN_ROW)) + 20);
     const kindLabel = state.kind === "cell" ? "cell state c" : state.kind === "hidden" ? "hidden state h" : state.kind + " gate";
     setText(this.title, `${kindLabel} · ${c.layerName} · sequence #${state.sequence}` + (t0 > 0 || t1 < (shown?.view.time ?? t1) ? ` · timesteps ${t0}–${t1 - 1}` : ""));
-    this.titleA.style.display = compare ? "" : "none";
+    this.topA.style.display = compare ? "" : "none";
+    this.legend.view.canvas.style.display = compare ? "none" : "";
     setText(this.titleA, `${state.run} · step ${step}`);
 
     let frame: HeatmapFrame | null = null;
@@ -77,24 +92,36 @@ export class StatesView {
         centre: (scene.domain.lo + scene.domain.hi) / 2, length: shown.view.length, segment: shown.view.segment,
       };
     }
-    this.legend.draw(scene.domain, theme, "value");
+    const extentA = scene.dataExtent();
+    this.legend.draw(scene.domain, theme, "value", extentA);
+    this.legendA.draw(scene.domain, theme, "value", extentA);
+    setText(this.scaleNote, scene.scaleNote + (compare && scene.scaleNoteB ? ` · right: ${scene.scaleNoteB}` : ""));
     this.heat.layout(panelW, heatH);
     this.heat.setRange(t0, t1);
     this.heat.draw(frame, theme, c.error || "loading…");
     if (compare) {
-      const cq = store.compareQuery(step);
-      setText(this.titleB, cq ? `${cq.run} · step ${cq.step}` : `${state.compare} · no steps`);
+      const target = store.compareTarget(step);
+      const missing = !!target && !target.query && !target.loading;
+      setText(this.titleB, target?.query ? `${target.run} · step ${target.query.step}` :
+        missing ? `${state.compare} has no step ${target?.wanted ?? step}` : `${state.compare} · loading…`);
+      this.titleB.classList.toggle("tls-error", !!missing);
       this.heatB.layout(panelW, heatH);
       this.heatB.setRange(t0, Math.min(t1, b?.view.time ?? t1));
       const bUnits = b ? b.view.units : 0;
-      const bOrder = b && bUnits === units ? scene.order : Array.from({ length: bUnits }, (_, i) => i);
-      this.heatB.draw(b && frame ? { ...frame, data: b.array.data, units: bUnits, order: bOrder, length: b.view.length, segment: b.view.segment } : null, theme, "loading…");
-      if (difference && frame) {
+      const bOrder = b && scene.orderB.length === bUnits ? scene.orderB : Array.from({ length: bUnits }, (_, i) => i);
+      this.legendB.draw(scene.domainB, theme, "value", scene.dataExtent(true));
+      this.heatB.draw(b && !missing ? {
+        data: b.array.data, units: bUnits, order: bOrder, domain: scene.domainB, lut: c.lut, selected: scene.selectedB,
+        centre: (scene.domainB.lo + scene.domainB.hi) / 2, length: b.view.length, segment: b.view.segment,
+      } : null, theme, missing ? `${state.compare} has no step ${target!.wanted}: nothing to compare` : "loading…");
+      if (difference && frame && !missing) {
         const { data: d, max: m, segment } = difference;
         setText(this.titleD, `difference (left − right) · max |Δ| ${formatValue(m)}`);
         this.heatD.layout(panelW, heatH);
         this.heatD.setRange(t0, t1);
-        this.heatD.draw({ ...frame, data: d, segment, domain: { lo: -m, hi: m }, centre: 0 }, theme);
+        const domainD = { lo: -m || -1, hi: m || 1 };
+        this.legendD.draw(domainD, theme, "Δ");
+        this.heatD.draw({ ...frame, data: d, segment, domain: domainD, centre: 0 }, theme);
       }
     }
 

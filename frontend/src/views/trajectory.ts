@@ -2,7 +2,7 @@
 
 import type * as api from "../api";
 import { el, setText } from "../dom";
-import { nearestStep } from "../layout";
+import { formatValue, nearestStep } from "../layout";
 import { ProjectionView } from "../projection";
 import type { DrawContext } from "./context";
 
@@ -15,6 +15,7 @@ export class TrajectoryView {
     this.root = el("div", { class: "tls-card" },
       el("h3", {}, "Trajectory", el("span", { style: "flex:1" }), method, colorBy),
       el("div", { class: "tls-stack" }, this.projection.base.canvas, this.projection.overlay.canvas),
+      el("div", { class: "tls-hint" }, "wheel to zoom · drag to pan · double-click to reset"),
       this.note);
   }
 
@@ -38,6 +39,9 @@ export class TrajectoryView {
       let lo = Infinity, hi = -Infinity;
       for (const x of v) if (Number.isFinite(x)) { lo = Math.min(lo, x); hi = Math.max(hi, x); }
       color = (t) => (v[t] - lo) / (hi - lo || 1);
+      view.legend = [colorBy, formatValue(lo), formatValue(hi)];
+    } else {
+      view.legend = ["timestep", String(c.t0), String(c.t1 - 1)];
     }
     view.draw(points, previous, c.t0, c.t1, color, c.theme,
       error || (p ? `step ${step} is outside the projected window` : "loading…"));
