@@ -882,22 +882,18 @@ def test_tensorboard_loads_the_index_summaries(tmp_path):
 
 
 @pytest.mark.parametrize("shape", [(2, 64, 3), (3, 4000, 40), (1, 130, 5000), (2, 65, 1)])
-def test_pyramid_is_format_compute_pyramid(shape, monkeypatch):
-    monkeypatch.setattr(writer_lib, "_PYRAMID_CHUNK_VALUES", 4000)  # several chunks
+def test_pyramid_is_each_blocks_minimum_and_maximum(shape):
     rng = np.random.default_rng(1)
     array = (rng.standard_normal(shape) * rng.choice([1e-6, 1, 1e4], shape)).astype(np.float16)
-    array[0, :3] = 0.0
-    array[-1, -2:] = -0.0
     array[0, 1, 0], array[-1, 0, -1] = np.inf, -np.inf
     every = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
     flat = array.reshape(-1)  # a view
     flat[::7] = np.resize(every[np.isfinite(every)], len(flat[::7]))  # every finite value
-    got, want = writer_lib._pyramid(array), format.compute_pyramid(array)
-    assert got.dtype == np.float16 and got.shape == want.shape
-    np.testing.assert_array_equal(got, want)
-    nonzero = want != 0
-    np.testing.assert_array_equal(got.view(np.uint16)[nonzero], want.view(np.uint16)[nonzero])
-    array[-1, -1, 0] = np.nan  # propagated, as compute_pyramid does
-    assert_bitwise(writer_lib._pyramid(array), format.compute_pyramid(array))
-    wide = array.astype(np.float32)
-    assert_bitwise(writer_lib._pyramid(wide), format.compute_pyramid(wide))
+    array[-1, -1, 0] = np.nan
+    for values in (array, array.astype(np.float32)):
+        got = format.compute_pyramid(values)
+        assert got.dtype == values.dtype and got.shape[:2] == (shape[0], -(-shape[1] // 64))
+        for block in range(got.shape[1]):
+            part = values[:, block * 64:(block + 1) * 64].astype(np.float64)
+            np.testing.assert_array_equal(got[:, block, 0], part.min(axis=1))
+            np.testing.assert_array_equal(got[:, block, 1], part.max(axis=1))

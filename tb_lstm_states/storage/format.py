@@ -261,18 +261,22 @@ def pyramid_blocks(time: int) -> int:
 def compute_pyramid(array: np.ndarray) -> np.ndarray:
     """The min/max pyramid of a `[batch, time, units]` array: `[batch, blocks, 2, units]`.
 
-    The last block covers the remaining timesteps only (padding repeats the last one).
+    The last block covers the remaining timesteps only. Computed in float32 a
+    sequence at a time (numpy compares float16 values one by one; float16 to
+    float32 and back is exact), and returned in the array's dtype.
     """
     batch, time, units = array.shape
     blocks = -(-time // PYRAMID_BLOCK)
-    padded = array
-    if blocks * PYRAMID_BLOCK != time:
-        padded = np.concatenate(
-            [array, np.repeat(array[:, -1:], blocks * PYRAMID_BLOCK - time, axis=1)], axis=1)
-    shaped = padded.reshape(batch, blocks, PYRAMID_BLOCK, units)
+    whole = time // PYRAMID_BLOCK
     out = np.empty((batch, blocks, 2, units), array.dtype)
-    np.min(shaped, axis=2, out=out[:, :, 0])
-    np.max(shaped, axis=2, out=out[:, :, 1])
+    for sequence in range(batch):
+        values = np.asarray(array[sequence], np.float32)
+        grouped = values[:whole * PYRAMID_BLOCK].reshape(whole, PYRAMID_BLOCK, units)
+        out[sequence, :whole, 0] = grouped.min(axis=1)
+        out[sequence, :whole, 1] = grouped.max(axis=1)
+        if whole < blocks:  # the last block, shorter
+            out[sequence, whole, 0] = values[whole * PYRAMID_BLOCK:].min(axis=0)
+            out[sequence, whole, 1] = values[whole * PYRAMID_BLOCK:].max(axis=0)
     return out
 
 
