@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -897,3 +898,33 @@ def test_pyramid_is_each_blocks_minimum_and_maximum(shape):
             part = values[:, block * 64:(block + 1) * 64].astype(np.float64)
             np.testing.assert_array_equal(got[:, block, 0], part.min(axis=1))
             np.testing.assert_array_equal(got[:, block, 1], part.max(axis=1))
+
+
+def test_files_are_opened_in_binary_mode_where_the_os_has_one(tmp_path):
+    # Windows' os.open is text mode unless O_BINARY is given (every 0x0A would be
+    # written as 0x0D 0x0A). Here the flag is faked before the package is imported,
+    # and every file the writer creates must be opened with it.
+    script = textwrap.dedent("""
+        import json, os, sys
+        import numpy as np
+        os.O_BINARY = 1 << 28
+        opened = []
+        real_open = os.open
+        def recording_open(path, flags, *args, **kwargs):
+            if flags & os.O_CREAT:
+                opened.append((os.path.basename(path), bool(flags & os.O_BINARY)))
+            return real_open(path, flags & ~os.O_BINARY, *args, **kwargs)
+        os.open = recording_open
+        import tb_lstm_states as tls
+        from tb_lstm_states import states as S
+        with tls.StateWriter(sys.argv[1]) as writer:
+            h = np.full((2, 5, 3), 10.0, dtype=np.float32)  # 0x0A bytes aplenty
+            writer.add_states("t", S.RecurrentStates("rnn", [S.LayerStates(h)], [5, 5]), 0)
+        print(json.dumps(opened))
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    opened = json.loads(result.stdout)
+    assert {name.endswith(".safetensors") for name, _ in opened} == {True, False}
+    assert all(binary for _, binary in opened), opened

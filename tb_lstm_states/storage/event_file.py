@@ -22,6 +22,10 @@ import google_crc32c
 
 from tensorboard.compat.proto import event_pb2
 
+# How new event and array files are opened: never over an existing file, and in
+# binary mode on Windows (where text mode would turn every 0x0A into 0x0D 0x0A).
+CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
 _HEADER = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 _MASK_DELTA = 0xA282EAD8
@@ -142,8 +146,7 @@ class RecordFile:
         self.path = path
         # Unbuffered: each record is in the OS when `write` returns, and no record
         # waits in a user-space buffer for a reader (or is lost to a kill).
-        self._fd: Optional[int] = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        self._fd: Optional[int] = os.open(path, CREATE_FLAGS, 0o666)
         self._size = 0  # where the next record begins
         first = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
         first.source_metadata.writer = "tb_lstm_states"

@@ -56,8 +56,6 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 # The thread checksums a block of slices, then writes it while it is in cache.
 _BLOCK_BYTES = 16 * format.CHUNK_BYTES
 
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-
 
 class StateWriter:
     """Writes `RecurrentStates` as `lstm_states` array files and index summaries.
@@ -412,7 +410,7 @@ class StateWriter:
             name = format.array_file_name(job.tag, job.step, "%s%d" % (self._unique, self._count))
             path = os.path.join(self._array_dir, name)
             try:
-                fd = os.open(path, _OPEN_FLAGS, 0o666)
+                fd = os.open(path, event_file.CREATE_FLAGS, 0o666)
                 break
             except FileExistsError:  # another writer drew the same name: draw again
                 self._unique = secrets.token_hex(4)
