@@ -186,7 +186,7 @@ def test_version_2_arrays_equal_the_input_and_read_states(client, logdir):
     np.testing.assert_array_equal(series["series"]["target"], np.arange(21.0).reshape(3, 7) + 2)
     overview = get_json(client, "overview", run="v2", tag="encoder")
     assert overview["steps"] == [0, 1, 2, 3] and overview["rows"][0] == [0, "cell"]
-    assert np.array(overview["values"], dtype=float).shape == (4, 12, 5)
+    assert np.array(overview["values"], dtype=float).shape == (4, 12, len(format.STATISTICS_COLUMNS))
     for route in ("changes", "units"):
         get_json(client, route, run="v2", tag="encoder", step=1, layer=1, kind="hidden", sequence=1)
     projection = get_json(client, "projection", run="v2", tag="encoder", layer=0, kind="cell",
@@ -473,7 +473,8 @@ def read_index(run_dir):
 
 
 HOSTILE = {
-    "huge statistic": (lambda i: i.update(statistics=[[10 ** 400] * 5] * len(i["statistics"])), None),
+    "huge statistic": (lambda i: i.update(statistics=[[10 ** 400] * len(format.STATISTICS_COLUMNS)]
+                                          * len(i["statistics"])), None),
     "checksum table": (lambda i: i.update(crc_crc32c=(i["crc_crc32c"] + 1) % (1 << 32)),
                        b"checksum table fails its checksum"),
     "header": (lambda i: i.update(header_crc32c=(i["header_crc32c"] + 1) % (1 << 32)),
@@ -512,7 +513,7 @@ def test_an_index_that_lies_is_404_never_500(tmp_path, name):
         answers[route] = (status, body)
     if words is None:
         assert answers["overview"][0] == 200
-        assert json.loads(answers["overview"][1])["values"][0][0] == [None] * 5
+        assert json.loads(answers["overview"][1])["values"][0][0] == [None] * len(format.STATISTICS_COLUMNS)
     else:
         route = "series" if name == "header" else "states"
         assert answers[route][0] == 404 and words in answers[route][1], answers[route]
