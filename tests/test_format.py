@@ -87,7 +87,7 @@ def _index(**changes):
         layout, "t-0.0.a.safetensors", table, kind="rnn", num_layers=1, num_directions=1,
         batch=2, time=3, lengths=[3, 1], series=[], has_tokens=False,
         arrays=[{"layer": 0, "kind": "hidden", "tensor": "0/hidden"}],
-        statistics=np.zeros((1, 5))))
+        statistics=np.zeros((1, len(format.STATISTICS_COLUMNS)))))
     del index[format.INDEX_SEAL_KEY]
     index.update(changes)
     return format.seal_index(json.dumps(index, separators=(",", ":")).encode())

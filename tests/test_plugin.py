@@ -10,6 +10,7 @@ import pytest
 
 import tb_lstm_states as tls
 from tb_lstm_states import analysis, statistics
+from tb_lstm_states.storage import format
 from tb_lstm_states.server import loader as plugin_loader, routes as plugin_routes
 from tb_lstm_states.server import routes
 from tensorboard.plugins.core import core_plugin
@@ -150,12 +151,17 @@ def test_overview_is_the_statistics_summary(served, logdir):
     client, _ = served
     body = get_json(client, "overview", run="lstm", tag="encoder")
     assert body["steps"] == [0, 1, 2, 3, 4]
-    assert body["columns"] == list(statistics.COLUMNS)
+    assert body["columns"] == list(format.STATISTICS_COLUMNS)
     assert body["rows"][0] == [0, "cell"]
     # Computed by the writer from the states it was given (before float16 storage).
     expected = statistics.record_statistics(make_states(seed=4, shift=0.04, lengths=[7, 5, 0]))
     got = np.array(body["values"][4], dtype=np.float64)
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    sampled = len(statistics.COLUMNS)
+    np.testing.assert_allclose(got[:, :sampled], expected, rtol=1e-5, atol=1e-6)
+    # Then the extremes of each stored array, as read_states returns it.
+    (record,) = tls.read_states(logdir, run="lstm", tag="encoder", steps=4)
+    stored = [record.states.layers[layer].get(kind) for layer, kind in body["rows"]]
+    np.testing.assert_allclose(got[:, sampled:], [[a.min(), a.max()] for a in stored], rtol=1e-6)
 
 
 def test_changes_flags_a_jump(tmp_path):

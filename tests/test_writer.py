@@ -199,9 +199,14 @@ def test_round_trip(tmp_path, case, dtype):
         assert set(step.tensors) == expected
         np.testing.assert_array_equal(
             step.tensors[format.CRC_TENSOR], step.crc_table)
-        np.testing.assert_array_equal(
-            np.asarray(index["statistics"], dtype=np.float64),
-            statistics.record_statistics(states).astype(np.float64))
+        table = np.asarray(index["statistics"], dtype=np.float64)
+        np.testing.assert_array_equal(table[:, :len(statistics.COLUMNS)],
+                                      statistics.record_statistics(states).astype(np.float64))
+        # The extremes of each whole stored array, for one colour scale across steps.
+        assert format.STATISTICS_COLUMNS[len(statistics.COLUMNS):] == ("min", "max")
+        np.testing.assert_array_equal(table[:, len(statistics.COLUMNS):], [
+            [stored(original, dtype).min(), stored(original, dtype).max()]
+            for original in arrays(states).values()])
         assert step.content["role"] == metadata.ROLE_INDEX
         assert step.content["units"] == {
             name: int(np.shape(states.layers[0].get(name))[2])
@@ -298,9 +303,10 @@ def test_statistics_are_those_of_the_callers_arrays(tmp_path):
             torch.from_numpy(big.lengths))
         writer.add_states("torch", torch_big, 1)
     small, large, from_torch = read_steps(tmp_path)
-    np.testing.assert_array_equal(np.asarray(small.index["statistics"], np.float32),
+    sampled = len(statistics.COLUMNS)
+    np.testing.assert_array_equal(np.asarray(small.index["statistics"], np.float32)[:, :sampled],
                                   statistics.record_statistics(states))
-    np.testing.assert_array_equal(np.asarray(large.index["statistics"], np.float32),
+    np.testing.assert_array_equal(np.asarray(large.index["statistics"], np.float32)[:, :sampled],
                                   statistics.record_statistics(big))
     assert large.index["statistics"] == from_torch.index["statistics"]
     assert len(statistics.sample_sequences(64, 32 * 64)) < 64  # it was sampled
@@ -311,7 +317,8 @@ def test_nan_statistics_are_null_in_the_index(tmp_path):
     with tls.StateWriter(tmp_path) as writer:
         writer.add_states("r", states, 0)
     (step,) = read_steps(tmp_path)
-    assert step.index["statistics"] == [[None] * len(statistics.COLUMNS)]
+    # Nothing valid to sample; every stored value is padding, which is zero.
+    assert step.index["statistics"] == [[None] * len(statistics.COLUMNS) + [0.0, 0.0]]
 
 
 @pytest.fixture(params=["serial", "pool"])

@@ -54,6 +54,22 @@ def to_numpy_states(recurrent_states):
     )
 
 
+def extremes(array: np.ndarray):
+    """`(minimum, maximum)` of a float16 or float32 array's values, NaN ignored
+    (both NaN when it holds no number). float16 through torch: numpy compares
+    float16 values one at a time."""
+    torch = _import_torch() if array.dtype == np.float16 else None
+    if torch and array.size:
+        low, high = (float(v) for v in torch.aminmax(torch.from_numpy(array)))
+        if not (math.isnan(low) or math.isnan(high)):
+            return low, high
+    with np.errstate(invalid="ignore"):
+        values = array[~np.isnan(array)] if array.size else array
+        if not values.size:
+            return math.nan, math.nan
+        return float(values.min()), float(values.max())
+
+
 def check_real(value, name: str) -> None:
     """Raises ValueError unless `value` holds real numbers (or booleans)."""
     if is_torch(value):

@@ -78,7 +78,10 @@ CRC_TENSOR = "crc32c"
 DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 _SAFETENSORS_DTYPES = {"float16": "F16", "float32": "F32", "uint32": "U32"}
 
-STATISTICS_COLUMNS = ("mean_abs", "std", "saturated", "dead", "change")
+# The overview's per-array statistics: the first five of sampled sequences
+# (`statistics.COLUMNS`), the extremes over every position of the stored array
+# (padding past a sequence's length is zero), for one colour scale across steps.
+STATISTICS_COLUMNS = ("mean_abs", "std", "saturated", "dead", "change", "min", "max")
 
 # Bounds on what a record may hold (writers refuse more, readers refuse records that
 # claim more), checked in Python integers before anything is allocated.

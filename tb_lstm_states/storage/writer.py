@@ -374,7 +374,10 @@ class StateWriter:
             "tokens": json.dumps(job.tokens, separators=(",", ":")),
         }
         layout = format.Layout(tensors, file_metadata)
-        table = statistics.table(job.samples, [kind for _, kind in job.keys], job.sample_lengths)
+        table = np.hstack([
+            statistics.table(job.samples, [kind for _, kind in job.keys], job.sample_lengths),
+            np.array([convert.extremes(array) for array in job.arrays], np.float32).reshape(-1, 2),
+        ])
         path, crc_table = self._write_array_file(job, layout, buffers)
         try:
             index = format.build_index(
