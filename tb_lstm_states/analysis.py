@@ -37,7 +37,7 @@ _MIN_RELATIVE_SCALE = 0.01
 # which bounds the work on long probe batches without changing the picture.
 _MAX_CLUSTER_POSITIONS = 20000
 # ... and at most this many values (positions x units) in all.
-_MAX_CLUSTER_VALUES = 1 << 22
+_MAX_CLUSTER_VALUES = 1 << 21
 _MAX_OPTIMAL_ORDERING_UNITS = 256
 # Hierarchical clustering takes units^2 memory and more time: beyond this many units,
 # units are ordered by the angle of their loadings on the two principal axes.
@@ -151,41 +151,47 @@ def dominant_periods(array: np.ndarray, lengths) -> Dict[str, np.ndarray]:
     array = np.asarray(array)
     batch, time, units = array.shape
     max_lag = time // 2
-    total = np.zeros((max_lag + 1, units))
+    period = np.full(units, np.nan)
+    strength = np.full(units, np.nan)
+    lengths = [min(int(n), time) for n in lengths]
     counts = np.zeros(max_lag + 1)
-    for b in range(batch):
-        length = min(int(lengths[b]), time)
-        if length < 4:
-            continue
-        lags = length // 2 + 1
-        # Units a block at a time: the spectrum of a block is 2 x length x block complex.
-        block = max(1, _BLOCK_VALUES // (2 * length))
-        for u0 in range(0, units, block):
-            x = np.asarray(array[b, :length, u0:u0 + block], dtype=np.float64)
+    for length in lengths:
+        if length >= 4:
+            counts[:length // 2 + 1] += 1
+    if max_lag < 3 or counts[2] == 0:
+        return {"period": period, "strength": strength}
+    last = int(np.nonzero(counts)[0].max())
+    # Units a block at a time, so that every buffer (a block's summed autocorrelation,
+    # its spectrum: 2 x time x block complex) stays within a few _BLOCK_VALUES.
+    block = max(1, _BLOCK_VALUES // (2 * time))
+    for u0 in range(0, units, block):
+        u1 = min(u0 + block, units)
+        total = np.zeros((max_lag + 1, u1 - u0))
+        for b in range(batch):
+            length = lengths[b]
+            if length < 4:
+                continue
+            lags = length // 2 + 1
+            x = np.asarray(array[b, :length, u0:u1], dtype=np.float64)
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
             x -= x.mean(axis=0)
             spectrum = np.fft.rfft(x, n=2 * length, axis=0)
             autocorrelation = np.fft.irfft(spectrum.real ** 2 + spectrum.imag ** 2, axis=0)[:lags]
             zero_lag = autocorrelation[0]
             usable = zero_lag > 1e-12
-            total[:lags, u0:u0 + block] += np.where(
-                usable, autocorrelation / np.where(usable, zero_lag, 1.0), 0.0)
-        counts[:lags] += 1
-    period = np.full(units, np.nan)
-    strength = np.full(units, np.nan)
-    if max_lag < 3 or counts[2] == 0:
-        return {"period": period, "strength": strength}
-    last = int(np.nonzero(counts)[0].max())
-    mean = total[: last + 1] / counts[: last + 1, None]
-    # Local maxima at lags 2..last-1 (lag 1 is adjacent smoothing, not a period).
-    inner = mean[2:last]
-    peaks = (inner > mean[1 : last - 1]) & (inner >= mean[3 : last + 1]) & (inner > 0)
-    if inner.size:
+            total[:lags] += np.where(usable, autocorrelation / np.where(usable, zero_lag, 1.0), 0.0)
+        mean = total[: last + 1] / counts[: last + 1, None]
+        # Local maxima at lags 2..last-1 (lag 1 is adjacent smoothing, not a period).
+        inner = mean[2:last]
+        if not inner.size:
+            continue
+        peaks = (inner > mean[1 : last - 1]) & (inner >= mean[3 : last + 1]) & (inner > 0)
         scores = np.where(peaks, inner, -np.inf)
         best = np.argmax(scores, axis=0)
-        found = np.isfinite(scores[best, np.arange(units)])
-        period[found] = best[found] + 2
-        strength[found] = scores[best, np.arange(units)][found]
+        best_scores = scores[best, np.arange(u1 - u0)]
+        found = np.isfinite(best_scores)
+        period[u0:u1][found] = best[found] + 2
+        strength[u0:u1][found] = best_scores[found]
     return {"period": period, "strength": strength}
 
 
@@ -294,8 +300,8 @@ def unit_statistics(array: np.ndarray, name: str, lengths,
                 absolute += np.abs(x).sum(axis=0)
                 np.maximum(high, x.max(axis=0), out=high)
                 np.minimum(low, x.min(axis=0), out=low)
-                first = (-(seen + 0)) % stride  # the first index in this block on the stride
-                sample.append(x[first::stride])
+                first = -seen % stride  # the first position of this block on the stride
+                sample.append(x[first::stride].copy())  # (a view would keep the block alive)
                 seen += t1 - t0
         result = {}
         if positions:
