@@ -361,6 +361,8 @@ export class App {
       return t < time.length ? formatTimestamp(time[t], span) : String(t);
     } : null;
     for (const p of [...this.states.heatmaps, this.unitsView.plot, this.seriesView.plot, this.seriesView.residual, this.changesView.plot]) p.timeLabel = label;
+    const axis = label && time ? "utc " + formatTimestamp(time[0], 0) : "timestep";
+    if (this.root.dataset.timeAxis !== axis) this.root.dataset.timeAxis = axis; // what the time axes show, for tests
   }
 
   private drawChanges(): void {
