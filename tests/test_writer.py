@@ -935,3 +935,59 @@ def test_files_are_opened_in_binary_mode_where_the_os_has_one(tmp_path):
     opened = json.loads(result.stdout)
     assert {name.endswith(".safetensors") for name, _ in opened} == {True, False}
     assert all(binary for _, binary in opened), opened
+
+
+def test_a_full_disk_at_open_leaves_no_file_and_no_descriptor(tmp_path, monkeypatch):
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(event_file, "_write", full)
+    monkeypatch.setattr(event_file, "_writev", full)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(OSError, match="No space left"):
+            tls.StateWriter(str(tmp_path))
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+    assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("too_many,message", [
+    (dict(num_layers=format.MAX_LAYERS + 1, hidden=1, time=1, batch=1), "MAX_LAYERS"),
+    (dict(batch=format.MAX_BATCH + 1, time=1, hidden=1), "MAX_BATCH"),
+    (dict(hidden=format.MAX_UNITS + 1, time=1, batch=1), "MAX_UNITS"),
+])
+def test_records_over_the_caps_are_refused_at_write_time(tmp_path, too_many, message):
+    states = make_states("rnn", **too_many)
+    with tls.StateWriter(str(tmp_path)) as writer:
+        with pytest.raises(ValueError, match=message):
+            writer.add_states("t", states, 0)
+        at_cap = make_states("rnn", batch=1, time=1, hidden=1)
+        with pytest.raises(ValueError, match="MAX_SERIES"):
+            writer.add_states("t", at_cap, 0, series={"s%d" % i: [[0.0]]
+                                                      for i in range(format.MAX_SERIES + 1)})
+        with pytest.raises(ValueError, match="at most %d characters" % format.MAX_NAME_CHARS):
+            writer.add_states("t", at_cap, 0, series={"x" * (format.MAX_NAME_CHARS + 1): [[0.0]]})
+        writer.add_states("t", at_cap, 1, series={"x" * format.MAX_NAME_CHARS: [[0.0]]})
+    assert [r.step for r in tls.read_states(tmp_path)] == [1]
+
+
+def test_the_call_that_raises_a_writer_error_says_its_own_record_was_not_queued(
+        tmp_path, monkeypatch):
+    def fail(fd, data):
+        return len(data) // 2 if not is_event_file(fd) else None
+
+    writer = tls.StateWriter(tmp_path)
+    FullDisk(monkeypatch, fail)
+    writer.add_states("t", make_states(seed=1), 1)
+    deadline = time.time() + 30
+    while not writer._errors and time.time() < deadline:  # the writer thread failed step 1
+        time.sleep(0.01)
+    with pytest.raises(RuntimeError) as info:
+        writer.add_states("t", make_states(seed=2), 2)
+    message = str(info.value)
+    assert "could not write step 1 of tag 't'" in message
+    assert "step 2 of tag 't', given to this call, was not queued either" in message
+    monkeypatch.undo()
+    writer.add_states("t", make_states(seed=2), 2)  # given again, it is written
+    writer.close()
+    assert [s.step for s in read_steps(tmp_path)] == [2]

@@ -11,6 +11,7 @@ with one system call. TensorBoard's own writer computes the CRC in pure Python;
 here it is `google_crc32c`'s C implementation.
 """
 
+import contextlib
 import os
 import socket
 import struct
@@ -153,7 +154,9 @@ class RecordFile:
         try:
             self.write(first.SerializeToString())
         except BaseException:
-            self.close()
+            self.close()  # no descriptor leaks, and no empty event file is left behind
+            with contextlib.suppress(OSError):
+                os.remove(path)
             raise
 
     def write(self, payload: bytes) -> None:

@@ -108,10 +108,14 @@ class StateWriter:
             oldest = event_file.oldest_event_file_time(logdir)
             if oldest is not None:
                 timestamp = min(oldest, int(time.time())) - 1
-        self._array_dir = os.path.join(logdir, *format.PLUGIN_DIRECTORY)
-        os.makedirs(self._array_dir, exist_ok=True)
         self._file = event_file.RecordFile(
             event_file.event_file_name(logdir, filename_suffix, timestamp))
+        self._array_dir = os.path.join(logdir, *format.PLUGIN_DIRECTORY)
+        try:
+            os.makedirs(self._array_dir, exist_ok=True)
+        except BaseException:
+            self._file.close()
+            raise
         self._max_queue_bytes = int(max_queue_bytes)
         self._unique = secrets.token_hex(4)  # array file names: unique to this writer
         self._count = 0  # records named so far
@@ -176,7 +180,7 @@ class StateWriter:
           RuntimeError: if writing an earlier record failed (see the cause); this
             record is not queued.
         """
-        self._check_open()
+        self._check_open("step %r of tag %r" % (step, tag))
         if not isinstance(tag, str) or not tag:
             raise ValueError("tag must be a non-empty string, got %r" % (tag,))
         step = _check_step(step)
@@ -269,12 +273,18 @@ class StateWriter:
     # ------------------------------------------------------------------
     # The queue.
 
-    def _check_open(self) -> None:
+    def _check_open(self, this_call: str = "") -> None:
         if self._closed:
             raise ValueError("this StateWriter is closed; create a new one to write more")
-        self._raise_pending_error()
+        self._raise_pending_error(this_call)
 
-    def _raise_pending_error(self) -> None:
+    def _raise_pending_error(self, this_call: str = "") -> None:
+        """Raises the writer thread's errors, if any.
+
+        Args:
+          this_call: the record of the call that raises (e.g. "step 3 of tag 'enc'"),
+            which is then not queued either: the message says so.
+        """
         with self._lock:
             errors, self._errors = self._errors, []
         if errors:
@@ -285,10 +295,13 @@ class StateWriter:
                     len(errors) - 1, "s" if len(errors) > 2 else "",
                     ", ".join("step %d of tag %r" % (j.step, j.tag) for j, _ in errors[1:6])
                     + (", ..." if len(errors) > 6 else ""))
+            if this_call:
+                this_call = ("; %s, given to this call, was not queued either: give it "
+                             "again" % this_call)
             raise RuntimeError(
                 "StateWriter could not write step %d of tag %r to %s (%s: %s)%s; it was "
-                "dropped, the records before it are intact"
-                % (job.step, job.tag, self.logdir, type(error).__name__, error, more)
+                "dropped, the records before it are intact%s"
+                % (job.step, job.tag, self.logdir, type(error).__name__, error, more, this_call)
             ) from error
 
     def _reserve(self, job: "_Job") -> None:
@@ -494,14 +507,21 @@ def _plan(tag, step, states, series, tokens, description, dtype) -> _Job:
             "states need one LayerStates per (layer, direction); got %d layers for "
             "%r directions" % (len(layers), num_directions))
     num_directions = int(num_directions)
+    if len(layers) // num_directions > format.MAX_LAYERS:
+        raise ValueError("states have %d layers; at most %d (format.MAX_LAYERS) can be logged: "
+                         "log the layers you want to see" % (len(layers) // num_directions,
+                                                             format.MAX_LAYERS))
     first = tuple(np.shape(layers[0].hidden)) if layers[0].hidden is not None else ()
     if len(first) != 3:
         raise ValueError("layer 0 hidden must be [batch, time, units], got shape %s"
                          % list(first))
     batch, time_steps = int(first[0]), int(first[1])
-    if not (1 <= batch <= format.MAX_DIM and 1 <= time_steps <= format.MAX_DIM):
+    if not (1 <= batch and 1 <= time_steps <= format.MAX_DIM):
         raise ValueError("states need at least one sequence and one timestep, got "
                          "[batch=%d, time=%d]" % (batch, time_steps))
+    if batch > format.MAX_BATCH:
+        raise ValueError("the probe batch has %d sequences; at most %d (format.MAX_BATCH) can be "
+                         "logged: log a smaller probe" % (batch, format.MAX_BATCH))
     lengths = convert.to_numpy(states.lengths)
     lengths = np.asarray(lengths).reshape(-1) if lengths is not None else np.zeros(0)
     if lengths.shape != (batch,):
@@ -534,6 +554,9 @@ def _plan(tag, step, states, series, tokens, description, dtype) -> _Job:
                     "layer %d %s has shape %s, expected %s (batch, time[, units]) to match "
                     "the states" % (index, name, list(shape),
                                     [batch, time_steps, max(1, shape[2])]))
+            if shape[2] > format.MAX_UNITS:
+                raise ValueError("layer %d %s has %d units; at most %d (format.MAX_UNITS) can be "
+                                 "logged" % (index, name, shape[2], format.MAX_UNITS))
             if name in gate_names:
                 # Gates are as wide as the cell (LSTM) or the hidden state (GRU).
                 width = np.shape(layer.cell if kind == "lstm" else layer.hidden)[2]
@@ -548,9 +571,13 @@ def _plan(tag, step, states, series, tokens, description, dtype) -> _Job:
             nbytes += int(np.prod(shape, dtype=np.int64)) * itemsize
 
     series_names, series_values = [], []
+    if len(series or {}) > format.MAX_SERIES:
+        raise ValueError("%d series; at most %d (format.MAX_SERIES) can be logged with a record"
+                         % (len(series), format.MAX_SERIES))
     for name, values in (series or {}).items():
-        if not isinstance(name, str) or not name:
-            raise ValueError("series names must be non-empty strings, got %r" % (name,))
+        if not isinstance(name, str) or not name or len(name) > format.MAX_NAME_CHARS:
+            raise ValueError("series names must be non-empty strings of at most %d characters, "
+                             "got %r" % (format.MAX_NAME_CHARS, str(name)[:80]))
         if not (convert.is_torch(values) or isinstance(values, np.ndarray)):
             values = np.asarray(values)
         shape = tuple(np.shape(values))
