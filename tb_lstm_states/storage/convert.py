@@ -56,8 +56,11 @@ def to_numpy_states(recurrent_states):
 
 def extremes(array: np.ndarray):
     """`(minimum, maximum)` of a float16 or float32 array's values, NaN ignored
-    (both NaN when it holds no number). float16 through torch: numpy compares
-    float16 values one at a time."""
+    (both NaN when it holds no number). Large float16 arrays through torch: numpy
+    compares float16 values one at a time, and a small one is cheaper converted
+    than torch's thread pool is to wake (see `_SERIAL_VALUES`)."""
+    if array.dtype == np.float16 and array.size <= _SERIAL_VALUES:
+        array = array.astype(np.float32)
     torch = _import_torch() if array.dtype == np.float16 else None
     if torch and array.size:
         low, high = (float(v) for v in torch.aminmax(torch.from_numpy(array)))
