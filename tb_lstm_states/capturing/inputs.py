@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from tb_lstm_states.distributed import check_not_wrapped
+
 # nn.RNNBase.mode -> RecurrentStates.kind.
 KIND_BY_MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn"}
 
@@ -33,6 +35,8 @@ def check_module(module):
             "e.g. nn.LSTM(input_size, hidden_size) holds the same weights as an "
             "nn.LSTMCell (weight_ih_l0 = cell.weight_ih, and so on)." % type(module).__name__
         )
+    if not isinstance(module, nn.RNNBase):
+        check_not_wrapped(module, "capture()")  # DDP, torch.compile: names .module, ._orig_mod
     if not isinstance(module, nn.RNNBase) or module.mode not in KIND_BY_MODE:
         raise TypeError(
             "capture() needs an nn.LSTM, nn.GRU or nn.RNN module, got %s. Pass the "

@@ -45,7 +45,7 @@ import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
 from tensorboard.compat.proto import types_pb2
 
-from tb_lstm_states import metadata, statistics
+from tb_lstm_states import distributed, metadata, statistics
 from tb_lstm_states import states as states_lib
 from tb_lstm_states.storage import convert, event_file, format
 
@@ -66,7 +66,18 @@ class StateWriter:
     that failed; that record is dropped (its partial array file removed, its partial
     index cut from the event file), so every record before it stays readable, and
     the writer goes on with the next ones.
+
+    Under `torch.distributed` (a default process group initialized), only global rank
+    0 writes: on the other ranks `StateWriter(...)` returns a writer that checks its
+    arguments, writes nothing, creates nothing and never blocks. With
+    `all_ranks=True` every rank writes its own records, each under its tag suffixed
+    with the rank (`"encoder/rank1"`).
     """
+
+    def __new__(cls, *args, all_ranks: bool = False, **kwargs):
+        if cls is StateWriter and not all_ranks and distributed.rank() not in (None, 0):
+            return super().__new__(_OtherRankWriter)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -75,6 +86,7 @@ class StateWriter:
         summary_writer: Any = None,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         filename_suffix: str = ".lstm_states",
+        all_ranks: bool = False,
     ):
         """Creates a new event file and the thread that writes the records.
 
@@ -86,15 +98,16 @@ class StateWriter:
           max_queue_bytes: how many bytes of records may wait for the disk before
             `add_states` waits. A single larger record is still accepted.
           filename_suffix: appended to the event file name.
+          all_ranks: under `torch.distributed`, False (the default): only global
+            rank 0 writes, the other ranks get a writer that does nothing. True:
+            every rank writes, under its tags suffixed with `/rank<r>`.
 
         Raises:
           ValueError: if neither or both of `logdir` and `summary_writer` are given.
           OSError: if the event file cannot be created.
         """
-        if (logdir is None) == (summary_writer is None):
-            raise ValueError(
-                "give exactly one of logdir (a run directory) or summary_writer "
-                "(a torch SummaryWriter whose run the states join)")
+        _check_destination(logdir, summary_writer)
+        self._all_ranks = bool(all_ranks)
         timestamp = None
         if summary_writer is not None:
             logdir = _summary_writer_logdir(summary_writer)
@@ -184,6 +197,12 @@ class StateWriter:
         if not isinstance(tag, str) or not tag:
             raise ValueError("tag must be a non-empty string, got %r" % (tag,))
         step = _check_step(step)
+        rank = distributed.rank()
+        if rank is not None:
+            if self._all_ranks:
+                tag = "%s/rank%d" % (tag, rank)
+            elif rank != 0:  # created before the process group: rank 0 writes
+                return
         if dtype not in convert.DTYPES:
             raise ValueError("dtype must be one of %s, got %r" % (sorted(convert.DTYPES), dtype))
         if not isinstance(states, states_lib.RecurrentStates):
@@ -229,6 +248,7 @@ class StateWriter:
         """
         self._check_open()
         _check_step(step)  # before running the module
+        distributed.check_not_wrapped(module, "StateWriter.log()")
         from tb_lstm_states import capturing  # imports torch: only when used
 
         states = capturing.capture(module, inputs, hx=hx)
@@ -642,6 +662,54 @@ def _samples(job: _Job) -> list:
     if rows is not None:
         job.sample_lengths = job.sample_lengths[rows]
     return samples
+
+
+class _OtherRankWriter(StateWriter):
+    """What `StateWriter(...)` is on a rank other than 0 (without `all_ranks`): it
+    checks its arguments as a writer would, and writes, creates and waits for nothing."""
+
+    def __init__(self, logdir=None, *, summary_writer=None, all_ranks=False, **_):
+        _check_destination(logdir, summary_writer)
+        self._logdir = os.fspath(logdir) if logdir is not None else None
+        self._closed = False
+
+    @property
+    def path(self) -> Optional[str]:
+        """None: this rank writes no event file."""
+        return None
+
+    @property
+    def logdir(self) -> Optional[str]:
+        """The run directory given (None with `summary_writer`); nothing is written there."""
+        return self._logdir
+
+    def add_states(self, tag, states, step, **_) -> None:
+        self._check_open()
+        if not isinstance(tag, str) or not tag:
+            raise ValueError("tag must be a non-empty string, got %r" % (tag,))
+        _check_step(step)
+
+    def log(self, tag, module, inputs, step, **_) -> None:
+        self._check_open()
+        _check_step(step)
+        distributed.check_not_wrapped(module, "StateWriter.log()")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _check_open(self, this_call: str = "") -> None:
+        if self._closed:
+            raise ValueError("this StateWriter is closed; create a new one to write more")
+
+
+def _check_destination(logdir, summary_writer) -> None:
+    if (logdir is None) == (summary_writer is None):
+        raise ValueError(
+            "give exactly one of logdir (a run directory) or summary_writer "
+            "(a torch SummaryWriter whose run the states join)")
 
 
 def _check_step(step) -> int:
