@@ -31,6 +31,9 @@ setuptools.setup(
     ],
     extras_require={
         "umap": ["umap-learn>=0.5"],
+        "lightning": ["lightning>=2.0"],
+        "s3": ["s3fs>=2023.1"],
+        "gcs": ["gcsfs>=2023.1"],
         "test": [
             "pytest>=7",
             "pytest-timeout>=2",
@@ -38,6 +41,10 @@ setuptools.setup(
             "hypothesis>=6",
             "playwright>=1.40",
             "umap-learn>=0.5",
+            "lightning>=2.0",
+            "moto[server]>=5",
+            "s3fs>=2023.1",
+            "boto3>=1.26",
         ],
         "demo": [],
     },
