@@ -11,8 +11,8 @@ import pytest
 import tb_lstm_states as tls
 from tb_lstm_states import analysis, statistics
 from tb_lstm_states.storage import format
-from tb_lstm_states.server import loader as plugin_loader, routes as plugin_routes
-from tb_lstm_states.server import routes
+from tb_lstm_states.server import limits, routes
+from tb_lstm_states.server import loader as plugin_loader
 from tensorboard.plugins.core import core_plugin
 
 from test_plugin_support import (PREFIX, make_client, make_states, write_index, write_run,
@@ -247,14 +247,14 @@ def test_projection_tsne_moves_smoothly(tmp_path):
 
 def test_projection_cap_says_the_cap(served, monkeypatch):
     client, _ = served
-    monkeypatch.setitem(plugin_routes.PROJECTION_CAPS, "pca", (30, 30))
+    monkeypatch.setitem(limits.PROJECTION_CAPS, "pca", (30, 30))
     status, response = get(client, "projection", run="lstm", tag="encoder", layer=0, kind="cell",
                            method="pca", steps="0,1,2")
     assert status == 400 and b"capped at 30 points per request" in response.data
     # Without steps=, the steps that fit are chosen evenly, the last always among them.
     body = get_json(client, "projection", run="lstm", tag="encoder", layer=0, kind="cell", method="pca")
     assert body["steps"] == [0, 4] and body["lengths"] == [[7, 5, 0]] * 2
-    monkeypatch.setitem(plugin_routes.PROJECTION_CAPS, "tsne", (1000, 5))
+    monkeypatch.setitem(limits.PROJECTION_CAPS, "tsne", (1000, 5))
     status, response = get(client, "projection", run="lstm", tag="encoder", layer=0, kind="cell",
                            method="tsne", steps="1")
     assert status == 400 and b"capped at 5 points per step" in response.data

@@ -12,7 +12,7 @@ itself; the Python loader keeps both.)
 """
 
 import dataclasses
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
