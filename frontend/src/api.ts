@@ -31,6 +31,8 @@ export interface StepInfo {
 export interface Series {
   series: Record<string, Float64Array>; // [time] of the requested sequence (float64: `time` holds epoch seconds)
   tokens: string[] | null; // of the requested sequence
+  /** every sequence's tokens, when logged */
+  allTokens: string[][] | null;
   /** every sequence's values: name -> [sequence] -> [time] */
   all: Record<string, Float64Array[]>;
   /** valid timesteps of each sequence, when given */
@@ -66,8 +68,12 @@ export interface Units {
 
 export interface Projection {
   steps: number[];
-  /** per step: [length, 2] coordinates of the requested sequence, flat */
+  /** the probe sequences projected, in the order of `paths` */
+  sequences: number[];
+  /** per step: [length, 2] coordinates of the first requested sequence, flat */
   points: Map<number, Float32Array>;
+  /** per step: one flat [length, 2] path per sequence of `sequences` */
+  paths: Map<number, Float32Array[]>;
   bounds: [number, number, number, number] | null;
   methodUsed: string;
   explained: number[] | null;
@@ -234,12 +240,15 @@ export async function fetchSeries(run: string, tag: string, step: number, sequen
   }
   const lengths: number[] = Array.isArray(raw?.lengths) ? raw.lengths.map((v: any) => num(v)) : [];
   let tokens: string[] | null = null;
+  let allTokens: string[][] | null = null;
   const t = raw?.tokens;
   if (Array.isArray(t)) {
-    const row = Array.isArray(t[0]) || t.length === 0 ? t[sequence] : t;
+    const nested = Array.isArray(t[0]) || t.length === 0;
+    const row = nested ? t[sequence] : t;
     if (Array.isArray(row)) tokens = row.map((x: any) => String(x));
+    allTokens = nested ? t.map((r: any) => (Array.isArray(r) ? r.map((x: any) => String(x)) : [])) : tokens ? [tokens] : null;
   }
-  return { series, tokens, all, lengths };
+  return { series, tokens, allTokens, all, lengths };
 }
 
 export async function fetchOverview(run: string, tag: string, layer: number, kind: string, signal?: AbortSignal): Promise<Overview> {
@@ -288,16 +297,21 @@ export async function fetchUnits(q: Omit<StatesQuery, "sequence">, signal?: Abor
   };
 }
 
+export interface ProjectionQuery {
+  run: string; tag: string; layer: number; kind: string; method: string;
+  /** the probe sequences to project (empty: all of them) */
+  sequences: number[];
+  steps?: number[];
+}
+
 /**
- * The aligned 2-D layout of one sequence at every step the backend picks (all steps,
- * or evenly spaced ones within its cap, always with the last).
+ * The aligned 2-D layout of some sequences (or all) at every step the backend picks (all
+ * steps, or evenly spaced ones within its cap, always with the last).
  */
-export async function fetchProjection(
-  q: { run: string; tag: string; layer: number; kind: string; method: string; sequence: number; steps?: number[] },
-  signal?: AbortSignal,
-): Promise<Projection> {
+export async function fetchProjection(q: ProjectionQuery, signal?: AbortSignal): Promise<Projection> {
   const raw = await getJson("projection", {
-    run: q.run, tag: q.tag, layer: q.layer, kind: q.kind, method: q.method, sequence: q.sequence,
+    run: q.run, tag: q.tag, layer: q.layer, kind: q.kind, method: q.method,
+    sequence: q.sequences.length ? q.sequences.join(",") : null,
     steps: q.steps ? q.steps.join(",") : null,
   }, signal);
   return parseProjection(raw);
@@ -308,18 +322,26 @@ export function parseProjection(raw: any): Projection {
   const offsets: number[] = (raw?.offsets ?? []).map(Number);
   const lengths: any[] = raw?.lengths ?? [];
   const coords: any[] = raw?.coordinates ?? [];
+  const sequences: number[] = Array.isArray(raw?.sequences) ? raw.sequences.map((v: any) => num(v)) : [0];
   const points = new Map<number, Float32Array>();
+  const paths = new Map<number, Float32Array[]>();
   steps.forEach((s, k) => {
-    const n = num(Array.isArray(lengths[k]) ? lengths[k][0] : lengths[k]);
-    const start = 2 * num(offsets[k]);
-    const flat = new Float32Array(2 * n);
-    for (let i = 0; i < 2 * n; i++) flat[i] = num(coords[start + i], NaN);
-    points.set(s, flat);
+    const ns: number[] = (Array.isArray(lengths[k]) ? lengths[k] : [lengths[k]]).map((v: any) => Math.max(0, Math.floor(num(v))));
+    let start = 2 * num(offsets[k]);
+    const list: Float32Array[] = [];
+    for (const n of ns) {
+      const flat = new Float32Array(2 * n);
+      for (let i = 0; i < 2 * n; i++) flat[i] = num(coords[start + i], NaN);
+      list.push(flat);
+      start += 2 * n;
+    }
+    paths.set(s, list);
+    points.set(s, list[0] ?? new Float32Array(0));
   });
   const b = raw?.bounds;
   const bounds = Array.isArray(b) && b.length === 4 && b.every((v: any) => typeof v === "number") ? (b as [number, number, number, number]) : null;
   return {
-    steps, points, bounds, methodUsed: String(raw?.method_used ?? raw?.method ?? ""),
+    steps, sequences, points, paths, bounds, methodUsed: String(raw?.method_used ?? raw?.method ?? ""),
     explained: Array.isArray(raw?.explained_variance) ? raw.explained_variance.map(Number) : null,
   };
 }

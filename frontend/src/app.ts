@@ -64,7 +64,10 @@ export class App {
   private readonly seriesView = new SeriesView();
   private readonly unitsView = new UnitsView();
   private readonly changesView = new ChangesView();
-  private readonly trajectory = new TrajectoryView(this.controls.sel.method, this.controls.sel.colorBy);
+  private readonly trajectory = new TrajectoryView({
+    method: this.controls.sel.method, colorBy: this.controls.sel.colorBy,
+    sequences: this.controls.sel.trajectory, sequenceSet: this.controls.trajectorySet,
+  });
   private readonly overview = new OverviewCard();
   private readonly anomalies = new AnomalyView();
   private readonly unitTable = new UnitTable();
@@ -152,8 +155,10 @@ export class App {
       const t = changes.anomalyNear(e.clientX) ?? changes.timestepAtClient(e.clientX);
       if (t !== null) this.setCursor(t);
     });
-    this.pointer.wireProjection(this.trajectory.projection);
-    this.trajectory.projection.onView = () => this.invalidate();
+    for (const view of [this.trajectory.projection, this.trajectory.projectionB]) {
+      this.pointer.wireProjection(view);
+      view.onView = () => this.invalidate();
+    }
     this.states.onTokenHover = (t) => this.pointer.setHover(t === null ? null : { t, unit: null, row: null, panel: null });
     this.overview.sparklines.onPick = (step) => this.player.goToStep(step);
     this.unitTable.onPick = (unit) => this.pickUnit(unit, false);
@@ -170,6 +175,7 @@ export class App {
     this.states.reset.addEventListener("click", () => {
       for (const p of [this.unitsView.plot, this.seriesView.plot, this.seriesView.residual]) p.yZoom = null;
       this.trajectory.projection.resetView();
+      this.trajectory.projectionB.resetView();
       this.setZoom(null, null);
     });
   }
@@ -188,12 +194,13 @@ export class App {
     this.store.saveHash();
     this.data.loadOverview();
     this.loadProjection(false);
-    this.data.loadCompareSteps();
+    this.data.loadCompareSteps(() => this.loadProjection(false));
     this.invalidate();
   }
 
   private loadProjection(force: boolean): void {
-    this.data.loadProjection(force, (p) => this.trajectory.projection.setAll(p.points.values(), p.bounds));
+    this.data.loadProjection(force, (p, compared) =>
+      (compared ? this.trajectory.projectionB : this.trajectory.projection).setAll([...p.paths.values()].flat(), p.bounds));
   }
 
   /** Plots a unit (of the compared run's panel with `compared`): a click only ever adds;
@@ -269,7 +276,7 @@ export class App {
         this.loadProjection(!first);
       }
       if (first || newRuns) this.controls.sync(this.data.seriesNames());
-      this.data.loadCompareSteps();
+      this.data.loadCompareSteps(() => this.loadProjection(false));
       this.setStatus(store.steps.length ? "" : "This tag has no steps yet.");
       this.invalidate();
       if (first) store.saveHash();
@@ -331,15 +338,17 @@ export class App {
     const c = this.drawContext(width, step);
     if (c.series && c.series !== this.data.lastSeries) {
       this.data.lastSeries = c.series;
-      this.controls.syncSeriesOptions(Object.keys(c.series.series));
+      this.controls.syncSeriesOptions(Object.keys(c.series.series), !!c.series.allTokens?.length);
     }
     this.setTimeLabels(c.series);
     this.states.draw(c);
     this.seriesView.draw(c);
     this.unitsView.draw(c);
     this.drawChanges();
-    this.trajectory.draw(c, this.data.projection, this.data.projectionError);
-    this.overview.draw(this.data.overview, step, this.theme);
+    this.trajectory.draw(c, this.data.projection, this.data.projectionError, this.data.compareProjection());
+    const other = store.state.compare;
+    this.overview.draw(store.state.run, this.data.overview, step, this.theme,
+      other ? { run: other, overview: other === store.state.run ? undefined : this.data.overviewOf(other) } : null);
     this.anomalies.draw(store, this.data, step);
     const orderStep = this.data.orderStep(store.state.run);
     const order = this.data.effectiveOrder();
@@ -367,7 +376,7 @@ export class App {
 
   private drawChanges(): void {
     const [t0, t1] = this.scene.range();
-    this.changesView.draw(this.data.currentChanges(), this.store.state.kind, t0, t1, this.lastWidth, this.theme);
+    this.changesView.draw(this.data.currentChanges(), this.data.compareChanges(), this.store, t0, t1, this.lastWidth, this.theme);
     this.drawOverlays();
   }
 
@@ -383,6 +392,7 @@ export class App {
     this.seriesView.plot.drawOverlay(view, this.theme);
     this.changesView.plot.drawOverlay(view, this.theme);
     this.trajectory.projection.drawOverlay(hover?.t ?? this.store.state.cursor, this.theme);
+    this.trajectory.projectionB.drawOverlay(this.store.state.compare ? hover?.t ?? this.store.state.cursor : null, this.theme);
   }
 
   private exportSource(): ExportSource {
@@ -405,7 +415,7 @@ export class App {
       canvases: (view) => {
         if (view === "lines") return [this.unitsView.plot.base.canvas];
         if (view === "series") return [this.seriesView.plot.base.canvas];
-        if (view === "projection") return [this.trajectory.projection.base.canvas];
+        if (view === "projection") return [this.trajectory.projection, ...(store.state.compare ? [this.trajectory.projectionB] : [])].map((p) => p.base.canvas);
         const list: Heatmap[] = [this.states.heat];
         if (store.state.compare) list.push(this.states.heatB);
         if (store.state.compare && this.states.differenceShown) list.push(this.states.heatD);

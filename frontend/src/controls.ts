@@ -33,10 +33,15 @@ export class Controls {
     compare: el("select", { "aria-label": "compare with" }),
     method: el("select", { "aria-label": "projection method" }),
     colorBy: el("select", { "aria-label": "colour by" }),
+    trajectory: el("select", { "aria-label": "trajectory sequences" }),
     speed: el("select", { "aria-label": "speed" }),
     scale: el("select", { "aria-label": "colour scale" }),
     exporter: el("select", { "aria-label": "export" }),
   };
+  /** the chosen set of sequences the trajectory shows, e.g. "0,3" */
+  readonly trajectorySet = el("input", { type: "text", placeholder: "0,3", "aria-label": "trajectory sequence set", style: "width:70px" });
+  /** whether the step's series carry tokens (then the trajectory can be coloured by token) */
+  private tokens = false;
   private compareStepInput = el("input", { type: "number", placeholder: "same step", "aria-label": "compare step", style: "width:90px" });
   private slider = el("input", { type: "range", min: "0", max: "0", value: "0", "aria-label": "step" });
   private stepLabel = el("span", { class: "tls-steplabel" });
@@ -95,6 +100,14 @@ export class Controls {
     change(sel.compare, (v) => (s().compare = v));
     change(sel.method, (v) => (s().method = v));
     change(sel.colorBy, (v) => (s().colorBy = v));
+    change(sel.trajectory, (v) => {
+      s().trajectory = v === "set" ? s().trajectory && s().trajectory !== "all" ? s().trajectory : String(s().sequence) : v;
+    });
+    this.trajectorySet.addEventListener("change", () => {
+      const list = this.trajectorySet.value.split(/[\s,.;]+/).filter((x) => /^\d+$/.test(x)).map(Number);
+      s().trajectory = [...new Set(list)].slice(0, 16).join(".");
+      hooks.selection();
+    });
     change(sel.scale, (v) => (s().scale = v === "step" ? "step" : "fixed"));
     sel.speed.addEventListener("change", () => {
       s().speed = Number(sel.speed.value);
@@ -165,16 +178,25 @@ export class Controls {
   }
 
   /** The selectors whose options name the input series (known once a step's series loads). */
-  syncSeriesOptions(series: string[]): void {
+  syncSeriesOptions(series: string[], tokens = this.tokens): void {
+    this.tokens = tokens;
     const state = this.store.state;
     const auto = series.find((n) => n !== "time") ? "auto (|correlation| with a series)" : "auto (variance)";
     const orders: [string, string][] = [["auto", auto], ["index", "index"], ["variance", "variance"], ["cluster", "clustering"],
       ...series.map((s) => ["corr:" + s, "|correlation| with " + s] as [string, string])];
     if (state.order.startsWith("corr:") && !series.includes(state.order.slice(5))) orders.push([state.order, "|correlation| with " + state.order.slice(5)]);
     setOptions(this.sel.order, orders, state.order);
-    const colors: [string, string][] = [["time", "by timestep"], ...series.map((s) => [s, "by " + s] as [string, string])];
-    if (!series.includes(state.colorBy) && state.colorBy !== "time") colors.push([state.colorBy, "by " + state.colorBy]);
+    const colors: [string, string][] = [["time", "by timestep"], ["#sequence", "by sequence"],
+      ...(tokens ? [["#token", "by token"] as [string, string]] : []),
+      ...series.filter((s) => s !== "time").map((s) => [s, "by " + s] as [string, string])];
+    if (!colors.some(([v]) => v === state.colorBy)) colors.push([state.colorBy, "by " + state.colorBy]);
     setOptions(this.sel.colorBy, colors, state.colorBy);
+    const t = state.trajectory;
+    setOptions(this.sel.trajectory, [["", `sequence #${state.sequence}`], ["all", "all sequences"], ["set", "a chosen set"]],
+      t === "" || t === "all" ? t : "set");
+    this.trajectorySet.style.display = t === "" || t === "all" ? "none" : "";
+    const shown = t.split(".").join(",");
+    if (document.activeElement !== this.trajectorySet && this.trajectorySet.value !== shown) this.trajectorySet.value = shown;
   }
 
   syncStep(): void {

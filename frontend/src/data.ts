@@ -6,6 +6,7 @@ import * as api from "./api";
 import { ByteCache } from "./cache";
 import { isLabelSeries } from "./seriesaxes";
 import { evenlySpaced, isPermutation, orderByScore } from "./layout";
+import { ProjectionSlot } from "./projload";
 import { extentOf } from "./scene";
 import type { Store } from "./store";
 import * as win from "./window";
@@ -35,9 +36,8 @@ export class DataLoader {
   binPixels = 1024;
   overview: api.Overview | null = null;
   private overviewKey = "";
-  projection: api.Projection | null = null;
-  projectionError = "";
-  private projectionKey = "";
+  private readonly projA = new ProjectionSlot(() => this.hooks.changed());
+  private readonly projB = new ProjectionSlot(() => this.hooks.changed());
   /** Prefetches in flight, by key: cancelled when the view jumps away from them. */
   private prefetching = new Map<string, AbortController>();
   private orderCache = new Map<string, number[]>();
@@ -182,6 +182,19 @@ export class DataLoader {
     this.loadJson("changes", q, () => api.fetchChanges(q)).then(() => {
       if (this.store.currentStep() === step) this.hooks.changesArrived();
     }, () => undefined);
+    return undefined;
+  }
+
+  /** The change track of the compared run at its step in compare mode, or undefined
+   * while it loads (null: compare mode is off or the other run lacks the step). */
+  compareChanges(): api.Changes | null | undefined {
+    const step = this.store.currentStep();
+    const cq = step === null ? null : this.store.compareQuery(step);
+    if (!cq) return null;
+    const q = { ...cq, threshold: this.store.state.threshold };
+    const hit = this.peekJson<api.Changes>("changes", q);
+    if (hit) return hit;
+    this.loadJson("changes", q, () => api.fetchChanges(q)).then(() => this.hooks.changesArrived(), () => undefined);
     return undefined;
   }
 
@@ -351,56 +364,44 @@ export class DataLoader {
     );
   }
 
-  /** Loads the projection of the selection; `onLoaded` receives it (to fix the axes). */
-  loadProjection(force: boolean, onLoaded: (p: api.Projection) => void): void {
+  /** Loads the projection of the selection (and of the compared run's, in compare
+   * mode); `onLoaded` receives each (to fix its axes). */
+  loadProjection(force: boolean, onLoaded: (p: api.Projection, compared: boolean) => void): void {
     const store = this.store;
     const info = store.info;
     if (!info || !store.steps.length) return;
     const s = store.state;
     const method = s.method;
+    const sequences = store.trajectorySequences();
+    const points = info.time * (sequences.length || info.batch);
     // t-SNE and UMAP take seconds per step: at most 20 steps, evenly spaced (the backend's
     // point caps still apply); PCA takes every step the backend allows.
-    const steps = method === "pca" ? undefined : evenlySpaced(store.steps, Math.max(1, Math.min(20, Math.floor(25_000 / Math.max(1, info.time)))));
-    const q = { run: s.run, tag: s.tag, layer: s.layer, kind: s.kind, method, sequence: s.sequence, steps };
-    const key = JSON.stringify({ ...q, steps: undefined });
-    // New steps refit PCA (cheap; its one basis spans the steps); t-SNE and UMAP refit on request.
-    if (key === this.projectionKey && !(force && q.method === "pca")) return;
-    const refresh = key === this.projectionKey;
-    this.projectionKey = key;
-    const accept = (p: api.Projection) => {
-      if (key !== this.projectionKey) return;
-      this.projection = p;
-      this.projectionError = "";
-      onLoaded(p);
-      this.hooks.changed();
-    };
-    if (refresh) {
-      api.fetchProjection(q).then(accept, () => undefined);
-      return;
-    }
-    this.projection = null;
-    const name = method === "tsne" ? "t-SNE" : "UMAP";
-    const started = performance.now();
-    const progress = () => {
-      if (key !== this.projectionKey || this.projection) return clearInterval(timer);
-      const seconds = Math.round((performance.now() - started) / 1000);
-      this.projectionError = method === "pca" ? "loading…" : `fitting ${name} over ${steps?.length ?? ""} steps… ${seconds} s`;
-      this.hooks.changed();
-    };
-    const timer = setInterval(progress, 1000);
-    progress();
-    api.fetchProjection(q).then(
-      (p) => { clearInterval(timer); accept(p); },
-      (e) => {
-        clearInterval(timer);
-        if (key !== this.projectionKey) return;
-        this.projectionError = String(e?.message ?? e).replace(/^projection: /, "");
-        this.hooks.changed();
-      },
-    );
+    const spaced = (steps: number[]) => method === "pca" ? undefined : evenlySpaced(steps, Math.max(1, Math.min(20, Math.floor(25_000 / Math.max(1, points)))));
+    const q = (run: string, steps: number[]): api.ProjectionQuery => ({ run, tag: s.tag, layer: s.layer, kind: s.kind, method, sequences, steps: spaced(steps) });
+    this.projA.load(q(s.run, store.steps), force, (p) => onLoaded(p, false));
+    const other = s.compare && s.compare !== s.run ? s.compare : "";
+    if (!other) this.projB.clear();
+    else if (store.compareStepsRun === other && store.compareSteps.length) this.projB.load(q(other, store.compareSteps), force, (p) => onLoaded(p, true));
   }
 
-  loadCompareSteps(): void {
+  get projection(): api.Projection | null {
+    return this.projA.projection;
+  }
+
+  get projectionError(): string {
+    return this.projA.error;
+  }
+
+  /** The compared run's projection: the primary's own when it compares another step of one run. */
+  compareProjection(): { projection: api.Projection | null; error: string } {
+    const s = this.store.state;
+    if (!s.compare) return { projection: null, error: "" };
+    if (s.compare === s.run) return { projection: this.projA.projection, error: this.projA.error };
+    return { projection: this.projB.projection, error: this.projB.error || (this.store.compareStepsRun === s.compare ? "" : "loading…") };
+  }
+
+  /** Lists the compared run's steps; `onNew` runs when they changed. */
+  loadCompareSteps(onNew: () => void = () => undefined): void {
     const s = this.store.state;
     const run = s.compare;
     if (!run || run === s.run) return;
@@ -409,6 +410,7 @@ export class DataLoader {
       if (steps.join() !== this.store.compareSteps.join() || this.store.compareStepsRun !== run) {
         this.store.compareSteps = steps;
         this.store.compareStepsRun = run;
+        onNew();
         this.hooks.changed();
       }
     }, (e) => this.hooks.error(String(e?.message ?? e)));

@@ -17,7 +17,8 @@ export interface ViewState {
   compare: string; // "" off, else the run to compare with (may equal run)
   compareStep: number | null; // null: the same step
   method: string; // pca | tsne | umap
-  colorBy: string; // time | <series name>
+  colorBy: string; // time | #sequence | #token | <series name>
+  trajectory: string; // the sequences the trajectory shows: "" the selected one, "all", or "0.3"
   speed: number; // steps per second
   loop: boolean;
   threshold: number; // robust z-score above which the change track flags a timestep
@@ -27,7 +28,7 @@ export interface ViewState {
 export const DEFAULT_STATE: ViewState = {
   run: "", tag: "", layer: 0, kind: "cell", sequence: 0, step: null, order: "auto", units: [], unitsB: [], scale: "fixed",
   t0: null, t1: null, cursor: null, compare: "", compareStep: null, method: "pca",
-  colorBy: "time", speed: 8, loop: true, threshold: 3.5, residual: "",
+  colorBy: "time", trajectory: "", speed: 8, loop: true, threshold: 3.5, residual: "",
 };
 
 export const SPEEDS = [1, 2, 4, 8, 15, 30, 60];
@@ -39,7 +40,7 @@ export const HASH_KEY = "lstm";
 const SHORT: Record<keyof ViewState, string> = {
   run: "run", tag: "tag", layer: "layer", kind: "kind", sequence: "seq", step: "step", order: "order",
   units: "units", unitsB: "cunits", scale: "scale", t0: "t0", t1: "t1", cursor: "cursor", compare: "cmp", compareStep: "cstep",
-  method: "proj", colorBy: "color", speed: "speed", loop: "loop", threshold: "thr", residual: "resid",
+  method: "proj", colorBy: "color", trajectory: "tseq", speed: "speed", loop: "loop", threshold: "thr", residual: "resid",
 };
 
 /** Serialises the fields that differ from the defaults, as URL query syntax. */
@@ -96,7 +97,10 @@ export function decodeState(text: string): ViewState {
   s.compareStep = int(get("compareStep"), -(2 ** 53));
   const method = get("method");
   if (method && METHODS.includes(method)) s.method = method;
-  s.colorBy = get("colorBy") || "time";
+  s.colorBy = (get("colorBy") || "time").slice(0, 200);
+  const trajectory = get("trajectory");
+  if (trajectory === "all") s.trajectory = "all";
+  else if (trajectory) s.trajectory = unitList(trajectory).join(".");
   const speed = int(get("speed"), 1, 60);
   if (speed !== null && SPEEDS.includes(speed)) s.speed = speed;
   const loop = get("loop");

@@ -6,20 +6,21 @@ import { HiDpiCanvas } from "./dom";
 import { extent } from "./downsample";
 import { linear } from "./layout";
 import type { Theme } from "./theme";
+import { Colouring, legendText, TrajectoryLegend } from "./trajcolor";
 
 export class ProjectionView {
   readonly base = new HiDpiCanvas("tls-base");
   readonly overlay = new HiDpiCanvas("tls-overlay");
   private bounds: { x: [number, number]; y: [number, number] } | null = null;
-  private points: Float32Array | null = null;
+  private paths: Float32Array[] = [];
   private sx = linear([0, 1], [0, 1]);
   private sy = linear([0, 1], [0, 1]);
   /** the user's zoom and pan: the visible fraction of the axes and its centre (0.5: middle) */
   private zoom = { k: 1, cx: 0.5, cy: 0.5 };
   /** called after a zoom or pan: redraw */
   onView: () => void = () => undefined;
-  /** what the colours mean: [label, low end, high end] */
-  legend: [string, string, string] = ["timestep", "", ""];
+  /** what the colours mean */
+  legend: TrajectoryLegend = { kind: "ramp", label: "timestep", lo: "", hi: "" };
 
   constructor() {
     const c = this.base.canvas;
@@ -75,16 +76,31 @@ export class ProjectionView {
     this.bounds = { x: [x[0] - padX, x[1] + padX], y: [y[0] - padY, y[1] + padY] };
   }
 
+  /**
+   * Draws the paths (one per sequence shown) coloured by `colouring`, the previous
+   * step's paths faint, the colour legend below and `title` (the run and step) on top.
+   */
   draw(
-    points: Float32Array | null, previous: Float32Array | null, t0: number, t1: number,
-    color: ((t: number) => number) | null, theme: Theme, message: string,
+    paths: Float32Array[] | null, previous: Float32Array[] | null, t0: number, t1: number,
+    colouring: Colouring, theme: Theme, message: string, title = "",
   ): void {
     const size = this.base.width;
     const ctx = this.base.clear();
-    this.points = points;
+    this.paths = paths ?? [];
+    this.legend = colouring.legend;
+    this.base.canvas.setAttribute("aria-label", (title ? title + " · " : "") + legendText(colouring.legend));
     ctx.strokeStyle = theme.grid;
     ctx.strokeRect(0.5, 0.5, size - 1, size - 1);
-    if (!points || !this.bounds) {
+    const drawTitle = () => {
+      if (!title) return;
+      ctx.fillStyle = theme.fg;
+      ctx.font = "11px sans-serif";
+      ctx.textAlign = "left";
+      ctx.textBaseline = "top";
+      ctx.fillText(title.length > 40 ? title.slice(0, 39) + "…" : title, 6, 5);
+    };
+    if (!paths || !this.bounds) {
+      drawTitle();
       ctx.fillStyle = theme.muted;
       ctx.font = "12px sans-serif";
       ctx.textAlign = "center";
@@ -103,63 +119,102 @@ export class ProjectionView {
     const bx = this.bounds.x, by = this.bounds.y;
     const at = (b: [number, number], f: number) => b[0] + f * (b[1] - b[0]);
     this.sx = linear([at(bx, cx - k / 2), at(bx, cx + k / 2)], [8, size - 8]);
-    this.sy = linear([at(by, cy - k / 2), at(by, cy + k / 2)], [size - 30, 8]);
-    const n = points.length / 2;
-    const hi = Math.min(t1, n);
-    if (previous) {
-      ctx.strokeStyle = theme.dark ? "rgba(255,255,255,0.15)" : "rgba(0,0,0,0.12)";
-      ctx.lineWidth = 1;
-      ctx.beginPath();
-      for (let t = t0; t < Math.min(t1, previous.length / 2); t++) {
-        const x = this.sx(previous[2 * t]), y = this.sy(previous[2 * t + 1]);
-        if (t === t0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
-      }
-      ctx.stroke();
-    }
+    this.sy = linear([at(by, cy - k / 2), at(by, cy + k / 2)], [size - 30, title ? 20 : 8]);
     ctx.save();
     ctx.beginPath();
     ctx.rect(1, 1, size - 2, size - 24);
     ctx.clip();
-    const span = Math.max(1, hi - t0 - 1);
-    ctx.lineWidth = 1.5;
-    ctx.lineCap = "round";
-    // one path per colour bin: a few strokes instead of one per segment
-    const BINS = 32;
-    const paths: Path2D[] = Array.from({ length: BINS }, () => new Path2D());
-    for (let t = t0 + 1; t < hi; t++) {
-      const f = color ? color(t) : (t - t0) / span;
-      const bin = Math.min(BINS - 1, Math.max(0, Math.floor((Number.isFinite(f) ? f : 0) * BINS)));
-      paths[bin].moveTo(this.sx(points[2 * t - 2]), this.sy(points[2 * t - 1]));
-      paths[bin].lineTo(this.sx(points[2 * t]), this.sy(points[2 * t + 1]));
+    if (previous) {
+      ctx.strokeStyle = theme.dark ? "rgba(255,255,255,0.15)" : "rgba(0,0,0,0.12)";
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      for (const prev of previous) {
+        for (let t = t0; t < Math.min(t1, prev.length / 2); t++) {
+          const x = this.sx(prev[2 * t]), y = this.sy(prev[2 * t + 1]);
+          if (t === t0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+        }
+      }
+      ctx.stroke();
     }
-    paths.forEach((path, bin) => {
-      ctx.strokeStyle = cssColor(sequentialColor((bin + 0.5) / BINS));
-      ctx.stroke(path);
+    ctx.lineWidth = paths.length > 8 ? 1 : 1.5;
+    ctx.lineCap = "round";
+    // one path per colour: a few strokes instead of one per segment
+    const strokes = new Map<string, Path2D>();
+    paths.forEach((points, i) => {
+      const hi = Math.min(t1, points.length / 2);
+      for (let t = t0 + 1; t < hi; t++) {
+        const colour = colouring.colorOf(i, t);
+        let path = strokes.get(colour);
+        if (!path) strokes.set(colour, (path = new Path2D()));
+        path.moveTo(this.sx(points[2 * t - 2]), this.sy(points[2 * t - 1]));
+        path.lineTo(this.sx(points[2 * t]), this.sy(points[2 * t + 1]));
+      }
     });
-    if (hi > t0) {
-      ctx.fillStyle = cssColor(sequentialColor(0));
+    for (const [colour, path] of strokes) {
+      ctx.strokeStyle = colour;
+      ctx.stroke(path);
+    }
+    paths.forEach((points, i) => {
+      // each path's start
+      if (Math.min(t1, points.length / 2) <= t0) return;
+      ctx.fillStyle = colouring.colorOf(i, t0);
       ctx.beginPath();
       ctx.arc(this.sx(points[2 * t0]), this.sy(points[2 * t0 + 1]), 3, 0, 2 * Math.PI);
       ctx.fill();
-    }
+    });
     ctx.restore();
-    // the colour legend: what the colours mean, with the ends labelled
-    const barX = 70, barW = size - 140, barY = size - 18;
-    for (let i = 0; i < barW; i++) {
-      ctx.fillStyle = cssColor(sequentialColor(i / (barW - 1)));
-      ctx.fillRect(barX + i, barY, 1, 8);
+    this.drawLegend(ctx, colouring.legend, theme);
+    drawTitle();
+    if (this.zoom.k < 1) {
+      ctx.fillStyle = theme.muted;
+      ctx.font = "10px sans-serif";
+      ctx.textAlign = "right";
+      ctx.textBaseline = "middle";
+      ctx.fillText(`zoom ${Math.round(1 / this.zoom.k * 10) / 10}x · double-click to reset`, size - 6, title ? 26 : 12);
     }
-    ctx.fillStyle = theme.muted;
+  }
+
+  /** The colour legend along the bottom: a labelled ramp, or named swatches. */
+  private drawLegend(ctx: CanvasRenderingContext2D, legend: TrajectoryLegend, theme: Theme): void {
+    const size = this.base.width;
+    const barY = size - 18;
     ctx.font = "10px sans-serif";
     ctx.textBaseline = "middle";
-    ctx.textAlign = "right";
-    ctx.fillText(this.legend[1], barX - 4, barY + 4);
+    ctx.fillStyle = theme.muted;
     ctx.textAlign = "left";
-    ctx.fillText(this.legend[2], barX + barW + 4, barY + 4);
-    ctx.fillText(this.legend[0], 6, barY + 4);
-    if (this.zoom.k < 1) {
+    const label = legend.label.length > 10 ? legend.label.slice(0, 9) + "…" : legend.label;
+    ctx.fillText(label, 6, barY + 4);
+    if (legend.kind === "ramp") {
+      const barX = 70, barW = size - 140;
+      for (let i = 0; i < barW; i++) {
+        ctx.fillStyle = cssColor(sequentialColor(i / (barW - 1)));
+        ctx.fillRect(barX + i, barY, 1, 8);
+      }
+      ctx.fillStyle = theme.muted;
       ctx.textAlign = "right";
-      ctx.fillText(`zoom ${Math.round(1 / this.zoom.k * 10) / 10}x · double-click to reset`, size - 6, 12);
+      ctx.fillText(legend.lo, barX - 4, barY + 4);
+      ctx.textAlign = "left";
+      ctx.fillText(legend.hi, barX + barW + 4, barY + 4);
+      return;
+    }
+    let x = Math.max(52, ctx.measureText(label).width + 12);
+    let shown = 0;
+    for (const [name, colour] of legend.entries) {
+      const plain = /^[^\s\x00-\x1f"]+$/.test(name) ? name : JSON.stringify(name); // a space or newline token, quoted
+      const text = plain.length > 8 ? plain.slice(0, 7) + "…" : plain;
+      const w = ctx.measureText(text).width + 16;
+      if (x + w > size - 40) break;
+      ctx.fillStyle = colour;
+      ctx.fillRect(x, barY, 8, 8);
+      ctx.fillStyle = theme.fg;
+      ctx.fillText(text, x + 11, barY + 4);
+      x += w;
+      shown++;
+    }
+    const more = legend.more + legend.entries.length - shown;
+    if (more > 0) {
+      ctx.fillStyle = theme.muted;
+      ctx.fillText(`+${more}`, x, barY + 4);
     }
   }
 
@@ -169,28 +224,30 @@ export class ProjectionView {
     if (t === null && !this.overlayShown) return;
     this.overlayShown = t !== null;
     const ctx = this.overlay.clear();
-    const p = this.points;
-    if (t === null || !p || 2 * t + 1 >= p.length) return;
+    if (t === null) return;
     ctx.strokeStyle = theme.fg;
     ctx.fillStyle = theme.cursor;
     ctx.lineWidth = 2;
-    ctx.beginPath();
-    ctx.arc(this.sx(p[2 * t]), this.sy(p[2 * t + 1]), 5, 0, 2 * Math.PI);
-    ctx.fill();
-    ctx.stroke();
+    for (const p of this.paths) {
+      if (2 * t + 1 >= p.length) continue;
+      ctx.beginPath();
+      ctx.arc(this.sx(p[2 * t]), this.sy(p[2 * t + 1]), this.paths.length > 1 ? 4 : 5, 0, 2 * Math.PI);
+      ctx.fill();
+      ctx.stroke();
+    }
   }
 
-  /** The timestep whose point lies nearest a client position (within 12 px). */
+  /** The timestep whose point (of any path) lies nearest a client position (within 12 px). */
   nearest(clientX: number, clientY: number, t0: number, t1: number): number | null {
-    const p = this.points;
-    if (!p) return null;
     const rect = this.base.canvas.getBoundingClientRect();
     const x = clientX - rect.left, y = clientY - rect.top;
     let best: number | null = null, bestD = 144;
-    for (let t = t0; t < Math.min(t1, p.length / 2); t++) {
-      const dx = this.sx(p[2 * t]) - x, dy = this.sy(p[2 * t + 1]) - y;
-      const d = dx * dx + dy * dy;
-      if (d < bestD) { best = t; bestD = d; }
+    for (const p of this.paths) {
+      for (let t = t0; t < Math.min(t1, p.length / 2); t++) {
+        const dx = this.sx(p[2 * t]) - x, dy = this.sy(p[2 * t + 1]) - y;
+        const d = dx * dx + dy * dy;
+        if (d < bestD) { best = t; bestD = d; }
+      }
     }
     return best;
   }

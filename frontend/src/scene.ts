@@ -58,13 +58,16 @@ export class Scene {
     [this.domain, this.scaleNote] = this.domainOf(s.run, shown);
     // Until the user picks units, plot the top of the order (it changes when the
     // per-unit scores arrive or the order is switched).
-    if (!this.store.explicitUnits) s.units = this.order.slice(0, 3);
+    // In compare mode the top two of each run's own order.
+    const b = this.shownCompare;
+    const top = b && s.compare ? 2 : 3;
+    if (!this.store.explicitUnits) s.units = this.order.slice(0, top);
     s.units = s.units.filter((u) => u < units);
     this.selected = new Map(s.units.map((u, i) => [u, PALETTE[i % PALETTE.length]]));
-    const b = this.shownCompare;
     if (b && s.compare) {
       this.orderB = this.data.unitOrder(s.compare, b.view.units);
       [this.domainB, this.scaleNoteB] = this.domainOf(s.compare, b);
+      if (!this.store.explicitUnits) s.unitsB = this.orderB.slice(0, top);
       s.unitsB = s.unitsB.filter((u) => u < b.view.units);
       this.selectedB = new Map(s.unitsB.map((u, i) => [u, PALETTE[(s.units.length + i) % PALETTE.length]]));
     } else this.selectedB = new Map();

@@ -133,6 +133,15 @@ export class Store {
     return this.compareTarget(step)?.query ?? null;
   }
 
+  /** The probe sequences the trajectory shows: the selected one, a chosen set, or all
+   * (an empty list: the backend's default, every sequence). */
+  trajectorySequences(): number[] {
+    const t = this.state.trajectory, batch = this.info?.batch ?? 1;
+    if (t === "all") return [];
+    const list = t ? [...new Set(t.split(".").map(Number).filter((n) => Number.isInteger(n) && n >= 0 && n < batch))].sort((a, b) => a - b) : [];
+    return list.length ? list : [this.state.sequence];
+  }
+
   /** The zoomed time range, or the whole sequence of `time` timesteps. */
   range(time: number): [number, number] {
     const { t0, t1 } = this.state;

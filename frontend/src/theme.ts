@@ -97,8 +97,12 @@ html, body { margin:0; background:var(--bg); color:var(--fg); }
 .tls-tokens { display:flex; margin-left:56px; overflow:hidden; height:22px; }
 .tls-tokens span { flex:1 1 0; min-width:0; overflow:hidden; white-space:pre; text-overflow:clip; font:11px/22px ui-monospace, Menlo, monospace; text-align:center; border-right:1px solid var(--bg); color:#111; }
 .tls-tooltip { position:fixed; z-index:10; pointer-events:none; background:rgba(32,33,36,.94); color:#fff; border-radius:4px; padding:6px 8px; font-size:12px; line-height:1.45; white-space:pre; display:none; max-width:360px; overflow:hidden; box-shadow:0 2px 6px rgba(0,0,0,.3); }
-.tls-spark { display:grid; grid-template-columns:90px 1fr 56px; align-items:center; gap:6px; font-size:12px; color:var(--muted); cursor:pointer; }
-.tls-spark span:last-child { text-align:right; color:var(--fg); font-variant-numeric:tabular-nums; }
+.tls-spark { display:grid; grid-template-columns:64px 130px 1fr; align-items:center; gap:6px; font-size:12px; color:var(--muted); cursor:pointer; }
+.tls-ovkey { margin-right:12px; }
+.tls-ovkey i { display:inline-block; width:16px; margin:0 4px 3px 0; vertical-align:middle; }
+.tls-trajseq { margin:0 0 4px; }
+.tls-trajb { margin-top:6px; }
+.tls-spark span:last-child { text-align:right; font-size:11px; color:var(--fg); font-variant-numeric:tabular-nums; }
 .tls-desc { color:var(--muted); margin:0 0 8px; }
 .tls-desc p { margin:0; }
 .tls-cut { color:var(--accent); font-size:12px; }

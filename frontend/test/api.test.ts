@@ -33,3 +33,14 @@ test("projections: per step, the points of the requested sequence out of the fla
   assert.deepEqual(p.explained, [0.5, 0.25]);
   assert.equal(parseProjection({}).points.size, 0);
 });
+
+test("projections of several sequences: one path per sequence and step", () => {
+  const p = parseProjection({
+    method: "pca", method_used: "pca", steps: [0, 5], sequences: [0, 3], lengths: [[2, 1], [1, 2]], offsets: [0, 3],
+    coordinates: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], bounds: [0, 1, 10, 11], explained_variance: null,
+  });
+  assert.deepEqual(p.sequences, [0, 3]);
+  assert.deepEqual(p.paths.get(0)!.map((a) => Array.from(a)), [[0, 1, 2, 3], [4, 5]]);
+  assert.deepEqual(p.paths.get(5)!.map((a) => Array.from(a)), [[6, 7], [8, 9, 10, 11]]);
+  assert.deepEqual(Array.from(p.points.get(5)!), [6, 7]);
+});

@@ -37,7 +37,7 @@ export class UnitsView {
     }
     if (other) {
       for (const u of state.unitsB) {
-        const label = `${state.compare} step ${other.step} · unit ${u}`;
+        const label = `${state.compare}${other.step !== c.step || state.compare === state.run ? ` step ${other.step}` : ""} · unit ${u}`;
         this.labels.set(label, { unit: u, compared: true });
         tracks.push({ label, color: scene.selectedB.get(u) ?? "#888", axis: "value", dashed: true, ...win.unitTrack(other.view, u) });
       }
