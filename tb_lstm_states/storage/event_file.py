@@ -194,7 +194,7 @@ class RecordFile:
 # Reading.
 
 
-def read_records(path: str, on_corrupt=None) -> Iterator[Tuple[int, bytes]]:
+def read_records(path: str, on_corrupt=None, opener=None) -> Iterator[Tuple[int, bytes]]:
     """Yields `(offset, payload)` of each complete, checksummed record of an event file.
 
     A truncated last record (a writer still writing, or killed mid-record) ends the
@@ -205,6 +205,8 @@ def read_records(path: str, on_corrupt=None) -> Iterator[Tuple[int, bytes]]:
       on_corrupt: None to raise on a corrupt record; else a function called with the
         `CorruptRecordError`, after which a record with a bad payload is skipped and
         a record with a bad length ends the file (nothing after it is framed).
+      opener: opens `path` for binary reading (fsspec's `fs.open` for a URL);
+        default the built-in `open`.
 
     Raises:
       CorruptRecordError: on a corrupt record when `on_corrupt` is None, naming the
@@ -213,7 +215,7 @@ def read_records(path: str, on_corrupt=None) -> Iterator[Tuple[int, bytes]]:
     position = 0
     while True:
         try:
-            for offset, payload in _read_from(path, position):
+            for offset, payload in _read_from(path, position, opener or open):
                 yield offset, payload
             return
         except CorruptRecordError as e:
@@ -225,9 +227,20 @@ def read_records(path: str, on_corrupt=None) -> Iterator[Tuple[int, bytes]]:
             position = e.next_offset
 
 
-def _read_from(path, position):
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+def file_size(f) -> int:
+    """The size of an open file now (a local file's from the OS, else by seeking)."""
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: no descriptor
+        position = f.tell()
+        size = f.seek(0, os.SEEK_END)
+        f.seek(position)
+        return size
+
+
+def _read_from(path, position, opener):
+    with opener(path, "rb") as f:
+        size = file_size(f)
         f.seek(position)
         while True:
             offset = f.tell()
@@ -242,7 +255,7 @@ def _read_from(path, position):
             (length,) = _HEADER.unpack(header)
             # Checked against the file's size before reading, so a crafted length
             # cannot make the reader allocate more than the file holds.
-            if offset + 12 + length + 4 > max(size, os.fstat(f.fileno()).st_size):
+            if offset + 12 + length + 4 > max(size, file_size(f)):
                 return  # truncated last record: a writer still writing, or killed
             payload = f.read(length)
             footer = f.read(4)

@@ -38,7 +38,7 @@ from tensorboard.compat.proto import event_pb2
 
 from tb_lstm_states import metadata
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import event_file, format, legacy
+from tb_lstm_states.storage import event_file, format, legacy, remote
 
 
 class CorruptRecordWarning(UserWarning):
@@ -89,7 +89,8 @@ def read_states(
     """Yields the states records of a logdir, run by run, in file order.
 
     Args:
-      logdir: the directory TensorBoard would be given as `--logdir`.
+      logdir: the directory TensorBoard would be given as `--logdir`, or a URL
+        fsspec reads (`s3://bucket/exp`, `gs://...`, `memory://...`).
       run: only this run (`"."` for event files directly in `logdir`).
       tag: only this tag.
       steps: only this step, or these steps.
@@ -110,15 +111,18 @@ def read_states(
         version of this package (upgrade tb-lstm-states).
     """
     logdir = os.fspath(logdir)
-    if not os.path.isdir(logdir):
+    fs = remote.filesystem(logdir) if remote.is_url(logdir) else None
+    if not (os.path.isdir(logdir) if fs is None else fs.isdir(logdir)):
         raise FileNotFoundError("logdir %r is not a directory" % logdir)
+    opener = open if fs is None else fs.open
     wanted_steps = _step_filter(steps)
     problems = _Problems(strict)
-    for run_name, directory, paths in _runs(logdir):
+    for run_name, directory, paths in (_runs(logdir) if fs is None else _remote_runs(fs, logdir)):
         if run is not None and run_name != os.path.normpath(run):
             continue
         for path in paths:
-            records = event_file.read_records(path, on_corrupt=problems.corrupt_record)
+            records = event_file.read_records(
+                path, on_corrupt=problems.corrupt_record, opener=opener)
             while True:
                 try:
                     offset, payload = next(records)
@@ -128,7 +132,7 @@ def read_states(
                     problems.corrupt("%s: cannot be read: %s" % (path, _short(e)), e)
                     break
                 yield from _decode(run_name, directory, path, offset, payload, tag,
-                                   wanted_steps, problems)
+                                   wanted_steps, problems, opener)
 
 
 class _Problems:
@@ -176,6 +180,19 @@ def _runs(logdir):
     return sorted(runs)
 
 
+def _remote_runs(fs, url):
+    """`_runs` of a URL: run directories as URLs, event files as URLs."""
+    root = fs._strip_protocol(url).rstrip("/")
+    runs = []
+    for directory, _, files in fs.walk(url):
+        paths = sorted(fs.unstrip_protocol(directory.rstrip("/") + "/" + f)
+                       for f in files if "tfevents" in f)
+        if paths:
+            relative = directory.rstrip("/")[len(root):].strip("/") or "."
+            runs.append((relative, fs.unstrip_protocol(directory.rstrip("/")), paths))
+    return sorted(runs)
+
+
 def _peek_step(payload):
     """The step of a serialized Event without parsing it, or None if not found first.
 
@@ -193,7 +210,8 @@ def _peek_step(payload):
     return None
 
 
-def _decode(run_name, directory, path, offset, payload, tag, wanted_steps, problems):
+def _decode(run_name, directory, path, offset, payload, tag, wanted_steps, problems,
+            opener=open):
     if wanted_steps is not None:
         step = _peek_step(payload)
         if step is not None and step not in wanted_steps:
@@ -219,7 +237,7 @@ def _decode(run_name, directory, path, offset, payload, tag, wanted_steps, probl
             content = metadata.parse_plugin_content(plugin_data.content)
             role = content.get("role")
             if role == metadata.ROLE_INDEX:
-                decoded = _decode_index(directory, value, event.step)
+                decoded = _decode_index(directory, value, event.step, opener)
             elif role == metadata.ROLE_STATES:
                 decoded = legacy.decode_record(value.tensor.string_val)[:3]
             else:
@@ -245,17 +263,20 @@ def _decode(run_name, directory, path, offset, payload, tag, wanted_steps, probl
         )
 
 
-def _decode_index(directory, value, step):
+def _decode_index(directory, value, step, opener=open):
     """`(states, series, tokens)` of a version 2 step, read and checked from its file."""
     values = value.tensor.string_val
     if len(values) != 1:
         raise format.FormatError("malformed lstm_states index: %d strings" % len(values))
     index = format.parse_index(values[0])
     format.check_file_name(index, value.tag, step)
-    path = os.path.join(directory, *format.PLUGIN_DIRECTORY, index["file"])
+    if opener is open:
+        path = os.path.join(directory, *format.PLUGIN_DIRECTORY, index["file"])
+    else:
+        path = remote.join(directory, *format.PLUGIN_DIRECTORY, index["file"])
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        with opener(path, "rb") as f:
+            size = event_file.file_size(f)
             if size < index["file_bytes"]:  # before any read is sized by the index
                 raise format.FormatError(
                     "array file %s is shorter than its index says (%d of %d bytes: torn or "

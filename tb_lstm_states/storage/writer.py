@@ -47,7 +47,7 @@ from tensorboard.compat.proto import types_pb2
 
 from tb_lstm_states import distributed, metadata, statistics
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import convert, event_file, format
+from tb_lstm_states.storage import convert, event_file, format, remote
 
 DEFAULT_MAX_QUEUE_BYTES = 256 << 20
 
@@ -91,7 +91,10 @@ class StateWriter:
         """Creates a new event file and the thread that writes the records.
 
         Args:
-          logdir: the run directory to write into (created if missing).
+          logdir: the run directory to write into (created if missing), or a URL
+            fsspec writes (`s3://bucket/exp/run1`, `gs://...`, `memory://...`; needs
+            `s3fs`/`gcsfs`): array files are uploaded whole, the event file object is
+            rewritten after each record (`storage/remote.py`); nothing is written locally.
           summary_writer: a `torch.utils.tensorboard.SummaryWriter` (or anything with
             `log_dir` or `get_logdir()`): write into its run instead. Give exactly one
             of `logdir` and `summary_writer`.
@@ -112,23 +115,35 @@ class StateWriter:
         if summary_writer is not None:
             logdir = _summary_writer_logdir(summary_writer)
         logdir = os.fspath(logdir)
-        os.makedirs(logdir, exist_ok=True)
+        # A URL (s3://, gs://, memory://): fsspec, objects written whole (storage/remote.py).
+        self._fs = remote.filesystem(logdir) if remote.is_url(logdir) else None
+        if self._fs is None:
+            os.makedirs(logdir, exist_ok=True)
+        else:
+            logdir = logdir.rstrip("/")
         if summary_writer is not None:
             # Named to sort before the SummaryWriter's file. A Python loader that
             # polls only the newest file of a run (--reload_multifile=false, which
             # this plugin's loader does not leave) then keeps following the user's
             # scalars, and only these states stop updating live.
-            oldest = event_file.oldest_event_file_time(logdir)
+            if self._fs is None:
+                oldest = event_file.oldest_event_file_time(logdir)
+            else:
+                oldest = remote.oldest_event_file_time(self._fs, logdir)
             if oldest is not None:
                 timestamp = min(oldest, int(time.time())) - 1
-        self._file = event_file.RecordFile(
-            event_file.event_file_name(logdir, filename_suffix, timestamp))
-        self._array_dir = os.path.join(logdir, *format.PLUGIN_DIRECTORY)
-        try:
-            os.makedirs(self._array_dir, exist_ok=True)
-        except BaseException:
-            self._file.close()
-            raise
+        name = os.path.basename(event_file.event_file_name(logdir, filename_suffix, timestamp))
+        if self._fs is None:
+            self._file = event_file.RecordFile(os.path.join(logdir, name))
+            self._array_dir = os.path.join(logdir, *format.PLUGIN_DIRECTORY)
+            try:
+                os.makedirs(self._array_dir, exist_ok=True)
+            except BaseException:
+                self._file.close()
+                raise
+        else:
+            self._file = remote.RecordObject(self._fs, remote.join(logdir, name))
+            self._array_dir = remote.join(logdir, *format.PLUGIN_DIRECTORY)
         self._max_queue_bytes = int(max_queue_bytes)
         self._unique = secrets.token_hex(4)  # array file names: unique to this writer
         self._count = 0  # records named so far
@@ -158,7 +173,9 @@ class StateWriter:
 
     @property
     def logdir(self) -> str:
-        """The run directory this writer writes into."""
+        """The run directory this writer writes into (a URL for a remote one)."""
+        if self._fs is not None:
+            return self._file.path.rsplit("/", 1)[0]
         return os.path.dirname(self._file.path)
 
     def add_states(
@@ -432,7 +449,10 @@ class StateWriter:
                                     summary=summary_pb2.Summary(value=[value]))
             self._file.write(event.SerializeToString())
         except BaseException:
-            _remove(path)  # no index points to it
+            if self._fs is not None:
+                remote.remove(self._fs, path)
+            else:
+                _remove(path)  # no index points to it
             raise
 
     def _write_array_file(self, job: "_Job", layout: format.Layout, buffers: list):
@@ -441,6 +461,8 @@ class StateWriter:
         Raises:
           OSError: if it cannot be written; what was written of it is removed.
         """
+        if self._fs is not None:
+            return self._write_array_object(job, layout, buffers)
         while True:
             self._count += 1
             name = format.array_file_name(job.tag, job.step, "%s%d" % (self._unique, self._count))
@@ -477,6 +499,23 @@ class StateWriter:
             if not complete:
                 _remove(path)
         return path, crc_table
+
+
+    def _write_array_object(self, job: "_Job", layout: format.Layout, buffers: list):
+        """`_write_array_file` for a URL: checksummed as there, uploaded as one object
+        once complete (straight from the arrays: the pieces are views)."""
+        self._count += 1
+        name = format.array_file_name(job.tag, job.step, "%s%d" % (self._unique, self._count))
+        url = remote.join(self._array_dir, name)
+        pieces, crcs = [layout.header], []
+        for array in buffers:
+            data = array.reshape(-1).view(np.uint8)  # C-contiguous: a view
+            for offset in range(0, len(data), format.CHUNK_BYTES):
+                crcs.append(_crc32c(data[offset:offset + format.CHUNK_BYTES]))
+            pieces.append(data)
+        crc_table = np.array(crcs, dtype="<u4")
+        remote.write_object(self._fs, url, [*pieces, crc_table])
+        return url, crc_table
 
 
 def _crc32c_of_arrays_supported() -> bool:
