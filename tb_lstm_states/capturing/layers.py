@@ -8,13 +8,15 @@ output is the next one's input as in the module. `cells.recompute_gates` then ad
 the gates and cell states.
 """
 
+import contextlib
 import warnings
 import weakref
 
 import torch
+from torch.nn.utils.rnn import PackedSequence
 
 from tb_lstm_states.capturing import cells
-from tb_lstm_states.capturing.inputs import Sequences, check_module, initial_states
+from tb_lstm_states.capturing.inputs import Sequences, check_module, check_tensor, initial_states
 from tb_lstm_states.states import LayerStates, RecurrentStates
 
 _KERNEL_BY_MODE = {
@@ -43,10 +45,17 @@ def capture(module, inputs, hx=None):
         `[time, features]` tensor, or a `PackedSequence`, sorted or not.
       hx: the initial state the module's forward takes, or None for zeros.
 
+    A float16 or bfloat16 module is computed in float32 (its weights, inputs and
+    `hx` converted exactly), so its states are float32 and at least as accurate as
+    its own forward. Inside an `autocast` region, autocast is off for the capture
+    and inputs of any floating dtype are taken (as the module's forward takes them
+    there); the states are those of the module's own weights.
+
     Returns:
       A `RecurrentStates`. Every array is batch-first `[batch, time, ...]`, on the
-      module's device and detached; time index t is input position t for both
-      directions; positions at or beyond a sequence's length are zero. Unbatched
+      module's device and detached (float32 for a float16/bfloat16 module); time
+      index t is input position t for both directions; positions at or beyond a
+      sequence's length are zero. Unbatched
       input gives batch 1. Arrays may be non-contiguous views of shared buffers.
 
     Raises:
@@ -56,7 +65,11 @@ def capture(module, inputs, hx=None):
     """
     kind = check_module(module)
     _warn_about_dropout(module)
-    with torch.no_grad():
+    device_type = module.weight_ih_l0.device.type
+    autocast = _autocast_enabled(device_type)
+    off = torch.autocast(device_type, enabled=False) if autocast else contextlib.nullcontext()
+    with torch.no_grad(), off:
+        module, inputs, hx = _in_compute_dtype(module, inputs, hx, autocast)
         sequences = Sequences(module, inputs)
         h0, c0 = initial_states(module, hx, sequences)
         layers = _capture_layers(module, sequences, h0, c0)
@@ -67,6 +80,65 @@ def capture(module, inputs, hx=None):
         lengths=lengths,
         num_directions=2 if module.bidirectional else 1,
     )
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _autocast_enabled(device_type):
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except (RuntimeError, TypeError):  # a device type autocast does not know
+        return False
+
+
+class _Float32Weights:
+    """A low-precision module's attributes, its floating tensors as float32 copies."""
+
+    def __init__(self, module):
+        self._module = module
+        self._copies = {}
+
+    def __getattr__(self, name):
+        value = getattr(self._module, name)
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if name not in self._copies:
+                self._copies[name] = value.detach().float()
+            return self._copies[name]
+        return value
+
+
+def _in_compute_dtype(module, inputs, hx, autocast):
+    """`(module, inputs, hx)` to compute with: float32 for a float16/bfloat16 module;
+    under autocast, floating inputs and `hx` of any dtype in the module's."""
+    weight = module.weight_ih_l0
+    compute = torch.float32 if weight.dtype in _LOW_PRECISION else weight.dtype
+    if compute == weight.dtype and not autocast:
+        return module, inputs, hx  # as before: checked in Sequences
+
+    def convert(tensor, name):
+        if not isinstance(tensor, torch.Tensor):
+            return tensor  # Sequences and initial_states name the problem
+        if not (autocast and tensor.is_floating_point()):
+            check_tensor(tensor, weight, name)
+        return tensor.to(compute)
+
+    if isinstance(inputs, PackedSequence):
+        inputs = PackedSequence(
+            convert(inputs.data, "inputs.data"),
+            inputs.batch_sizes,
+            inputs.sorted_indices,
+            inputs.unsorted_indices,
+        )
+    else:
+        inputs = convert(inputs, "inputs")
+    if isinstance(hx, (tuple, list)) and len(hx) == 2:
+        hx = type(hx)(convert(h, name) for h, name in zip(hx, ("h_0", "c_0")))
+    elif hx is not None:
+        hx = convert(hx, "h_0")
+    if compute != weight.dtype:
+        module = _Float32Weights(module)
+    return module, inputs, hx
 
 
 def _warn_about_dropout(module):
