@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from tb_lstm_states import analysis
+from tb_lstm_states.analysis import temporal, tsne
+from tb_lstm_states.analysis import units as unit_analysis
 
 
 def reference_unit_statistics(array, name, lengths, series=None):
@@ -44,7 +46,7 @@ def reference_changes(sequence, length):
 @pytest.mark.parametrize("block", [1, 7, 64, 1 << 20])
 @pytest.mark.parametrize("seed", range(3))
 def test_streamed_unit_statistics_equal_the_whole_array_definitions(monkeypatch, block, seed):
-    monkeypatch.setattr(analysis, "_BLOCK_VALUES", block)
+    monkeypatch.setattr(unit_analysis, "_BLOCK_VALUES", block)
     rng = np.random.default_rng(seed)
     batch, time, units = 3, 40, 5
     array = (rng.standard_normal((batch, time, units)) * 0.5 + 3.0).astype(np.float32)
@@ -65,7 +67,7 @@ def test_streamed_unit_statistics_equal_the_whole_array_definitions(monkeypatch,
 @pytest.mark.parametrize("block", [1, 3, 10, 1 << 20])
 @pytest.mark.parametrize("length", [0, 1, 2, 3, 4, 31])
 def test_changes_in_blocks_equal_the_whole_sequence(monkeypatch, block, length):
-    monkeypatch.setattr(analysis, "_BLOCK_VALUES", block)
+    monkeypatch.setattr(temporal, "_BLOCK_VALUES", block)
     sequence = np.random.default_rng(length).standard_normal((31, 3)).astype(np.float16)
     sequence[5] = sequence[4]  # a zero change: the cosines around it are undefined
     got = analysis.changes(sequence, length)
@@ -80,7 +82,7 @@ def test_periods_in_unit_blocks(monkeypatch):
     t = np.arange(256)
     array = np.stack([np.sin(2 * np.pi * t / p) for p in (8, 16, 32)], axis=1)[None].repeat(2, 0)
     whole = analysis.dominant_periods(array, [256, 200])
-    monkeypatch.setattr(analysis, "_BLOCK_VALUES", 600)  # one unit per block
+    monkeypatch.setattr(unit_analysis, "_BLOCK_VALUES", 600)  # one unit per block
     blocked = analysis.dominant_periods(array, [256, 200])
     np.testing.assert_allclose(blocked["strength"], whole["strength"])
     assert list(blocked["period"]) == [8, 16, 32]
@@ -118,13 +120,13 @@ def test_pca_is_exact_or_randomized_with_the_same_axes(points, units):
 
 def test_tsne_input_is_reduced_to_its_leading_components(monkeypatch):
     seen = []
-    original = analysis._neighbour_affinities
+    original = tsne._neighbour_affinities
 
     def spy(x, perplexity):
         seen.append(x.shape)
         return original(x, perplexity)
 
-    monkeypatch.setattr(analysis, "_neighbour_affinities", spy)
+    monkeypatch.setattr(tsne, "_neighbour_affinities", spy)
     rng = np.random.default_rng(0)
     points = [rng.standard_normal((60, 500)).astype(np.float32) for _ in range(2)]
     result = analysis.project_tsne(points, [np.arange(60)] * 2, first_iterations=20, next_iterations=5)
