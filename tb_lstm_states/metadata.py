@@ -12,7 +12,7 @@ import json
 
 from tensorboard.compat.proto import summary_pb2
 
-from tb_lstm_states.storage import format
+from tb_lstm_states.storage import format, jsonsafe
 
 PLUGIN_NAME = "lstm_states"
 
@@ -68,7 +68,7 @@ def parse_plugin_content(content):
         upgrade `tb-lstm-states` to read it).
     """
     try:
-        payload = format.parse_json(content, max_bytes=format.MAX_PLUGIN_DATA_BYTES,
+        payload = jsonsafe.parse_json(content, max_bytes=format.MAX_PLUGIN_DATA_BYTES,
                                     what="lstm_states plugin data")
     except format.FormatError as e:
         raise format.FormatError("lstm_states plugin data is not JSON: %s" % e) from None

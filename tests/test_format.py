@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tb_lstm_states.storage import format
+from tb_lstm_states.storage import format, jsonsafe, ranged
 
 
 def _bins_by_numpy(values, start, stop, bins):
@@ -34,7 +34,7 @@ def test_binned_is_exact_with_and_without_the_pyramid(seed):
         wide = (stop - start) // (4 * format.PYRAMID_BLOCK)
         bins = int(rng.integers(1, max(2, wide))) if rng.random() < 0.7 else int(
             rng.integers(1, stop - start))
-        got = format.binned(lambda t0, t1: array[1, t0:t1], read_blocks, start, stop, bins)
+        got = ranged.binned(lambda t0, t1: array[1, t0:t1], read_blocks, start, stop, bins)
         np.testing.assert_array_equal(got, _bins_by_numpy(array[1], start, stop, bins))
         assert got.shape == (2, bins, 5) and got.dtype == np.float32
     assert used, "no request went through the pyramid"
@@ -50,7 +50,7 @@ def test_binned_whole_sequence_reads_a_fraction_through_the_pyramid():
         read[0] += t1 - t0
         return array[0, t0:t1]
 
-    got = format.binned(read_window, lambda b0, b1: pyramid[0, b0:b1], 0, time, 300)
+    got = ranged.binned(read_window, lambda b0, b1: pyramid[0, b0:b1], 0, time, 300)
     np.testing.assert_array_equal(got, _bins_by_numpy(array[0], 0, time, 300))
     assert read[0] < time // 4
 
@@ -134,15 +134,15 @@ def test_checked_reads_catch_torn_and_corrupt_files():
     def read(offset, length):
         return bytes(raw[offset:offset + length])
 
-    got = format.read_checked(read, index, table, 16, 0, data.nbytes, 4, 8 + format.CHUNK_BYTES)
+    got = ranged.read_checked(read, index, table, 16, 0, data.nbytes, 4, 8 + format.CHUNK_BYTES)
     assert got == data.tobytes()[4:8 + format.CHUNK_BYTES]
     raw[16 + format.CHUNK_BYTES + 5] ^= 1
-    format.read_checked(read, index, table, 16, 0, data.nbytes, 0, 100)  # slice 0 is intact
+    ranged.read_checked(read, index, table, 16, 0, data.nbytes, 0, 100)  # slice 0 is intact
     with pytest.raises(format.FormatError, match="checksum"):
-        format.read_checked(read, index, table, 16, 0, data.nbytes, 0, format.CHUNK_BYTES + 1)
+        ranged.read_checked(read, index, table, 16, 0, data.nbytes, 0, format.CHUNK_BYTES + 1)
     del raw[-10:]
     with pytest.raises(format.FormatError, match="shorter"):
-        format.read_checked(read, index, table, 16, 0, data.nbytes, data.nbytes - 4, data.nbytes)
+        ranged.read_checked(read, index, table, 16, 0, data.nbytes, data.nbytes - 4, data.nbytes)
 
 
 # ----------------------------------------------------------------------
@@ -180,37 +180,37 @@ def _reference_depth(text: bytes, whole=False) -> int:
     b'{"a":[{"b":[1,2,{"c":"]]]{{{"}]}]}', b"[" * 100, b'"' + b"[" * 10,
 ])
 def test_json_depth_counts_brackets_outside_strings(text):
-    assert format.json_depth(text) == _reference_depth(text)
+    assert jsonsafe.json_depth(text) == _reference_depth(text)
 
 
 def test_json_depth_across_scan_chunks(monkeypatch):
-    monkeypatch.setattr(format, "_JSON_SCAN_CHUNK", 7)
+    monkeypatch.setattr(jsonsafe, "_JSON_SCAN_CHUNK", 7)
     rng = np.random.default_rng(0)
     alphabet = np.frombuffer(b'[]{}"\\a,', np.uint8)
     for _ in range(300):
         text = alphabet[rng.integers(0, len(alphabet), rng.integers(0, 60))].tobytes()
         # At least as deep as the parser can go; exact where the text has no syntax error
         # of that kind.
-        assert format.json_depth(text) >= _reference_depth(text), text
+        assert jsonsafe.json_depth(text) >= _reference_depth(text), text
         inside = text.replace(b"\\", b"")
-        assert format.json_depth(inside) == _reference_depth(inside), inside
+        assert jsonsafe.json_depth(inside) == _reference_depth(inside), inside
 
 
 @pytest.mark.parametrize("text", [b"[" * 100000, b"[" * 33 + b"]" * 33, b'{"a":' * 40 + b"1" + b"}" * 40,
                                   b"[" * 10 ** 6])
 def test_deep_json_is_refused_before_parsing(text):
     with pytest.raises(format.FormatError, match="nested"):
-        format.parse_json(text, max_bytes=len(text), what="x")
+        jsonsafe.parse_json(text, max_bytes=len(text), what="x")
 
 
 def test_json_at_the_depth_limit_parses():
     depth = format.MAX_JSON_DEPTH
-    assert format.parse_json(b"[" * depth + b"]" * depth, max_bytes=1 << 10, what="x") is not None
+    assert jsonsafe.parse_json(b"[" * depth + b"]" * depth, max_bytes=1 << 10, what="x") is not None
 
 
 def test_json_over_its_size_is_refused():
     with pytest.raises(format.FormatError, match="bytes"):
-        format.parse_json(b" " * 11 + b"1", max_bytes=10, what="x")
+        jsonsafe.parse_json(b" " * 11 + b"1", max_bytes=10, what="x")
 
 
 def _valid_file_index(units=4, layers=1, batch=2, series=()):

@@ -21,7 +21,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, types_pb2
 import tb_lstm_states as tls
 from tb_lstm_states import metadata, statistics
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import convert, event_file, format
+from tb_lstm_states.storage import convert, event_file, format, ranged
 from tb_lstm_states.storage import writer as writer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,7 +81,7 @@ class Step:
         with open(self.path, "rb") as f:
             self.data = f.read()
         self.tensors = safetensors.numpy.load_file(self.path)
-        self.crc_table = format.read_crc_table(self.read_range, self.index)
+        self.crc_table = ranged.read_crc_table(self.read_range, self.index)
         header = self.read_range(0, self.index["header_bytes"])
         self.file_metadata = format.parse_file_header(header, self.index)
         self.tokens = format.parse_tokens(self.file_metadata, self.index)
@@ -93,21 +93,21 @@ class Step:
     def array(self, layer, kind):
         """`(through the index, through safetensors)`."""
         entry = format.find_array(self.index, layer=layer, kind=kind)
-        return (format.read_array(self.read_range, self.index, self.crc_table, entry),
+        return (ranged.read_array(self.read_range, self.index, self.crc_table, entry),
                 self.tensors[format.array_name(layer, kind)])
 
     def series(self, name):
         entry = format.find_array(self.index, series=name)
-        return (format.read_array(self.read_range, self.index, self.crc_table, entry),
+        return (ranged.read_array(self.read_range, self.index, self.crc_table, entry),
                 self.tensors[format.series_name(name)])
 
     def check_every_slice(self):
         """Reads every array (and pyramid) through the index: each slice checked."""
         for entry in self.index["arrays"]:
-            format.read_array(self.read_range, self.index, self.crc_table, entry)
+            ranged.read_array(self.read_range, self.index, self.crc_table, entry)
             if "pyramid" in entry:
                 for sequence in range(self.index["batch"]):
-                    format.read_pyramid(self.read_range, self.index, self.crc_table, entry,
+                    ranged.read_pyramid(self.read_range, self.index, self.crc_table, entry,
                                         sequence, 0, entry["pyramid"]["blocks"])
         assert len(self.data) == self.index["file_bytes"]
 

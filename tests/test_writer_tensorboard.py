@@ -26,7 +26,7 @@ from tensorboard.util import grpc_util
 
 import tb_lstm_states as tls
 from tb_lstm_states import metadata
-from tb_lstm_states.storage import format
+from tb_lstm_states.storage import format, ranged
 
 from conftest import http_get, tensorboard_server, wait_for_json
 from test_writer import arrays, make_states
@@ -44,11 +44,11 @@ def check_index(logdir, index_bytes, step):
             f.seek(offset)
             return f.read(length)
 
-        table = format.read_crc_table(read_range, index)
+        table = ranged.read_crc_table(read_range, index)
         expected = arrays(make_states("lstm", num_layers=2, num_directions=2, seed=step))
         for (layer, kind), array in expected.items():
             entry = format.find_array(index, layer=layer, kind=kind)
-            stored = format.read_array(read_range, index, table, entry)
+            stored = ranged.read_array(read_range, index, table, entry)
             assert (stored == array.astype(stored.dtype)).all()
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from tensorboard.compat import tf
 
-from tb_lstm_states.storage import format
+from tb_lstm_states.storage import format, ranged
 
 # Path separators of run names, what a run name may never hold, and (on Windows)
 # drive prefixes ("C:"). On POSIX a backslash is a plain character of a name.
@@ -195,9 +195,9 @@ class ArrayFiles:
 
         def load():
             if reader is not None:
-                return format.read_crc_table(reader, index)
+                return ranged.read_crc_table(reader, index)
             with _array_reader(path, index) as own:
-                return format.read_crc_table(own, index)
+                return ranged.read_crc_table(own, index)
 
         return self._headers.get_or_compute(key, load)
 
@@ -230,12 +230,12 @@ class ArrayFiles:
             with _array_reader(path, index) as reader:
                 table = self.crc_table(path, index, reader)
                 if sequence is not None:
-                    return format.read_array(reader, index, table, entry, sequence, start, stop)
+                    return ranged.read_array(reader, index, table, entry, sequence, start, stop)
                 if start == 0 and stop == time:
-                    return format.read_array(reader, index, table, entry)
+                    return ranged.read_array(reader, index, table, entry)
                 # A window of every sequence: one ranged read per sequence.
                 return np.stack([
-                    format.read_array(reader, index, table, entry, b, start, stop)
+                    ranged.read_array(reader, index, table, entry, b, start, stop)
                     for b in range(entry["shape"][0])])
 
         return self._arrays.get_or_compute(key, load)
@@ -245,7 +245,7 @@ class ArrayFiles:
         """Exact per-bin minimum and maximum of one sequence's window (cached).
 
         Returns:
-          `[2, bins, units]` float32 (`format.binned`); the pyramid serves the whole
+          `[2, bins, units]` float32 (`ranged.binned`); the pyramid serves the whole
           blocks inside wide bins, so a long sequence is not read in full.
         """
         key = ("binned",) + self._file_key(path, index) + (entry["offset"], sequence, start, stop, bins)
@@ -255,14 +255,14 @@ class ArrayFiles:
                 table = self.crc_table(path, index, reader)
 
                 def read_window(t0, t1):
-                    return format.read_array(reader, index, table, entry, sequence, t0, t1)
+                    return ranged.read_array(reader, index, table, entry, sequence, t0, t1)
 
                 read_blocks = None
                 if entry.get("pyramid") is not None:
                     def read_blocks(b0, b1):
-                        return format.read_pyramid(reader, index, table, entry, sequence, b0, b1)
+                        return ranged.read_pyramid(reader, index, table, entry, sequence, b0, b1)
 
-                result = format.binned(read_window, read_blocks, start, stop, bins)
+                result = ranged.binned(read_window, read_blocks, start, stop, bins)
             result = np.ascontiguousarray(result, dtype=np.float32)
             result.setflags(write=False)
             return result

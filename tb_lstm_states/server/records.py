@@ -20,7 +20,7 @@ from tensorboard import errors
 from tensorboard.compat import tf
 
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import format
+from tb_lstm_states.storage import format, ranged
 from tb_lstm_states.storage import legacy
 
 # What reading a logdir's content may raise; all mean "this step cannot be served".
@@ -228,7 +228,7 @@ class V1Record(Record):
 
         def compute():
             array = self._load_array(handle)[sequence]
-            result = format.binned(lambda t0, t1: array[t0:t1], None, start, stop, bins)
+            result = ranged.binned(lambda t0, t1: array[t0:t1], None, start, stop, bins)
             result = np.ascontiguousarray(result, dtype=np.float32)
             result.setflags(write=False)
             return result

@@ -33,7 +33,7 @@ For each (tag, step) a writer leaves two things in the run directory:
 
 Reading a (layer, kind, sequence, time window) is one ranged read of the slices that
 cover it, each checked against the checksum table, which is itself checked against
-the index. Every field read from a logdir is validated (`parse_index`) before it is
+the index (`ranged.py`). Every field read from a logdir is validated (`parse_index`) before it is
 used to size anything, and a file name read from it can only name a file directly
 inside `<run>/plugins/lstm_states/`.
 
@@ -43,25 +43,26 @@ series (names of at most `MAX_NAME_CHARS` characters) and so at most
 `MAX_STATISTICS_ROWS` statistics rows; timesteps are bounded only by the bytes
 present (`MAX_DIM`). Writers refuse more at write time; readers refuse a record
 that claims more (the plugin answers 404). Every JSON document read from a logdir
-(indexes, safetensors headers, token lists, version 1 headers, plugin data) is
-parsed by `parse_json`: its size is checked first, then its nesting depth
-(`MAX_JSON_DEPTH`) by a linear scan, so that no input reaches the recursive parser
-deeper than that. The tab shows the first `MAX_DESCRIPTION_CHARS` characters of a
+is parsed by `jsonsafe.parse_json`, its size and nesting depth (`MAX_JSON_DEPTH`)
+checked first. The tab shows the first `MAX_DESCRIPTION_CHARS` characters of a
 description and says that it was cut.
 
-This module imports numpy and google-crc32c only.
+This module holds the names, constants and layout of the format, builds the index
+and parses it; it imports numpy and google-crc32c only.
 """
 
 import hashlib
 import json
 import math
 import re
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import google_crc32c
 import numpy as np
 
 from tb_lstm_states import states as states_lib
+from tb_lstm_states.storage import jsonsafe
+from tb_lstm_states.storage.errors import FormatError, NewerVersionError
 
 FORMAT_NAME = "tb_lstm_states"
 FORMAT_VERSION = 2
@@ -97,7 +98,7 @@ MAX_FILE_BYTES = 1 << 50
 MAX_INDEX_BYTES = 1 << 20  # an index within the caps above is a few hundred KiB at most
 MAX_HEADER_BYTES = 256 << 20  # a safetensors header: mostly the tokens
 MAX_PLUGIN_DATA_BYTES = 1 << 16  # a summary's plugin data (the layout of its tag)
-MAX_JSON_DEPTH = 32  # nesting of any JSON document read from a logdir
+MAX_JSON_DEPTH = jsonsafe.MAX_JSON_DEPTH  # nesting of any JSON document read from a logdir
 # Descriptions are shown up to this many characters; the tab says when one was cut.
 MAX_DESCRIPTION_CHARS = 4096
 
@@ -107,90 +108,9 @@ _INDEX_SEAL = re.compile(rb',"index_crc32c":([0-9]{1,10})\}\Z')
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,239}\.safetensors")
 
 
-class FormatError(ValueError):
-    """An index or array file is malformed, torn, fails a checksum, or is too new."""
-
-
-class NewerVersionError(FormatError):
-    """A record was written by a newer version of this package: upgrade to read it."""
-
-
 def crc32c(data, crc: int = 0) -> int:
     """The CRC32C of `data` (`bytes`, not a memoryview), continuing from `crc`, in C."""
     return google_crc32c.extend(crc, data)
-
-
-# ----------------------------------------------------------------------
-# JSON read from a logdir.
-
-_JSON_SCAN_CHUNK = 1 << 20
-
-
-def json_depth(data: bytes) -> int:
-    """The deepest nesting of `[` and `{` outside strings in `data`, by a linear scan.
-
-    Used before `json.loads`, whose parser recurses once per level: a document is
-    refused for its depth before it reaches it, never by a `RecursionError`. The scan
-    follows JSON's string and escape rules (an odd run of backslashes escapes a
-    quote), so it counts exactly the brackets `json.loads` would descend into up to
-    the first syntax error (after which the parser stops). numpy, 1 MiB at a time.
-    """
-    buffer = np.frombuffer(data, np.uint8)
-    depth = deepest = 0
-    in_string = 0
-    run = 0  # backslashes just before the chunk
-    for begin in range(0, len(buffer), _JSON_SCAN_CHUNK):
-        chunk = buffer[begin:begin + _JSON_SCAN_CHUNK]
-        n = len(chunk)
-        quotes = chunk == 0x22
-        backslashes = chunk == 0x5C
-        if run or backslashes.any():
-            position = np.arange(n, dtype=np.int64)
-            last_other = np.maximum.accumulate(np.where(backslashes, -1, position))
-            before = np.empty(n, np.int64)  # backslashes right before each position
-            before[0] = run
-            before[1:] = np.where(last_other[:-1] >= 0, position[1:] - 1 - last_other[:-1],
-                                  position[1:] + run)
-            quotes &= before % 2 == 0
-            run = int(n - 1 - last_other[-1]) if last_other[-1] >= 0 else n + run
-        toggles = np.cumsum(quotes, dtype=np.int64)
-        outside = (toggles + in_string) % 2 == 0
-        delta = ((chunk == 0x5B) | (chunk == 0x7B)).astype(np.int64)
-        delta -= (chunk == 0x5D) | (chunk == 0x7D)
-        delta *= outside
-        levels = np.cumsum(delta) + depth
-        if n:
-            deepest = max(deepest, int(levels.max()))
-            depth = int(levels[-1])
-            in_string = int(toggles[-1] + in_string) % 2
-    return deepest
-
-
-def parse_json(data, *, max_bytes: int, what: str, max_depth: int = MAX_JSON_DEPTH):
-    """Parses JSON read from a logdir, its size and nesting checked first.
-
-    Args:
-      data: UTF-8 bytes (or str).
-      max_bytes: the largest document accepted.
-      what: names the document in errors ("lstm_states index").
-      max_depth: the deepest nesting accepted.
-
-    Raises:
-      FormatError: if it is too large, nested too deep, or not JSON.
-    """
-    if isinstance(data, str):
-        data = data.encode("utf-8", "surrogatepass")
-    data = bytes(data)
-    if len(data) > max_bytes:
-        raise FormatError("malformed %s: %d bytes, more than %d" % (what, len(data), max_bytes))
-    depth = json_depth(data)
-    if depth > max_depth:
-        raise FormatError("malformed %s: JSON nested %d levels deep, more than %d"
-                          % (what, depth, max_depth))
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise FormatError("malformed %s: not JSON (%s)" % (what, type(e).__name__)) from None
 
 
 # ----------------------------------------------------------------------
@@ -443,7 +363,7 @@ def parse_index(data) -> dict:
     data = bytes(data)
     _require(len(data) <= MAX_INDEX_BYTES, "index of %d bytes" % len(data))
     _check_seal(data)
-    index = parse_json(data, max_bytes=MAX_INDEX_BYTES, what="lstm_states index")
+    index = jsonsafe.parse_json(data, max_bytes=MAX_INDEX_BYTES, what="lstm_states index")
     _require(isinstance(index, dict), "not an object")
     index.pop(INDEX_SEAL_KEY, None)
     version = index.get("version")
@@ -577,14 +497,14 @@ def parse_file_header(data: bytes, index: dict) -> dict:
     Raises:
       FormatError: on a checksum mismatch or malformed header.
     """
-    _require_file(len(data) == index["header_bytes"], index, "is shorter than its index says")
-    _require_file(crc32c(data) == index["header_crc32c"], index, "header fails its checksum")
+    require_file(len(data) == index["header_bytes"], index, "is shorter than its index says")
+    require_file(crc32c(data) == index["header_crc32c"], index, "header fails its checksum")
     try:
-        header = parse_json(data[8:], max_bytes=MAX_HEADER_BYTES, what="safetensors header")
+        header = jsonsafe.parse_json(data[8:], max_bytes=MAX_HEADER_BYTES, what="safetensors header")
     except FormatError as e:
         raise FormatError("array file %s has a malformed header: %s" % (index["file"], e)) from None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    _require_file(isinstance(metadata, dict), index, "header has no metadata")
+    require_file(isinstance(metadata, dict), index, "header has no metadata")
     return metadata
 
 
@@ -594,11 +514,11 @@ def parse_tokens(metadata: dict, index: dict) -> Optional[List[List[str]]]:
         return None
     text = metadata.get("tokens", "null")
     try:
-        tokens = parse_json(text, max_bytes=MAX_HEADER_BYTES, what="token lists") \
+        tokens = jsonsafe.parse_json(text, max_bytes=MAX_HEADER_BYTES, what="token lists") \
             if isinstance(text, str) else None
     except FormatError:
         tokens = None
-    _require_file(
+    require_file(
         isinstance(tokens, list) and len(tokens) == index["batch"]
         and all(isinstance(seq, list) and len(seq) <= index["time"]
                 and all(isinstance(t, str) for t in seq) for seq in tokens),
@@ -606,150 +526,10 @@ def parse_tokens(metadata: dict, index: dict) -> Optional[List[List[str]]]:
     return tokens
 
 
-def _require_file(condition, index, message):
+def require_file(condition, index, message) -> None:
+    """Raises a `FormatError` naming the array file of `index` unless `condition`."""
     if not condition:
         raise FormatError("array file %s %s" % (index["file"], message))
-
-
-# ----------------------------------------------------------------------
-# Reading: checked ranged reads.
-
-ReadRange = Callable[[int, int], bytes]  # (offset, length) -> exactly those bytes, or fewer at EOF
-
-
-def read_crc_table(read_range: ReadRange, index: dict) -> np.ndarray:
-    """The checksum table of an array file, checked against the index."""
-    data = read_range(index["crc_offset"], 4 * index["crc_count"])
-    _require_file(len(data) == 4 * index["crc_count"], index,
-                  "is shorter than its index says (torn or still being written)")
-    _require_file(crc32c(data) == index["crc_crc32c"], index, "checksum table fails its checksum")
-    return np.frombuffer(data, "<u4")
-
-
-def read_checked(read_range: ReadRange, index: dict, crc_table: np.ndarray, offset: int,
-                 chunk: int, nbytes: int, start: int, stop: int) -> bytes:
-    """Bytes `[start, stop)` of the tensor at `offset` (of `nbytes` bytes, first
-    checksum slice `chunk`), reading the slices that cover them and checking each.
-
-    Raises:
-      FormatError: if the file is short (torn) or a slice fails its checksum.
-    """
-    first, last = start // CHUNK_BYTES, -(-stop // CHUNK_BYTES)
-    begin, end = first * CHUNK_BYTES, min(last * CHUNK_BYTES, nbytes)
-    data = read_range(offset + begin, end - begin)
-    _require_file(len(data) == end - begin, index,
-                  "is shorter than its index says (torn or still being written)")
-    data = bytes(data)
-    for i in range(first, last):
-        # google_crc32c takes bytes, not memoryviews: a slice copies 64 KiB, in cache.
-        piece = data[(i - first) * CHUNK_BYTES:(i - first + 1) * CHUNK_BYTES]
-        if crc32c(piece) != int(crc_table[chunk + i]):
-            raise FormatError("array file %s fails its checksum at byte %d (corrupt)"
-                              % (index["file"], offset + i * CHUNK_BYTES))
-    if start == begin and stop == end:
-        return data
-    return data[start - begin:stop - begin]
-
-
-def entry_nbytes(entry: dict) -> int:
-    """The bytes of an index entry's array."""
-    return DTYPES[entry["dtype"]].itemsize * math.prod(entry["shape"])
-
-
-def read_array(read_range: ReadRange, index: dict, crc_table: np.ndarray, entry: dict,
-               sequence: Optional[int] = None, start: int = 0,
-               stop: Optional[int] = None) -> np.ndarray:
-    """One array of a step, or one sequence's window `[start, stop)` of it, checked.
-
-    Returns:
-      A read-only array in the stored dtype: the whole array, or with `sequence`
-      the `[stop - start, units]` (series: `[stop - start]`) window of that sequence.
-    """
-    dtype = DTYPES[entry["dtype"]]
-    shape = entry["shape"]
-    nbytes = entry_nbytes(entry)
-    if sequence is None:
-        data = read_checked(read_range, index, crc_table, entry["offset"], entry["chunk"],
-                            nbytes, 0, nbytes)
-        return np.frombuffer(data, dtype).reshape(shape)
-    time = shape[1]
-    stop = time if stop is None else stop
-    row = dtype.itemsize * math.prod(shape[2:])
-    first = (sequence * time + start) * row
-    data = read_checked(read_range, index, crc_table, entry["offset"], entry["chunk"],
-                        nbytes, first, first + (stop - start) * row)
-    return np.frombuffer(data, dtype).reshape([stop - start] + shape[2:])
-
-
-def read_pyramid(read_range: ReadRange, index: dict, crc_table: np.ndarray, entry: dict,
-                 sequence: int, first_block: int, stop_block: int) -> np.ndarray:
-    """Blocks `[first_block, stop_block)` of one sequence's pyramid: `[blocks, 2, units]`."""
-    pyramid = entry["pyramid"]
-    dtype = DTYPES[entry["dtype"]]
-    units = entry["shape"][2]
-    row = 2 * units * dtype.itemsize
-    nbytes = entry["shape"][0] * pyramid["blocks"] * row
-    first = (sequence * pyramid["blocks"] + first_block) * row
-    data = read_checked(read_range, index, crc_table, pyramid["offset"], pyramid["chunk"],
-                        nbytes, first, first + (stop_block - first_block) * row)
-    return np.frombuffer(data, dtype).reshape(stop_block - first_block, 2, units)
-
-
-def bin_edges(start: int, stop: int, bins: int) -> np.ndarray:
-    """`bins + 1` edges: bin i covers `[start + floor(i (stop - start) / bins), ...)`."""
-    return start + (np.arange(bins + 1, dtype=np.int64) * (stop - start)) // bins
-
-
-def binned(read_window: Callable[[int, int], np.ndarray],
-           read_blocks: Optional[Callable[[int, int], np.ndarray]],
-           start: int, stop: int, bins: int) -> np.ndarray:
-    """Exact per-bin minimum and maximum of one sequence: `[2, bins, units]` float32.
-
-    Args:
-      read_window: `(t0, t1) -> [t1 - t0, units]` values of timesteps `[t0, t1)`.
-      read_blocks: `(b0, b1) -> [b1 - b0, 2, units]` pyramid blocks, or None when the
-        array has no pyramid.
-      start, stop, bins: the window and bin count, `stop - start > bins >= 1`.
-
-    Bins several pyramid blocks wide take the blocks that lie wholly inside them
-    from the pyramid, and only the timesteps between a bin edge and the next
-    block boundary from the array itself.
-    """
-    edges = bin_edges(start, stop, bins)
-    if read_blocks is None or (stop - start) < 4 * PYRAMID_BLOCK * bins:
-        values = np.asarray(read_window(start, stop), np.float32)
-        starts = edges[:-1] - start
-        return np.stack([np.minimum.reduceat(values, starts, axis=0),
-                         np.maximum.reduceat(values, starts, axis=0)])
-    block = PYRAMID_BLOCK
-    # Every bin holds at least three whole blocks: [ceil(a/B), floor(b/B)) is not empty.
-    inner_first = -(-edges[:-1] // block)
-    inner_stop = edges[1:] // block
-    b0, b1 = int(inner_first[0]), int(inner_stop[-1])
-    blocks = np.asarray(read_blocks(b0, b1), np.float32)
-    # reduceat over [first, stop) of each bin: the odd segments (the partial block
-    # between two bins) are dropped, and one spare row lets the last stop be an index.
-    blocks = np.concatenate([blocks, blocks[-1:]])
-    segments = np.stack([inner_first - b0, inner_stop - b0], axis=1).ravel()
-    low = np.minimum.reduceat(blocks[:, 0], segments, axis=0)[::2]
-    high = np.maximum.reduceat(blocks[:, 1], segments, axis=0)[::2]
-    # The partial blocks at the edges, read from the array: [floor(e/B)*B, ceil(e/B)*B)
-    # around each edge that is not on a block boundary.
-    for i, edge in enumerate(edges.tolist()):
-        if edge % block == 0:
-            continue
-        t0 = edge // block * block
-        t1 = min(t0 + block, int(edges[-1]), stop)
-        t0 = max(t0, start)
-        values = np.asarray(read_window(t0, t1), np.float32)
-        split = edge - t0
-        if i > 0 and split > 0:  # the tail of bin i - 1
-            low[i - 1] = np.minimum(low[i - 1], values[:split].min(axis=0))
-            high[i - 1] = np.maximum(high[i - 1], values[:split].max(axis=0))
-        if i < bins and split < len(values):  # the head of bin i
-            low[i] = np.minimum(low[i], values[split:].min(axis=0))
-            high[i] = np.maximum(high[i], values[split:].max(axis=0))
-    return np.stack([low, high])
 
 
 def statistics_rows(index: dict) -> List[Tuple[int, str]]:

@@ -13,7 +13,7 @@ and its statistics as a tensor under `tag + metadata.STATISTICS_SUFFIX`. This pa
 writes version 2 (`format.py`) and reads both. Every header field is validated before
 anything is allocated, against the same caps as version 2 (`format.MAX_LAYERS`,
 `MAX_BATCH`, `MAX_UNITS`, `MAX_SERIES`), and the header's JSON is parsed with
-`format.parse_json` (size and depth bounded).
+`jsonsafe.parse_json` (size and depth bounded).
 
 Version 1 arrays carry no checksum of their own: only the event file's record
 checksum covers them. `read_states` checks it on every record; the plugin reads
@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import format
+from tb_lstm_states.storage import format, jsonsafe
 
 HEADER_MAGIC = b"TLSH"
 HEADER_VERSION = 1
@@ -60,7 +60,7 @@ def decode_header(blob: bytes) -> dict:
     blob = bytes(blob)
     _require(blob.startswith(HEADER_MAGIC), "header does not start with %r" % HEADER_MAGIC)
     try:
-        header = format.parse_json(blob[len(HEADER_MAGIC):], max_bytes=format.MAX_HEADER_BYTES,
+        header = jsonsafe.parse_json(blob[len(HEADER_MAGIC):], max_bytes=format.MAX_HEADER_BYTES,
                                    what="header")
     except format.FormatError as e:
         raise RecordError("malformed lstm_states record: %s" % e) from None

@@ -38,7 +38,7 @@ from tensorboard.compat.proto import event_pb2
 
 from tb_lstm_states import metadata
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import event_file, format, legacy, remote
+from tb_lstm_states.storage import event_file, format, legacy, ranged, remote
 
 
 class CorruptRecordWarning(UserWarning):
@@ -288,11 +288,11 @@ def _decode_index(directory, value, step, opener=open):
 
             metadata_fields = format.parse_file_header(read_range(0, index["header_bytes"]), index)
             tokens = format.parse_tokens(metadata_fields, index)
-            crc_table = format.read_crc_table(read_range, index)
+            crc_table = ranged.read_crc_table(read_range, index)
             arrays = {}
             for entry in index["arrays"]:
                 key = entry["series"] if "series" in entry else (entry["layer"], entry["kind"])
-                arrays[key] = format.read_array(read_range, index, crc_table, entry)
+                arrays[key] = ranged.read_array(read_range, index, crc_table, entry)
     except FileNotFoundError:
         raise format.FormatError("its array file %s is missing" % index["file"]) from None
     return _assemble(index, arrays), {n: arrays[n] for n in index["series"] if n in arrays}, tokens
