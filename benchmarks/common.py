@@ -22,12 +22,15 @@ def make_states(rs, batch, time_steps, units, num_layers=1):
     """An LSTM's states of plausible ranges: tanh-like states, gates in (0, 1)."""
     layers = []
     for _ in range(num_layers):
-        arrays = {name: np.tanh(rs.randn(batch, time_steps, units)).astype(np.float32)
-                  for name in states_lib.array_kinds("lstm")}
+        arrays = {
+            name: np.tanh(rs.randn(batch, time_steps, units)).astype(np.float32)
+            for name in states_lib.array_kinds("lstm")
+        }
         gates = {g: (arrays[g] + 1) / 2 for g in states_lib.GATE_NAMES["lstm"]}
         layers.append(states_lib.LayerStates(arrays["hidden"], arrays["cell"], gates))
-    return states_lib.RecurrentStates(kind="lstm", layers=layers,
-                                      lengths=np.full(batch, time_steps))
+    return states_lib.RecurrentStates(
+        kind="lstm", layers=layers, lengths=np.full(batch, time_steps)
+    )
 
 
 def directory_bytes(path):
@@ -58,12 +61,28 @@ def tensorboard(logdir, load_fast, extra_args=()):
     """
     port = free_port()
     started = time.perf_counter()
-    log = open(os.path.join(os.path.dirname(os.path.abspath(logdir)),
-                            "tensorboard-%d.log" % port), "wb")
+    log = open(
+        os.path.join(os.path.dirname(os.path.abspath(logdir)), "tensorboard-%d.log" % port), "wb"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1",
-         "--port", str(port), "--load_fast", load_fast] + list(extra_args),
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            logdir,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--load_fast",
+            load_fast,
+        ]
+        + list(extra_args),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = "http://127.0.0.1:%d" % port
     try:
         deadline = time.time() + 120
@@ -130,7 +149,10 @@ def timed(urls):
 def report(name, times, target_ms=None):
     times_ms = np.array(times) * 1000
     p50, p95 = np.percentile(times_ms, 50), np.percentile(times_ms, 95)
-    verdict = "" if target_ms is None else ("  (target %g ms: %s)" % (
-        target_ms, "ok" if p95 <= target_ms else "MISSED"))
+    verdict = (
+        ""
+        if target_ms is None
+        else ("  (target %g ms: %s)" % (target_ms, "ok" if p95 <= target_ms else "MISSED"))
+    )
     print("  %-52s n=%-4d p50 %8.1f ms  p95 %8.1f ms%s" % (name, len(times), p50, p95, verdict))
     return p50, p95

@@ -35,7 +35,9 @@ BUDGET_SECONDS = 180
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--logdir", help="train into this logdir (default: a temporary one)")
-    parser.add_argument("--reuse", action="store_true", help="measure an existing --logdir without training")
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure an existing --logdir without training"
+    )
     parser.add_argument("--screenshot", help="save a screenshot of the tab on the demo here")
     args = parser.parse_args()
     if args.reuse and not args.logdir:
@@ -47,8 +49,11 @@ def main():
         if not args.reuse:
             load_before = os.getloadavg()[0]
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "demo", "--logdir", logdir, "--fresh", "--quiet"],
-                           cwd=REPO, check=True)
+            subprocess.run(
+                [sys.executable, "-m", "demo", "--logdir", logdir, "--fresh", "--quiet"],
+                cwd=REPO,
+                check=True,
+            )
             seconds = time.perf_counter() - started
             load_after = os.getloadavg()[0]
         from demo import story
@@ -58,22 +63,41 @@ def main():
         print()
         for run, f in figures.items():
             if run.startswith("brackets"):
-                print("%-18s final epoch %d: cell unit %d vs nesting depth r = %+.3f   |r| by epoch: %s"
-                      % (run, f["final_step"], f["unit"], f["r"],
-                         " ".join("%.2f" % v for v in f["abs_r_by_step"].values())))
+                print(
+                    "%-18s final epoch %d: cell unit %d vs nesting depth r = %+.3f   |r| by epoch: %s"
+                    % (
+                        run,
+                        f["final_step"],
+                        f["unit"],
+                        f["r"],
+                        " ".join("%.2f" % v for v in f["abs_r_by_step"].values()),
+                    )
+                )
                 if run == "brackets/lr_0.01" and abs(f["r"]) < MIN_ABS_R:
                     failures.append("%s: |r| = %.3f < %.1f" % (run, abs(f["r"]), MIN_ABS_R))
             else:
-                print("%-18s final epoch %d: change track finds %d/%d injected anomalies, recall %.2f "
-                      "(jumps %.2f, bursts %.2f), precision %.2f; on the hidden state: recall %.2f"
-                      % (run, f["final_step"], f["found"], f["total"], f["recall"],
-                         f["by_kind"].get("jump", float("nan")), f["by_kind"].get("burst", float("nan")),
-                         f["precision"], f["hidden_recall"]))
+                print(
+                    "%-18s final epoch %d: change track finds %d/%d injected anomalies, recall %.2f "
+                    "(jumps %.2f, bursts %.2f), precision %.2f; on the hidden state: recall %.2f"
+                    % (
+                        run,
+                        f["final_step"],
+                        f["found"],
+                        f["total"],
+                        f["recall"],
+                        f["by_kind"].get("jump", float("nan")),
+                        f["by_kind"].get("burst", float("nan")),
+                        f["precision"],
+                        f["hidden_recall"],
+                    )
+                )
                 if f["recall"] < MIN_RECALL:
                     failures.append("%s: recall %.2f < %.2f" % (run, f["recall"], MIN_RECALL))
         if seconds is not None:
-            print("demo training and logging: %.0f s (target %d s on 2 cores; load average %.1f before, %.1f after, "
-                  "%d CPUs)" % (seconds, BUDGET_SECONDS, load_before, load_after, os.cpu_count()))
+            print(
+                "demo training and logging: %.0f s (target %d s on 2 cores; load average %.1f before, %.1f after, "
+                "%d CPUs)" % (seconds, BUDGET_SECONDS, load_before, load_after, os.cpu_count())
+            )
         if args.screenshot:
             screenshot(logdir, args.screenshot, figures["brackets/lr_0.01"]["unit"])
         if failures:
@@ -93,12 +117,18 @@ def screenshot(logdir, path, unit):
     from playwright.sync_api import sync_playwright
 
     views = [
-        (path, "run=brackets/lr_0.01&tag=char_lstm&order=corr:depth&units=%d&t0=0&t1=90" % unit, 1000),
+        (
+            path,
+            "run=brackets/lr_0.01&tag=char_lstm&order=corr:depth&units=%d&t0=0&t1=90" % unit,
+            1000,
+        ),
         (path.replace(".png", "-prices.png"), "run=prices/hidden_32&tag=price_lstm", 1100),
     ]
     with tensorboard_server(logdir, load_fast=True) as url:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS
+            )
             for target, view, height in views:
                 page = browser.new_page(viewport={"width": 1400, "height": height})
                 page.goto(url + "/#lstm_states&lstm=" + urllib.parse.quote(view, safe=""))

@@ -40,11 +40,18 @@ from conftest import CHROMIUM_FLAGS, tensorboard_server  # noqa: E402
 def states(step, batch, time_steps, units, rng):
     t = np.arange(time_steps)[:, None]
     freq = rng.uniform(0.01, 0.3, units)
-    cell = np.stack([np.sin(t * freq + 0.3 * step + b) * (1 + step / 50) for b in range(batch)]).astype(np.float32)
+    cell = np.stack(
+        [np.sin(t * freq + 0.3 * step + b) * (1 + step / 50) for b in range(batch)]
+    ).astype(np.float32)
     gate = (1 / (1 + np.exp(-cell))).astype(np.float32)
-    layer = LayerStates(hidden=np.tanh(cell), cell=cell,
-                        gates={"input": gate, "forget": gate, "candidate": np.tanh(cell), "output": gate})
-    return RecurrentStates(kind="lstm", layers=[layer], lengths=np.full(batch, time_steps), num_directions=1)
+    layer = LayerStates(
+        hidden=np.tanh(cell),
+        cell=cell,
+        gates={"input": gate, "forget": gate, "candidate": np.tanh(cell), "output": gate},
+    )
+    return RecurrentStates(
+        kind="lstm", layers=[layer], lengths=np.full(batch, time_steps), num_directions=1
+    )
 
 
 def build(logdir):
@@ -78,7 +85,13 @@ def main():
     results, failures = [], []
 
     def report(name, value, unit, target, ok):
-        line = "%-44s %8.1f %-4s (target %s)%s" % (name, value, unit, target, "" if ok else "  MISSED")
+        line = "%-44s %8.1f %-4s (target %s)%s" % (
+            name,
+            value,
+            unit,
+            target,
+            "" if ok else "  MISSED",
+        )
         print(line, flush=True)
         results.append(line)
         if not ok:
@@ -89,7 +102,10 @@ def main():
         started = time.time()
         build(logdir)
         print("logdir built in %.1f s" % (time.time() - started), flush=True)
-        with tensorboard_server(logdir, load_fast=args.load_fast == "true") as url, sync_playwright() as p:
+        with (
+            tensorboard_server(logdir, load_fast=args.load_fast == "true") as url,
+            sync_playwright() as p,
+        ):
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
 
@@ -102,8 +118,13 @@ def main():
                 frame = open_tab(page, url, "run%3Dsmall")
                 ready.append(frame.evaluate("window.__tls.ready"))
                 page.close()
-            report("interactive after iframe load, median", statistics.median(ready), "ms", "<= 1500",
-                   statistics.median(ready) <= 1500)
+            report(
+                "interactive after iframe load, median",
+                statistics.median(ready),
+                "ms",
+                "<= 1500",
+                statistics.median(ready) <= 1500,
+            )
 
             # 2. playback of 256 units x 512 timesteps at 60 steps/s, 120 steps, looping:
             # pass 1 loads every step (tab and backend cold), pass 2 plays from the tab's cache
@@ -112,7 +133,9 @@ def main():
             time.sleep(0.5)
             frame.evaluate("window.__tls.paints.length = 0; window.__tls.draws.length = 0")
             frame.click(".tls-playbtn")
-            frame.wait_for_function("window.__tls.paints.filter(p => p.step === 0).length >= 3", timeout=60000)
+            frame.wait_for_function(
+                "window.__tls.paints.filter(p => p.step === 0).length >= 3", timeout=60000
+            )
             frame.click(".tls-playbtn")
             paints = frame.evaluate("window.__tls.paints")
             draws = frame.evaluate("window.__tls.draws")
@@ -124,18 +147,41 @@ def main():
                     passes.append([])
                 passes[-1].append(b["t"] - a["t"])
             first, second = passes[0][1:], passes[1]
-            print("  pass 1 (every step fetched while playing): median %.1f ms (%.0f fps), p95 %.1f ms"
-                  % (statistics.median(first), 1000 / statistics.median(first), percentile(first, 95)), flush=True)
+            print(
+                "  pass 1 (every step fetched while playing): median %.1f ms (%.0f fps), p95 %.1f ms"
+                % (
+                    statistics.median(first),
+                    1000 / statistics.median(first),
+                    percentile(first, 95),
+                ),
+                flush=True,
+            )
             median_ms = statistics.median(second)
-            report("playback fps (prefetched), median", 1000 / median_ms, "fps", ">= 50", 1000 / median_ms >= 50)
+            report(
+                "playback fps (prefetched), median",
+                1000 / median_ms,
+                "fps",
+                ">= 50",
+                1000 / median_ms >= 50,
+            )
             p95 = percentile(second, 95)
             report("playback frame time (prefetched), p95", p95, "ms", "<= 33", p95 <= 33)
-            print("  pass 2: %d of %d frames over 33 ms %s" % (
-                sum(1 for x in second if x > 33), len(second), [round(x) for x in second if x > 33]), flush=True)
+            print(
+                "  pass 2: %d of %d frames over 33 ms %s"
+                % (
+                    sum(1 for x in second if x > 33),
+                    len(second),
+                    [round(x) for x in second if x > 33],
+                ),
+                flush=True,
+            )
             if os.environ.get("TLS_BENCH_DEBUG"):
                 print("  pass 2 frame times:", [round(x) for x in second])
-            print("  draw of all views per step: median %.1f ms, p95 %.1f ms"
-                  % (statistics.median(draws), percentile(draws, 95)), flush=True)
+            print(
+                "  draw of all views per step: median %.1f ms, p95 %.1f ms"
+                % (statistics.median(draws), percentile(draws, 95)),
+                flush=True,
+            )
             page.close()
 
             # 3. cold-cache step change: steps nobody has loaded yet
@@ -158,13 +204,25 @@ def main():
                           requestAnimationFrame(poll);
                         };
                         poll();
-                    })""", index)
+                    })""",
+                    index,
+                )
                 cold.append(elapsed)
                 time.sleep(0.3)
-            report("cold step change painted, median", statistics.median(cold), "ms", "<= 150",
-                   statistics.median(cold) <= 150)
-            report("cold step change painted, p95", percentile(cold, 95), "ms", "<= 150",
-                   percentile(cold, 95) <= 150)
+            report(
+                "cold step change painted, median",
+                statistics.median(cold),
+                "ms",
+                "<= 150",
+                statistics.median(cold) <= 150,
+            )
+            report(
+                "cold step change painted, p95",
+                percentile(cold, 95),
+                "ms",
+                "<= 150",
+                percentile(cold, 95) <= 150,
+            )
             browser.close()
     print("FAILED: " + ", ".join(failures) if failures else "all targets met")
     return 1 if failures else 0

@@ -49,16 +49,32 @@ def build_logdir(logdir):
         for step in range(STEPS):
             drifted = states_lib.RecurrentStates(
                 kind="lstm",
-                layers=[states_lib.LayerStates(np.tanh(base.layers[0].hidden + 0.01 * step),
-                                               base.layers[0].cell + 0.01 * step,
-                                               dict(base.layers[0].gates))],
-                lengths=base.lengths)
+                layers=[
+                    states_lib.LayerStates(
+                        np.tanh(base.layers[0].hidden + 0.01 * step),
+                        base.layers[0].cell + 0.01 * step,
+                        dict(base.layers[0].gates),
+                    )
+                ],
+                lengths=base.lengths,
+            )
             writer.add_states("encoder", drifted, step)
 
 
 def states_urls(base, keys):
-    return [url_of(base, "states", run="run", tag="encoder", step=step, layer=0, kind=kind,
-                   sequence=sequence) for step, kind, sequence in keys]
+    return [
+        url_of(
+            base,
+            "states",
+            run="run",
+            tag="encoder",
+            step=step,
+            layer=0,
+            kind=kind,
+            sequence=sequence,
+        )
+        for step, kind, sequence in keys
+    ]
 
 
 def latencies(urls):
@@ -80,9 +96,17 @@ def heavy_requests(base):
             continue
         sequences = ",".join(str((i + k) % BATCH) for k in range(4))
         method = "tsne" if i % 3 else "pca"
-        yield url_of(base, "projection", run="run", tag="encoder", layer=0,
-                     kind=kinds[(i // (2 * STEPS)) % len(kinds)], method=method, steps=steps,
-                     sequence=sequences)
+        yield url_of(
+            base,
+            "projection",
+            run="run",
+            tag="encoder",
+            layer=0,
+            kind=kinds[(i // (2 * STEPS)) % len(kinds)],
+            method=method,
+            steps=steps,
+            sequence=sequences,
+        )
 
 
 def main():
@@ -90,15 +114,24 @@ def main():
     parser.add_argument("--load-fast", default="true", choices=["true", "false"])
     parser.add_argument("--heavy", type=int, default=8, help="concurrent projection clients")
     parser.add_argument("--requests", type=int, default=300, help="states requests per phase")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="--lstm_states_workers for tensorboard (default: its default)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="--lstm_states_workers for tensorboard (default: its default)",
+    )
     args = parser.parse_args()
 
     root = tempfile.mkdtemp(prefix="tls-load-")
     logdir = os.path.join(root, "logdir")
     try:
         build_logdir(logdir)
-        keys = [(s, k, q) for s in range(STEPS) for k in states_lib.array_kinds("lstm") for q in range(BATCH)]
+        keys = [
+            (s, k, q)
+            for s in range(STEPS)
+            for k in states_lib.array_kinds("lstm")
+            for q in range(BATCH)
+        ]
         np.random.RandomState(1).shuffle(keys)
         if 2 * args.requests > len(keys):
             raise SystemExit("--requests is at most %d" % (len(keys) // 2))
@@ -107,7 +140,7 @@ def main():
             get(url_of(base, "steps", run="run", tag="encoder"))
             for url in states_urls(base, [(0, "cell", 0)] * 3):  # warm the listing
                 get(url)
-            alone = latencies(states_urls(base, keys[:args.requests]))
+            alone = latencies(states_urls(base, keys[: args.requests]))
 
             stop = threading.Event()
             counts = {"answered": 0, "abandoned": 0, "errors": 0}
@@ -133,32 +166,42 @@ def main():
                     peak[0] = max(peak[0], tree_rss_mb(pid))
                     time.sleep(0.2)
 
-            threads = [threading.Thread(target=client, args=(i % 2 == 0,), daemon=True)
-                       for i in range(args.heavy)]
+            threads = [
+                threading.Thread(target=client, args=(i % 2 == 0,), daemon=True)
+                for i in range(args.heavy)
+            ]
             threads.append(threading.Thread(target=sample_memory, daemon=True))
             for t in threads:
                 t.start()
             time.sleep(3.0)  # the pools are full before measuring
             started = time.perf_counter()
-            loaded = latencies(states_urls(base, keys[args.requests:2 * args.requests]))
+            loaded = latencies(states_urls(base, keys[args.requests : 2 * args.requests]))
             seconds = time.perf_counter() - started
             stop.set()
             for t in threads:
                 t.join(120)
 
-        print("states of one sequence (40 kB, uncached), %d requests each, %s load path, "
-              "--lstm_states_workers %s, %d CPUs" % (
-                  args.requests, "Rust" if args.load_fast == "true" else "Python",
-                  "default" if args.workers is None else args.workers, os.cpu_count()))
+        print(
+            "states of one sequence (40 kB, uncached), %d requests each, %s load path, "
+            "--lstm_states_workers %s, %d CPUs"
+            % (
+                args.requests,
+                "Rust" if args.load_fast == "true" else "Python",
+                "default" if args.workers is None else args.workers,
+                os.cpu_count(),
+            )
+        )
         print("  %-36s %10s %10s" % ("", "p50 ms", "p99 ms"))
         p50a, p99a = np.percentile(alone, 50), np.percentile(alone, 99)
         p50b, p99b = np.percentile(loaded, 50), np.percentile(loaded, 99)
         print("  %-36s %10.1f %10.1f" % ("alone", p50a, p99a))
         print("  %-36s %10.1f %10.1f" % ("with %d projection clients" % args.heavy, p50b, p99b))
         print("  %-36s %10.2f %10.2f" % ("ratio (loaded / alone)", p50b / p50a, p99b / p99a))
-        print("projections during the %.1f s measured (and the 3 s before): %d answered, %d "
-              "abandoned by their clients, %d errors" % (seconds, counts["answered"],
-                                                         counts["abandoned"], counts["errors"]))
+        print(
+            "projections during the %.1f s measured (and the 3 s before): %d answered, %d "
+            "abandoned by their clients, %d errors"
+            % (seconds, counts["answered"], counts["abandoned"], counts["errors"])
+        )
         print("peak resident memory of TensorBoard and its data server: %.0f MiB" % peak[0])
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -31,7 +31,17 @@ import numpy as np
 import tb_lstm_states as tls
 from tb_lstm_states import states as states_lib
 
-from common import children, directory_bytes, get, make_states, report, rss_mb, tensorboard, timed, url_of
+from common import (
+    children,
+    directory_bytes,
+    get,
+    make_states,
+    report,
+    rss_mb,
+    tensorboard,
+    timed,
+    url_of,
+)
 
 
 def build_logdir(logdir, steps):
@@ -43,24 +53,38 @@ def build_logdir(logdir, steps):
             # A slow drift, so that aligned layouts have something to follow.
             drifted = states_lib.RecurrentStates(
                 kind="lstm",
-                layers=[states_lib.LayerStates(
-                    np.tanh(base.layers[0].hidden + 0.01 * step),
-                    base.layers[0].cell + 0.01 * step,
-                    dict(base.layers[0].gates))],
-                lengths=base.lengths)
+                layers=[
+                    states_lib.LayerStates(
+                        np.tanh(base.layers[0].hidden + 0.01 * step),
+                        base.layers[0].cell + 0.01 * step,
+                        dict(base.layers[0].gates),
+                    )
+                ],
+                lengths=base.lengths,
+            )
             writer.add_states("encoder", drifted, step)
     small = make_states(rs, 2, 8, 8, num_layers=2)
     with tls.StateWriter(os.path.join(logdir, "long")) as writer:
         for step in range(1000):
             writer.add_states("encoder", small, step)
-    print("logdir: %d steps x %.2f MB + 1,000 small steps, %.0f MB, written in %.1f s"
-          % (steps, directory_bytes(os.path.join(logdir, "big")) / steps / 1e6,
-             directory_bytes(logdir) / 1e6, time.perf_counter() - start))
+    print(
+        "logdir: %d steps x %.2f MB + 1,000 small steps, %.0f MB, written in %.1f s"
+        % (
+            steps,
+            directory_bytes(os.path.join(logdir, "big")) / steps / 1e6,
+            directory_bytes(logdir) / 1e6,
+            time.perf_counter() - start,
+        )
+    )
 
 
 def bench(logdir, load_fast, steps, cache_mb):
     print("\n--load_fast=%s (cache %d MB)" % (load_fast, cache_mb))
-    with tensorboard(logdir, load_fast, ["--lstm_states_cache_mb", str(cache_mb)]) as (base, pid, _):
+    with tensorboard(logdir, load_fast, ["--lstm_states_cache_mb", str(cache_mb)]) as (
+        base,
+        pid,
+        _,
+    ):
         start = time.perf_counter()
         big = url_of(base, "steps", run="big", tag="encoder")
         long = url_of(base, "steps", run="long", tag="encoder")
@@ -75,25 +99,57 @@ def bench(logdir, load_fast, steps, cache_mb):
         rss_loaded = rss_mb(pid)
 
         kinds = states_lib.array_kinds("lstm")
-        cold = [url_of(base, "states", run="big", tag="encoder", step=s, layer=0, kind=kinds[s % 6])
-                for s in range(steps)]
+        cold = [
+            url_of(base, "states", run="big", tag="encoder", step=s, layer=0, kind=kinds[s % 6])
+            for s in range(steps)
+        ]
         report("states, one array, cold", timed(cold))
-        warm = [url_of(base, "states", run="big", tag="encoder", step=7, layer=0, kind="cell")] * 100
+        warm = [
+            url_of(base, "states", run="big", tag="encoder", step=7, layer=0, kind="cell")
+        ] * 100
         report("states, one array, warm", timed(warm))
         overview = [url_of(base, "overview", run="long", tag="encoder")] * 30
         report("overview, 1,000 steps", timed(overview))
         pca_steps = ",".join(str(s) for s in range(min(100, steps)))
-        pca = [url_of(base, "projection", run="big", tag="encoder", layer=0, kind=k, method="pca",
-                      steps=pca_steps) for k in ("cell", "hidden", "input")]
+        pca = [
+            url_of(
+                base,
+                "projection",
+                run="big",
+                tag="encoder",
+                layer=0,
+                kind=k,
+                method="pca",
+                steps=pca_steps,
+            )
+            for k in ("cell", "hidden", "input")
+        ]
         report("aligned PCA, 100 steps x 2,000 points, cold", timed(pca))
-        tsne = [url_of(base, "projection", run="big", tag="encoder", layer=0, kind="hidden",
-                       method="tsne", steps=",".join(str(s) for s in range(20)), sequence="0,1,2,3")]
+        tsne = [
+            url_of(
+                base,
+                "projection",
+                run="big",
+                tag="encoder",
+                layer=0,
+                kind="hidden",
+                method="tsne",
+                steps=",".join(str(s) for s in range(20)),
+                sequence="0,1,2,3",
+            )
+        ]
         report("aligned t-SNE, 20 steps x 1,000 points, cold", timed(tsne))
         servers = children(pid)
-        print("  resident memory: tensorboard %.0f MB after loading, %.0f MB after the requests"
-              "%s; cache budget %d MB"
-              % (rss_loaded, rss_mb(pid),
-                 "".join(", data server %.0f MB" % rss_mb(c) for c in servers), cache_mb))
+        print(
+            "  resident memory: tensorboard %.0f MB after loading, %.0f MB after the requests"
+            "%s; cache budget %d MB"
+            % (
+                rss_loaded,
+                rss_mb(pid),
+                "".join(", data server %.0f MB" % rss_mb(c) for c in servers),
+                cache_mb,
+            )
+        )
 
 
 def main():
@@ -103,7 +159,10 @@ def main():
     parser.add_argument("--cache-mb", type=int, default=256)
     parser.add_argument("--logdir", help="reuse or keep this logdir (default: a temporary one)")
     args = parser.parse_args()
-    print("machine: %d CPUs, load average %s" % (os.cpu_count(), " ".join("%.1f" % x for x in os.getloadavg())))
+    print(
+        "machine: %d CPUs, load average %s"
+        % (os.cpu_count(), " ".join("%.1f" % x for x in os.getloadavg()))
+    )
     workdir = tempfile.mkdtemp(prefix="tls-serve-")
     logdir = args.logdir or os.path.join(workdir, "logdir")
     try:

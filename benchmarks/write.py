@@ -51,19 +51,25 @@ def make_states(mebibytes, dtype, time_steps=128, seed=0):
         return rng.uniform(low, high, size=(batch, time_steps, HIDDEN)).astype(dtype)
 
     layer = states_lib.LayerStates(
-        hidden=array(), cell=array(-3, 3),
-        gates={g: array(0, 1) for g in states_lib.GATE_NAMES["lstm"]})
+        hidden=array(),
+        cell=array(-3, 3),
+        gates={g: array(0, 1) for g in states_lib.GATE_NAMES["lstm"]},
+    )
     return states_lib.RecurrentStates("lstm", [layer], np.full(batch, time_steps), 1)
 
 
 def arrays_of(states):
-    return [layer.get(name) for layer in states.layers
-            for name in states_lib.array_kinds(states.kind)]
+    return [
+        layer.get(name) for layer in states.layers for name in states_lib.array_kinds(states.kind)
+    ]
 
 
 def disk_bytes(directory):
-    return sum(os.path.getsize(p) for p in glob.glob(os.path.join(directory, "**"),
-                                                      recursive=True) if os.path.isfile(p))
+    return sum(
+        os.path.getsize(p)
+        for p in glob.glob(os.path.join(directory, "**"), recursive=True)
+        if os.path.isfile(p)
+    )
 
 
 def run_tofile(directory, arrays16):
@@ -108,8 +114,12 @@ def bench(directory, states, arrays16, rounds):
                     blocked.append(b)
                     seconds.append(s)
                     sizes.append(size)
-    return (stats_lib.median(tofile), stats_lib.median(blocked), stats_lib.median(seconds),
-            max(sizes))
+    return (
+        stats_lib.median(tofile),
+        stats_lib.median(blocked),
+        stats_lib.median(seconds),
+        max(sizes),
+    )
 
 
 def main(argv=None):
@@ -117,22 +127,36 @@ def main(argv=None):
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 8, 60])
     parser.add_argument("--time", type=int, default=128, help="timesteps per sequence")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--min-megabytes", type=float, default=64,
-                        help="small records get more runs, to write at least this much")
+    parser.add_argument(
+        "--min-megabytes",
+        type=float,
+        default=64,
+        help="small records get more runs, to write at least this much",
+    )
     parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
     args = parser.parse_args(argv)
 
     directory = tempfile.mkdtemp(prefix="tls-bench-", dir=args.dir)
     try:
-        print("medians of >= %d runs (>= %g MiB each size); %s, %d CPUs; %d timesteps; "
-              "payload = stored float16 bytes"
-              % (args.repeats, args.min_megabytes, sys.platform, os.cpu_count(), args.time))
-        header = ("%8s %8s | %12s | %12s %12s | %9s | %8s"
-                  % ("payload", "input", "add_states", "end to end", "tofile", "vs tofile",
-                     "on disk"))
+        print(
+            "medians of >= %d runs (>= %g MiB each size); %s, %d CPUs; %d timesteps; "
+            "payload = stored float16 bytes"
+            % (args.repeats, args.min_megabytes, sys.platform, os.cpu_count(), args.time)
+        )
+        header = "%8s %8s | %12s | %12s %12s | %9s | %8s" % (
+            "payload",
+            "input",
+            "add_states",
+            "end to end",
+            "tofile",
+            "vs tofile",
+            "on disk",
+        )
         print(header)
-        print("%8s %8s | %12s | %12s %12s | %9s | %8s"
-              % ("MiB", "", "blocks ms", "MiB/s", "MiB/s", "", "/payload"))
+        print(
+            "%8s %8s | %12s | %12s %12s | %9s | %8s"
+            % ("MiB", "", "blocks ms", "MiB/s", "MiB/s", "", "/payload")
+        )
         print("-" * len(header))
         for mebibytes in args.sizes:
             states32 = make_states(mebibytes, np.float32, args.time)
@@ -143,9 +167,18 @@ def main(argv=None):
             for label, states in (("float32", states32), ("float16", states16)):
                 tofile, blocked, seconds, size = bench(directory, states, arrays16, rounds)
                 mib = payload / MIB
-                print("%8.1f %8s | %12.1f | %12.0f %12.0f | %8.0f%% | %8.3f"
-                      % (mib, label, blocked * 1e3, mib / seconds, mib / tofile,
-                         100 * tofile / seconds, size / payload))
+                print(
+                    "%8.1f %8s | %12.1f | %12.0f %12.0f | %8.0f%% | %8.3f"
+                    % (
+                        mib,
+                        label,
+                        blocked * 1e3,
+                        mib / seconds,
+                        mib / tofile,
+                        100 * tofile / seconds,
+                        size / payload,
+                    )
+                )
                 sys.stdout.flush()
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -26,18 +26,31 @@ COMPLETE = ".demo-complete"
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m demo",
-        description="Train the tb-lstm-states demo models and log their states into LOGDIR.")
+        description="Train the tb-lstm-states demo models and log their states into LOGDIR.",
+    )
     parser.add_argument("--logdir", required=True, help="where to write the runs (e.g. runs/demo)")
     parser.add_argument(
-        "--epochs", type=int, default=None,
-        help="epochs per run (default: %d for brackets, %d for prices)" % (brackets.EPOCHS, prices.EPOCHS))
-    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of %s" % ",".join(TASKS))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--summary", default=None, help="also write the final figures as JSON to this file")
-    parser.add_argument("--quiet", action="store_true", help="print one line per run instead of one per epoch")
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs per run (default: %d for brackets, %d for prices)"
+        % (brackets.EPOCHS, prices.EPOCHS),
+    )
     parser.add_argument(
-        "--fresh", action="store_true",
-        help="first delete the demo's own run directories in LOGDIR (e.g. from an interrupted demo)")
+        "--tasks", default=",".join(TASKS), help="comma-separated subset of %s" % ",".join(TASKS)
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--summary", default=None, help="also write the final figures as JSON to this file"
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="print one line per run instead of one per epoch"
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="first delete the demo's own run directories in LOGDIR (e.g. from an interrupted demo)",
+    )
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         parser.error("--epochs must be at least 1")
@@ -64,12 +77,17 @@ def main(argv=None):
         epochs = args.epochs if args.epochs is not None else module.EPOCHS
         for name, value in module.RUNS:
             run_started = time.perf_counter()
-            result = module.train_run(args.logdir, name, value, epochs=epochs, seed=args.seed, log=log)
+            result = module.train_run(
+                args.logdir, name, value, epochs=epochs, seed=args.seed, log=log
+            )
             result["seconds"] = time.perf_counter() - run_started
             figures["%s/%s" % (task, name)] = result
             print(_summary_line(task, name, result), flush=True)
     total = time.perf_counter() - started
-    print("demo: trained and logged %d runs in %.0f s into %s" % (len(figures), total, args.logdir), flush=True)
+    print(
+        "demo: trained and logged %d runs in %.0f s into %s" % (len(figures), total, args.logdir),
+        flush=True,
+    )
     if args.summary:
         with open(args.summary, "w") as f:
             json.dump({"seconds": total, "runs": figures}, f, indent=2, sort_keys=True)
@@ -80,10 +98,22 @@ def main(argv=None):
 
 def _summary_line(task, name, result):
     if task == "brackets":
-        detail = "accuracy %.3f, depth unit %d with r = %+.3f" % (result["accuracy"], result["unit"], result["r"])
+        detail = "accuracy %.3f, depth unit %d with r = %+.3f" % (
+            result["accuracy"],
+            result["unit"],
+            result["r"],
+        )
     else:
-        detail = "direction accuracy %.3f, change track finds %d/%d anomalies (recall %.2f, precision %.2f)" % (
-            result["direction"], result["found"], result["total"], result["recall"], result["precision"])
+        detail = (
+            "direction accuracy %.3f, change track finds %d/%d anomalies (recall %.2f, precision %.2f)"
+            % (
+                result["direction"],
+                result["found"],
+                result["total"],
+                result["recall"],
+                result["precision"],
+            )
+        )
     return "%s/%s: %s (%.0f s)" % (task, name, detail, result["seconds"])
 
 

@@ -153,7 +153,9 @@ def depth_correlation(cell, depth):
     return unit, float(r[unit])
 
 
-def train_run(logdir, name, lr, *, epochs=EPOCHS, seed=0, log=print, final_lr_fraction=FINAL_LR_FRACTION):
+def train_run(
+    logdir, name, lr, *, epochs=EPOCHS, seed=0, log=print, final_lr_fraction=FINAL_LR_FRACTION
+):
     """Trains one run and logs scalars and states into `logdir/brackets/name`.
 
     Returns a dict of the final figures: loss, accuracy, unit, r.
@@ -167,7 +169,8 @@ def train_run(logdir, name, lr, *, epochs=EPOCHS, seed=0, log=print, final_lr_fr
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     # Cosine decay of the learning rate to `final_lr_fraction` of it by the last epoch.
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(1, epochs * STEPS_PER_EPOCH), eta_min=lr * final_lr_fraction)
+        optimizer, T_max=max(1, epochs * STEPS_PER_EPOCH), eta_min=lr * final_lr_fraction
+    )
     description = DESCRIPTION % {"hidden": HIDDEN_SIZE}
     run = common.run_dir(logdir, TASK, name)
     summary_writer = SummaryWriter(run)
@@ -182,7 +185,9 @@ def train_run(logdir, name, lr, *, epochs=EPOCHS, seed=0, log=print, final_lr_fr
                     batch = ids[torch.randint(0, len(ids), (BATCH_SIZE,))]
                     logits = model(batch[:, :-1])
                     targets = batch[:, 1:]
-                    loss = nn.functional.cross_entropy(logits.reshape(-1, len(VOCAB)), targets.reshape(-1))
+                    loss = nn.functional.cross_entropy(
+                        logits.reshape(-1, len(VOCAB)), targets.reshape(-1)
+                    )
                     optimizer.zero_grad()
                     loss.backward()
                     nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -198,20 +203,28 @@ def train_run(logdir, name, lr, *, epochs=EPOCHS, seed=0, log=print, final_lr_fr
                 embedded = model.embedding(probe_ids)
                 logits = model(probe_ids)
                 probe_loss = nn.functional.cross_entropy(
-                    logits[:, :-1].reshape(-1, len(VOCAB)), probe_ids[:, 1:].reshape(-1)).item()
-                probe_accuracy = (logits[:, :-1].argmax(-1) == probe_ids[:, 1:]).float().mean().item()
+                    logits[:, :-1].reshape(-1, len(VOCAB)), probe_ids[:, 1:].reshape(-1)
+                ).item()
+                probe_accuracy = (
+                    (logits[:, :-1].argmax(-1) == probe_ids[:, 1:]).float().mean().item()
+                )
             states = tls.capture(model.lstm, embedded)
             unit, r = depth_correlation(states.layers[0].cell.numpy(), probe_depth)
             state_writer.add_states(
-                TAG, states, epoch,
+                TAG,
+                states,
+                epoch,
                 tokens=probe_tokens,
                 series={"depth": probe_depth.astype(np.float32)},
-                description=description)
+                description=description,
+            )
             summary_writer.add_scalar("loss/probe", probe_loss, epoch)
             summary_writer.add_scalar("accuracy/probe", probe_accuracy, epoch)
             summary_writer.add_scalar("depth_unit/abs_r", abs(r), epoch)
             result = {"loss": probe_loss, "accuracy": probe_accuracy, "unit": unit, "r": r}
-            log("%s/%s epoch %2d: probe loss %.3f, accuracy %.3f, depth unit %d r=%+.3f"
-                % (TASK, name, epoch, probe_loss, probe_accuracy, unit, r))
+            log(
+                "%s/%s epoch %2d: probe loss %.3f, accuracy %.3f, depth unit %d r=%+.3f"
+                % (TASK, name, epoch, probe_loss, probe_accuracy, unit, r)
+            )
     summary_writer.close()
     return result

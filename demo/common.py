@@ -39,7 +39,11 @@ def unit_correlations(values, target, mask=None):
     y = y - y.mean()
     denominator = np.sqrt((x * x).sum(axis=0) * (y * y).sum())
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(denominator > 0, (x * y[:, None]).sum(axis=0) / np.where(denominator > 0, denominator, 1), 0.0)
+        r = np.where(
+            denominator > 0,
+            (x * y[:, None]).sum(axis=0) / np.where(denominator > 0, denominator, 1),
+            0.0,
+        )
     return r
 
 

@@ -90,14 +90,16 @@ def generate(rng, length, jumps, bursts):
             anomalies.append((int(onset), "jump", 1))
         else:
             span = int(rng.integers(BURST_LENGTH[0], BURST_LENGTH[1] + 1))
-            noise_scale[onset:onset + span] *= rng.uniform(*BURST_FACTOR)
+            noise_scale[onset : onset + span] *= rng.uniform(*BURST_FACTOR)
             anomalies.append((int(onset), "burst", span))
     noise = np.zeros(length)
     shocks = rng.standard_normal(length) * noise_scale
     for t in range(1, length):
         noise[t] = AR_COEFFICIENT * noise[t - 1] + shocks[t]
     t = np.arange(length)
-    seasonal = rng.uniform(*SEASONAL_AMPLITUDE) * np.sin(2 * np.pi * t / PERIOD + rng.uniform(0, 2 * np.pi))
+    seasonal = rng.uniform(*SEASONAL_AMPLITUDE) * np.sin(
+        2 * np.pi * t / PERIOD + rng.uniform(0, 2 * np.pi)
+    )
     drift = np.cumsum(rng.standard_normal(length) * DRIFT)
     price = 100.0 * np.exp(seasonal + noise + drift + level)
     return price, anomalies
@@ -168,7 +170,7 @@ def anomaly_recall(values, lengths, anomalies, threshold=analysis.DEFAULT_THRESH
             total += 1
             kind_found, kind_total = by_kind.get(kind, (0, 0))
             by_kind[kind] = (kind_found + hit, kind_total + 1)
-            inside[onset:onset + span + TOLERANCE] = True
+            inside[onset : onset + span + TOLERANCE] = True
         flags += len(flagged)
         flags_inside += int(inside[flagged].sum())
     return {
@@ -187,14 +189,20 @@ def train_run(logdir, name, hidden_size, *, epochs=EPOCHS, seed=0, log=print, lr
     Returns a dict of the final figures: loss, direction accuracy, anomaly recall.
     """
     rng = common.setup(seed)
-    train = torch.from_numpy(features(dataset(rng, TRAIN_SEQUENCES, TRAIN_LENGTH + 1, TRAIN_ANOMALIES)))
+    train = torch.from_numpy(
+        features(dataset(rng, TRAIN_SEQUENCES, TRAIN_LENGTH + 1, TRAIN_ANOMALIES))
+    )
     probe_price, probe_anomalies = probe_batch()
     probe_x = torch.from_numpy(features(probe_price))
     probe_lengths = np.full(PROBE_SEQUENCES, PROBE_LENGTH)
     marks = anomaly_marks(probe_anomalies, PROBE_LENGTH)
     model = Forecaster(hidden_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    description = DESCRIPTION % {"hidden": hidden_size, "jumps": PROBE_JUMPS, "bursts": PROBE_BURSTS}
+    description = DESCRIPTION % {
+        "hidden": hidden_size,
+        "jumps": PROBE_JUMPS,
+        "bursts": PROBE_BURSTS,
+    }
     summary_writer = SummaryWriter(common.run_dir(logdir, TASK, name))
     result = {}
     with tls.StateWriter(summary_writer=summary_writer) as state_writer:
@@ -225,20 +233,34 @@ def train_run(logdir, name, hidden_size, *, epochs=EPOCHS, seed=0, log=print, lr
             states = tls.capture(model.lstm, probe_x)
             found = anomaly_recall(states.layers[0].cell.numpy(), probe_lengths, probe_anomalies)
             state_writer.add_states(
-                TAG, states, epoch,
+                TAG,
+                states,
+                epoch,
                 series={
                     "price": probe_price.astype(np.float32),
                     "prediction": prediction.astype(np.float32),
                     "anomaly": marks,
                 },
-                description=description)
+                description=description,
+            )
             summary_writer.add_scalar("loss/probe", probe_loss, epoch)
             summary_writer.add_scalar("accuracy/direction", direction, epoch)
             summary_writer.add_scalar("change_track/recall", found["recall"], epoch)
             summary_writer.add_scalar("change_track/precision", found["precision"], epoch)
             result = {"loss": probe_loss, "direction": direction, **found}
-            log("%s/%s epoch %2d: probe loss %.4f, direction %.3f, anomaly recall %.2f (%d/%d), precision %.2f"
-                % (TASK, name, epoch, probe_loss, direction, found["recall"], found["found"],
-                   found["total"], found["precision"]))
+            log(
+                "%s/%s epoch %2d: probe loss %.4f, direction %.3f, anomaly recall %.2f (%d/%d), precision %.2f"
+                % (
+                    TASK,
+                    name,
+                    epoch,
+                    probe_loss,
+                    direction,
+                    found["recall"],
+                    found["found"],
+                    found["total"],
+                    found["precision"],
+                )
+            )
     summary_writer.close()
     return result

@@ -26,7 +26,9 @@ def brackets_figures(logdir, run):
     for rec in tls.read_states(logdir, run=run, tag=brackets.TAG):
         logged_depth = rec.series["depth"]
         if not np.array_equal(logged_depth, depth):
-            raise AssertionError("%s step %d: the logged depth is not the probe's" % (run, rec.step))
+            raise AssertionError(
+                "%s step %d: the logged depth is not the probe's" % (run, rec.step)
+            )
         unit, r = brackets.depth_correlation(rec.states.layers[0].cell, logged_depth)
         figures[rec.step] = {"unit": unit, "r": r}
     return figures
@@ -39,7 +41,9 @@ def prices_figures(logdir, run, kind="cell"):
     figures = {}
     for rec in tls.read_states(logdir, run=run, tag=prices.TAG):
         if not np.array_equal(rec.series["anomaly"], marks):
-            raise AssertionError("%s step %d: the logged anomaly marks are not the probe's" % (run, rec.step))
+            raise AssertionError(
+                "%s step %d: the logged anomaly marks are not the probe's" % (run, rec.step)
+            )
         values = rec.states.layers[0].get(kind)
         figures[rec.step] = prices.anomaly_recall(values, rec.states.lengths, anomalies)
     return figures
@@ -52,21 +56,31 @@ def story(logdir):
         run = "%s/%s" % (brackets.TASK, name)
         per_step = brackets_figures(logdir, run)
         last = max(per_step)
-        result[run] = {"final_step": last, "steps": len(per_step), **per_step[last],
-                       "abs_r_by_step": {s: round(abs(f["r"]), 4) for s, f in sorted(per_step.items())}}
+        result[run] = {
+            "final_step": last,
+            "steps": len(per_step),
+            **per_step[last],
+            "abs_r_by_step": {s: round(abs(f["r"]), 4) for s, f in sorted(per_step.items())},
+        }
     for name, _ in prices.RUNS:
         run = "%s/%s" % (prices.TASK, name)
         per_step = prices_figures(logdir, run)
         hidden = prices_figures(logdir, run, kind="hidden")
         last = max(per_step)
-        result[run] = {"final_step": last, "steps": len(per_step), **per_step[last],
-                       "hidden_recall": hidden[last]["recall"],
-                       "recall_by_step": {s: round(f["recall"], 4) for s, f in sorted(per_step.items())}}
+        result[run] = {
+            "final_step": last,
+            "steps": len(per_step),
+            **per_step[last],
+            "hidden_recall": hidden[last]["recall"],
+            "recall_by_step": {s: round(f["recall"], 4) for s, f in sorted(per_step.items())},
+        }
     return result
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m demo.story", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m demo.story", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("logdir")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
@@ -76,11 +90,24 @@ def main(argv=None):
         return 0
     for run, f in figures.items():
         if run.startswith(brackets.TASK):
-            print("%-20s step %d: cell unit %d follows the nesting depth, r = %+.3f" % (run, f["final_step"], f["unit"], f["r"]))
+            print(
+                "%-20s step %d: cell unit %d follows the nesting depth, r = %+.3f"
+                % (run, f["final_step"], f["unit"], f["r"])
+            )
         else:
-            print("%-20s step %d: change track (cell) finds %d/%d injected anomalies (recall %.2f, "
-                  "precision %.2f; hidden: recall %.2f)" % (run, f["final_step"], f["found"], f["total"],
-                                                           f["recall"], f["precision"], f["hidden_recall"]))
+            print(
+                "%-20s step %d: change track (cell) finds %d/%d injected anomalies (recall %.2f, "
+                "precision %.2f; hidden: recall %.2f)"
+                % (
+                    run,
+                    f["final_step"],
+                    f["found"],
+                    f["total"],
+                    f["recall"],
+                    f["precision"],
+                    f["hidden_recall"],
+                )
+            )
     return 0
 
 

@@ -1,9 +1,9 @@
 """tb-lstm-states: per-timestep states of PyTorch recurrent layers, in TensorBoard.
 
-    import tb_lstm_states as tls
-    states = tls.capture(model.lstm, probe_inputs)
-    with tls.StateWriter("runs/exp1") as writer:
-        writer.add_states("encoder", states, step=epoch)
+import tb_lstm_states as tls
+states = tls.capture(model.lstm, probe_inputs)
+with tls.StateWriter("runs/exp1") as writer:
+    writer.add_states("encoder", states, step=epoch)
 """
 
 import importlib

@@ -90,8 +90,9 @@ class ByteBoundedCache:
             self._entries.clear()
             self._bytes = 0
 
-    def get_or_compute(self, key: Hashable, compute: Callable[[], Any],
-                       size: Optional[Callable[[Any], int]] = None) -> Any:
+    def get_or_compute(
+        self, key: Hashable, compute: Callable[[], Any], size: Optional[Callable[[Any], int]] = None
+    ) -> Any:
         """Returns the cached value of `key`, computing and storing it if absent.
 
         Args:

@@ -68,8 +68,9 @@ def parse_plugin_content(content):
         upgrade `tb-lstm-states` to read it).
     """
     try:
-        payload = jsonsafe.parse_json(content, max_bytes=format.MAX_PLUGIN_DATA_BYTES,
-                                    what="lstm_states plugin data")
+        payload = jsonsafe.parse_json(
+            content, max_bytes=format.MAX_PLUGIN_DATA_BYTES, what="lstm_states plugin data"
+        )
     except format.FormatError as e:
         raise format.FormatError("lstm_states plugin data is not JSON: %s" % e) from None
     if not isinstance(payload, dict):

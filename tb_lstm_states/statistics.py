@@ -28,8 +28,7 @@ MAX_VALUES = 1 << 16
 
 def rows(kind, num_entries):
     """The `(layer, array kind)` of each statistics row, in stored order."""
-    return [(layer, name) for layer in range(num_entries)
-            for name in states_lib.array_kinds(kind)]
+    return [(layer, name) for layer in range(num_entries) for name in states_lib.array_kinds(kind)]
 
 
 def _saturation_bounds(name):
@@ -107,7 +106,7 @@ def _statistics_of(values, name, lengths):
         previous = None  # the last timestep of the previous chunk
         length = int(lengths[sequence])
         for start in range(0, length, rows):
-            chunk = _as_float32(values[sequence, start:min(start + rows, length)])
+            chunk = _as_float32(values[sequence, start : min(start + rows, length)])
             change = chunk[1:] - chunk[:-1]
             if previous is not None:
                 change = np.concatenate([chunk[:1] - previous, change])

@@ -52,14 +52,21 @@ def tensorboard_server(logdir, *, load_fast, extra_args=(), startup_timeout=90):
     """
     port = free_port()
     args = [
-        sys.executable, "-m", "tensorboard.main",
-        "--logdir", str(logdir),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--load_fast", "true" if load_fast else "false",
-        "--reload_interval", "1",
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(logdir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--load_fast",
+        "true" if load_fast else "false",
+        "--reload_interval",
+        "1",
     ] + list(extra_args)
-    log_path = os.path.join(str(logdir), ".." , "tensorboard-%d.log" % port)
+    log_path = os.path.join(str(logdir), "..", "tensorboard-%d.log" % port)
     log = open(log_path, "wb")
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = "http://127.0.0.1:%d" % port
@@ -75,7 +82,9 @@ def tensorboard_server(logdir, *, load_fast, extra_args=(), startup_timeout=90):
             except OSError:
                 pass
             if time.time() > deadline:
-                raise RuntimeError("tensorboard did not start: " + open(log_path, errors="replace").read())
+                raise RuntimeError(
+                    "tensorboard did not start: " + open(log_path, errors="replace").read()
+                )
             time.sleep(0.2)
         yield url
     finally:

@@ -68,8 +68,11 @@ class EventFile:
 
     def __init__(self, run_dir):
         os.makedirs(run_dir, exist_ok=True)
-        self.path = os.path.join(run_dir, "events.out.tfevents.%010d.hostile.%08d.%s" % (
-            time.time(), next(_FILES), secrets.token_hex(2)))
+        self.path = os.path.join(
+            run_dir,
+            "events.out.tfevents.%010d.hostile.%08d.%s"
+            % (time.time(), next(_FILES), secrets.token_hex(2)),
+        )
         self.add(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
     def add(self, event):
@@ -77,34 +80,52 @@ class EventFile:
             f.write(event_file.frame(event.SerializeToString()))
 
     def value(self, step, value, wall_time=None):
-        self.add(event_pb2.Event(step=step, wall_time=time.time() if wall_time is None else wall_time,
-                                 summary=summary_pb2.Summary(value=[value])))
+        self.add(
+            event_pb2.Event(
+                step=step,
+                wall_time=time.time() if wall_time is None else wall_time,
+                summary=summary_pb2.Summary(value=[value]),
+            )
+        )
 
 
 def string_tensor(strings, shape):
     return tensor_pb2.TensorProto(
         dtype=types_pb2.DT_STRING,
         tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in shape]),
-        string_val=list(strings))
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in shape]
+        ),
+        string_val=list(strings),
+    )
 
 
 def raw_metadata(role, content_bytes, description=""):
     """Summary metadata whose plugin data is exactly `content_bytes` (any bytes)."""
-    data_class = (summary_pb2.DATA_CLASS_BLOB_SEQUENCE if role == metadata.ROLE_STATES
-                  else summary_pb2.DATA_CLASS_TENSOR)
+    data_class = (
+        summary_pb2.DATA_CLASS_BLOB_SEQUENCE
+        if role == metadata.ROLE_STATES
+        else summary_pb2.DATA_CLASS_TENSOR
+    )
     return summary_pb2.SummaryMetadata(
         summary_description=description,
         plugin_data=summary_pb2.SummaryMetadata.PluginData(
-            plugin_name=metadata.PLUGIN_NAME, content=content_bytes),
-        data_class=data_class)
+            plugin_name=metadata.PLUGIN_NAME, content=content_bytes
+        ),
+        data_class=data_class,
+    )
 
 
 def structure(states):
-    return dict(kind=states.kind, num_layers=states.num_layers,
-                num_directions=states.num_directions, batch=states.batch_size,
-                time=states.time_steps,
-                units={k: int(states.layers[0].get(k).shape[2]) for k in states_lib.array_kinds(states.kind)})
+    return dict(
+        kind=states.kind,
+        num_layers=states.num_layers,
+        num_directions=states.num_directions,
+        batch=states.batch_size,
+        time=states.time_steps,
+        units={
+            k: int(states.layers[0].get(k).shape[2]) for k in states_lib.array_kinds(states.kind)
+        },
+    )
 
 
 # ----------------------------------------------------------------------
@@ -112,10 +133,18 @@ def structure(states):
 
 
 def v1_header(states, arrays, changes):
-    header = {"version": 1, "kind": states.kind, "num_layers": states.num_layers,
-              "num_directions": states.num_directions, "batch": states.batch_size,
-              "time": states.time_steps, "lengths": [int(n) for n in states.lengths],
-              "series": [], "tokens": None, "arrays": arrays}
+    header = {
+        "version": 1,
+        "kind": states.kind,
+        "num_layers": states.num_layers,
+        "num_directions": states.num_directions,
+        "batch": states.batch_size,
+        "time": states.time_steps,
+        "lengths": [int(n) for n in states.lengths],
+        "series": [],
+        "tokens": None,
+        "arrays": arrays,
+    }
     header.update(changes)
     return header
 
@@ -134,24 +163,47 @@ def v1_blobs(states, header_changes=None, header_bytes=None, blobs=None):
     return [legacy.HEADER_MAGIC + header_bytes] + blobs
 
 
-def write_v1(events, tag, step, states, *, content=None, header_changes=None, header_bytes=None,
-             blobs=None, statistics_content=None, statistics=None):
+def write_v1(
+    events,
+    tag,
+    step,
+    states,
+    *,
+    content=None,
+    header_changes=None,
+    header_bytes=None,
+    blobs=None,
+    statistics_content=None,
+    statistics=None,
+):
     content = dict(structure(states), **(content or {}))
     payload = metadata.create_summary_metadata(metadata.ROLE_STATES, content=content)
     blobs = v1_blobs(states, header_changes, header_bytes, blobs)
-    events.value(step, summary_pb2.Summary.Value(
-        tag=tag, metadata=payload, tensor=string_tensor(blobs, [len(blobs)])))
+    events.value(
+        step,
+        summary_pb2.Summary.Value(
+            tag=tag, metadata=payload, tensor=string_tensor(blobs, [len(blobs)])
+        ),
+    )
     if statistics_content is not None:
         table = np.asarray(statistics, np.float32)
         tensor = tensor_pb2.TensorProto(
-            dtype=types_pb2.DT_FLOAT, tensor_content=table.tobytes(),
+            dtype=types_pb2.DT_FLOAT,
+            tensor_content=table.tobytes(),
             tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in table.shape]))
-        events.value(step, summary_pb2.Summary.Value(
-            tag=tag + metadata.STATISTICS_SUFFIX,
-            metadata=metadata.create_summary_metadata(metadata.ROLE_STATISTICS,
-                                                      content=statistics_content),
-            tensor=tensor))
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in table.shape]
+            ),
+        )
+        events.value(
+            step,
+            summary_pb2.Summary.Value(
+                tag=tag + metadata.STATISTICS_SUFFIX,
+                metadata=metadata.create_summary_metadata(
+                    metadata.ROLE_STATISTICS, content=statistics_content
+                ),
+                tensor=tensor,
+            ),
+        )
 
 
 # ----------------------------------------------------------------------
@@ -173,8 +225,9 @@ def v2_value(scratch, tag, step, states, **kwargs):
     raise AssertionError("no index written")
 
 
-def write_crafted_v2(run_dir, scratch, tag, step, states, *, index=None, content=None,
-                     index_bytes=None):
+def write_crafted_v2(
+    run_dir, scratch, tag, step, states, *, index=None, content=None, index_bytes=None
+):
     """A version 2 step whose index is changed by `index(dict)` (then sealed again, as a
     hostile writer would) or replaced by `index_bytes`, and/or whose plugin data is
     `content` (bytes)."""
@@ -186,7 +239,9 @@ def write_crafted_v2(run_dir, scratch, tag, step, states, *, index=None, content
         parsed = json.loads(value.tensor.string_val[0])
         del parsed[format.INDEX_SEAL_KEY]
         index(parsed)
-        value.tensor.string_val[0] = format.seal_index(json.dumps(parsed, separators=(",", ":")).encode())
+        value.tensor.string_val[0] = format.seal_index(
+            json.dumps(parsed, separators=(",", ":")).encode()
+        )
     if index_bytes is not None:
         value.tensor.string_val[0] = index_bytes
     if content is not None:
@@ -231,8 +286,9 @@ def build(root) -> Hostile:
     with tls.StateWriter(run("good_v2")) as writer:
         for step in range(3):
             states = make_states(seed=step, lengths=[7, 5, 0])
-            writer.add_states("encoder", states, step, dtype="float32",
-                              description="States of a **good** run")
+            writer.add_states(
+                "encoder", states, step, dtype="float32", description="States of a **good** run"
+            )
             exact[("good_v2", "encoder", step)] = states
     events = EventFile(run("good_v1"))
     for step in range(2):
@@ -261,26 +317,35 @@ def build(root) -> Hostile:
     # 2. Malformed records and plugin data (each beside an intact step where a tag can
     # hold both: the intact one must still be served).
     small = make_states(seed=50, layers=1)
-    write_crafted_v2(run("deep_plugin_data"), scratch(), "t", 0, small,
-                     content=b"[" * 50000 + b"]" * 50000)
+    write_crafted_v2(
+        run("deep_plugin_data"), scratch(), "t", 0, small, content=b"[" * 50000 + b"]" * 50000
+    )
     skipped.add(("deep_plugin_data", "t"))
-    write_crafted_v2(run("big_plugin_data"), scratch(), "t", 0, small,
-                     content=b'{"version":2,"role":"index","pad":"' + b"x" * 200000 + b'"}')
+    write_crafted_v2(
+        run("big_plugin_data"),
+        scratch(),
+        "t",
+        0,
+        small,
+        content=b'{"version":2,"role":"index","pad":"' + b"x" * 200000 + b'"}',
+    )
     skipped.add(("big_plugin_data", "t"))
-    for name, field, bad in (("unknown_kind_content", "kind", "transformer"),
-                             ("huge_layers_content", "num_layers", 10 ** 9),
-                             ("huge_batch_content", "batch", 10 ** 9),
-                             ("wrapping_units_content", "units", {"hidden": 1 << 62})):
+    for name, field, bad in (
+        ("unknown_kind_content", "kind", "transformer"),
+        ("huge_layers_content", "num_layers", 10**9),
+        ("huge_batch_content", "batch", 10**9),
+        ("wrapping_units_content", "units", {"hidden": 1 << 62}),
+    ):
         content = dict(structure(small), version=2, role="index", **{field: bad})
         write_crafted_v2(run(name), scratch(), "t", 0, small, content=json.dumps(content).encode())
         skipped.add((name, "t"))
     for name, kwargs in (
-            ("deep_index", dict(index_bytes=b"[" * 100000)),
-            ("unknown_kind_index", dict(index=lambda i: i.update(kind="transformer"))),
-            ("huge_units_index", dict(index=lambda i: i["arrays"][0]["shape"].__setitem__(2, 1 << 24))),
-            ("wrapping_shape_index", dict(index=lambda i: i.update(batch=1 << 32, time=1 << 32))),
-            ("lying_lengths_index", dict(index=lambda i: i.update(lengths=[10 ** 9] * 3))),
-            ("statistics_index", dict(index=lambda i: i.update(statistics=[[0.0] * 5] * 2000))),
+        ("deep_index", dict(index_bytes=b"[" * 100000)),
+        ("unknown_kind_index", dict(index=lambda i: i.update(kind="transformer"))),
+        ("huge_units_index", dict(index=lambda i: i["arrays"][0]["shape"].__setitem__(2, 1 << 24))),
+        ("wrapping_shape_index", dict(index=lambda i: i.update(batch=1 << 32, time=1 << 32))),
+        ("lying_lengths_index", dict(index=lambda i: i.update(lengths=[10**9] * 3))),
+        ("statistics_index", dict(index=lambda i: i.update(statistics=[[0.0] * 5] * 2000))),
     ):
         run_dir = run(name)
         write_crafted_v2(run_dir, scratch(), "t", 0, small, **kwargs)
@@ -294,13 +359,38 @@ def build(root) -> Hostile:
         dict(header_bytes=b"[" * 100000),  # deep JSON
         dict(header_changes=dict(kind="transformer")),
         # A 2 KB record that claims 2**24 units (no timestep, so no bytes).
-        dict(header_changes=dict(kind="rnn", batch=1, time=0, lengths=[0], arrays=[
-            {"layer": 0, "kind": "hidden", "dtype": "float32", "shape": [1, 0, 1 << 24]}]), blobs=[b""]),
+        dict(
+            header_changes=dict(
+                kind="rnn",
+                batch=1,
+                time=0,
+                lengths=[0],
+                arrays=[
+                    {"layer": 0, "kind": "hidden", "dtype": "float32", "shape": [1, 0, 1 << 24]}
+                ],
+            ),
+            blobs=[b""],
+        ),
         # A shape of 2**64 values: 0 in int64 arithmetic.
-        dict(header_changes=dict(kind="rnn", batch=1, time=1 << 32, lengths=[0], arrays=[
-            {"layer": 0, "kind": "hidden", "dtype": "float32", "shape": [1, 1 << 32, 1 << 32]}]), blobs=[b""]),
-        dict(header_changes=dict(num_layers=10 ** 9)),
-        dict(header_changes=dict(batch=10 ** 9)),
+        dict(
+            header_changes=dict(
+                kind="rnn",
+                batch=1,
+                time=1 << 32,
+                lengths=[0],
+                arrays=[
+                    {
+                        "layer": 0,
+                        "kind": "hidden",
+                        "dtype": "float32",
+                        "shape": [1, 1 << 32, 1 << 32],
+                    }
+                ],
+            ),
+            blobs=[b""],
+        ),
+        dict(header_changes=dict(num_layers=10**9)),
+        dict(header_changes=dict(batch=10**9)),
     ]
     for step, kwargs in enumerate(steps):
         write_v1(events, "t", step, small, **kwargs)
@@ -310,9 +400,20 @@ def build(root) -> Hostile:
     exact[("v1_malformed", "t", len(steps))] = good
     # A version 1 statistics table declared 2000 x 2000.
     events = EventFile(run("v1_statistics"))
-    write_v1(events, "t", 0, small, statistics_content={
-        "columns": ["c%d" % i for i in range(2000)], "role": "statistics",
-        "rows": [[0, "hidden"]] * 2000, "states_tag": "t", "version": 1}, statistics=[[0.0]])
+    write_v1(
+        events,
+        "t",
+        0,
+        small,
+        statistics_content={
+            "columns": ["c%d" % i for i in range(2000)],
+            "role": "statistics",
+            "rows": [[0, "hidden"]] * 2000,
+            "states_tag": "t",
+            "version": 1,
+        },
+        statistics=[[0.0]],
+    )
     exact[("v1_statistics", "t", 0)] = small
 
     # 3. Sizes: a valid record of 4,000 units (cubic cost in the old PCA and t-SNE).
@@ -342,13 +443,23 @@ def build(root) -> Hostile:
     for name in ("flipped_v2", "flipped_v1"):
         flipped[name] = largest_file(run(name))
         flip_middle(flipped[name])
-    (event_path,) = [os.path.join(run("flipped_v2_event"), f)
-                     for f in os.listdir(run("flipped_v2_event")) if "tfevents" in f]
+    (event_path,) = [
+        os.path.join(run("flipped_v2_event"), f)
+        for f in os.listdir(run("flipped_v2_event"))
+        if "tfevents" in f
+    ]
     flipped["flipped_v2_event"] = event_path
     flip_middle(event_path)
 
-    return Hostile(root=root, exact=exact, skipped=skipped, refused=refused, flipped=flipped,
-                   wide=wide, described=described)
+    return Hostile(
+        root=root,
+        exact=exact,
+        skipped=skipped,
+        refused=refused,
+        flipped=flipped,
+        wide=wide,
+        described=described,
+    )
 
 
 def stored(states, layer, kind):

@@ -28,9 +28,20 @@ EPOCHS = 1
 RUNS = {"%s/%s" % (brackets.TASK, name): brackets.TAG for name, _ in brackets.RUNS}
 RUNS.update({"%s/%s" % (prices.TASK, name): prices.TAG for name, _ in prices.RUNS})
 SCALARS = {
-    brackets.TASK: {"loss/train", "accuracy/train", "loss/probe", "accuracy/probe", "depth_unit/abs_r"},
-    prices.TASK: {"loss/train", "loss/probe", "accuracy/direction", "change_track/recall",
-                  "change_track/precision"},
+    brackets.TASK: {
+        "loss/train",
+        "accuracy/train",
+        "loss/probe",
+        "accuracy/probe",
+        "depth_unit/abs_r",
+    },
+    prices.TASK: {
+        "loss/train",
+        "loss/probe",
+        "accuracy/direction",
+        "change_track/recall",
+        "change_track/precision",
+    },
 }
 
 
@@ -40,9 +51,23 @@ def demo_logdir(tmp_path_factory):
     logdir = tmp / "runs"
     summary = tmp / "summary.json"
     result = subprocess.run(
-        [sys.executable, "-m", "demo", "--logdir", str(logdir), "--epochs", str(EPOCHS),
-         "--quiet", "--summary", str(summary)],
-        cwd=REPO, capture_output=True, text=True, timeout=540)
+        [
+            sys.executable,
+            "-m",
+            "demo",
+            "--logdir",
+            str(logdir),
+            "--epochs",
+            str(EPOCHS),
+            "--quiet",
+            "--summary",
+            str(summary),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return logdir, json.loads(summary.read_text()), result.stdout
 
@@ -52,7 +77,9 @@ def _scalar_tags(run_dir):
 
     accumulator = event_accumulator.EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
-    return {tag: [e.step for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    return {
+        tag: [e.step for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
+    }
 
 
 def test_demo_writes_every_run(demo_logdir):
@@ -79,8 +106,11 @@ def test_every_run_and_tag_reads_back(demo_logdir):
             assert array.shape[:2] == (rec.states.batch_size, rec.states.time_steps)
             assert np.all(np.isfinite(array)), (rec.run, name)
         if rec.tag == brackets.TAG:
-            assert rec.states.layers[0].cell.shape == (brackets.PROBE_SEQUENCES, brackets.PROBE_LENGTH,
-                                                       brackets.HIDDEN_SIZE)
+            assert rec.states.layers[0].cell.shape == (
+                brackets.PROBE_SEQUENCES,
+                brackets.PROBE_LENGTH,
+                brackets.HIDDEN_SIZE,
+            )
             assert len(rec.tokens) == brackets.PROBE_SEQUENCES
             assert all(len(seq) == brackets.PROBE_LENGTH for seq in rec.tokens)
             assert set(rec.series) == {"depth"}
@@ -121,14 +151,16 @@ def test_story_reads_from_the_logdir(demo_logdir):
 def test_tensorboard_lists_the_demo(demo_logdir):
     logdir, _, _ = demo_logdir
     with tensorboard_server(logdir, load_fast=True) as url:
-        runs = wait_for_json(url + "/data/plugin/lstm_states/runs",
-                             lambda body: set(body) == set(RUNS), timeout=60)
+        runs = wait_for_json(
+            url + "/data/plugin/lstm_states/runs", lambda body: set(body) == set(RUNS), timeout=60
+        )
         for run, tag in RUNS.items():
             info = runs[run][tag]
             assert info["steps"] == EPOCHS + 1
             assert info["kind"] == "lstm"
-        scalar_runs = wait_for_json(url + "/data/plugin/scalars/tags",
-                                    lambda body: set(RUNS) <= set(body), timeout=60)
+        scalar_runs = wait_for_json(
+            url + "/data/plugin/scalars/tags", lambda body: set(RUNS) <= set(body), timeout=60
+        )
         assert "loss/probe" in scalar_runs["brackets/lr_0.01"]
 
 
@@ -142,8 +174,13 @@ def test_full_demo_tells_its_story(tmp_path):
     from demo import story
 
     logdir = tmp_path / "runs"
-    result = subprocess.run([sys.executable, "-m", "demo", "--logdir", str(logdir), "--quiet"],
-                            cwd=REPO, capture_output=True, text=True, timeout=540)
+    result = subprocess.run(
+        [sys.executable, "-m", "demo", "--logdir", str(logdir), "--quiet"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     figures = story.story(str(logdir))
     depth = figures["brackets/lr_0.01"]
@@ -177,10 +214,18 @@ def test_readme_quick_start(tmp_path):
     import tb_lstm_states as tls
 
     run = tmp_path / "exp1"
-    result = subprocess.run([sys.executable, "-c", QUICK_START, str(run)],
-                            cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", QUICK_START, str(run)],
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     records = list(tls.read_states(str(tmp_path)))
-    assert [(r.run, r.tag, r.step) for r in records] == [("exp1", "encoder", 0), ("exp1", "encoder", 1)]
+    assert [(r.run, r.tag, r.step) for r in records] == [
+        ("exp1", "encoder", 0),
+        ("exp1", "encoder", 1),
+    ]
     assert records[0].states.layers[0].cell.shape == (3, 10, 8)
     assert _scalar_tags(run) == {"loss/val": [0, 1]}

@@ -74,8 +74,10 @@ def test_hostile_logdir_end_to_end(hostile, load_fast):
             expected[(run, tag)] = expected.get((run, tag), 0) + 1
 
     def loaded(body):
-        return all(body.get(run, {}).get(tag, {}).get("steps", 0) >= count
-                   for (run, tag), count in expected.items())
+        return all(
+            body.get(run, {}).get(tag, {}).get("steps", 0) >= count
+            for (run, tag), count in expected.items()
+        )
 
     with tensorboard_server(hostile.root, load_fast=load_fast) as base:
         wait_for_json(base + PREFIX + "runs", loaded, timeout=180)
@@ -87,8 +89,10 @@ def test_hostile_logdir_end_to_end(hostile, load_fast):
             figures.append(seconds)
             assert status == 200, body
             assert seconds < 3.0, figures
-        print("\n[%s] /runs with a 150 KB pathological description: %s s"
-              % (path, ", ".join("%.3f" % s for s in figures)))
+        print(
+            "\n[%s] /runs with a 150 KB pathological description: %s s"
+            % (path, ", ".join("%.3f" % s for s in figures))
+        )
         runs = json.loads(body)
         run, tag = hostile.described
         entry = runs[run][tag]
@@ -97,7 +101,10 @@ def test_hostile_logdir_end_to_end(hostile, load_fast):
         assert len(entry["description"]) < 20 * format.MAX_DESCRIPTION_CHARS
         assert "<a " not in entry["description"]  # escaped, never live markup
         good = runs["good_v2"]["encoder"]
-        assert good["description_truncated"] is False and "<strong>good</strong>" in good["description"]
+        assert (
+            good["description_truncated"] is False
+            and "<strong>good</strong>" in good["description"]
+        )
 
         # Bad plugin data: the tag is left out; nothing beyond the caps reaches the browser.
         for run, tag in hostile.skipped:
@@ -110,19 +117,32 @@ def test_hostile_logdir_end_to_end(hostile, load_fast):
 
         # Sizes: a record of 4,000 units is analysed in bounded time (first asks, uncached).
         run, tag = hostile.wide
-        for route, params in (("units", dict(step=0, layer=0, kind="hidden")),
-                              ("projection", dict(layer=0, kind="hidden", method="pca")),
-                              ("projection", dict(layer=0, kind="hidden", method="tsne"))):
+        for route, params in (
+            ("units", dict(step=0, layer=0, kind="hidden")),
+            ("projection", dict(layer=0, kind="hidden", method="pca")),
+            ("projection", dict(layer=0, kind="hidden", method="tsne")),
+        ):
             status, _, body, seconds = timed_get(url_of(base, route, run=run, tag=tag, **params))
             assert status == 200, body[:300]
-            print("[%s] %s %s, 4,000 units: %.2f s" % (path, route, params.get("method", ""), seconds))
+            print(
+                "[%s] %s %s, 4,000 units: %.2f s" % (path, route, params.get("method", ""), seconds)
+            )
 
         # Every route of every step listed, and of the skipped tags: never 5xx.
-        queried = set(hostile.exact) | set(hostile.refused) | {(r, t, 0) for r, t in hostile.skipped}
+        queried = (
+            set(hostile.exact) | set(hostile.refused) | {(r, t, 0) for r, t in hostile.skipped}
+        )
         for run, tag, step in sorted(queried):
             for route, params in hostile_logdir.routes_of(run, tag, step):
                 status, _, body = http_get(url_of(base, route, **params), timeout=120)
-                assert status < 500 and INTERNAL not in body, (path, run, tag, step, route, body[:300])
+                assert status < 500 and INTERNAL not in body, (
+                    path,
+                    run,
+                    tag,
+                    step,
+                    route,
+                    body[:300],
+                )
 
         # Refused: every data route of a bad step answers 4xx naming the problem.
         for run, tag, step in sorted(hostile.refused):
@@ -134,9 +154,22 @@ def test_hostile_logdir_end_to_end(hostile, load_fast):
         for (run, tag, step), states in sorted(hostile.exact.items(), key=lambda item: item[0]):
             if run in hostile.flipped:
                 continue
-            for layer, kind in ((0, "hidden"), (len(states.layers) - 1, states_lib_last_kind(states))):
-                status, _, body = http_get(url_of(base, "states", run=run, tag=tag, step=step,
-                                                  layer=layer, kind=kind, format="npy"))
+            for layer, kind in (
+                (0, "hidden"),
+                (len(states.layers) - 1, states_lib_last_kind(states)),
+            ):
+                status, _, body = http_get(
+                    url_of(
+                        base,
+                        "states",
+                        run=run,
+                        tag=tag,
+                        step=step,
+                        layer=layer,
+                        kind=kind,
+                        format="npy",
+                    )
+                )
                 assert status == 200, (path, run, tag, step, body[:300])
                 np.testing.assert_array_equal(npy(body), hostile_logdir.stored(states, layer, kind))
 
@@ -147,15 +180,26 @@ def test_hostile_logdir_end_to_end(hostile, load_fast):
                 continue
             for layer in range(len(states.layers)):
                 for kind in ("hidden", states_lib_last_kind(states)):
-                    status, _, body = http_get(url_of(base, "states", run=run, tag=tag, step=step,
-                                                      layer=layer, kind=kind, format="npy"))
+                    status, _, body = http_get(
+                        url_of(
+                            base,
+                            "states",
+                            run=run,
+                            tag=tag,
+                            step=step,
+                            layer=layer,
+                            kind=kind,
+                            format="npy",
+                        )
+                    )
                     if status == 200:
-                        np.testing.assert_array_equal(npy(body), hostile_logdir.stored(states, layer, kind))
+                        np.testing.assert_array_equal(
+                            npy(body), hostile_logdir.stored(states, layer, kind)
+                        )
                     else:
                         assert status == 404, (path, run, step, body[:300])
                         refused += 1
         assert refused, "no flipped byte was noticed"
-
 
 
 def states_lib_last_kind(states):
@@ -173,16 +217,22 @@ def test_read_states_over_the_hostile_logdir(hostile):
         if key[0] in hostile.flipped:
             if key in got:  # a flipped step is skipped, or yielded exactly
                 for layer, expected in zip(got[key].states.layers, states.layers):
-                    np.testing.assert_array_equal(layer.hidden, np.asarray(expected.hidden, np.float32))
+                    np.testing.assert_array_equal(
+                        layer.hidden, np.asarray(expected.hidden, np.float32)
+                    )
             continue
         assert key in got, key
         for layer, expected in zip(got[key].states.layers, states.layers):
             for kind in ("hidden", states_lib_last_kind(states)):
-                np.testing.assert_array_equal(layer.get(kind), np.asarray(expected.get(kind), np.float32))
+                np.testing.assert_array_equal(
+                    layer.get(kind), np.asarray(expected.get(kind), np.float32)
+                )
     for key in hostile.refused:
         assert key not in got, key
     assert sum(1 for key in hostile.exact if key[0] in hostile.flipped and key not in got) >= 1
-    messages = [str(w.message) for w in caught if issubclass(w.category, reader.CorruptRecordWarning)]
+    messages = [
+        str(w.message) for w in caught if issubclass(w.category, reader.CorruptRecordWarning)
+    ]
     assert messages and all("byte" in m for m in messages)
     print("\nread_states: %d records, %d warnings" % (len(records), len(messages)))
     with pytest.raises(reader.CorruptRecordError, match="byte"):
@@ -216,7 +266,9 @@ def test_runs_never_waits_on_markdown(tmp_path, monkeypatch):
         assert len(entry["description"]) <= format.MAX_DESCRIPTION_CHARS + 20
     release.set()
     deadline = time.time() + 10
-    while json.loads(client.get(PREFIX + "runs").data)["a"]["t"]["description"] != "<p>rendered</p>":
+    while (
+        json.loads(client.get(PREFIX + "runs").data)["a"]["t"]["description"] != "<p>rendered</p>"
+    ):
         assert time.time() < deadline
         time.sleep(0.05)
     assert len(calls) == 1 and len(calls[0]) == format.MAX_DESCRIPTION_CHARS
@@ -232,7 +284,11 @@ def test_a_description_is_rendered_once_by_content(tmp_path, monkeypatch):
     monkeypatch.setattr(descriptions, "render", lambda text: calls.append(text) or original(text))
     for _ in range(5):
         body = json.loads(client.get(PREFIX + "runs").data)
-        assert body["a"]["t"]["description"] == body["b"]["t"]["description"] == "<p>same <strong>text</strong></p>"
+        assert (
+            body["a"]["t"]["description"]
+            == body["b"]["t"]["description"]
+            == "<p>same <strong>text</strong></p>"
+        )
     assert len(calls) <= 1  # (0 when another test rendered it in this process)
 
 
@@ -282,8 +338,9 @@ def test_projections_run_on_a_bounded_pool_and_identical_ones_are_shared(tmp_pat
     monkeypatch.setattr(analysis, "project", tracked)
 
     def request(run, sequence):
-        return lambda: states_plugin.projection_impl(CTX, "", run, "t", 0, "hidden", "pca",
-                                                     sequences=[sequence])
+        return lambda: states_plugin.projection_impl(
+            CTX, "", run, "t", 0, "hidden", "pca", sequences=[sequence]
+        )
 
     # Eight different projections at once: at most `workers` computed at a time.
     bodies = _concurrently([request("r%d" % (i % 4), i // 4) for i in range(8)])
@@ -344,8 +401,11 @@ def test_work_that_began_is_kept_for_the_next_asker(tmp_path, monkeypatch):
 
     def leaving_client():
         try:
-            outcome.append(states_plugin.projection_impl(CTX, "", "r0", "t", 0, "hidden", "pca",
-                                                         connection=ours))
+            outcome.append(
+                states_plugin.projection_impl(
+                    CTX, "", "r0", "t", 0, "hidden", "pca", connection=ours
+                )
+            )
         except work.AbandonedError as e:
             outcome.append(e)
 
@@ -379,8 +439,12 @@ def test_blas_threads_are_limited_once_not_per_request(tmp_path, monkeypatch):
     _projection_logdir(tmp_path, runs=1)
     client, _, _ = make_client(tmp_path)
     for kind in ("hidden", "cell", "input"):
-        assert client.get(PREFIX + "units", query_string=dict(
-            run="r0", tag="t", step=0, layer=0, kind=kind)).status_code == 200
+        assert (
+            client.get(
+                PREFIX + "units", query_string=dict(run="r0", tag="t", step=0, layer=0, kind=kind)
+            ).status_code
+            == 200
+        )
     assert len(counted) == 1
     for module in sorted(os.listdir(os.path.dirname(routes.__file__))):
         if module.endswith(".py") and module != "work.py":
@@ -401,8 +465,10 @@ def test_requests_beyond_the_read_cap_are_400_naming_what_to_ask(tmp_path, monke
     response = client.get(PREFIX + "units", query_string=query)
     assert response.status_code == 400 and b"larger than the tab analyses" in response.data
     monkeypatch.setattr(limits, "MAX_PROJECTION_VALUES", 100)
-    response = client.get(PREFIX + "projection", query_string=dict(
-        run="r", tag="t", layer=0, kind="hidden", method="pca", sequence="0"))
+    response = client.get(
+        PREFIX + "projection",
+        query_string=dict(run="r", tag="t", layer=0, kind="hidden", method="pca", sequence="0"),
+    )
     assert response.status_code == 400 and b"values (points x units)" in response.data
 
 
@@ -433,25 +499,46 @@ def source(tmp_path_factory):
     """A valid version 2 step and version 1 record to mutate."""
     root = tmp_path_factory.mktemp("source")
     states = make_states(layers=1, batch=2, time=40, units=8, seed=3)
-    value, array_path = hostile_logdir.v2_value(str(root / "v2"), "t", 0, states, dtype="float32",
-                                                series={"s": np.ones((2, 40))}, tokens=[["w"] * 40] * 2)
+    value, array_path = hostile_logdir.v2_value(
+        str(root / "v2"),
+        "t",
+        0,
+        states,
+        dtype="float32",
+        series={"s": np.ones((2, 40))},
+        tokens=[["w"] * 40] * 2,
+    )
     blobs = hostile_logdir.v1_blobs(states)
-    return dict(states=states, value=value, array=open(array_path, "rb").read(),
-                array_name=os.path.basename(array_path), blobs=blobs)
+    return dict(
+        states=states,
+        value=value,
+        array=open(array_path, "rb").read(),
+        array_name=os.path.basename(array_path),
+        blobs=blobs,
+    )
 
 
 json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-(2 ** 70), 2 ** 70), st.floats(allow_nan=False),
-              st.text(max_size=20)),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=8)
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False),
+        st.text(max_size=20),
+    ),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=8,
+)
 
 raw_mutation = st.one_of(
-    st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=8)
-    .map(lambda flips: ("flip", flips)),
+    st.lists(
+        st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=8
+    ).map(lambda flips: ("flip", flips)),
     st.floats(0, 1, exclude_max=True).map(lambda at: ("truncate", at)),
 )
-json_mutation = st.tuples(st.integers(0, 10 ** 6), json_values).map(lambda edit: ("json", edit))
+json_mutation = st.tuples(st.integers(0, 10**6), json_values).map(lambda edit: ("json", edit))
 
 
 def _mutate_bytes(data, mutation):
@@ -461,7 +548,7 @@ def _mutate_bytes(data, mutation):
         for at, xor in how:
             data[int(at * len(data))] ^= xor
     else:
-        del data[int(how * len(data)):]
+        del data[int(how * len(data)) :]
     return bytes(data)
 
 
@@ -487,10 +574,15 @@ def _edit_json(document, pick, new):
     return document
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(target=st.sampled_from(["index", "array", "v1_header", "v1_array"]),
-       mutation=st.one_of(raw_mutation, json_mutation))
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    target=st.sampled_from(["index", "array", "v1_header", "v1_array"]),
+    mutation=st.one_of(raw_mutation, json_mutation),
+)
 def test_mutated_records_are_refused_or_served_as_logged(source, target, mutation):
     if mutation[0] == "json" and target in ("array", "v1_array"):
         mutation = ("flip", [(mutation[1][0] % 997 / 997, 1)])
@@ -515,7 +607,7 @@ def test_mutated_records_are_refused_or_served_as_logged(source, target, mutatio
             array = _mutate_bytes(array, mutation)
         elif target == "v1_header":
             if mutation[0] == "json":
-                header = json.loads(blobs[0][len(b"TLSH"):])
+                header = json.loads(blobs[0][len(b"TLSH") :])
                 blobs[0] = b"TLSH" + json.dumps(_edit_json(header, *mutation[1])).encode()
             else:
                 blobs[0] = _mutate_bytes(blobs[0], mutation)
@@ -526,10 +618,16 @@ def test_mutated_records_are_refused_or_served_as_logged(source, target, mutatio
         with open(os.path.join(plugin_dir, source["array_name"]), "wb") as f:
             f.write(array)
         hostile_logdir.EventFile(os.path.join(root, "v2")).value(0, value)
-        hostile_logdir.EventFile(os.path.join(root, "v1")).value(0, summary_pb2.Summary.Value(
-            tag="t", metadata=metadata.create_summary_metadata(
-                metadata.ROLE_STATES, content=hostile_logdir.structure(source["states"])),
-            tensor=hostile_logdir.string_tensor(blobs, [len(blobs)])))
+        hostile_logdir.EventFile(os.path.join(root, "v1")).value(
+            0,
+            summary_pb2.Summary.Value(
+                tag="t",
+                metadata=metadata.create_summary_metadata(
+                    metadata.ROLE_STATES, content=hostile_logdir.structure(source["states"])
+                ),
+                tensor=hostile_logdir.string_tensor(blobs, [len(blobs)]),
+            ),
+        )
         unchanged_v2 = target in ("v1_header", "v1_array") or mutation[0] != "json"
         client, _, _ = make_client(root)
         for run in ("v2", "v1"):
@@ -537,16 +635,24 @@ def test_mutated_records_are_refused_or_served_as_logged(source, target, mutatio
                 response = client.get(PREFIX + route, query_string=params)
                 assert response.status_code in (200, 400, 404), (route, response.data[:300])
                 assert INTERNAL not in response.data, (route, response.data[:300])
-                if run == "v2" and unchanged_v2 and route == "states" and response.status_code == 200 \
-                        and params.get("format") == "npy":
+                if (
+                    run == "v2"
+                    and unchanged_v2
+                    and route == "states"
+                    and response.status_code == 200
+                    and params.get("format") == "npy"
+                ):
                     np.testing.assert_array_equal(
-                        npy(response.data), hostile_logdir.stored(source["states"], 0, "hidden"))
+                        npy(response.data), hostile_logdir.stored(source["states"], 0, "hidden")
+                    )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             records = list(tls.read_states(root))
         for record in records:
             if record.run == "v2" and unchanged_v2:
-                np.testing.assert_array_equal(record.states.layers[0].hidden,
-                                              hostile_logdir.stored(source["states"], 0, "hidden"))
+                np.testing.assert_array_equal(
+                    record.states.layers[0].hidden,
+                    hostile_logdir.stored(source["states"], 0, "hidden"),
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)

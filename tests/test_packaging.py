@@ -31,8 +31,15 @@ _OWN = ("tb_lstm_states", "__editable__", "tb-lstm-states")
 def _run(args, **kwargs):
     result = subprocess.run(args, capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
-        raise AssertionError("%s failed (%d):\n%s\n%s" % (
-            " ".join(map(str, args)), result.returncode, result.stdout[-4000:], result.stderr[-4000:]))
+        raise AssertionError(
+            "%s failed (%d):\n%s\n%s"
+            % (
+                " ".join(map(str, args)),
+                result.returncode,
+                result.stdout[-4000:],
+                result.stderr[-4000:],
+            )
+        )
     return result
 
 
@@ -41,7 +48,9 @@ def wheel(tmp_path_factory):
     """Builds the wheel from a copy of the repo's files (tracked and not ignored)."""
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
-    files = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO).stdout
+    files = _run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO
+    ).stdout
     for name in filter(None, files.split("\0")):
         origin = os.path.join(REPO, name)
         if not os.path.isfile(origin):  # deleted in the working tree
@@ -51,8 +60,21 @@ def wheel(tmp_path_factory):
         shutil.copy2(origin, target)
     dist = tmp / "dist"
     # No build isolation: setuptools from this environment, nothing downloaded.
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-          "--no-index", "-q", "-w", str(dist), str(source)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(dist),
+            str(source),
+        ]
+    )
     wheels = list(dist.glob("tb_lstm_states-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]
@@ -65,7 +87,9 @@ def test_wheel_contains_the_bundle_and_the_entry_point(wheel):
         for package in ("server", "storage"):  # subpackages are packaged too
             assert "tb_lstm_states/%s/__init__.py" % package in names
         bundle = archive.read("tb_lstm_states/static/index.js")
-        assert bundle == open(os.path.join(REPO, "tb_lstm_states", "static", "index.js"), "rb").read()
+        assert (
+            bundle == open(os.path.join(REPO, "tb_lstm_states", "static", "index.js"), "rb").read()
+        )
         entry_points = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         assert len(entry_points) == 1
         text = archive.read(entry_points[0]).decode()
@@ -83,8 +107,20 @@ def fresh_venv(wheel, tmp_path_factory):
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python = venv / "bin" / "python"
     # pip from this environment installs into the new one.
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-          "--no-deps", "--no-index", str(wheel)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ]
+    )
     # The dependencies: links to this environment's packages, minus this repo's install.
     parent = sysconfig.get_paths()["purelib"]
     deps = tmp / "deps"
@@ -93,7 +129,9 @@ def fresh_venv(wheel, tmp_path_factory):
         if name.startswith(_OWN) or name.endswith(".pth"):
             continue
         os.symlink(os.path.join(parent, name), deps / name)
-    purelib = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    purelib = _run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+    ).stdout.strip()
     with open(os.path.join(purelib, "zz_parent_deps.pth"), "w") as f:
         f.write(str(deps) + "\n")
     return python
@@ -138,9 +176,22 @@ def test_tensorboard_from_the_fresh_venv_serves_the_tab(fresh_venv, tmp_path):
     log_path = tmp_path / "tensorboard.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [str(fresh_venv), "-m", "tensorboard.main", "--logdir", str(logdir),
-             "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd="/", start_new_session=True)
+            [
+                str(fresh_venv),
+                "-m",
+                "tensorboard.main",
+                "--logdir",
+                str(logdir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd="/",
+            start_new_session=True,
+        )
     url = "http://127.0.0.1:%d" % port
     try:
         listing = None

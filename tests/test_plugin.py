@@ -15,17 +15,35 @@ from tb_lstm_states.server import limits, routes
 from tb_lstm_states.server import loader as plugin_loader
 from tensorboard.plugins.core import core_plugin
 
-from test_plugin_support import (PREFIX, make_client, make_states, write_index, write_run,
-                                 write_v1_record)
+from test_plugin_support import (
+    PREFIX,
+    make_client,
+    make_states,
+    write_index,
+    write_run,
+    write_v1_record,
+)
 
 
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("logdir")
-    write_run(root / "lstm", steps=range(5), description="**bold** <script>alert(1)</script>",
-              lengths=[7, 5, 0])
-    write_run(root / "gru", tag="decoder", steps=[10, 20], kind="gru", directions=2,
-              series=False, tokens=False, dtype="float32")
+    write_run(
+        root / "lstm",
+        steps=range(5),
+        description="**bold** <script>alert(1)</script>",
+        lengths=[7, 5, 0],
+    )
+    write_run(
+        root / "gru",
+        tag="decoder",
+        steps=[10, 20],
+        kind="gru",
+        directions=2,
+        series=False,
+        tokens=False,
+        dtype="float32",
+    )
     return root
 
 
@@ -64,7 +82,9 @@ def test_fix_flags_keeps_every_step_and_polls_every_file():
 
 
 def test_fix_flags_respects_the_user():
-    flags = parse_flags(["--samples_per_plugin", "lstm_states=7,images=3", "--reload_multifile", "false"])
+    flags = parse_flags(
+        ["--samples_per_plugin", "lstm_states=7,images=3", "--reload_multifile", "false"]
+    )
     assert flags.samples_per_plugin == {"lstm_states": 7, "images": 3}
     assert flags.reload_multifile is False
     with pytest.raises(Exception, match="lstm_states_cache_mb"):
@@ -106,7 +126,9 @@ def test_states_binary_and_npy_match_read_states(served, logdir):
     client, _ = served
     (record,) = tls.read_states(str(logdir), run="lstm", tag="encoder", steps=3)
     expected = record.states.layers[1].get("forget")
-    status, response = get(client, "states", run="lstm", tag="encoder", step=3, layer=1, kind="forget")
+    status, response = get(
+        client, "states", run="lstm", tag="encoder", step=3, layer=1, kind="forget"
+    )
     assert status == 200
     assert response.headers["X-Shape"] == "3,7,4"
     assert response.headers["X-Dtype"] == "float32"
@@ -116,26 +138,40 @@ def test_states_binary_and_npy_match_read_states(served, logdir):
     values = np.frombuffer(response.data, dtype="<f4").reshape(3, 7, 4)
     np.testing.assert_array_equal(values, expected.astype(np.float32))
 
-    status, response = get(client, "states", run="lstm", tag="encoder", step=3, layer=1,
-                           kind="forget", format="npy")
+    status, response = get(
+        client, "states", run="lstm", tag="encoder", step=3, layer=1, kind="forget", format="npy"
+    )
     assert status == 200 and "attachment" in response.headers["Content-Disposition"]
     array = np.load(io.BytesIO(response.data), allow_pickle=False)
     assert array.dtype == expected.dtype and array.shape == expected.shape
     assert array.tobytes() == np.ascontiguousarray(expected).tobytes()
 
-    status, response = get(client, "states", run="lstm", tag="encoder", step=3, layer=0,
-                           kind="hidden", sequence=1, format="npy")
-    np.testing.assert_array_equal(np.load(io.BytesIO(response.data)), record.states.layers[0].hidden[1])
+    status, response = get(
+        client,
+        "states",
+        run="lstm",
+        tag="encoder",
+        step=3,
+        layer=0,
+        kind="hidden",
+        sequence=1,
+        format="npy",
+    )
+    np.testing.assert_array_equal(
+        np.load(io.BytesIO(response.data)), record.states.layers[0].hidden[1]
+    )
 
 
 def test_states_of_a_bidirectional_gru(served, logdir):
     client, _ = served
     (record,) = tls.read_states(str(logdir), run="gru", tag="decoder", steps=20)
-    status, response = get(client, "states", run="gru", tag="decoder", step=20, layer=3,
-                           kind="update", sequence=2)
+    status, response = get(
+        client, "states", run="gru", tag="decoder", step=20, layer=3, kind="update", sequence=2
+    )
     assert status == 200 and response.headers["X-Shape"] == "7,4"
-    np.testing.assert_array_equal(np.frombuffer(response.data, "<f4").reshape(7, 4),
-                                  record.states.layers[3].get("update")[2])
+    np.testing.assert_array_equal(
+        np.frombuffer(response.data, "<f4").reshape(7, 4), record.states.layers[3].get("update")[2]
+    )
 
 
 def test_series(served, logdir):
@@ -172,13 +208,24 @@ def test_changes_flags_a_jump(tmp_path):
     with tls.StateWriter(str(tmp_path / "run")) as writer:
         writer.add_states("t", states, 0, dtype="float32")
     client, _, _ = make_client(tmp_path)
-    body = get_json(client, "changes", run="run", tag="t", step=0, layer=0, kind="hidden", sequence=0)
+    body = get_json(
+        client, "changes", run="run", tag="t", step=0, layer=0, kind="hidden", sequence=0
+    )
     assert body["anomalies"] == [25]
     assert body["norm"][0] is None and body["cosine"][:2] == [None, None]
     assert len(body["norm"]) == body["length"] == 40
     assert body["zscore"][25] > 3.5
-    strict = get_json(client, "changes", run="run", tag="t", step=0, layer=0, kind="hidden",
-                      sequence=0, threshold="1e9")
+    strict = get_json(
+        client,
+        "changes",
+        run="run",
+        tag="t",
+        step=0,
+        layer=0,
+        kind="hidden",
+        sequence=0,
+        threshold="1e9",
+    )
     assert strict["anomalies"] == [] and strict["threshold"] == 1e9
 
 
@@ -188,13 +235,25 @@ def test_units_period_correlation_and_order(tmp_path):
     states = make_states(kind="rnn", layers=1, batch=2, time=time, units=4)
     track = np.sin(2 * np.pi * t / 8.0)
     rs = np.random.RandomState(1)
-    hidden = np.stack([
-        np.stack([track, np.sin(2 * np.pi * t / 16.0), -track + 0.01 * rs.randn(time), rs.randn(time)], axis=1)
-        for _ in range(2)
-    ]).astype(np.float32)
+    hidden = np.stack(
+        [
+            np.stack(
+                [
+                    track,
+                    np.sin(2 * np.pi * t / 16.0),
+                    -track + 0.01 * rs.randn(time),
+                    rs.randn(time),
+                ],
+                axis=1,
+            )
+            for _ in range(2)
+        ]
+    ).astype(np.float32)
     states.layers[0].hidden = hidden
     with tls.StateWriter(str(tmp_path / "run")) as writer:
-        writer.add_states("t", states, 0, dtype="float32", series={"track": np.stack([track, track])})
+        writer.add_states(
+            "t", states, 0, dtype="float32", series={"track": np.stack([track, track])}
+        )
     client, _, _ = make_client(tmp_path)
     body = get_json(client, "units", run="run", tag="t", step=0, layer=0, kind="hidden")
     assert body["units"] == 4
@@ -219,8 +278,17 @@ def test_projection_pca_is_aligned(tmp_path):
     # One basis for all steps: a state that does not change does not move.
     np.testing.assert_allclose(coordinates[0], coordinates[1], atol=1e-5)
     assert sum(body["explained_variance"]) <= 1.0 + 1e-9
-    one = get_json(client, "projection", run="run", tag="t", layer=0, kind="cell", method="pca",
-                   steps="2,0", sequence="1")
+    one = get_json(
+        client,
+        "projection",
+        run="run",
+        tag="t",
+        layer=0,
+        kind="cell",
+        method="pca",
+        steps="2,0",
+        sequence="1",
+    )
     assert one["steps"] == [0, 2] and one["sequences"] == [1] and one["offsets"] == [0, 10]
 
 
@@ -231,7 +299,9 @@ def test_projection_tsne_moves_smoothly(tmp_path):
     with tls.StateWriter(str(tmp_path / "run")) as writer:
         for step in range(3):
             states = make_states(kind="rnn", layers=1, batch=2, time=30, units=8)
-            states.layers[0].hidden = (base + 0.01 * step * rs.randn(60, 8)).reshape(2, 30, 8).astype(np.float32)
+            states.layers[0].hidden = (
+                (base + 0.01 * step * rs.randn(60, 8)).reshape(2, 30, 8).astype(np.float32)
+            )
             writer.add_states("t", states, step, dtype="float32")
     client, _, _ = make_client(tmp_path)
     body = get_json(client, "projection", run="run", tag="t", layer=0, kind="hidden", method="tsne")
@@ -248,32 +318,111 @@ def test_projection_tsne_moves_smoothly(tmp_path):
 def test_projection_cap_says_the_cap(served, monkeypatch):
     client, _ = served
     monkeypatch.setitem(limits.PROJECTION_CAPS, "pca", (30, 30))
-    status, response = get(client, "projection", run="lstm", tag="encoder", layer=0, kind="cell",
-                           method="pca", steps="0,1,2")
+    status, response = get(
+        client,
+        "projection",
+        run="lstm",
+        tag="encoder",
+        layer=0,
+        kind="cell",
+        method="pca",
+        steps="0,1,2",
+    )
     assert status == 400 and b"capped at 30 points per request" in response.data
     # Without steps=, the steps that fit are chosen evenly, the last always among them.
-    body = get_json(client, "projection", run="lstm", tag="encoder", layer=0, kind="cell", method="pca")
+    body = get_json(
+        client, "projection", run="lstm", tag="encoder", layer=0, kind="cell", method="pca"
+    )
     assert body["steps"] == [0, 4] and body["lengths"] == [[7, 5, 0]] * 2
     monkeypatch.setitem(limits.PROJECTION_CAPS, "tsne", (1000, 5))
-    status, response = get(client, "projection", run="lstm", tag="encoder", layer=0, kind="cell",
-                           method="tsne", steps="1")
+    status, response = get(
+        client,
+        "projection",
+        run="lstm",
+        tag="encoder",
+        layer=0,
+        kind="cell",
+        method="tsne",
+        steps="1",
+    )
     assert status == 400 and b"capped at 5 points per step" in response.data
 
 
-@pytest.mark.parametrize("route, params, name", [
-    ("steps", {"run": "lstm"}, "tag"),
-    ("states", {"run": "lstm", "tag": "encoder", "layer": "0", "kind": "cell"}, "step"),
-    ("states", {"run": "lstm", "tag": "encoder", "step": "1.5", "layer": "0", "kind": "cell"}, "step"),
-    ("states", {"run": "lstm", "tag": "encoder", "step": "1", "layer": "-1", "kind": "cell"}, "layer"),
-    ("states", {"run": "lstm", "tag": "encoder", "step": "1", "layer": "0", "kind": "cell", "format": "csv"}, "format"),
-    ("states", {"run": "lstm", "tag": "encoder", "step": "99999999999999999999", "layer": "0", "kind": "cell"}, "step"),
-    ("changes", {"run": "lstm", "tag": "encoder", "step": "1", "layer": "0", "kind": "cell"}, "sequence"),
-    ("changes", {"run": "lstm", "tag": "encoder", "step": "1", "layer": "0", "kind": "cell",
-                 "sequence": "0", "threshold": "nan"}, "threshold"),
-    ("projection", {"run": "lstm", "tag": "encoder", "layer": "0", "kind": "cell", "method": "mds"}, "method"),
-    ("projection", {"run": "lstm", "tag": "encoder", "layer": "0", "kind": "cell", "method": "pca",
-                    "steps": "1,,2"}, "steps"),
-])
+@pytest.mark.parametrize(
+    "route, params, name",
+    [
+        ("steps", {"run": "lstm"}, "tag"),
+        ("states", {"run": "lstm", "tag": "encoder", "layer": "0", "kind": "cell"}, "step"),
+        (
+            "states",
+            {"run": "lstm", "tag": "encoder", "step": "1.5", "layer": "0", "kind": "cell"},
+            "step",
+        ),
+        (
+            "states",
+            {"run": "lstm", "tag": "encoder", "step": "1", "layer": "-1", "kind": "cell"},
+            "layer",
+        ),
+        (
+            "states",
+            {
+                "run": "lstm",
+                "tag": "encoder",
+                "step": "1",
+                "layer": "0",
+                "kind": "cell",
+                "format": "csv",
+            },
+            "format",
+        ),
+        (
+            "states",
+            {
+                "run": "lstm",
+                "tag": "encoder",
+                "step": "99999999999999999999",
+                "layer": "0",
+                "kind": "cell",
+            },
+            "step",
+        ),
+        (
+            "changes",
+            {"run": "lstm", "tag": "encoder", "step": "1", "layer": "0", "kind": "cell"},
+            "sequence",
+        ),
+        (
+            "changes",
+            {
+                "run": "lstm",
+                "tag": "encoder",
+                "step": "1",
+                "layer": "0",
+                "kind": "cell",
+                "sequence": "0",
+                "threshold": "nan",
+            },
+            "threshold",
+        ),
+        (
+            "projection",
+            {"run": "lstm", "tag": "encoder", "layer": "0", "kind": "cell", "method": "mds"},
+            "method",
+        ),
+        (
+            "projection",
+            {
+                "run": "lstm",
+                "tag": "encoder",
+                "layer": "0",
+                "kind": "cell",
+                "method": "pca",
+                "steps": "1,,2",
+            },
+            "steps",
+        ),
+    ],
+)
 def test_bad_parameters_are_400_naming_them(served, route, params, name):
     client, _ = served
     status, response = get(client, route, **params)
@@ -287,15 +436,18 @@ def test_repeated_parameter_is_400(served):
     assert response.status_code == 400 and b"'run' is given 2 times" in response.data
 
 
-@pytest.mark.parametrize("params, words", [
-    ({"run": "nope"}, b"no run 'nope'"),
-    ({"tag": "nope"}, b"no lstm_states tag 'nope'"),
-    ({"step": "7"}, b"no step 7"),
-    ({"step": "-3"}, b"no step -3"),
-    ({"layer": "2"}, b"no layer 2"),
-    ({"kind": "reset"}, b"no kind 'reset'"),
-    ({"sequence": "3"}, b"no sequence 3"),
-])
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"run": "nope"}, b"no run 'nope'"),
+        ({"tag": "nope"}, b"no lstm_states tag 'nope'"),
+        ({"step": "7"}, b"no step 7"),
+        ({"step": "-3"}, b"no step -3"),
+        ({"layer": "2"}, b"no layer 2"),
+        ({"kind": "reset"}, b"no kind 'reset'"),
+        ({"sequence": "3"}, b"no sequence 3"),
+    ],
+)
 def test_unknown_things_are_404(served, params, words):
     client, _ = served
     query = dict(run="lstm", tag="encoder", step="1", layer="0", kind="cell", sequence="0")
@@ -334,7 +486,9 @@ def test_arrays_are_cached_within_budget(tmp_path):
     client, states_plugin, _ = make_client(tmp_path, cache_bytes=budget)
     for step in range(6):
         for kind in ("cell", "hidden"):
-            status, _ = get(client, "states", run="run", tag="encoder", step=step, layer=0, kind=kind)
+            status, _ = get(
+                client, "states", run="run", tag="encoder", step=step, layer=0, kind=kind
+            )
             assert status == 200
     assert 0 < states_plugin.cache.current_bytes
     assert states_plugin.cache.current_bytes + states_plugin.headers.current_bytes <= budget
@@ -355,26 +509,53 @@ def test_static_index_js_is_javascript(served, tmp_path, monkeypatch):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert b"render" in response.data
     assert client.get(PREFIX + "workers/w.js").status_code == 200
-    for path in ["../secret.js", "..%2Fsecret.js", "workers/../../secret.js", "link.js",
-                 ".hidden.js", "workers/", "index.py", "%00.js", "workers//w.js", "..\\secret.js"]:
+    for path in [
+        "../secret.js",
+        "..%2Fsecret.js",
+        "workers/../../secret.js",
+        "link.js",
+        ".hidden.js",
+        "workers/",
+        "index.py",
+        "%00.js",
+        "workers//w.js",
+        "..\\secret.js",
+    ]:
         response = client.get(PREFIX + path)
         assert response.status_code == 404, path
         assert b"secret" not in response.data or b"no static file" in response.data
 
 
-@pytest.mark.parametrize("version, write", [
-    (1, lambda run: write_v1_record(run, "t", 0, [b"TLSH{not json", b"\x00" * 10])),
-    (2, lambda run: write_index(run, "t", 0, b"{not json")),
-    (2, lambda run: write_index(run, "t", 0, json.dumps({"version": 2, "file": "../x.safetensors"}).encode())),
-    (2, lambda run: write_index(run, "t", 0, b"{}", shape=(2,))),
-])
+@pytest.mark.parametrize(
+    "version, write",
+    [
+        (1, lambda run: write_v1_record(run, "t", 0, [b"TLSH{not json", b"\x00" * 10])),
+        (2, lambda run: write_index(run, "t", 0, b"{not json")),
+        (
+            2,
+            lambda run: write_index(
+                run, "t", 0, json.dumps({"version": 2, "file": "../x.safetensors"}).encode()
+            ),
+        ),
+        (2, lambda run: write_index(run, "t", 0, b"{}", shape=(2,))),
+    ],
+)
 def test_a_malformed_record_is_404_not_500(tmp_path, version, write):
     write(tmp_path / "run")
     client, _, _ = make_client(tmp_path)
     assert get_json(client, "steps", run="run", tag="t")[0]["step"] == 0
     for route in ("states", "series", "changes", "units", "projection"):
-        status, response = get(client, route, run="run", tag="t", step=0, layer=0, kind="cell",
-                               sequence=0, method="pca")
+        status, response = get(
+            client,
+            route,
+            run="run",
+            tag="t",
+            step=0,
+            layer=0,
+            kind="cell",
+            sequence=0,
+            method="pca",
+        )
         assert status == 404 and b"malformed" in response.data, (route, response.data)
     status, response = get(client, "overview", run="run", tag="t")
     assert status in (200, 404), response.data
@@ -411,5 +592,7 @@ def test_projection_umap_is_aligned(tmp_path):
 def test_umap_missing_is_a_clear_400(served, monkeypatch):
     client, _ = served
     monkeypatch.setattr(analysis, "umap_available", lambda: False)
-    status, response = get(client, "projection", run="lstm", tag="encoder", layer=0, kind="cell", method="umap")
+    status, response = get(
+        client, "projection", run="lstm", tag="encoder", layer=0, kind="cell", method="umap"
+    )
     assert status == 400 and b"pip install" in response.data

@@ -27,8 +27,11 @@ def reference_unit_statistics(array, name, lengths, series=None):
             y = np.asarray(track, np.float64)[mask]
             m, v = values - values.mean(axis=0), y - y.mean()
             denominator = np.sqrt((m * m).sum(axis=0) * (v * v).sum())
-            result["correlation"][key] = np.where(denominator > 0, (m * v[:, None]).sum(axis=0)
-                                                  / np.where(denominator > 0, denominator, 1), np.nan)
+            result["correlation"][key] = np.where(
+                denominator > 0,
+                (m * v[:, None]).sum(axis=0) / np.where(denominator > 0, denominator, 1),
+                np.nan,
+            )
     return result
 
 
@@ -59,8 +62,9 @@ def test_streamed_unit_statistics_equal_the_whole_array_definitions(monkeypatch,
         np.testing.assert_allclose(got[key], want[key], rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(got["dead"], want["dead"])
     for key in series:
-        np.testing.assert_allclose(got["correlation"][key], want["correlation"][key], rtol=1e-8,
-                                   atol=1e-10, equal_nan=True)
+        np.testing.assert_allclose(
+            got["correlation"][key], want["correlation"][key], rtol=1e-8, atol=1e-10, equal_nan=True
+        )
     assert sorted(got["order"]) == list(range(units))
 
 
@@ -104,17 +108,19 @@ def test_many_units_are_ordered_without_clustering():
 def test_pca_is_exact_or_randomized_with_the_same_axes(points, units):
     rng = np.random.default_rng(1)
     latent = rng.standard_normal((points, 2)) * [5.0, 2.0]
-    x = (latent @ rng.standard_normal((2, units)) + 0.01 * rng.standard_normal((points, units)))
+    x = latent @ rng.standard_normal((2, units)) + 0.01 * rng.standard_normal((points, units))
     x = x.astype(np.float32)
-    result = analysis.project_pca([x[: points // 2], x[points // 2:]])
+    result = analysis.project_pca([x[: points // 2], x[points // 2 :]])
     got = np.concatenate(result["coordinates"])
     centered = x - x.mean(axis=0)
     _, singular, vt = np.linalg.svd(centered.astype(np.float64), full_matrices=False)
     want = centered @ vt[:2].T
     for axis in range(2):  # equal up to sign
         sign = np.sign(got[:, axis] @ want[:, axis])
-        np.testing.assert_allclose(sign * got[:, axis], want[:, axis], rtol=1e-3, atol=1e-3 * abs(want).max())
-    total = (singular ** 2).sum()
+        np.testing.assert_allclose(
+            sign * got[:, axis], want[:, axis], rtol=1e-3, atol=1e-3 * abs(want).max()
+        )
+    total = (singular**2).sum()
     np.testing.assert_allclose(result["explained_variance"], singular[:2] ** 2 / total, rtol=1e-3)
 
 
@@ -129,6 +135,8 @@ def test_tsne_input_is_reduced_to_its_leading_components(monkeypatch):
     monkeypatch.setattr(tsne, "_neighbour_affinities", spy)
     rng = np.random.default_rng(0)
     points = [rng.standard_normal((60, 500)).astype(np.float32) for _ in range(2)]
-    result = analysis.project_tsne(points, [np.arange(60)] * 2, first_iterations=20, next_iterations=5)
+    result = analysis.project_tsne(
+        points, [np.arange(60)] * 2, first_iterations=20, next_iterations=5
+    )
     assert seen == [(60, analysis.NEIGHBOUR_DIMENSIONS)] * 2
     assert all(np.isfinite(c).all() and c.shape == (60, 2) for c in result["coordinates"])

@@ -46,8 +46,10 @@ def test_get_or_compute_runs_once_per_key_at_a_time():
         return b"value"
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get_or_compute("k", compute)))
-               for _ in range(6)]
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.get_or_compute("k", compute)))
+        for _ in range(6)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -18,7 +18,18 @@ from test_plugin_support import PREFIX, copy_v1_runs, make_client, write_run
 ROUTES = {
     "runs": [],
     "steps": ["run", "tag"],
-    "states": ["run", "tag", "step", "layer", "kind", "sequence", "format", "start", "stop", "bins"],
+    "states": [
+        "run",
+        "tag",
+        "step",
+        "layer",
+        "kind",
+        "sequence",
+        "format",
+        "start",
+        "stop",
+        "bins",
+    ],
     "series": ["run", "tag", "step"],
     "overview": ["run", "tag"],
     "changes": ["run", "tag", "step", "layer", "kind", "sequence", "threshold"],
@@ -45,12 +56,34 @@ VALID = {
 JUNK = st.one_of(
     st.text(max_size=12),
     st.just(""),
-    st.integers(min_value=-(10 ** 30), max_value=10 ** 30).map(str),
-    st.sampled_from([
-        "nan", "NaN", "inf", "-inf", "-0", "+1", "1e3", "0x10", "1_000", " 1", "１", "٣",
-        "9223372036854775807", "9223372036854775808", "-9223372036854775809",
-        ",", "0,,1", "0," * 50, "../../etc/passwd", "\x00", "\ud800", "🙂", "a" * 5000,
-    ]),
+    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+    st.sampled_from(
+        [
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            "-0",
+            "+1",
+            "1e3",
+            "0x10",
+            "1_000",
+            " 1",
+            "１",
+            "٣",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775809",
+            ",",
+            "0,,1",
+            "0," * 50,
+            "../../etc/passwd",
+            "\x00",
+            "\ud800",
+            "🙂",
+            "a" * 5000,
+        ]
+    ),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
 )
 
@@ -59,8 +92,16 @@ JUNK = st.one_of(
 def client(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
     write_run(root / "lstm", steps=range(3), lengths=[7, 5, 0], description="<b>x</b>")
-    write_run(root / "gru", tag="decoder", steps=[10, 20], kind="gru", directions=2,
-              series=False, tokens=False, dtype="float32")
+    write_run(
+        root / "gru",
+        tag="decoder",
+        steps=[10, 20],
+        kind="gru",
+        directions=2,
+        series=False,
+        tokens=False,
+        dtype="float32",
+    )
     write_run(root / "torn", steps=range(2), time=3000)  # long enough for a pyramid
     for path in glob.glob(str(root / "torn" / "plugins" / "lstm_states" / "*.1.*")):
         with open(path, "r+b") as f:
@@ -72,20 +113,54 @@ def client(tmp_path_factory):
 
 RECORDS = {
     # A coherent valid query for each logged tag, which mutations then break.
-    "lstm": dict(run="lstm", tag="encoder", step=["0", "1", "2"], layer=["0", "1"],
-                 kind=["cell", "hidden", "input", "forget", "candidate", "output"],
-                 sequence=["0", "1", "2"], steps=["0,1", "2", "0,1,2"]),
-    "gru": dict(run="gru", tag="decoder", step=["10", "20"], layer=["0", "1", "2", "3"],
-                kind=["hidden", "reset", "update", "new"], sequence=["0", "2"],
-                steps=["10", "10,20"]),
-    "torn": dict(run="torn", tag="encoder", step=["0", "1"], layer=["0", "1"],
-                 kind=["cell", "hidden", "forget"], sequence=["0", "2"], steps=["0,1", "0"],
-                 stop=["3000", "2999", "100", "1500"], bins=["1", "3", "10", "2999"]),
-    "v1 lstm": dict(run="lstm_run", tag="encoder", step=["0", "1", "2"], layer=["0", "1"],
-                    kind=["cell", "hidden", "output"], sequence=["0", "1"], steps=["0,1", "2"],
-                    stop=["12", "5", "13"]),
-    "v1 gru": dict(run="gru_run", tag="decoder/gru", step=["5"], layer=["0"],
-                   kind=["hidden", "update"], sequence=["0", "1"], steps=["5"]),
+    "lstm": dict(
+        run="lstm",
+        tag="encoder",
+        step=["0", "1", "2"],
+        layer=["0", "1"],
+        kind=["cell", "hidden", "input", "forget", "candidate", "output"],
+        sequence=["0", "1", "2"],
+        steps=["0,1", "2", "0,1,2"],
+    ),
+    "gru": dict(
+        run="gru",
+        tag="decoder",
+        step=["10", "20"],
+        layer=["0", "1", "2", "3"],
+        kind=["hidden", "reset", "update", "new"],
+        sequence=["0", "2"],
+        steps=["10", "10,20"],
+    ),
+    "torn": dict(
+        run="torn",
+        tag="encoder",
+        step=["0", "1"],
+        layer=["0", "1"],
+        kind=["cell", "hidden", "forget"],
+        sequence=["0", "2"],
+        steps=["0,1", "0"],
+        stop=["3000", "2999", "100", "1500"],
+        bins=["1", "3", "10", "2999"],
+    ),
+    "v1 lstm": dict(
+        run="lstm_run",
+        tag="encoder",
+        step=["0", "1", "2"],
+        layer=["0", "1"],
+        kind=["cell", "hidden", "output"],
+        sequence=["0", "1"],
+        steps=["0,1", "2"],
+        stop=["12", "5", "13"],
+    ),
+    "v1 gru": dict(
+        run="gru_run",
+        tag="decoder/gru",
+        step=["5"],
+        layer=["0"],
+        kind=["hidden", "update"],
+        sequence=["0", "1"],
+        steps=["5"],
+    ),
 }
 
 
@@ -101,11 +176,20 @@ def queries(names):
         return st.integers(0, 7).flatmap(lambda i: other if i == 0 else valid(record, name))
 
     def from_record(record):
-        complete = st.fixed_dictionaries({n: value(record, n) for n in names}).map(lambda d: list(d.items()))
-        pair = st.sampled_from(names + ["extra"]).flatmap(lambda n: st.tuples(st.just(n), value(record, n)))
-        maybe = lambda strategy: st.integers(0, 3).flatmap(lambda i: strategy if i == 0 else st.just([]))
-        return st.tuples(complete, maybe(st.lists(pair, max_size=3)),
-                         maybe(st.lists(st.sampled_from(names or ["x"]), max_size=2)))
+        complete = st.fixed_dictionaries({n: value(record, n) for n in names}).map(
+            lambda d: list(d.items())
+        )
+        pair = st.sampled_from(names + ["extra"]).flatmap(
+            lambda n: st.tuples(st.just(n), value(record, n))
+        )
+        maybe = lambda strategy: st.integers(0, 3).flatmap(
+            lambda i: strategy if i == 0 else st.just([])
+        )
+        return st.tuples(
+            complete,
+            maybe(st.lists(pair, max_size=3)),
+            maybe(st.lists(st.sampled_from(names or ["x"]), max_size=2)),
+        )
 
     return st.sampled_from(sorted(RECORDS)).flatmap(lambda key: from_record(RECORDS[key]))
 
@@ -130,7 +214,8 @@ def test_no_query_answers_500(client, route):
         complete, extra, dropped = case
         pairs = [(n, v) for n, v in complete if n not in dropped] + extra
         encoded = urllib.parse.urlencode(
-            [(n, v.encode("utf-8", "surrogatepass")) for n, v in pairs])
+            [(n, v.encode("utf-8", "surrogatepass")) for n, v in pairs]
+        )
         check(client, route, encoded)
 
     run()

@@ -40,8 +40,18 @@ def test_every_step_kept_served_and_live(tmp_path, load_fast):
             runs = wait_for_json(base + PREFIX + "runs", lambda body: "run" in body)
             assert runs["run"]["encoder"]["steps"] == 300
 
-            status, headers, body = http_get(url_of(
-                base, "states", run="run", tag="encoder", step=150, layer=0, kind="cell", format="npy"))
+            status, headers, body = http_get(
+                url_of(
+                    base,
+                    "states",
+                    run="run",
+                    tag="encoder",
+                    step=150,
+                    layer=0,
+                    kind="cell",
+                    format="npy",
+                )
+            )
             assert status == 200
             (record,) = tls.read_states(str(logdir), run="run", tag="encoder", steps=150)
             expected = record.states.layers[0].cell
@@ -70,9 +80,12 @@ def test_an_explicit_samples_per_plugin_is_respected(tmp_path, load_fast):
     logdir = tmp_path / "logdir"
     with tls.StateWriter(str(logdir / "run")) as writer:
         write_steps(writer, range(40))
-    with tensorboard_server(logdir, load_fast=load_fast,
-                            extra_args=["--samples_per_plugin", "lstm_states=7"]) as base:
+    with tensorboard_server(
+        logdir, load_fast=load_fast, extra_args=["--samples_per_plugin", "lstm_states=7"]
+    ) as base:
         # The last step is always kept: once it is there, loading is done.
-        steps = wait_for_json(url_of(base, "steps", run="run", tag="encoder"),
-                              lambda body: body and body[-1]["step"] == 39)
+        steps = wait_for_json(
+            url_of(base, "steps", run="run", tag="encoder"),
+            lambda body: body and body[-1]["step"] == 39,
+        )
         assert len(steps) == 7

@@ -27,8 +27,18 @@ from tb_lstm_states import states as states_lib
 PREFIX = "/data/plugin/lstm_states/"
 
 
-def make_states(kind="lstm", *, layers=2, directions=1, batch=3, time=7, units=4,
-                lengths=None, seed=0, shift=0.0):
+def make_states(
+    kind="lstm",
+    *,
+    layers=2,
+    directions=1,
+    batch=3,
+    time=7,
+    units=4,
+    lengths=None,
+    seed=0,
+    shift=0.0,
+):
     """Deterministic `RecurrentStates` of numpy arrays, values in (-1, 1)."""
     rs = np.random.RandomState(seed)
     lengths = np.full(batch, time) if lengths is None else np.asarray(lengths)
@@ -43,20 +53,34 @@ def make_states(kind="lstm", *, layers=2, directions=1, batch=3, time=7, units=4
             arrays[name] = values * mask
         gates = {g: arrays[g] for g in states_lib.GATE_NAMES[kind]}
         entries.append(states_lib.LayerStates(arrays["hidden"], arrays.get("cell"), gates))
-    return states_lib.RecurrentStates(kind=kind, layers=entries, lengths=lengths,
-                                      num_directions=directions)
+    return states_lib.RecurrentStates(
+        kind=kind, layers=entries, lengths=lengths, num_directions=directions
+    )
 
 
-def write_run(run_dir, tag="encoder", steps=range(3), *, description=None, dtype="float16",
-              series=True, tokens=True, **shape):
+def write_run(
+    run_dir,
+    tag="encoder",
+    steps=range(3),
+    *,
+    description=None,
+    dtype="float16",
+    series=True,
+    tokens=True,
+    **shape,
+):
     """Writes `len(steps)` records of `make_states(**shape)` (seeded by step)."""
     with tls.StateWriter(str(run_dir)) as writer:
         for step in steps:
             states = make_states(seed=step, shift=0.01 * step, **shape)
             batch, time = states.batch_size, states.time_steps
             writer.add_states(
-                tag, states, step,
-                series={"target": np.sin(np.arange(batch * time).reshape(batch, time) + step)} if series else None,
+                tag,
+                states,
+                step,
+                series={"target": np.sin(np.arange(batch * time).reshape(batch, time) + step)}
+                if series
+                else None,
                 tokens=[["t%d" % t for t in range(time)] for _ in range(batch)] if tokens else None,
                 description=description,
                 dtype=dtype,
@@ -66,7 +90,8 @@ def write_run(run_dir, tag="encoder", steps=range(3), *, description=None, dtype
 def make_provider(logdir, samples=0):
     """A real `MultiplexerDataProvider` over `logdir`, loaded once."""
     multiplexer = multiplexer_lib.EventMultiplexer(
-        tensor_size_guidance={metadata.PLUGIN_NAME: samples})
+        tensor_size_guidance={metadata.PLUGIN_NAME: samples}
+    )
     multiplexer.AddRunsFromDirectory(str(logdir))
     multiplexer.Reload()
     return multiplexer, data_provider_lib.MultiplexerDataProvider(multiplexer, str(logdir))
@@ -111,8 +136,9 @@ def write_summary(run_dir, tag, step, summary_metadata, tensor, wall_time=1.0):
     """Writes one event holding one summary value, as any writer could."""
     writer = EventFileWriter(str(run_dir), filename_suffix=".%s" % secrets.token_hex(4))
     value = summary_pb2.Summary.Value(tag=tag, metadata=summary_metadata, tensor=tensor)
-    writer.add_event(event_pb2.Event(step=step, wall_time=wall_time,
-                                     summary=summary_pb2.Summary(value=[value])))
+    writer.add_event(
+        event_pb2.Event(step=step, wall_time=wall_time, summary=summary_pb2.Summary(value=[value]))
+    )
     writer.close()
 
 
@@ -120,22 +146,38 @@ def string_tensor(strings, shape):
     return tensor_pb2.TensorProto(
         dtype=types_pb2.DT_STRING,
         tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in shape]),
-        string_val=list(strings))
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in shape]
+        ),
+        string_val=list(strings),
+    )
 
 
-STRUCTURE = dict(kind="lstm", num_layers=1, num_directions=1, batch=3, time=7,
-                 units={k: 4 for k in states_lib.array_kinds("lstm")})
+STRUCTURE = dict(
+    kind="lstm",
+    num_layers=1,
+    num_directions=1,
+    batch=3,
+    time=7,
+    units={k: 4 for k in states_lib.array_kinds("lstm")},
+)
 
 
 def write_index(run_dir, tag, step, index_bytes, wall_time=1.0, shape=()):
     """Writes a version 2 index summary holding `index_bytes` (valid or not)."""
     summary_metadata = metadata.create_summary_metadata(metadata.ROLE_INDEX, content=STRUCTURE)
-    write_summary(run_dir, tag, step, summary_metadata,
-                  string_tensor([index_bytes] * max(1, int(np.prod(shape))), shape), wall_time)
+    write_summary(
+        run_dir,
+        tag,
+        step,
+        summary_metadata,
+        string_tensor([index_bytes] * max(1, int(np.prod(shape))), shape),
+        wall_time,
+    )
 
 
 def write_v1_record(run_dir, tag, step, blobs, wall_time=1.0):
     """Writes a version 1 blob sequence record of `blobs` (valid or not)."""
     summary_metadata = metadata.create_summary_metadata(metadata.ROLE_STATES, content=STRUCTURE)
-    write_summary(run_dir, tag, step, summary_metadata, string_tensor(blobs, [len(blobs)]), wall_time)
+    write_summary(
+        run_dir, tag, step, summary_metadata, string_tensor(blobs, [len(blobs)]), wall_time
+    )

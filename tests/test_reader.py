@@ -29,8 +29,10 @@ def make_states(seed=0, batch=3, time=7, units=4, num_layers=1, kind="lstm"):
     rng = np.random.default_rng(seed)
     layers = []
     for _ in range(num_layers):
-        arrays = {name: rng.standard_normal((batch, time, units)).astype(np.float32)
-                  for name in states_lib.array_kinds(kind)}
+        arrays = {
+            name: rng.standard_normal((batch, time, units)).astype(np.float32)
+            for name in states_lib.array_kinds(kind)
+        }
         hidden = arrays.pop("hidden")
         cell = arrays.pop("cell", None)
         layers.append(states_lib.LayerStates(hidden, cell, arrays))
@@ -55,15 +57,21 @@ def array_files(directory):
 
 def write_event(path, value, step=1):
     """Appends one Event holding `value` to an event file, framed as TFRecord."""
+
     def masked(crc):
         return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
 
-    payload = event_pb2.Event(wall_time=1.0, step=step, summary=summary_pb2.Summary(
-        value=[value])).SerializeToString()
+    payload = event_pb2.Event(
+        wall_time=1.0, step=step, summary=summary_pb2.Summary(value=[value])
+    ).SerializeToString()
     length = len(payload).to_bytes(8, "little")
     with open(path, "ab") as f:
-        f.write(length + masked(google_crc32c.value(length)).to_bytes(4, "little") + payload
-                + masked(google_crc32c.value(payload)).to_bytes(4, "little"))
+        f.write(
+            length
+            + masked(google_crc32c.value(length)).to_bytes(4, "little")
+            + payload
+            + masked(google_crc32c.value(payload)).to_bytes(4, "little")
+        )
 
 
 def index_values(path):
@@ -71,8 +79,11 @@ def index_values(path):
     found = []
     for _, payload in reader.event_file.read_records(path):
         event = event_pb2.Event.FromString(payload)
-        found += [v for v in event.summary.value
-                  if v.metadata.plugin_data.plugin_name == metadata.PLUGIN_NAME]
+        found += [
+            v
+            for v in event.summary.value
+            if v.metadata.plugin_data.plugin_name == metadata.PLUGIN_NAME
+        ]
     return found
 
 
@@ -81,7 +92,10 @@ def test_version_1_logdirs_still_read():
     records = list(tls.read_states(V1_LOGDIR))
     assert [(r.run, r.tag, r.step) for r in records] == [
         ("gru_run", "decoder/gru", 5),
-        ("lstm_run", "encoder", 0), ("lstm_run", "encoder", 1), ("lstm_run", "encoder", 2)]
+        ("lstm_run", "encoder", 0),
+        ("lstm_run", "encoder", 1),
+        ("lstm_run", "encoder", 2),
+    ]
     compared = 0
     for record in records:
         for index, layer in enumerate(record.states.layers):
@@ -104,12 +118,18 @@ def test_runs_tags_and_steps(tmp_path):
     (tmp_path / "empty").mkdir()
     found = [(r.run, r.tag, r.step) for r in tls.read_states(tmp_path)]
     assert found == [
-        (".", "a", 0), (".", "a", 1),
-        ("exp/one", "a", 0), ("exp/one", "b", 5),
-        ("two", "a", 3), ("two", "a", 4), ("two", "a", 5),
+        (".", "a", 0),
+        (".", "a", 1),
+        ("exp/one", "a", 0),
+        ("exp/one", "b", 5),
+        ("two", "a", 3),
+        ("two", "a", 4),
+        ("two", "a", 5),
     ]
     assert [(r.run, r.step) for r in tls.read_states(tmp_path, run="two", steps=[3, 5])] == [
-        ("two", 3), ("two", 5)]
+        ("two", 3),
+        ("two", 5),
+    ]
     assert [(r.run, r.tag) for r in tls.read_states(tmp_path, tag="b")] == [("exp/one", "b")]
     assert [r.run for r in tls.read_states(tmp_path, run=".", steps=1)] == ["."]
     assert list(tls.read_states(tmp_path, run="nope")) == []
@@ -146,9 +166,14 @@ def test_mixed_version_1_and_2_runs(tmp_path):
     shutil.copytree(V1_LOGDIR, tmp_path / "old")
     write(tmp_path / "new", "encoder", [0, 1])
     found = [(r.run, r.tag, r.step) for r in tls.read_states(tmp_path)]
-    assert found == [("new", "encoder", 0), ("new", "encoder", 1),
-                     ("old/gru_run", "decoder/gru", 5), ("old/lstm_run", "encoder", 0),
-                     ("old/lstm_run", "encoder", 1), ("old/lstm_run", "encoder", 2)]
+    assert found == [
+        ("new", "encoder", 0),
+        ("new", "encoder", 1),
+        ("old/gru_run", "decoder/gru", 5),
+        ("old/lstm_run", "encoder", 0),
+        ("old/lstm_run", "encoder", 1),
+        ("old/lstm_run", "encoder", 2),
+    ]
 
 
 def test_other_summaries_are_ignored(tmp_path):
@@ -187,8 +212,12 @@ def test_a_damaged_array_file_is_skipped_with_a_warning(tmp_path, damage):
     assert steps == [0, 2]
     message = str(caught[0].message)
     assert os.path.basename(path) in message
-    assert {"missing": "missing", "torn": "shorter", "flipped": "checksum",
-            "truncated_crc_table": "shorter"}[damage] in message
+    assert {
+        "missing": "missing",
+        "torn": "shorter",
+        "flipped": "checksum",
+        "truncated_crc_table": "shorter",
+    }[damage] in message
 
 
 def _edited_index(tmp_path, edit):
@@ -207,7 +236,9 @@ def _edited_index(tmp_path, edit):
     return steps, [str(w.message) for w in caught]
 
 
-@pytest.mark.parametrize("name", ["../../outside.safetensors", "/etc/passwd", "..", "a/b.safetensors"])
+@pytest.mark.parametrize(
+    "name", ["../../outside.safetensors", "/etc/passwd", "..", "a/b.safetensors"]
+)
 def test_an_index_cannot_name_a_file_outside_the_plugin_directory(tmp_path, name):
     outside = tmp_path / "outside.safetensors"
     outside.write_bytes(b"secret")
@@ -216,16 +247,21 @@ def test_an_index_cannot_name_a_file_outside_the_plugin_directory(tmp_path, name
     assert len(caught) == 1 and "bad file name" in caught[0]
 
 
-@pytest.mark.parametrize("units, words", [(1 << 30, "at most 32768 units"), (5000, "out of the file")])
+@pytest.mark.parametrize(
+    "units, words", [(1 << 30, "at most 32768 units"), (5000, "out of the file")]
+)
 def test_a_huge_claimed_shape_is_refused_before_allocating(tmp_path, units, words):
     def edit(index):
         index["arrays"][0]["shape"][2] = units
+
     steps, caught = _edited_index(tmp_path, edit)
     assert steps == [0] and words in caught[0]
 
 
 def test_a_newer_index_version_asks_for_an_upgrade(tmp_path):
-    steps, caught = _edited_index(tmp_path, lambda index: index.update(version=format.FORMAT_VERSION + 1))
+    steps, caught = _edited_index(
+        tmp_path, lambda index: index.update(version=format.FORMAT_VERSION + 1)
+    )
     assert steps == [0] and len(caught) == 1 and "upgrade tb-lstm-states" in caught[0]
     with pytest.raises(format.NewerVersionError, match="upgrade tb-lstm-states"):
         list(tls.read_states(tmp_path, strict=True))
@@ -246,8 +282,9 @@ def test_newer_plugin_data_version_asks_for_an_upgrade(tmp_path):
 
 def test_garbage_events_and_indexes_are_skipped(tmp_path):
     write(tmp_path, "a", [0])
-    value = summary_pb2.Summary.Value(tag="junk", metadata=metadata.create_summary_metadata(
-        metadata.ROLE_INDEX, content={}))
+    value = summary_pb2.Summary.Value(
+        tag="junk", metadata=metadata.create_summary_metadata(metadata.ROLE_INDEX, content={})
+    )
     value.tensor.string_val.append(b"[" * 100000)
     write_event(str(tmp_path / "events.out.tfevents.2.x"), value)
     with pytest.warns(reader.CorruptRecordWarning, match="nested 100000 levels deep"):
@@ -271,8 +308,13 @@ _KILLED_WRITER = textwrap.dedent("""
 
 @pytest.mark.parametrize("after", [0, 2, 5])
 def test_a_killed_writer_leaves_every_listed_step_complete(tmp_path, after):
-    process = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
         for line in process.stdout:
             if line.startswith("QUEUED %d" % after):
@@ -302,8 +344,7 @@ def test_records_queued_at_exit_are_written(tmp_path):
             h = np.full((2, 5, 3), step, dtype=np.float32)
             writer.add_states("t", S.RecurrentStates("rnn", [S.LayerStates(h)], [5, 5]), step)
     """)
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=REPO,
-                   timeout=60)
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=REPO, timeout=60)
     assert [r.step for r in tls.read_states(tmp_path)] == [0, 1, 2]
 
 

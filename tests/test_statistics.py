@@ -50,8 +50,14 @@ def check(array, name, lengths, sample=None):
     assert got.dtype == np.float32 and got.shape == (len(statistics.COLUMNS),)
     rows = np.arange(len(lengths)) if sample is None else np.asarray(sample)
     want = reference(np.asarray(array)[rows], name, np.asarray(lengths)[rows])
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, equal_nan=True,
-                               err_msg="%s %s lengths=%s" % (name, array.dtype, list(lengths)))
+    np.testing.assert_allclose(
+        got,
+        want,
+        rtol=1e-5,
+        atol=1e-6,
+        equal_nan=True,
+        err_msg="%s %s lengths=%s" % (name, array.dtype, list(lengths)),
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -72,7 +78,7 @@ def test_columns_match_their_definitions(dtype, name):
 
 def test_mean_far_from_zero_keeps_the_std():
     # A single-pass variance without a shift would cancel to noise here.
-    array = (1000.0 + 1e-3 * np.random.default_rng(0).standard_normal((4, 50, 8)))
+    array = 1000.0 + 1e-3 * np.random.default_rng(0).standard_normal((4, 50, 8))
     check(array.astype(np.float32), "hidden", [50, 50, 50, 50])
 
 
@@ -103,8 +109,10 @@ def test_empty_and_sampled():
     array = rng.standard_normal((9, 7, 3)).astype(np.float16)
     check(array, "forget", rng.integers(0, 8, size=9), sample=[0, 4, 8])
     # Lengths past the array's time are read as the whole sequence.
-    np.testing.assert_array_equal(statistics.array_statistics(array, "cell", [99] * 9),
-                                  statistics.array_statistics(array, "cell", [7] * 9))
+    np.testing.assert_array_equal(
+        statistics.array_statistics(array, "cell", [99] * 9),
+        statistics.array_statistics(array, "cell", [7] * 9),
+    )
     with pytest.raises(IndexError):
         statistics.array_statistics(array, "cell", [7] * 9, sample=[9])
 
@@ -139,8 +147,9 @@ def make_states(batch, time, hidden, lengths, seed=0):
     def array():
         return (rng.standard_normal((batch, time, hidden)) * valid).astype(np.float32)
 
-    layer = states_lib.LayerStates(hidden=array(), cell=array(),
-                                   gates={n: array() for n in states_lib.GATE_NAMES["lstm"]})
+    layer = states_lib.LayerStates(
+        hidden=array(), cell=array(), gates={n: array() for n in states_lib.GATE_NAMES["lstm"]}
+    )
     return states_lib.RecurrentStates("lstm", [layer], np.asarray(lengths))
 
 
@@ -154,9 +163,16 @@ def test_statistics_of_large_batches_are_sampled_sequences():
     rows = statistics.sample_sequences(64, 32 * 64, max_values=16 * 32 * 64)
     assert len(rows) == 16
     subset = states_lib.RecurrentStates(
-        "lstm", [states_lib.LayerStates(
-            states.layers[0].hidden[rows], states.layers[0].cell[rows],
-            {k: v[rows] for k, v in states.layers[0].gates.items()})], states.lengths[rows])
+        "lstm",
+        [
+            states_lib.LayerStates(
+                states.layers[0].hidden[rows],
+                states.layers[0].cell[rows],
+                {k: v[rows] for k, v in states.layers[0].gates.items()},
+            )
+        ],
+        states.lengths[rows],
+    )
     np.testing.assert_array_equal(sampled, statistics.record_statistics(subset))
     assert statistics.rows("lstm", 1) == [(0, name) for name in states_lib.array_kinds("lstm")]
     # An estimate: means and fractions stay close to the exact ones.

@@ -27,8 +27,18 @@ from tb_lstm_states.storage import writer as writer_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_states(kind="lstm", *, num_layers=1, num_directions=1, batch=3, time=6, hidden=4,
-                lengths=None, seed=0, dtype=np.float32):
+def make_states(
+    kind="lstm",
+    *,
+    num_layers=1,
+    num_directions=1,
+    batch=3,
+    time=6,
+    hidden=4,
+    lengths=None,
+    seed=0,
+    dtype=np.float32,
+):
     """A `RecurrentStates` of random numpy arrays, zero past each sequence's length."""
     rng = np.random.default_rng(seed)
     lengths = np.full(batch, time) if lengths is None else np.asarray(lengths)
@@ -88,18 +98,22 @@ class Step:
         self.content = json.loads(value.metadata.plugin_data.content)
 
     def read_range(self, offset, length):
-        return self.data[offset:offset + length]
+        return self.data[offset : offset + length]
 
     def array(self, layer, kind):
         """`(through the index, through safetensors)`."""
         entry = format.find_array(self.index, layer=layer, kind=kind)
-        return (ranged.read_array(self.read_range, self.index, self.crc_table, entry),
-                self.tensors[format.array_name(layer, kind)])
+        return (
+            ranged.read_array(self.read_range, self.index, self.crc_table, entry),
+            self.tensors[format.array_name(layer, kind)],
+        )
 
     def series(self, name):
         entry = format.find_array(self.index, series=name)
-        return (ranged.read_array(self.read_range, self.index, self.crc_table, entry),
-                self.tensors[format.series_name(name)])
+        return (
+            ranged.read_array(self.read_range, self.index, self.crc_table, entry),
+            self.tensors[format.series_name(name)],
+        )
 
     def check_every_slice(self):
         """Reads every array (and pyramid) through the index: each slice checked."""
@@ -107,8 +121,15 @@ class Step:
             ranged.read_array(self.read_range, self.index, self.crc_table, entry)
             if "pyramid" in entry:
                 for sequence in range(self.index["batch"]):
-                    ranged.read_pyramid(self.read_range, self.index, self.crc_table, entry,
-                                        sequence, 0, entry["pyramid"]["blocks"])
+                    ranged.read_pyramid(
+                        self.read_range,
+                        self.index,
+                        self.crc_table,
+                        entry,
+                        sequence,
+                        0,
+                        entry["pyramid"]["blocks"],
+                    )
         assert len(self.data) == self.index["file_bytes"]
 
 
@@ -145,8 +166,13 @@ CASES = {
     "bidirectional_gru": dict(kind="gru", num_directions=2),
     "packed": dict(kind="lstm", num_directions=2, batch=4, lengths=[6, 4, 1, 0]),
     "one_sequence": dict(kind="rnn", batch=1, time=1, hidden=1),
-    "long_with_pyramids": dict(kind="gru", batch=2, time=format.PYRAMID_MIN_TIME + 37,
-                               hidden=3, lengths=[format.PYRAMID_MIN_TIME + 37, 100]),
+    "long_with_pyramids": dict(
+        kind="gru",
+        batch=2,
+        time=format.PYRAMID_MIN_TIME + 37,
+        hidden=3,
+        lengths=[format.PYRAMID_MIN_TIME + 37, 100],
+    ),
 }
 
 
@@ -155,13 +181,22 @@ CASES = {
 def test_round_trip(tmp_path, case, dtype):
     states = make_states(**CASES[case])
     batch, time_steps = states.batch_size, states.time_steps
-    series = {"price": np.random.default_rng(1).standard_normal((batch, time_steps)),
-              "flag/x": np.ones((batch, time_steps), bool)}
+    series = {
+        "price": np.random.default_rng(1).standard_normal((batch, time_steps)),
+        "flag/x": np.ones((batch, time_steps), bool),
+    }
     tokens = [["t%d" % t for t in range(n)] for n in states.lengths]
-    tokens[0][:1] = ["é\"\n"] if tokens[0] else []
+    tokens[0][:1] = ['é"\n'] if tokens[0] else []
     with tls.StateWriter(tmp_path / "run") as writer:
-        writer.add_states("enc/oder", states, 7, series=series, tokens=tokens, dtype=dtype,
-                          description="**probe**")
+        writer.add_states(
+            "enc/oder",
+            states,
+            7,
+            series=series,
+            tokens=tokens,
+            dtype=dtype,
+            description="**probe**",
+        )
         writer.add_states("enc/oder", states, 8, dtype=dtype)
 
     first, second = read_steps(tmp_path / "run")
@@ -170,7 +205,11 @@ def test_round_trip(tmp_path, case, dtype):
     for step in (first, second):
         index = step.index
         assert (index["kind"], index["num_directions"], index["batch"], index["time"]) == (
-            states.kind, states.num_directions, batch, time_steps)
+            states.kind,
+            states.num_directions,
+            batch,
+            time_steps,
+        )
         assert index["num_layers"] == len(states.layers) // states.num_directions
         assert index["lengths"] == [int(n) for n in states.lengths]
         for (layer, kind), original in arrays(states).items():
@@ -183,7 +222,8 @@ def test_round_trip(tmp_path, case, dtype):
                 pyramid = step.tensors[format.pyramid_name(layer, kind)]
                 assert pyramid.dtype == np.dtype(dtype)
                 np.testing.assert_array_equal(  # but maybe the sign of a zero
-                    pyramid, format.compute_pyramid(stored(original, dtype)))
+                    pyramid, format.compute_pyramid(stored(original, dtype))
+                )
                 assert entry["pyramid"]["blocks"] == pyramid.shape[1]
             else:
                 assert "pyramid" not in entry
@@ -197,20 +237,26 @@ def test_round_trip(tmp_path, case, dtype):
         if step is first:
             expected |= {format.series_name(name) for name in series}
         assert set(step.tensors) == expected
-        np.testing.assert_array_equal(
-            step.tensors[format.CRC_TENSOR], step.crc_table)
+        np.testing.assert_array_equal(step.tensors[format.CRC_TENSOR], step.crc_table)
         table = np.asarray(index["statistics"], dtype=np.float64)
-        np.testing.assert_array_equal(table[:, :len(statistics.COLUMNS)],
-                                      statistics.record_statistics(states).astype(np.float64))
+        np.testing.assert_array_equal(
+            table[:, : len(statistics.COLUMNS)],
+            statistics.record_statistics(states).astype(np.float64),
+        )
         # The extremes of each whole stored array, for one colour scale across steps.
-        assert format.STATISTICS_COLUMNS[len(statistics.COLUMNS):] == ("min", "max")
-        np.testing.assert_array_equal(table[:, len(statistics.COLUMNS):], [
-            [stored(original, dtype).min(), stored(original, dtype).max()]
-            for original in arrays(states).values()])
+        assert format.STATISTICS_COLUMNS[len(statistics.COLUMNS) :] == ("min", "max")
+        np.testing.assert_array_equal(
+            table[:, len(statistics.COLUMNS) :],
+            [
+                [stored(original, dtype).min(), stored(original, dtype).max()]
+                for original in arrays(states).values()
+            ],
+        )
         assert step.content["role"] == metadata.ROLE_INDEX
         assert step.content["units"] == {
             name: int(np.shape(states.layers[0].get(name))[2])
-            for name in states_lib.array_kinds(states.kind)}
+            for name in states_lib.array_kinds(states.kind)
+        }
     for name, values in series.items():
         via_index, via_safetensors = first.series(name)
         assert_bitwise(via_index, values.astype(np.float32))
@@ -237,9 +283,16 @@ def test_index_event_is_a_tensorboard_summary(tmp_path):
     assert value.metadata.data_class == summary_pb2.DATA_CLASS_TENSOR
     assert value.metadata.summary_description == "d"
     content = metadata.parse_plugin_content(value.metadata.plugin_data.content)
-    assert content == {"version": metadata.PLUGIN_DATA_VERSION, "role": "index", "kind": "lstm",
-                       "num_layers": 2, "num_directions": 1, "batch": 3, "time": 6,
-                       "units": {name: 4 for name in states_lib.array_kinds("lstm")}}
+    assert content == {
+        "version": metadata.PLUGIN_DATA_VERSION,
+        "role": "index",
+        "kind": "lstm",
+        "num_layers": 2,
+        "num_directions": 1,
+        "batch": 3,
+        "time": 6,
+        "units": {name: 4 for name in states_lib.array_kinds("lstm")},
+    }
     assert value.tensor.dtype == types_pb2.DT_STRING
     assert list(value.tensor.tensor_shape.dim) == []  # a scalar
     (index,) = value.tensor.string_val
@@ -251,10 +304,14 @@ def test_torch_tensors_round_trip(tmp_path, cast_path):
     # Time-major storage seen batch-first (as capture returns them): not contiguous.
     torch_states = states_lib.RecurrentStates(
         "gru",
-        [states_lib.LayerStates(
-            torch.from_numpy(layer.hidden.transpose(1, 0, 2).copy()).transpose(0, 1), None,
-            {k: torch.from_numpy(v).requires_grad_() for k, v in layer.gates.items()})
-         for layer in numpy_states.layers],
+        [
+            states_lib.LayerStates(
+                torch.from_numpy(layer.hidden.transpose(1, 0, 2).copy()).transpose(0, 1),
+                None,
+                {k: torch.from_numpy(v).requires_grad_() for k, v in layer.gates.items()},
+            )
+            for layer in numpy_states.layers
+        ],
         torch.from_numpy(numpy_states.lengths),
     )
     bf16 = torch.randn(3, 6, 4).bfloat16()
@@ -297,17 +354,27 @@ def test_statistics_are_those_of_the_callers_arrays(tmp_path):
         writer.add_states("g", states, 1)  # float16 record; statistics of the originals
         writer.add_states("big", big, 1)  # sampled sequences
         torch_big = states_lib.RecurrentStates(
-            "lstm", [states_lib.LayerStates(
-                torch.from_numpy(big.layers[0].hidden), torch.from_numpy(big.layers[0].cell),
-                {k: torch.from_numpy(v) for k, v in big.layers[0].gates.items()})],
-            torch.from_numpy(big.lengths))
+            "lstm",
+            [
+                states_lib.LayerStates(
+                    torch.from_numpy(big.layers[0].hidden),
+                    torch.from_numpy(big.layers[0].cell),
+                    {k: torch.from_numpy(v) for k, v in big.layers[0].gates.items()},
+                )
+            ],
+            torch.from_numpy(big.lengths),
+        )
         writer.add_states("torch", torch_big, 1)
     small, large, from_torch = read_steps(tmp_path)
     sampled = len(statistics.COLUMNS)
-    np.testing.assert_array_equal(np.asarray(small.index["statistics"], np.float32)[:, :sampled],
-                                  statistics.record_statistics(states))
-    np.testing.assert_array_equal(np.asarray(large.index["statistics"], np.float32)[:, :sampled],
-                                  statistics.record_statistics(big))
+    np.testing.assert_array_equal(
+        np.asarray(small.index["statistics"], np.float32)[:, :sampled],
+        statistics.record_statistics(states),
+    )
+    np.testing.assert_array_equal(
+        np.asarray(large.index["statistics"], np.float32)[:, :sampled],
+        statistics.record_statistics(big),
+    )
     assert large.index["statistics"] == from_torch.index["statistics"]
     assert len(statistics.sample_sequences(64, 32 * 64)) < 64  # it was sampled
 
@@ -342,8 +409,10 @@ def test_float16_range_nan_and_inf(tmp_path, cast_path):
     with tls.StateWriter(tmp_path) as writer:
         writer.add_states("r", states, 0)
         torch_states = states_lib.RecurrentStates(
-            "rnn", [states_lib.LayerStates(torch.from_numpy(layer.hidden))
-                    for layer in states.layers], states.lengths)
+            "rnn",
+            [states_lib.LayerStates(torch.from_numpy(layer.hidden)) for layer in states.layers],
+            states.lengths,
+        )
         writer.add_states("r", torch_states, 1)
     for step in read_steps(tmp_path):
         for got in step.array(0, "hidden"):
@@ -362,12 +431,22 @@ def test_float16_range_nan_and_inf(tmp_path, cast_path):
 # bit patterns.
 def _boundary_values():
     halves = np.arange(1 << 16, dtype=np.uint32) << 13
-    bits = np.concatenate([
-        halves, halves + 0x1000, halves + 0x0FFF, halves + 0x1001, halves + 1, halves - 1,
-        np.array([0x33000000, 0x33000001, 0x32FFFFFF, 0x477FEFFF, 0x477FF000, 0x47800000],
-                 np.uint32),
-        np.random.default_rng(0).integers(0, 1 << 32, 1 << 18, dtype=np.uint64).astype(np.uint32),
-    ])
+    bits = np.concatenate(
+        [
+            halves,
+            halves + 0x1000,
+            halves + 0x0FFF,
+            halves + 0x1001,
+            halves + 1,
+            halves - 1,
+            np.array(
+                [0x33000000, 0x33000001, 0x32FFFFFF, 0x477FEFFF, 0x477FF000, 0x47800000], np.uint32
+            ),
+            np.random.default_rng(0)
+            .integers(0, 1 << 32, 1 << 18, dtype=np.uint64)
+            .astype(np.uint32),
+        ]
+    )
     bits = np.concatenate([bits, bits | 0x80000000])
     values = bits.view(np.float32)
     values = values[np.isfinite(values) & (np.abs(values) <= 65519.0)]  # stays float16
@@ -388,9 +467,17 @@ def test_stored_copies_of_any_layout_share_no_memory(cast_path):
     base = np.random.default_rng(0).standard_normal((5, 150, 20)).astype(np.float32)
     readonly = base.copy()
     readonly.flags.writeable = False
-    sources = [base, base[:, ::-1], base.transpose(1, 0, 2), readonly, base[:, :, ::2],
-               np.broadcast_to(base[:1], base.shape), base.astype(np.float16),
-               base.astype(">f4"), np.arange(30).reshape(2, 3, 5)]
+    sources = [
+        base,
+        base[:, ::-1],
+        base.transpose(1, 0, 2),
+        readonly,
+        base[:, :, ::2],
+        np.broadcast_to(base[:1], base.shape),
+        base.astype(np.float16),
+        base.astype(">f4"),
+        np.arange(30).reshape(2, 3, 5),
+    ]
     for source in sources:
         for dtype in ("float16", "float32"):
             got = convert.stored_copy(source, dtype)
@@ -444,12 +531,15 @@ def _bad_tokens_length(states):
     return dict(tokens=[["a"] * (states.time_steps + 1)] * states.batch_size)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (_bad_series, "series 'price' has shape"),
-    (_text_series, "series 'word' must be numeric"),
-    (_bad_tokens_count, "tokens must be 3 lists"),
-    (_bad_tokens_length, r"tokens\[0\] must be a list of at most time=6"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (_bad_series, "series 'price' has shape"),
+        (_text_series, "series 'word' must be numeric"),
+        (_bad_tokens_count, "tokens must be 3 lists"),
+        (_bad_tokens_length, r"tokens\[0\] must be a list of at most time=6"),
+    ],
+)
 def test_mismatched_series_and_tokens(tmp_path, bad, message):
     states = make_states()
     with tls.StateWriter(tmp_path) as writer:
@@ -492,8 +582,11 @@ def test_mismatched_state_shapes(tmp_path):
         with pytest.raises(ValueError, match="must hold real numbers"):
             writer.add_states("t", complex_states, 0)
         with pytest.raises(ValueError, match="one LayerStates per"):
-            writer.add_states("t", states_lib.RecurrentStates(
-                "rnn", make_states("rnn").layers * 3, np.full(3, 6), 2), 0)
+            writer.add_states(
+                "t",
+                states_lib.RecurrentStates("rnn", make_states("rnn").layers * 3, np.full(3, 6), 2),
+                0,
+            )
         with pytest.raises(ValueError, match="tag must be a non-empty string"):
             writer.add_states("", make_states(), 0)
         with pytest.raises(ValueError, match="dtype must be one of"):
@@ -539,8 +632,12 @@ def test_arrays_can_change_after_add_states_returns(tmp_path, cast_path):
         writer.add_states("t", states, 0, dtype="float32")
         states.layers[0].hidden[:] = 42  # the caller reuses its buffer at once
         for dtype in ("float32", "float16"):
-            writer.add_states("torch", states_lib.RecurrentStates(
-                "rnn", [states_lib.LayerStates(tensor)], states.lengths), 1, dtype=dtype)
+            writer.add_states(
+                "torch",
+                states_lib.RecurrentStates("rnn", [states_lib.LayerStates(tensor)], states.lengths),
+                1,
+                dtype=dtype,
+            )
             tensor.fill_(42)
             tensor.copy_(torch.from_numpy(original))
     numpy_step, torch32, torch16 = read_steps(tmp_path)
@@ -552,6 +649,7 @@ def test_arrays_can_change_after_add_states_returns(tmp_path, cast_path):
 def test_many_threads(tmp_path):
     errors = []
     with tls.StateWriter(tmp_path, max_queue_bytes=4096) as writer:
+
         def work(thread):
             try:
                 for i in range(5):
@@ -559,6 +657,7 @@ def test_many_threads(tmp_path):
                 writer.flush()
             except Exception as e:  # noqa: BLE001
                 errors.append(e)
+
         threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
         for t in threads:
             t.start()
@@ -567,12 +666,14 @@ def test_many_threads(tmp_path):
     assert not errors
     steps = read_steps(tmp_path)
     assert sorted((s.tag, s.step) for s in steps) == [
-        ("thread%d" % t, i) for t in range(4) for i in range(5)]
+        ("thread%d" % t, i) for t in range(4) for i in range(5)
+    ]
     for tag in ("thread%d" % t for t in range(4)):  # per tag, in the order written
         assert [s.step for s in steps if s.tag == tag] == list(range(5))
     for s in steps:
-        assert_bitwise(s.array(0, "hidden")[0],
-                       make_states(seed=s.step).layers[0].hidden.astype(np.float16))
+        assert_bitwise(
+            s.array(0, "hidden")[0], make_states(seed=s.step).layers[0].hidden.astype(np.float16)
+        )
     assert len(array_files(tmp_path)) == 20
 
 
@@ -680,8 +781,11 @@ def test_an_error_is_raised_by_the_next_add_states_or_close(tmp_path, monkeypatc
             if writer._done == 2:
                 break
         time.sleep(0.01)
-    with pytest.raises(RuntimeError, match=r"step 5 of tag 'a'.*and 1 later record: step 6 "
-                                           r"of tag 'b'") as info:
+    with pytest.raises(
+        RuntimeError,
+        match=r"step 5 of tag 'a'.*and 1 later record: step 6 "
+        r"of tag 'b'",
+    ) as info:
         writer.add_states("c", make_states(), 7)
     monkeypatch.undo()
     writer.add_states("c", make_states(), 8)  # the call that raised queued nothing
@@ -697,7 +801,7 @@ def test_short_writes_go_on_where_they_stopped(tmp_path, monkeypatch):
 
     def write(fd, data):
         calls.append(len(data))
-        return real_write(fd, bytes(data)[:max(1, min(len(data) // 2, 100_000))])
+        return real_write(fd, bytes(data)[: max(1, min(len(data) // 2, 100_000))])
 
     def writev(fd, buffers):
         return write(fd, bytes(buffers[0]))
@@ -801,6 +905,7 @@ def test_close_while_add_states_waits_for_room(tmp_path, monkeypatch):
             writer.add_states("t", make_states(), 1)
         except ValueError as e:
             errors.append(e)
+
     thread = threading.Thread(target=second)
     thread.start()
     time.sleep(0.1)
@@ -821,9 +926,9 @@ def test_records_left_queued_are_written_at_exit(tmp_path):
         "writer = tls.StateWriter(sys.argv[1])  # never closed: the exit hook writes\n"
         "h = np.ones((2, 5, 3), np.float32)\n"
         "for step in range(5):\n"
-        "    writer.add_states('t', S.RecurrentStates('rnn', [S.LayerStates(h)], [5, 5]), step)\n")
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=REPO,
-                   timeout=120)
+        "    writer.add_states('t', S.RecurrentStates('rnn', [S.LayerStates(h)], [5, 5]), step)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=REPO, timeout=120)
     assert [s.step for s in read_steps(tmp_path)] == list(range(5))
 
 
@@ -853,8 +958,12 @@ def test_killed_writer_leaves_only_indexes_of_complete_files(tmp_path):
     total = 0
     for attempt in range(6):
         run = tmp_path / str(attempt)
-        process = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(run), str(attempt)],
-                                   cwd=REPO, stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-c", KILLED_WRITER, str(run), str(attempt)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert process.stdout.readline().strip() == "ready"
             time.sleep(float(rng.uniform(0.05, 0.8)))
@@ -879,7 +988,8 @@ def test_tensorboard_loads_the_index_summaries(tmp_path):
         for step in range(3):
             writer.add_states("enc", make_states(seed=step), step)
     accumulator = event_accumulator.EventAccumulator(
-        str(tmp_path), size_guidance={event_accumulator.TENSORS: 0})
+        str(tmp_path), size_guidance={event_accumulator.TENSORS: 0}
+    )
     accumulator.Reload()
     assert list(accumulator.PluginTagToContent(metadata.PLUGIN_NAME)) == ["enc"]
     tensors = accumulator.Tensors("enc")
@@ -902,7 +1012,7 @@ def test_pyramid_is_each_blocks_minimum_and_maximum(shape):
         got = format.compute_pyramid(values)
         assert got.dtype == values.dtype and got.shape[:2] == (shape[0], -(-shape[1] // 64))
         for block in range(got.shape[1]):
-            part = values[:, block * 64:(block + 1) * 64].astype(np.float64)
+            part = values[:, block * 64 : (block + 1) * 64].astype(np.float64)
             np.testing.assert_array_equal(got[:, block, 0], part.min(axis=1))
             np.testing.assert_array_equal(got[:, block, 1], part.max(axis=1))
 
@@ -929,8 +1039,13 @@ def test_files_are_opened_in_binary_mode_where_the_os_has_one(tmp_path):
             writer.add_states("t", S.RecurrentStates("rnn", [S.LayerStates(h)], [5, 5]), 0)
         print(json.dumps(opened))
     """)
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     opened = json.loads(result.stdout)
     assert {name.endswith(".safetensors") for name, _ in opened} == {True, False}
@@ -951,11 +1066,14 @@ def test_a_full_disk_at_open_leaves_no_file_and_no_descriptor(tmp_path, monkeypa
     assert os.listdir(str(tmp_path)) == []
 
 
-@pytest.mark.parametrize("too_many,message", [
-    (dict(num_layers=format.MAX_LAYERS + 1, hidden=1, time=1, batch=1), "MAX_LAYERS"),
-    (dict(batch=format.MAX_BATCH + 1, time=1, hidden=1), "MAX_BATCH"),
-    (dict(hidden=format.MAX_UNITS + 1, time=1, batch=1), "MAX_UNITS"),
-])
+@pytest.mark.parametrize(
+    "too_many,message",
+    [
+        (dict(num_layers=format.MAX_LAYERS + 1, hidden=1, time=1, batch=1), "MAX_LAYERS"),
+        (dict(batch=format.MAX_BATCH + 1, time=1, hidden=1), "MAX_BATCH"),
+        (dict(hidden=format.MAX_UNITS + 1, time=1, batch=1), "MAX_UNITS"),
+    ],
+)
 def test_records_over_the_caps_are_refused_at_write_time(tmp_path, too_many, message):
     states = make_states("rnn", **too_many)
     with tls.StateWriter(str(tmp_path)) as writer:
@@ -963,8 +1081,9 @@ def test_records_over_the_caps_are_refused_at_write_time(tmp_path, too_many, mes
             writer.add_states("t", states, 0)
         at_cap = make_states("rnn", batch=1, time=1, hidden=1)
         with pytest.raises(ValueError, match="MAX_SERIES"):
-            writer.add_states("t", at_cap, 0, series={"s%d" % i: [[0.0]]
-                                                      for i in range(format.MAX_SERIES + 1)})
+            writer.add_states(
+                "t", at_cap, 0, series={"s%d" % i: [[0.0]] for i in range(format.MAX_SERIES + 1)}
+            )
         with pytest.raises(ValueError, match="at most %d characters" % format.MAX_NAME_CHARS):
             writer.add_states("t", at_cap, 0, series={"x" * (format.MAX_NAME_CHARS + 1): [[0.0]]})
         writer.add_states("t", at_cap, 1, series={"x" * format.MAX_NAME_CHARS: [[0.0]]})
@@ -972,7 +1091,8 @@ def test_records_over_the_caps_are_refused_at_write_time(tmp_path, too_many, mes
 
 
 def test_the_call_that_raises_a_writer_error_says_its_own_record_was_not_queued(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     def fail(fd, data):
         return len(data) // 2 if not is_event_file(fd) else None
 

@@ -40,6 +40,7 @@ def check_index(logdir, index_bytes, step):
     index = format.parse_index(index_bytes)
     path = logdir / RUN / "plugins" / "lstm_states" / index["file"]
     with open(path, "rb") as f:
+
         def read_range(offset, length):
             f.seek(offset)
             return f.read(length)
@@ -65,7 +66,8 @@ class Training:
         for step in steps:
             self.summary_writer.add_scalar("loss", 1.0 / (step + 1), step)
             self.writer.add_states(
-                TAG, make_states("lstm", num_layers=2, num_directions=2, seed=step), step)
+                TAG, make_states("lstm", num_layers=2, num_directions=2, seed=step), step
+            )
         self.summary_writer.flush()
         self.writer.flush()
 
@@ -102,7 +104,8 @@ def check_provider(provider, logdir, steps, reload=lambda: None):
     def states_steps():
         reload()
         data = provider.read_tensors(
-            ctx, experiment_id="", plugin_name=metadata.PLUGIN_NAME, downsample=1000)
+            ctx, experiment_id="", plugin_name=metadata.PLUGIN_NAME, downsample=1000
+        )
         return {d.step: d for d in data.get(RUN, {}).get(TAG, [])}
 
     data = wait_until(lambda: (lambda d: d if sorted(d) == list(steps) else None)(states_steps()))
@@ -113,8 +116,7 @@ def check_provider(provider, logdir, steps, reload=lambda: None):
     assert listing[RUN][TAG].max_step == steps[-1]
     content = metadata.parse_plugin_content(listing[RUN][TAG].plugin_content)
     assert content["role"] == metadata.ROLE_INDEX and content["batch"] == 3
-    scalars = provider.read_scalars(
-        ctx, experiment_id="", plugin_name="scalars", downsample=1000)
+    scalars = provider.read_scalars(ctx, experiment_id="", plugin_name="scalars", downsample=1000)
     assert [d.step for d in scalars[RUN]["loss"]] == list(steps)
 
 
@@ -124,14 +126,16 @@ def test_multiplexer_data_provider_live(tmp_path):
         # What `--load_fast=false --reload_multifile=true` builds.
         multiplexer = plugin_event_multiplexer.EventMultiplexer(
             tensor_size_guidance={metadata.PLUGIN_NAME: 0},
-            event_file_active_filter=lambda wall_time: wall_time + 86400 >= time.time())
+            event_file_active_filter=lambda wall_time: wall_time + 86400 >= time.time(),
+        )
         multiplexer.AddRunsFromDirectory(str(tmp_path))
         multiplexer.Reload()
         provider = tb_data_provider.MultiplexerDataProvider(multiplexer, str(tmp_path))
         check_provider(provider, tmp_path, list(STEPS_FIRST))
         t.steps(STEPS_LATER)
-        check_provider(provider, tmp_path, list(STEPS_FIRST) + list(STEPS_LATER),
-                       multiplexer.Reload)
+        check_provider(
+            provider, tmp_path, list(STEPS_FIRST) + list(STEPS_LATER), multiplexer.Reload
+        )
 
 
 def test_rust_data_server_live(tmp_path):
@@ -144,14 +148,16 @@ def test_rust_data_server_live(tmp_path):
     with training(tmp_path) as t:
         t.steps(STEPS_FIRST)
         ingester = server_ingester.SubprocessServerDataIngester(
-            binary, str(tmp_path), reload_interval=1,
-            channel_creds_type=grpc_util.ChannelCredsType.LOCAL)
+            binary,
+            str(tmp_path),
+            reload_interval=1,
+            channel_creds_type=grpc_util.ChannelCredsType.LOCAL,
+        )
         ingester.start()
         try:
             check_provider(ingester.data_provider, tmp_path, list(STEPS_FIRST))
             t.steps(STEPS_LATER)
-            check_provider(ingester.data_provider, tmp_path,
-                           list(STEPS_FIRST) + list(STEPS_LATER))
+            check_provider(ingester.data_provider, tmp_path, list(STEPS_FIRST) + list(STEPS_LATER))
         finally:
             ingester._stdin_handle.close()  # --die-after-stdin: the server exits
 
@@ -163,16 +169,21 @@ def test_tensorboard_server_live(tmp_path, load_fast):
         with tensorboard_server(logdir, load_fast=load_fast) as url:
             plugins = wait_for_json(
                 url + "/data/plugins_listing",
-                lambda body: body.get(metadata.PLUGIN_NAME, {}).get("enabled"))
+                lambda body: body.get(metadata.PLUGIN_NAME, {}).get("enabled"),
+            )
             assert plugins[metadata.PLUGIN_NAME]["enabled"]
             query = urllib.parse.urlencode({"run": RUN, "tag": TAG})
             steps_url = url + "/data/plugin/%s/steps?%s" % (metadata.PLUGIN_NAME, query)
-            scalars_url = url + "/data/plugin/scalars/scalars?" + urllib.parse.urlencode(
-                {"run": RUN, "tag": "loss"})
+            scalars_url = (
+                url
+                + "/data/plugin/scalars/scalars?"
+                + urllib.parse.urlencode({"run": RUN, "tag": "loss"})
+            )
 
             def steps_are(route, steps, key):
                 return wait_for_json(
-                    route, lambda body: [d[key] for d in body] == list(steps), timeout=60)
+                    route, lambda body: [d[key] for d in body] == list(steps), timeout=60
+                )
 
             steps_are(steps_url, STEPS_FIRST, "step")
             steps_are(scalars_url, STEPS_FIRST, 1)

@@ -34,8 +34,10 @@ def project_pca(points: Sequence[np.ndarray]) -> Dict:
     counts = [len(p) for p in points]
     units = points[0].shape[1] if points and np.ndim(points[0]) == 2 else 0
     if sum(counts) == 0 or units == 0:
-        return {"coordinates": [np.zeros((n, 2), np.float32) for n in counts],
-                "explained_variance": [0.0, 0.0]}
+        return {
+            "coordinates": [np.zeros((n, 2), np.float32) for n in counts],
+            "explained_variance": [0.0, 0.0],
+        }
     # One float32 copy, centred in place: at 200,000 points the copies are the cost.
     stacked = np.concatenate(points, axis=0).astype(np.float32, copy=False)
     if stacked.base is not None or any(stacked is p for p in points):

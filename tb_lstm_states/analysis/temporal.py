@@ -47,21 +47,23 @@ def changes(sequence: np.ndarray, length: int, threshold: float = DEFAULT_THRESH
             rows = max(2, _BLOCK_VALUES // max(sequence.shape[1] if sequence.ndim == 2 else 1, 1))
             previous = None  # the last change of the block before
             for t0 in range(0, n - 1, rows):
-                x = np.asarray(sequence[t0:min(t0 + rows + 1, n)], dtype=np.float64)
+                x = np.asarray(sequence[t0 : min(t0 + rows + 1, n)], dtype=np.float64)
                 delta = np.diff(x, axis=0)
-                delta_norm[t0:t0 + len(delta)] = np.linalg.norm(delta, axis=1)
+                delta_norm[t0 : t0 + len(delta)] = np.linalg.norm(delta, axis=1)
                 if previous is not None:
                     delta = np.concatenate([previous, delta])
                     start = t0 - 1
                 else:
                     start = 0
                 if len(delta) >= 2:
-                    dots[start:start + len(delta) - 1] = np.sum(delta[1:] * delta[:-1], axis=1)
+                    dots[start : start + len(delta) - 1] = np.sum(delta[1:] * delta[:-1], axis=1)
                 previous = delta[-1:]
             norm[1:] = delta_norm
             if n >= 3:
                 denominator = delta_norm[1:] * delta_norm[:-1]
-                cosine[2:] = np.where(denominator > 0, dots / np.where(denominator > 0, denominator, 1), np.nan)
+                cosine[2:] = np.where(
+                    denominator > 0, dots / np.where(denominator > 0, denominator, 1), np.nan
+                )
             finite = delta_norm[np.isfinite(delta_norm)]
             if finite.size:
                 median = float(np.median(finite))

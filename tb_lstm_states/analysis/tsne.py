@@ -17,9 +17,14 @@ import numpy as np
 from tb_lstm_states.analysis import pca, warm
 
 
-def project_tsne(points: Sequence[np.ndarray], keys: Sequence[np.ndarray], *,
-                 perplexity: float = 30.0,
-                 first_iterations: int = 400, next_iterations: int = 50) -> Dict:
+def project_tsne(
+    points: Sequence[np.ndarray],
+    keys: Sequence[np.ndarray],
+    *,
+    perplexity: float = 30.0,
+    first_iterations: int = 400,
+    next_iterations: int = 50,
+) -> Dict:
     """t-SNE of each step, each initialised from the previous step's layout.
 
     The first step starts from its PCA layout (scaled to a small spread, as t-SNE
@@ -51,13 +56,24 @@ def project_tsne(points: Sequence[np.ndarray], keys: Sequence[np.ndarray], *,
         if previous is None:
             init = first_layouts[index].astype(np.float64)
             spread = init[:, 0].std() if n > 1 else 0.0
-            init = init / spread * 1e-4 if spread > 0 else np.random.RandomState(0).normal(0, 1e-4, (n, 2))
-            y = _tsne_optimize(init, rows, cols, p, iterations=first_iterations,
-                               exaggeration_iterations=min(200, first_iterations // 2))
+            init = (
+                init / spread * 1e-4
+                if spread > 0
+                else np.random.RandomState(0).normal(0, 1e-4, (n, 2))
+            )
+            y = _tsne_optimize(
+                init,
+                rows,
+                cols,
+                p,
+                iterations=first_iterations,
+                exaggeration_iterations=min(200, first_iterations // 2),
+            )
         else:
             init = warm.map_previous(previous_keys, previous, step_keys).astype(np.float64)
-            y = _tsne_optimize(init, rows, cols, p, iterations=next_iterations,
-                               exaggeration_iterations=0)
+            y = _tsne_optimize(
+                init, rows, cols, p, iterations=next_iterations, exaggeration_iterations=0
+            )
         y = y.astype(np.float32)
         coordinates.append(y)
         previous, previous_keys = y, step_keys
@@ -107,8 +123,7 @@ def _neighbour_affinities(x: np.ndarray, perplexity: float):
     return matrix.row.astype(np.int64), matrix.col.astype(np.int64), p
 
 
-def _tsne_optimize(y, rows, cols, p, *, iterations, exaggeration_iterations,
-                   exaggeration=12.0):
+def _tsne_optimize(y, rows, cols, p, *, iterations, exaggeration_iterations, exaggeration=12.0):
     """Gradient descent on the t-SNE objective, exact and dense (O(n^2) per step).
 
     At the few thousand points a step has, dense numpy beats tree codes and is

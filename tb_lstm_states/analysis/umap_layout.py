@@ -19,8 +19,13 @@ def umap_available() -> bool:
     return importlib.util.find_spec("umap") is not None
 
 
-def project_umap(points: Sequence[np.ndarray], keys: Sequence[np.ndarray], *,
-                 seed: int = 0, next_epochs: int = 100) -> Dict:
+def project_umap(
+    points: Sequence[np.ndarray],
+    keys: Sequence[np.ndarray],
+    *,
+    seed: int = 0,
+    next_epochs: int = 100,
+) -> Dict:
     """UMAP of each step, each initialised from the previous step's layout.
 
     Args:
@@ -46,8 +51,7 @@ def project_umap(points: Sequence[np.ndarray], keys: Sequence[np.ndarray], *,
     for x, step_keys in zip(points, keys):
         x = pca.finite(x)
         n = len(x)
-        options = dict(n_components=2, n_neighbors=int(min(15, n - 1)), random_state=seed,
-                       n_jobs=1)
+        options = dict(n_components=2, n_neighbors=int(min(15, n - 1)), random_state=seed, n_jobs=1)
         if previous is None:
             options["init"] = "spectral" if n > 16 else "random"
         else:

@@ -70,7 +70,7 @@ def dominant_periods(array: np.ndarray, lengths) -> Dict[str, np.ndarray]:
     counts = np.zeros(max_lag + 1)
     for length in lengths:
         if length >= 4:
-            counts[:length // 2 + 1] += 1
+            counts[: length // 2 + 1] += 1
     if max_lag < 3 or counts[2] == 0:
         return {"period": period, "strength": strength}
     last = int(np.nonzero(counts)[0].max())
@@ -89,7 +89,7 @@ def dominant_periods(array: np.ndarray, lengths) -> Dict[str, np.ndarray]:
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
             x -= x.mean(axis=0)
             spectrum = np.fft.rfft(x, n=2 * length, axis=0)
-            autocorrelation = np.fft.irfft(spectrum.real ** 2 + spectrum.imag ** 2, axis=0)[:lags]
+            autocorrelation = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, axis=0)[:lags]
             zero_lag = autocorrelation[0]
             usable = zero_lag > 1e-12
             total[:lags] += np.where(usable, autocorrelation / np.where(usable, zero_lag, 1.0), 0.0)
@@ -161,8 +161,9 @@ def _loading_order(values: np.ndarray) -> np.ndarray:
     return np.argsort(angle, kind="stable")
 
 
-def unit_statistics(array: np.ndarray, name: str, lengths,
-                    series: Optional[Dict[str, np.ndarray]] = None) -> Dict:
+def unit_statistics(
+    array: np.ndarray, name: str, lengths, series: Optional[Dict[str, np.ndarray]] = None
+) -> Dict:
     """Per-unit statistics of one `[batch, time, units]` array over valid positions.
 
     Args:
@@ -198,8 +199,10 @@ def unit_statistics(array: np.ndarray, name: str, lengths,
             for t0 in range(0, lengths[b], rows):
                 t1 = min(t0 + rows, lengths[b])
                 x = np.asarray(array[b, t0:t1], dtype=np.float64)
-                moments.add(x, {key: np.asarray(track[b, t0:t1], np.float64)
-                                for key, track in tracks.items()})
+                moments.add(
+                    x,
+                    {key: np.asarray(track[b, t0:t1], np.float64) for key, track in tracks.items()},
+                )
                 saturated_count += saturated(x, name).sum(axis=0)
                 absolute += np.abs(x).sum(axis=0)
                 np.maximum(high, x.max(axis=0), out=high)
@@ -220,8 +223,9 @@ def unit_statistics(array: np.ndarray, name: str, lengths,
     periods = dominant_periods(array, lengths)
     result["period"] = periods["period"]
     result["period_strength"] = periods["strength"]
-    result["correlation"] = {key: moments.correlation(key) if positions else np.full(units, np.nan)
-                             for key in tracks}
+    result["correlation"] = {
+        key: moments.correlation(key) if positions else np.full(units, np.nan) for key in tracks
+    }
     if positions:
         finite = np.nan_to_num(np.concatenate(sample), nan=0.0, posinf=0.0, neginf=0.0)
         result["order"] = cluster_order(finite)
@@ -265,4 +269,6 @@ class _Moments:
         _, y_m2, comoment = self.series[key]
         with np.errstate(invalid="ignore", divide="ignore"):
             denominator = np.sqrt(self.m2 * y_m2)
-            return np.where(denominator > 0, comoment / np.where(denominator > 0, denominator, 1), np.nan)
+            return np.where(
+                denominator > 0, comoment / np.where(denominator > 0, denominator, 1), np.nan
+            )

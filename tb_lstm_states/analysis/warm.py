@@ -39,7 +39,7 @@ def align_onto(y, keys, target, target_keys):
     source_mean, goal_mean = source.mean(axis=0), goal.mean(axis=0)
     source_centered, goal_centered = source - source_mean, goal - goal_mean
     u, singular, vt = np.linalg.svd(source_centered.T @ goal_centered)
-    norm = (source_centered ** 2).sum()
+    norm = (source_centered**2).sum()
     if norm <= 0:
         return y
     scale = singular.sum() / norm

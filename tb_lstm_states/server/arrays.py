@@ -53,7 +53,8 @@ def run_directory(logdir: Optional[str], run: str) -> str:
     if not logdir:
         raise LogdirError(
             "array files are read from the logdir, and this TensorBoard has none "
-            "(start it with --logdir, not --logdir_spec)")
+            "(start it with --logdir, not --logdir_spec)"
+        )
     if not isinstance(run, str) or _BAD_RUN.search(run):
         raise LogdirError("run %r is not a path inside the logdir" % (run,))
     if "://" in logdir:  # object stores: "/" separates, a backslash is a character
@@ -112,7 +113,8 @@ class RangeReader:
         if self.size < min_bytes:
             raise format.FormatError(
                 "%s is shorter than its index says (%d of %d bytes: torn, or still being "
-                "written)" % (name, self.size, min_bytes))
+                "written)" % (name, self.size, min_bytes)
+            )
         if hasattr(gfile.GFile, "seek"):
             self._file = self._call(lambda: gfile.GFile(path, "rb"))
         else:
@@ -136,14 +138,17 @@ class RangeReader:
         if length <= 0:
             return b""
         if self._file is not None:
+
             def read():
                 self._file.seek(offset)
                 return self._file.read(length)
         else:
+
             def read():
                 token = {"opaque_offset": offset, "byte_offset": offset}
                 data, _ = self._filesystem.read(self._path, True, length, token)
                 return data
+
         data = self._call(read)
         return bytes(data[:length]) if len(data) > length else data
 
@@ -214,8 +219,15 @@ class ArrayFiles:
 
         return self._headers.get_or_compute(key, load)
 
-    def read(self, path: str, index: dict, entry: dict, sequence: Optional[int] = None,
-             start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+    def read(
+        self,
+        path: str,
+        index: dict,
+        entry: dict,
+        sequence: Optional[int] = None,
+        start: int = 0,
+        stop: Optional[int] = None,
+    ) -> np.ndarray:
         """One array in its stored dtype (cached), read-only.
 
         Returns:
@@ -234,21 +246,29 @@ class ArrayFiles:
                 if start == 0 and stop == time:
                     return ranged.read_array(reader, index, table, entry)
                 # A window of every sequence: one ranged read per sequence.
-                return np.stack([
-                    ranged.read_array(reader, index, table, entry, b, start, stop)
-                    for b in range(entry["shape"][0])])
+                return np.stack(
+                    [
+                        ranged.read_array(reader, index, table, entry, b, start, stop)
+                        for b in range(entry["shape"][0])
+                    ]
+                )
 
         return self._arrays.get_or_compute(key, load)
 
-    def binned(self, path: str, index: dict, entry: dict, sequence: int, start: int, stop: int,
-               bins: int) -> np.ndarray:
+    def binned(
+        self, path: str, index: dict, entry: dict, sequence: int, start: int, stop: int, bins: int
+    ) -> np.ndarray:
         """Exact per-bin minimum and maximum of one sequence's window (cached).
 
         Returns:
           `[2, bins, units]` float32 (`ranged.binned`); the pyramid serves the whole
           blocks inside wide bins, so a long sequence is not read in full.
         """
-        key = ("binned",) + self._file_key(path, index) + (entry["offset"], sequence, start, stop, bins)
+        key = (
+            ("binned",)
+            + self._file_key(path, index)
+            + (entry["offset"], sequence, start, stop, bins)
+        )
 
         def load():
             with _array_reader(path, index) as reader:
@@ -259,6 +279,7 @@ class ArrayFiles:
 
                 read_blocks = None
                 if entry.get("pyramid") is not None:
+
                     def read_blocks(b0, b1):
                         return ranged.read_pyramid(reader, index, table, entry, sequence, b0, b1)
 

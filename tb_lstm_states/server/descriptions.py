@@ -40,7 +40,7 @@ def cut(description: str) -> Tuple[str, bool]:
         return "", False
     if len(description) <= format.MAX_DESCRIPTION_CHARS:
         return description, False
-    return description[:format.MAX_DESCRIPTION_CHARS], True
+    return description[: format.MAX_DESCRIPTION_CHARS], True
 
 
 def plain_html(text: str) -> str:
@@ -54,8 +54,11 @@ def render(text: str) -> str:
         return plugin_util.markdown_to_safe_html(text)
     except Exception as e:  # pylint: disable=broad-except
         # A renderer bug on crafted text must not take `runs` down: show it as text.
-        logger.warning("lstm_states: a description could not be rendered (%s: %s); shown "
-                       "as plain text", type(e).__name__, str(e)[:200])
+        logger.warning(
+            "lstm_states: a description could not be rendered (%s: %s); shown as plain text",
+            type(e).__name__,
+            str(e)[:200],
+        )
         return plain_html(text)
 
 

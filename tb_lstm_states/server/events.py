@@ -107,7 +107,8 @@ class EventRecords:
             raise format.FormatError(
                 "no event file of run %r holds the record of tag %r at step %d that "
                 "TensorBoard listed (a damaged record frame hides it, or its file was "
-                "removed); it is not served" % (run, tag[:200], step))
+                "removed); it is not served" % (run, tag[:200], step)
+            )
         path, offset, length = found
         return read_record(path, offset, length, tag, step)
 
@@ -154,7 +155,7 @@ def _scan_file(path: str, scanned: _File, tags) -> None:
             if offset < start or offset + count > start + len(data):
                 window["start"], window["data"] = offset, reader(offset, max(count, _SCAN_BYTES))
                 start, data = window["start"], window["data"]
-            return data[offset - start:offset - start + count]
+            return data[offset - start : offset - start + count]
 
         position = scanned.scanned_to
         while position + 12 <= size:
@@ -164,16 +165,23 @@ def _scan_file(path: str, scanned: _File, tags) -> None:
             length, crc = _FRAME.unpack(frame)
             if crc != event_file.masked_crc(google_crc32c.value(frame[:8])):
                 scanned.broken = True
-                logger.warning("lstm_states: %s: the record at byte %d has a corrupt length "
-                               "(checksum mismatch); no record after it is read", name, position)
+                logger.warning(
+                    "lstm_states: %s: the record at byte %d has a corrupt length "
+                    "(checksum mismatch); no record after it is read",
+                    name,
+                    position,
+                )
                 break
             end = position + 12 + length + 4
             if end > size:
                 break  # the last record is still being written
             payload_at = position + 12
             for tag, step, wall in _event_keys(
-                    lambda offset, count: view(payload_at + offset, max(0, min(count, length - offset))),
-                    length):
+                lambda offset, count: view(
+                    payload_at + offset, max(0, min(count, length - offset))
+                ),
+                length,
+            ):
                 if tag in tags:
                     scanned.entries[(tag, step, wall)] = (position, length)
             position = end
@@ -212,14 +220,14 @@ def _fields(read, begin: int, end: int):
         elif wire == 1:
             if used + 8 > len(head):
                 raise _Truncated()
-            yield field, wire, head[used:used + 8], position + used + 8
+            yield field, wire, head[used : used + 8], position + used + 8
             position += used + 8
         elif wire == 2:
             count, after = _varint(head, used)
             yield field, wire, (position + after, count), position + after + count
             position += after + count
         elif wire == 5:
-            yield field, wire, head[used:used + 4], position + used + 4
+            yield field, wire, head[used : used + 4], position + used + 4
             position += used + 4
         else:
             raise _Truncated()
@@ -250,7 +258,9 @@ def _event_keys(read, length: int) -> List[Key]:
             if field != 1 or wire != 2:
                 continue
             value_begin, value_count = value
-            for inner_field, inner_wire, inner, _ in _fields(read, value_begin, value_begin + value_count):
+            for inner_field, inner_wire, inner, _ in _fields(
+                read, value_begin, value_begin + value_count
+            ):
                 if inner_field == 1 and inner_wire == 2:
                     tag_begin, tag_count = inner
                     if tag_count <= _MAX_TAG_BYTES:
@@ -277,9 +287,10 @@ def read_record(path: str, offset: int, length: int, tag: str, step: int) -> Lis
     if len(data) != 12 + length + 4:
         raise format.FormatError("%s is cut short (the file changed since it was read)" % where)
     data = bytes(data)
-    frame, payload, footer = data[:12], data[12:12 + length], data[12 + length:]
-    if (_FRAME.unpack(frame)[1] != event_file.masked_crc(google_crc32c.value(frame[:8]))
-            or struct.unpack("<I", footer)[0] != event_file.masked_crc(google_crc32c.value(payload))):
+    frame, payload, footer = data[:12], data[12 : 12 + length], data[12 + length :]
+    if _FRAME.unpack(frame)[1] != event_file.masked_crc(
+        google_crc32c.value(frame[:8])
+    ) or struct.unpack("<I", footer)[0] != event_file.masked_crc(google_crc32c.value(payload)):
         raise format.FormatError("%s fails its checksum (corrupt); it is not served" % where)
     try:
         event = event_pb2.Event.FromString(payload)
@@ -289,6 +300,9 @@ def read_record(path: str, offset: int, length: int, tag: str, step: int) -> Lis
         raise format.FormatError("%s is step %d, not %d" % (where, event.step, step))
     for value in event.summary.value:
         # (a writer may give a tag's plugin data on its first summary only)
-        if value.tag == tag and value.metadata.plugin_data.plugin_name in (metadata.PLUGIN_NAME, ""):
+        if value.tag == tag and value.metadata.plugin_data.plugin_name in (
+            metadata.PLUGIN_NAME,
+            "",
+        ):
             return list(value.tensor.string_val)
     raise format.FormatError("%s holds no lstm_states record of tag %r" % (where, tag[:200]))

@@ -42,4 +42,5 @@ def check_values(values: int, what: str, instead: str) -> None:
     if values > MAX_READ_VALUES:
         raise errors.InvalidArgumentError(
             "%s would take %d values, more than the %d one request may read: %s"
-            % (what, values, MAX_READ_VALUES, instead))
+            % (what, values, MAX_READ_VALUES, instead)
+        )

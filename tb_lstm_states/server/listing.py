@@ -51,8 +51,9 @@ class TagIndex:
 
 def make_index(version, structure, description, data, fetched, signature=None) -> TagIndex:
     data = latest_per_step(data)
-    return TagIndex(version, structure, description, data, {d.step: d for d in data},
-                    fetched, signature)
+    return TagIndex(
+        version, structure, description, data, {d.step: d for d in data}, fetched, signature
+    )
 
 
 def latest_per_step(data) -> list:
@@ -90,22 +91,30 @@ def structure(content: dict) -> Optional[Dict[str, Any]]:
         raise ValueError("unknown kind %r" % (str(kind)[:40],))
     kinds = list(states_lib.array_kinds(kind))
     fields = {}
-    for name, key, low, high in (("layers", "num_layers", 1, format.MAX_LAYERS),
-                                 ("directions", "num_directions", 1, 2),
-                                 ("batch", "batch", 1, format.MAX_BATCH),
-                                 ("time", "time", 1, format.MAX_DIM)):
+    for name, key, low, high in (
+        ("layers", "num_layers", 1, format.MAX_LAYERS),
+        ("directions", "num_directions", 1, 2),
+        ("batch", "batch", 1, format.MAX_BATCH),
+        ("time", "time", 1, format.MAX_DIM),
+    ):
         value = content.get(key)
         if not _is_int(value, low, high):
-            raise ValueError("plugin data field %r must be an integer in [%d, %d], got %s"
-                             % (key, low, high, _short(value)))
+            raise ValueError(
+                "plugin data field %r must be an integer in [%d, %d], got %s"
+                % (key, low, high, _short(value))
+            )
         fields[name] = value
     units = content.get("units")
     if units is None:
         units = {}
-    if not (isinstance(units, dict) and all(k in kinds and _is_int(v, 1, format.MAX_UNITS)
-                                            for k, v in units.items())):
-        raise ValueError("plugin data field 'units' must map array kinds to integers in "
-                         "[1, %d], got %s" % (format.MAX_UNITS, _short(units)))
+    if not (
+        isinstance(units, dict)
+        and all(k in kinds and _is_int(v, 1, format.MAX_UNITS) for k, v in units.items())
+    ):
+        raise ValueError(
+            "plugin data field 'units' must map array kinds to integers in "
+            "[1, %d], got %s" % (format.MAX_UNITS, _short(units))
+        )
     return dict(kind=kind, **fields, units=units, kinds=kinds)
 
 
@@ -139,7 +148,8 @@ def index_bytes(datum) -> bytes:
     if not isinstance(item, bytes):
         raise format.FormatError(
             "malformed lstm_states index: a %s tensor of shape %s, not a string scalar"
-            % (value.dtype, list(value.shape)))
+            % (value.dtype, list(value.shape))
+        )
     return item
 
 
@@ -151,4 +161,3 @@ def step_counts(index: TagIndex) -> Dict[str, Any]:
         "first_step": steps[0] if steps else None,
         "last_step": steps[-1] if steps else None,
     }
-

@@ -64,10 +64,15 @@ class StatesLoader(base_plugin.TBLoader):
         if not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
             raise base_plugin.FlagsError(
                 "--lstm_states_workers must be an integer from 1 to %d, got %r"
-                % (MAX_WORKERS, workers))
+                % (MAX_WORKERS, workers)
+            )
 
     def load(self, context):
         flags = context.flags
-        cache_mb = getattr(flags, "lstm_states_cache_mb", DEFAULT_CACHE_MB) if flags else DEFAULT_CACHE_MB
-        workers = getattr(flags, "lstm_states_workers", DEFAULT_WORKERS) if flags else DEFAULT_WORKERS
+        cache_mb = (
+            getattr(flags, "lstm_states_cache_mb", DEFAULT_CACHE_MB) if flags else DEFAULT_CACHE_MB
+        )
+        workers = (
+            getattr(flags, "lstm_states_workers", DEFAULT_WORKERS) if flags else DEFAULT_WORKERS
+        )
         return routes.StatesPlugin(context, cache_bytes=int(cache_mb) << 20, workers=int(workers))

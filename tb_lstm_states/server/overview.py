@@ -25,8 +25,9 @@ logger = tb_logging.get_logger()
 SIGNIFICANT_DIGITS = 6
 
 
-def v2_tables(parse_index: Callable[[Any], dict], run: str, tag: str,
-              data: Sequence[Any]) -> Dict[str, Any]:
+def v2_tables(
+    parse_index: Callable[[Any], dict], run: str, tag: str, data: Sequence[Any]
+) -> Dict[str, Any]:
     """The overview of version 2 steps, from their indexes.
 
     Args:
@@ -54,8 +55,10 @@ def v2_tables(parse_index: Callable[[Any], dict], run: str, tag: str,
         table = None
         if step_rows == rows and statistics is not None:
             try:  # a JSON integer can be too large for a float
-                table = np.array([[np.nan if v is None else v for v in row] for row in statistics],
-                                 dtype=np.float64)
+                table = np.array(
+                    [[np.nan if v is None else v for v in row] for row in statistics],
+                    dtype=np.float64,
+                )
             except (OverflowError, ValueError, TypeError):
                 table = None
         tables.append(table)
@@ -81,16 +84,26 @@ def v1_layout(content: dict, run: str, tag: str) -> Tuple[list, list]:
       errors.NotFoundError: (404) if they are malformed or beyond the caps.
     """
     rows, columns = content.get("rows"), content.get("columns")
-    if (content.get("role") != metadata.ROLE_STATISTICS or not isinstance(rows, list)
-            or not isinstance(columns, list) or len(rows) > format.MAX_STATISTICS_ROWS
-            or len(columns) > limits.MAX_STATISTICS_COLUMNS
-            or not all(isinstance(c, str) and len(c) <= 64 for c in columns)
-            or not all(isinstance(r, list) and len(r) == 2 and isinstance(r[0], int)
-                       and isinstance(r[1], str) and len(r[1]) <= 64 for r in rows)):
+    if (
+        content.get("role") != metadata.ROLE_STATISTICS
+        or not isinstance(rows, list)
+        or not isinstance(columns, list)
+        or len(rows) > format.MAX_STATISTICS_ROWS
+        or len(columns) > limits.MAX_STATISTICS_COLUMNS
+        or not all(isinstance(c, str) and len(c) <= 64 for c in columns)
+        or not all(
+            isinstance(r, list)
+            and len(r) == 2
+            and isinstance(r[0], int)
+            and isinstance(r[1], str)
+            and len(r[1]) <= 64
+            for r in rows
+        )
+    ):
         raise errors.NotFoundError(
             "run %r tag %r statistics are malformed (at most %d rows [layer, kind] and %d "
-            "named columns)"
-            % (run, tag, format.MAX_STATISTICS_ROWS, limits.MAX_STATISTICS_COLUMNS))
+            "named columns)" % (run, tag, format.MAX_STATISTICS_ROWS, limits.MAX_STATISTICS_COLUMNS)
+        )
     return rows, columns
 
 

@@ -81,7 +81,8 @@ class Args:
         values = self._args.getlist(name)
         if len(values) > 1:
             raise errors.InvalidArgumentError(
-                "parameter %r is given %d times; give it once" % (name, len(values)))
+                "parameter %r is given %d times; give it once" % (name, len(values))
+            )
         if not values:
             if required:
                 raise errors.InvalidArgumentError("missing parameter %r" % (name,))
@@ -103,7 +104,9 @@ class Args:
             return None
         items = value.split(",")
         if len(items) > 100_000:
-            raise errors.InvalidArgumentError("parameter %r lists more than 100000 values" % (name,))
+            raise errors.InvalidArgumentError(
+                "parameter %r lists more than 100000 values" % (name,)
+            )
         return [_parse_integer(name, item, minimum) for item in items]
 
     def choice(self, name, choices, *, default=None):
@@ -112,7 +115,8 @@ class Args:
             return default
         if value not in choices:
             raise errors.InvalidArgumentError(
-                "parameter %r must be one of %s, got %r" % (name, ", ".join(choices), value[:100]))
+                "parameter %r must be one of %s, got %r" % (name, ", ".join(choices), value[:100])
+            )
         return value
 
     def positive_float(self, name, *, default):
@@ -125,16 +129,19 @@ class Args:
             number = float("nan")
         if not (math.isfinite(number) and number > 0):
             raise errors.InvalidArgumentError(
-                "parameter %r must be a positive finite number, got %r" % (name, value[:100]))
+                "parameter %r must be a positive finite number, got %r" % (name, value[:100])
+            )
         return number
 
 
 def _parse_integer(name, value, minimum):
     if not _INTEGER.fullmatch(value) or not (-_INT64_MAX - 1 <= int(value) <= _INT64_MAX):
         raise errors.InvalidArgumentError(
-            "parameter %r must be an integer, got %r" % (name, value[:100]))
+            "parameter %r must be an integer, got %r" % (name, value[:100])
+        )
     number = int(value)
     if number < minimum:
         raise errors.InvalidArgumentError(
-            "parameter %r must be at least %d, got %d" % (name, minimum, number))
+            "parameter %r must be at least %d, got %d" % (name, minimum, number)
+        )
     return number

@@ -30,8 +30,16 @@ def check_method(method: str) -> None:
         )
 
 
-def within_caps(found: List[Found], method: str, sequences: Optional[List[int]],
-                chosen: List[int], *, steps_given: bool, run: str, tag: str) -> List[Found]:
+def within_caps(
+    found: List[Found],
+    method: str,
+    sequences: Optional[List[int]],
+    chosen: List[int],
+    *,
+    steps_given: bool,
+    run: str,
+    tag: str,
+) -> List[Found]:
     """The steps of a projection request that fit its caps.
 
     Args:
@@ -54,8 +62,10 @@ def within_caps(found: List[Found], method: str, sequences: Optional[List[int]],
             for sequence in sequences:
                 records.check_sequence(record.header, sequence, run, tag)
     per_step = [
-        sum(r.header["lengths"][b]
-            for b in (sequences if sequences is not None else range(r.header["batch"])))
+        sum(
+            r.header["lengths"][b]
+            for b in (sequences if sequences is not None else range(r.header["batch"]))
+        )
         for r, _ in found
     ]
     largest = max(per_step) if per_step else 0
@@ -70,7 +80,8 @@ def within_caps(found: List[Found], method: str, sequences: Optional[List[int]],
         raise errors.InvalidArgumentError(
             "a projection is capped at %d values (points x units); a step here has %d "
             "points of %d units: choose fewer sequences with sequence="
-            % (limits.MAX_PROJECTION_VALUES, largest, units))
+            % (limits.MAX_PROJECTION_VALUES, largest, units)
+        )
     total_cap = min(total_cap, limits.MAX_PROJECTION_VALUES // units)
     if sum(per_step) > total_cap:
         if steps_given:
@@ -84,8 +95,14 @@ def within_caps(found: List[Found], method: str, sequences: Optional[List[int]],
     return found
 
 
-def layout(found: List[Found], layer: int, kind: str, method: str,
-           sequences: Optional[List[int]], pool: futures.Executor) -> bytes:
+def layout(
+    found: List[Found],
+    layer: int,
+    kind: str,
+    method: str,
+    sequences: Optional[List[int]],
+    pool: futures.Executor,
+) -> bytes:
     """The encoded JSON of the `projection` route.
 
     Args:
@@ -94,6 +111,7 @@ def layout(found: List[Found], layer: int, kind: str, method: str,
       sequences: the sequences to lay out, or None for all.
       pool: reads the steps' points side by side.
     """
+
     def rows_of(item):
         record, handle = item
         header = record.header
@@ -104,12 +122,15 @@ def layout(found: List[Found], layer: int, kind: str, method: str,
             rows = [array[b, :n] for b, n in zip(chosen, lengths)]
         else:  # only the sequences asked for: a version 2 step reads just those
             rows = [record.read(handle, b, 0, n) for b, n in zip(chosen, lengths) if n]
-        empty = np.zeros((0, record.units_of(handle)),
-                         format.DTYPES[record.stored_dtype(handle)])
+        empty = np.zeros((0, record.units_of(handle)), format.DTYPES[record.stored_dtype(handle)])
         points = np.concatenate(rows, axis=0) if rows else empty
-        keys = np.concatenate([np.zeros(0, np.int64)] + [
-            b * record.time_of(handle) + np.arange(n, dtype=np.int64)
-            for b, n in zip(chosen, lengths)])
+        keys = np.concatenate(
+            [np.zeros(0, np.int64)]
+            + [
+                b * record.time_of(handle) + np.arange(n, dtype=np.int64)
+                for b, n in zip(chosen, lengths)
+            ]
+        )
         return points, keys, lengths
 
     points, keys, lengths = [], [], []
@@ -123,24 +144,31 @@ def layout(found: List[Found], layer: int, kind: str, method: str,
     flat = np.nan_to_num(flat.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     offsets = np.concatenate([[0], np.cumsum([len(c) for c in coordinates])[:-1]]).astype(int)
     if len(flat):
-        bounds = [float(flat[:, 0].min()), float(flat[:, 1].min()),
-                  float(flat[:, 0].max()), float(flat[:, 1].max())]
+        bounds = [
+            float(flat[:, 0].min()),
+            float(flat[:, 1].min()),
+            float(flat[:, 0].max()),
+            float(flat[:, 1].max()),
+        ]
     else:
         bounds = [0.0, 0.0, 0.0, 0.0]
-    return encode({
-        "method": method,
-        "method_used": result["method_used"],
-        "layer": layer,
-        "kind": kind,
-        "steps": [r.step for r, _ in found],
-        "sequences": sequences if sequences is not None else list(
-            range(found[0][0].header["batch"] if found else 0)),
-        "lengths": lengths,
-        "offsets": [int(o) for o in offsets] if coordinates else [],
-        "coordinates": params.rounded_relative(flat.ravel()),
-        "bounds": bounds,
-        "explained_variance": result.get("explained_variance"),
-    })
+    return encode(
+        {
+            "method": method,
+            "method_used": result["method_used"],
+            "layer": layer,
+            "kind": kind,
+            "steps": [r.step for r, _ in found],
+            "sequences": sequences
+            if sequences is not None
+            else list(range(found[0][0].header["batch"] if found else 0)),
+            "lengths": lengths,
+            "offsets": [int(o) for o in offsets] if coordinates else [],
+            "coordinates": params.rounded_relative(flat.ravel()),
+            "bounds": bounds,
+            "explained_variance": result.get("explained_variance"),
+        }
+    )
 
 
 def _evenly_spaced(count: int, keep: int) -> List[int]:

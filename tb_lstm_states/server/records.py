@@ -24,9 +24,21 @@ from tb_lstm_states.storage import format, ranged
 from tb_lstm_states.storage import legacy
 
 # What reading a logdir's content may raise; all mean "this step cannot be served".
-LOGDIR_ERRORS = (format.FormatError, legacy.RecordError, OSError, KeyError, ValueError,
-                 IndexError, TypeError, RecursionError, OverflowError, MemoryError,
-                 AttributeError, message_lib.DecodeError, tf.errors.OpError)
+LOGDIR_ERRORS = (
+    format.FormatError,
+    legacy.RecordError,
+    OSError,
+    KeyError,
+    ValueError,
+    IndexError,
+    TypeError,
+    RecursionError,
+    OverflowError,
+    MemoryError,
+    AttributeError,
+    message_lib.DecodeError,
+    tf.errors.OpError,
+)
 
 
 @contextlib.contextmanager
@@ -58,19 +70,22 @@ def check_layer_kind(header, run, tag, layer, kind):
     if layer >= entries:
         raise errors.NotFoundError(
             "run %r tag %r has layers 0 to %d (layer * directions + direction); no layer %d"
-            % (run, tag, entries - 1, layer))
+            % (run, tag, entries - 1, layer)
+        )
     kinds = states_lib.array_kinds(header["kind"])
     if kind not in kinds:
         raise errors.NotFoundError(
             "run %r tag %r (%s) has kinds %s; no kind %r"
-            % (run, tag, header["kind"], ", ".join(kinds), kind))
+            % (run, tag, header["kind"], ", ".join(kinds), kind)
+        )
 
 
 def check_sequence(header, sequence, run, tag):
     if sequence >= header["batch"]:
         raise errors.NotFoundError(
             "run %r tag %r has sequences 0 to %d; no sequence %d"
-            % (run, tag, header["batch"] - 1, sequence))
+            % (run, tag, header["batch"] - 1, sequence)
+        )
 
 
 class Record:
@@ -109,8 +124,10 @@ class Record:
         try:
             return self._find(layer=layer, kind=kind)
         except KeyError:
-            raise errors.NotFoundError("run %r tag %r step %d has no layer %d %s"
-                                       % (self.run, self.tag, self.step, layer, kind))
+            raise errors.NotFoundError(
+                "run %r tag %r step %d has no layer %d %s"
+                % (self.run, self.tag, self.step, layer, kind)
+            )
 
     def series_entry(self, name: str):
         with self.guard():
@@ -129,8 +146,9 @@ class Record:
         """Whether binned views of the array can take whole blocks from a pyramid."""
         return False
 
-    def read(self, handle, sequence: Optional[int] = None, start: int = 0,
-             stop: Optional[int] = None) -> np.ndarray:
+    def read(
+        self, handle, sequence: Optional[int] = None, start: int = 0, stop: Optional[int] = None
+    ) -> np.ndarray:
         """The stored array or a window of it: `[batch, stop - start, units]`, or
         `[stop - start, units]` of one sequence."""
         raise NotImplementedError

@@ -26,7 +26,17 @@ from tensorboard.util import tb_logging
 
 from tb_lstm_states import analysis, cache, metadata
 from tb_lstm_states.server import (
-    arrays, descriptions, listing, overview, params, projection, records, source, views, work)
+    arrays,
+    descriptions,
+    listing,
+    overview,
+    params,
+    projection,
+    records,
+    source,
+    views,
+    work,
+)
 from tb_lstm_states.server.params import Args, encode, json_bytes_reply, json_reply
 
 logger = tb_logging.get_logger()
@@ -49,8 +59,10 @@ def _work_pools(workers):
     with _WORK_POOLS_LOCK:
         pools = _WORK_POOLS.get(workers)
         if pools is None:
-            pools = _WORK_POOLS[workers] = (work.WorkPool(workers, "projection"),
-                                            work.WorkPool(1, "analysis"))
+            pools = _WORK_POOLS[workers] = (
+                work.WorkPool(workers, "projection"),
+                work.WorkPool(1, "analysis"),
+            )
         return pools
 
 
@@ -82,15 +94,21 @@ def _never_500(handler):
         except errors.PublicError:
             raise
         except records.LOGDIR_ERRORS as e:
-            logger.warning("lstm_states: %s answered 404: %s: %s", request.path,
-                           type(e).__name__, records.message(e))
-            raise errors.NotFoundError("lstm_states cannot serve this from the logdir: %s"
-                                       % records.message(e))
+            logger.warning(
+                "lstm_states: %s answered 404: %s: %s",
+                request.path,
+                type(e).__name__,
+                records.message(e),
+            )
+            raise errors.NotFoundError(
+                "lstm_states cannot serve this from the logdir: %s" % records.message(e)
+            )
         except Exception as e:  # pylint: disable=broad-except
             logger.error("lstm_states: %s failed", request.path, exc_info=True)
-            raise errors.NotFoundError("lstm_states could not serve this (%s: %s); the "
-                                       "TensorBoard log has the details"
-                                       % (type(e).__name__, records.message(e)))
+            raise errors.NotFoundError(
+                "lstm_states could not serve this (%s: %s); the "
+                "TensorBoard log has the details" % (type(e).__name__, records.message(e))
+            )
 
     return wrapper
 
@@ -100,8 +118,9 @@ class StatesPlugin(base_plugin.TBPlugin):
 
     plugin_name = metadata.PLUGIN_NAME
 
-    def __init__(self, context, *, cache_bytes: Optional[int] = None,
-                 workers: Optional[int] = None):
+    def __init__(
+        self, context, *, cache_bytes: Optional[int] = None, workers: Optional[int] = None
+    ):
         """Creates the plugin.
 
         Args:
@@ -123,11 +142,18 @@ class StatesPlugin(base_plugin.TBPlugin):
         self.files = arrays.ArrayFiles(self.headers, self.cache)
         self._request_pool = _REQUEST_POOL
         self._source = source.RecordSource(
-            context.data_provider, context.logdir, downsample=downsample, headers=self.headers,
-            cache=self.cache, files=self.files, request_pool=_REQUEST_POOL,
-            prefetch_pool=_PREFETCH_POOL)
+            context.data_provider,
+            context.logdir,
+            downsample=downsample,
+            headers=self.headers,
+            cache=self.cache,
+            files=self.files,
+            request_pool=_REQUEST_POOL,
+            prefetch_pool=_PREFETCH_POOL,
+        )
         self._projection_pool, self._analysis_pool = _work_pools(
-            work.DEFAULT_WORKERS if workers is None else int(workers))
+            work.DEFAULT_WORKERS if workers is None else int(workers)
+        )
         self._descriptions = descriptions.Descriptions(self._analysis_pool)
 
     def get_plugin_apps(self):
@@ -179,7 +205,9 @@ class StatesPlugin(base_plugin.TBPlugin):
                 **listing.step_counts(index),
                 description=rendered[text],
                 description_truncated=was_cut,
-                description_chars=len(index.description) if isinstance(index.description, str) else 0,
+                description_chars=len(index.description)
+                if isinstance(index.description, str)
+                else 0,
             )
         return result
 
@@ -212,9 +240,21 @@ class StatesPlugin(base_plugin.TBPlugin):
         fmt = args.choice("format", ("binary", "npy"), default="binary")
         if bins is not None and sequence is None:
             raise errors.InvalidArgumentError(
-                "parameter 'bins' needs 'sequence': bins cover the timesteps of one sequence")
-        result = self.states_impl(ctx, experiment, run, tag, step, layer, kind, sequence,
-                                  start=start, stop=stop, bins=bins)
+                "parameter 'bins' needs 'sequence': bins cover the timesteps of one sequence"
+            )
+        result = self.states_impl(
+            ctx,
+            experiment,
+            run,
+            tag,
+            step,
+            layer,
+            kind,
+            sequence,
+            start=start,
+            stop=stop,
+            bins=bins,
+        )
         array = result.array
         if fmt == "npy":
             body = io.BytesIO()
@@ -228,7 +268,9 @@ class StatesPlugin(base_plugin.TBPlugin):
                 name += "_bins%d" % bins
             name = re.sub(r"[^A-Za-z0-9._-]", "_", name)[-196:] + ".npy"
             return http_util.Respond(
-                request, body.getvalue(), "application/octet-stream",
+                request,
+                body.getvalue(),
+                "application/octet-stream",
                 headers=[("Content-Disposition", 'attachment; filename="%s"' % name)],
             )
         body = np.ascontiguousarray(array, dtype="<f4").tobytes()
@@ -245,8 +287,21 @@ class StatesPlugin(base_plugin.TBPlugin):
         ]
         return http_util.Respond(request, body, "application/octet-stream", headers=headers)
 
-    def states_impl(self, ctx, experiment, run, tag, step, layer, kind, sequence=None, *,
-                    start=None, stop=None, bins=None) -> views.StatesResult:
+    def states_impl(
+        self,
+        ctx,
+        experiment,
+        run,
+        tag,
+        step,
+        layer,
+        kind,
+        sequence=None,
+        *,
+        start=None,
+        stop=None,
+        bins=None,
+    ) -> views.StatesResult:
         """One array of one step, or a window of one sequence, or its binned view
         (`views.states_window`)."""
         record, handle = self._source.array(ctx, experiment, run, tag, step, layer, kind)
@@ -277,19 +332,44 @@ class StatesPlugin(base_plugin.TBPlugin):
         source = self._source
         index = source.tag_index(ctx, experiment, run, tag, max_age=0.0)
         if index.version == listing.V2:
-            key = ("overview", experiment, run, tag, tuple((d.step, d.wall_time) for d in index.data))
-            return self.cache.get_or_compute(key, lambda: encode(overview.v2_tables(
-                lambda datum: source.parse_index(experiment, run, tag, datum), run, tag, index.data)))
+            key = (
+                "overview",
+                experiment,
+                run,
+                tag,
+                tuple((d.step, d.wall_time) for d in index.data),
+            )
+            return self.cache.get_or_compute(
+                key,
+                lambda: encode(
+                    overview.v2_tables(
+                        lambda datum: source.parse_index(experiment, run, tag, datum),
+                        run,
+                        tag,
+                        index.data,
+                    )
+                ),
+            )
         statistics_tag = tag + metadata.STATISTICS_SUFFIX
         run_tag_filter = provider.RunTagFilter(runs=[run], tags=[statistics_tag])
-        series = source.list_tensors(ctx, experiment, run_tag_filter).get(run, {}).get(statistics_tag)
+        series = (
+            source.list_tensors(ctx, experiment, run_tag_filter).get(run, {}).get(statistics_tag)
+        )
         if series is None:
             raise errors.NotFoundError("run %r tag %r has no statistics summary" % (run, tag))
-        rows, columns = overview.v1_layout(source.content(series, run, tag + " statistics"), run, tag)
-        data = source.read_tensors(ctx, experiment, run_tag_filter).get(run, {}).get(statistics_tag, [])
+        rows, columns = overview.v1_layout(
+            source.content(series, run, tag + " statistics"), run, tag
+        )
+        data = (
+            source.read_tensors(ctx, experiment, run_tag_filter)
+            .get(run, {})
+            .get(statistics_tag, [])
+        )
         data = listing.latest_per_step(data)
         key = ("overview v1", experiment, run, tag, tuple((d.step, d.wall_time) for d in data))
-        return self.cache.get_or_compute(key, lambda: encode(overview.v1_tables(rows, columns, data)))
+        return self.cache.get_or_compute(
+            key, lambda: encode(overview.v1_tables(rows, columns, data))
+        )
 
     @wrappers.Request.application
     @_never_500
@@ -309,10 +389,21 @@ class StatesPlugin(base_plugin.TBPlugin):
         """Returns the encoded JSON of the `changes` route (cached; `views.changes`)."""
         record, handle = self._source.array(ctx, experiment, run, tag, step, layer, kind)
         views.check_changes(record, handle, sequence)
-        key = ("changes", experiment, run, tag, record.step, record.wall_time, layer, kind,
-               sequence, threshold)
+        key = (
+            "changes",
+            experiment,
+            run,
+            tag,
+            record.step,
+            record.wall_time,
+            layer,
+            kind,
+            sequence,
+            threshold,
+        )
         return self.cache.get_or_compute(
-            key, lambda: views.changes(record, handle, layer, kind, sequence, threshold))
+            key, lambda: views.changes(record, handle, layer, kind, sequence, threshold)
+        )
 
     @wrappers.Request.application
     @_never_500
@@ -323,8 +414,16 @@ class StatesPlugin(base_plugin.TBPlugin):
         step = args.integer("step")
         layer = args.integer("layer", minimum=0)
         kind = args.string("kind")
-        body = self.units_impl(ctx, experiment, run, tag, step, layer, kind,
-                               connection=work.request_connection(request))
+        body = self.units_impl(
+            ctx,
+            experiment,
+            run,
+            tag,
+            step,
+            layer,
+            kind,
+            connection=work.request_connection(request),
+        )
         return json_bytes_reply(request, body)
 
     def units_impl(self, ctx, experiment, run, tag, step, layer, kind, connection=None):
@@ -338,8 +437,9 @@ class StatesPlugin(base_plugin.TBPlugin):
         record, handle = self._source.array(ctx, experiment, run, tag, step, layer, kind)
         views.check_units(record, handle, layer, kind)
         key = ("units", experiment, run, tag, record.step, record.wall_time, layer, kind)
-        return self._heavy(self._analysis_pool, key,
-                           lambda: views.units(record, handle, layer, kind), connection)
+        return self._heavy(
+            self._analysis_pool, key, lambda: views.units(record, handle, layer, kind), connection
+        )
 
     def _heavy(self, pool, key, compute, connection=None):
         """The cached result of `key`, else `compute` run on `pool` (shared by identical
@@ -360,12 +460,33 @@ class StatesPlugin(base_plugin.TBPlugin):
         method = args.choice("method", analysis.METHODS)
         steps = args.integer_list("steps", required=False)
         sequences = args.integer_list("sequence", required=False, minimum=0)
-        body = self.projection_impl(ctx, experiment, run, tag, layer, kind, method, steps, sequences,
-                                    connection=work.request_connection(request))
+        body = self.projection_impl(
+            ctx,
+            experiment,
+            run,
+            tag,
+            layer,
+            kind,
+            method,
+            steps,
+            sequences,
+            connection=work.request_connection(request),
+        )
         return json_bytes_reply(request, body)
 
-    def projection_impl(self, ctx, experiment, run, tag, layer, kind, method, steps=None, sequences=None,
-                        connection=None):
+    def projection_impl(
+        self,
+        ctx,
+        experiment,
+        run,
+        tag,
+        layer,
+        kind,
+        method,
+        steps=None,
+        sequences=None,
+        connection=None,
+    ):
         """Returns the encoded JSON of the `projection` route (cached; `projection.py`),
         computed on the projection pool (`work.py`).
 
@@ -383,16 +504,30 @@ class StatesPlugin(base_plugin.TBPlugin):
             chosen = [d.step for d in index.data]
         else:
             chosen = sorted(set(steps))
-        found = list(self._request_pool.map(
-            lambda s: self._source.array(ctx, experiment, run, tag, s, layer, kind, read_ahead=False),
-            chosen))
+        found = list(
+            self._request_pool.map(
+                lambda s: self._source.array(
+                    ctx, experiment, run, tag, s, layer, kind, read_ahead=False
+                ),
+                chosen,
+            )
+        )
         if sequences is not None:
             sequences = sorted(set(sequences))
-        found = projection.within_caps(found, method, sequences, chosen,
-                                       steps_given=steps is not None, run=run, tag=tag)
-        key = ("projection", experiment, run, tag, layer, kind, method,
-               tuple((r.step, r.wall_time) for r, _ in found),
-               None if sequences is None else tuple(sequences))
+        found = projection.within_caps(
+            found, method, sequences, chosen, steps_given=steps is not None, run=run, tag=tag
+        )
+        key = (
+            "projection",
+            experiment,
+            run,
+            tag,
+            layer,
+            kind,
+            method,
+            tuple((r.step, r.wall_time) for r, _ in found),
+            None if sequences is None else tuple(sequences),
+        )
 
         def compute():
             try:
@@ -406,7 +541,7 @@ class StatesPlugin(base_plugin.TBPlugin):
     def _serve_static(self, request):
         path = request.path
         position = path.find(_ROUTE_PREFIX)
-        relative = path[position + len(_ROUTE_PREFIX):] if position >= 0 else ""
+        relative = path[position + len(_ROUTE_PREFIX) :] if position >= 0 else ""
         content_type, body = self.static_impl(relative)
         return http_util.Respond(request, body, content_type)
 
@@ -418,8 +553,11 @@ class StatesPlugin(base_plugin.TBPlugin):
         """
         parts = relative.split("/")
         ext = os.path.splitext(relative)[1].lower()
-        if (not relative or not all(_STATIC_NAME.fullmatch(p) for p in parts)
-                or ext not in _STATIC_TYPES):
+        if (
+            not relative
+            or not all(_STATIC_NAME.fullmatch(p) for p in parts)
+            or ext not in _STATIC_TYPES
+        ):
             raise errors.NotFoundError("no static file %r" % (relative,))
         root = os.path.realpath(STATIC_DIR)
         full = os.path.realpath(os.path.join(root, *parts))
@@ -427,4 +565,3 @@ class StatesPlugin(base_plugin.TBPlugin):
             raise errors.NotFoundError("no static file %r" % (relative,))
         with open(full, "rb") as f:
             return _STATIC_TYPES[ext], f.read()
-

@@ -43,10 +43,18 @@ class RecordSource:
       cache: the cache of arrays and results.
     """
 
-    def __init__(self, data_provider, logdir: Optional[str], *, downsample: int,
-                 headers: cache_lib.ByteBoundedCache, cache: cache_lib.ByteBoundedCache,
-                 files: arrays.ArrayFiles, request_pool: futures.Executor,
-                 prefetch_pool: futures.Executor):
+    def __init__(
+        self,
+        data_provider,
+        logdir: Optional[str],
+        *,
+        downsample: int,
+        headers: cache_lib.ByteBoundedCache,
+        cache: cache_lib.ByteBoundedCache,
+        files: arrays.ArrayFiles,
+        request_pool: futures.Executor,
+        prefetch_pool: futures.Executor,
+    ):
         """Creates the source.
 
         Args:
@@ -78,7 +86,8 @@ class RecordSource:
         # copies a whole record to read any blob of it.
         self._events = events.EventRecords(logdir) if logdir else None
         self._read_ahead = self._events is None and not isinstance(
-            data_provider, data_provider_lib.MultiplexerDataProvider)
+            data_provider, data_provider_lib.MultiplexerDataProvider
+        )
         self._warned = cache_lib.ByteBoundedCache(1 << 20)  # problems already logged
 
     def warn_once(self, key, message):
@@ -92,23 +101,37 @@ class RecordSource:
 
     def list_tensors(self, ctx, experiment, run_tag_filter=None):
         return self._data_provider.list_tensors(
-            ctx, experiment_id=experiment, plugin_name=metadata.PLUGIN_NAME,
-            run_tag_filter=run_tag_filter)
+            ctx,
+            experiment_id=experiment,
+            plugin_name=metadata.PLUGIN_NAME,
+            run_tag_filter=run_tag_filter,
+        )
 
     def read_tensors(self, ctx, experiment, run_tag_filter=None):
         return self._data_provider.read_tensors(
-            ctx, experiment_id=experiment, plugin_name=metadata.PLUGIN_NAME,
-            downsample=self._downsample, run_tag_filter=run_tag_filter)
+            ctx,
+            experiment_id=experiment,
+            plugin_name=metadata.PLUGIN_NAME,
+            downsample=self._downsample,
+            run_tag_filter=run_tag_filter,
+        )
 
     def list_blob_sequences(self, ctx, experiment, run_tag_filter=None):
         return self._data_provider.list_blob_sequences(
-            ctx, experiment_id=experiment, plugin_name=metadata.PLUGIN_NAME,
-            run_tag_filter=run_tag_filter)
+            ctx,
+            experiment_id=experiment,
+            plugin_name=metadata.PLUGIN_NAME,
+            run_tag_filter=run_tag_filter,
+        )
 
     def read_blob_sequences(self, ctx, experiment, run_tag_filter=None):
         return self._data_provider.read_blob_sequences(
-            ctx, experiment_id=experiment, plugin_name=metadata.PLUGIN_NAME,
-            downsample=self._downsample, run_tag_filter=run_tag_filter)
+            ctx,
+            experiment_id=experiment,
+            plugin_name=metadata.PLUGIN_NAME,
+            downsample=self._downsample,
+            run_tag_filter=run_tag_filter,
+        )
 
     @staticmethod
     def content(series, run, tag):
@@ -125,8 +148,10 @@ class RecordSource:
         except ValueError as e:
             raise errors.NotFoundError("run %r tag %r: %s" % (run, tag, e))
         if structure is None:
-            raise errors.NotFoundError("run %r tag %r is not an lstm_states record (role %r)"
-                                       % (run, tag, content.get("role")))
+            raise errors.NotFoundError(
+                "run %r tag %r is not an lstm_states record (role %r)"
+                % (run, tag, content.get("role"))
+            )
         return structure
 
     def tag_index(self, ctx, experiment, run, tag, *, max_age=INDEX_MAX_AGE_SECONDS):
@@ -143,21 +168,37 @@ class RecordSource:
             # changed: skip the listing (a round trip to the data server).
             data = self.read_blob_sequences(ctx, experiment, run_tag_filter).get(run, {}).get(tag)
             if data is not None:
-                return self.store_index(ctx, experiment, run, tag, listing.make_index(
-                    listing.V1, cached.structure, cached.description, data, now))
+                return self.store_index(
+                    ctx,
+                    experiment,
+                    run,
+                    tag,
+                    listing.make_index(listing.V1, cached.structure, cached.description, data, now),
+                )
         series = self.list_tensors(ctx, experiment, run_tag_filter).get(run, {}).get(tag)
         if series is not None:
             content = self.content(series, run, tag)
             if content.get("role") == metadata.ROLE_INDEX:
                 signature = listing.signature(series)
-                if (cached is not None and cached.version == listing.V2
-                        and cached.signature == signature):
-                    return self.store_index(ctx, experiment, run, tag,
-                                             dataclasses.replace(cached, fetched=now))
+                if (
+                    cached is not None
+                    and cached.version == listing.V2
+                    and cached.signature == signature
+                ):
+                    return self.store_index(
+                        ctx, experiment, run, tag, dataclasses.replace(cached, fetched=now)
+                    )
                 structure = self._structure(content, run, tag)
                 data = self.read_tensors(ctx, experiment, run_tag_filter).get(run, {}).get(tag, [])
-                return self.store_index(ctx, experiment, run, tag, listing.make_index(
-                    listing.V2, structure, series.description, data, now, signature))
+                return self.store_index(
+                    ctx,
+                    experiment,
+                    run,
+                    tag,
+                    listing.make_index(
+                        listing.V2, structure, series.description, data, now, signature
+                    ),
+                )
         blobs = self.list_blob_sequences(ctx, experiment, run_tag_filter).get(run, {}).get(tag)
         if blobs is None:
             if series is not None:
@@ -165,8 +206,13 @@ class RecordSource:
             self._raise_unknown(ctx, experiment, run, tag)
         structure = self._structure(self.content(blobs, run, tag), run, tag)
         data = self.read_blob_sequences(ctx, experiment, run_tag_filter).get(run, {}).get(tag, [])
-        return self.store_index(ctx, experiment, run, tag, listing.make_index(
-            listing.V1, structure, blobs.description, data, now))
+        return self.store_index(
+            ctx,
+            experiment,
+            run,
+            tag,
+            listing.make_index(listing.V1, structure, blobs.description, data, now),
+        )
 
     def store_index(self, ctx, experiment, run, tag, index):
         """Keeps the listing of (run, tag) and, where version 1 headers are read
@@ -180,7 +226,9 @@ class RecordSource:
                     if key in self._prefetching or self.headers.get(key) is not None:
                         continue
                     self._prefetching.add(key)
-                self._prefetch_pool.submit(self._prefetch_header, ctx, experiment, run, tag, datum, key)
+                self._prefetch_pool.submit(
+                    self._prefetch_header, ctx, experiment, run, tag, datum, key
+                )
         return index
 
     def _prefetch_header(self, ctx, experiment, run, tag, datum, key):
@@ -207,10 +255,14 @@ class RecordSource:
             index = self.tag_index(ctx, experiment, run, tag, max_age=0.0)
             datum = index.by_step.get(step)
         if datum is None:
-            span = "no steps" if not index.data else "steps %d to %d" % (
-                index.data[0].step, index.data[-1].step)
+            span = (
+                "no steps"
+                if not index.data
+                else "steps %d to %d" % (index.data[0].step, index.data[-1].step)
+            )
             raise errors.NotFoundError(
-                "run %r tag %r has no step %d (it has %d: %s)" % (run, tag, step, len(index.data), span)
+                "run %r tag %r has no step %d (it has %d: %s)"
+                % (run, tag, step, len(index.data), span)
             )
         return index, datum
 
@@ -231,38 +283,66 @@ class RecordSource:
             for run, tags in listed.items():
                 for tag, series in tags.items():
                     try:
-                        structure = listing.structure(metadata.parse_plugin_content(series.plugin_content))
+                        structure = listing.structure(
+                            metadata.parse_plugin_content(series.plugin_content)
+                        )
                     except records.LOGDIR_ERRORS as e:
-                        self.warn_once(("runs", run, tag, type(e).__name__),
-                                        "skipping run %r tag %r: its plugin data: %s"
-                                        % (run, tag, records.message(e)))
+                        self.warn_once(
+                            ("runs", run, tag, type(e).__name__),
+                            "skipping run %r tag %r: its plugin data: %s"
+                            % (run, tag, records.message(e)),
+                        )
                         continue
                     if structure is None:
                         continue  # a version 1 statistics tensor
                     if version == listing.V2:
                         with self._indexes_lock:
                             cached = self._indexes.get((experiment, run, tag))
-                        if (cached is not None and cached.version == listing.V2
-                                and cached.signature == listing.signature(series)):
+                        if (
+                            cached is not None
+                            and cached.version == listing.V2
+                            and cached.signature == listing.signature(series)
+                        ):
                             found[(run, tag)] = cached
                             continue
                         stale.append((run, tag))
                     found[(run, tag)] = (version, structure, series)
         if stale:
-            data = self.read_tensors(ctx, experiment, provider.RunTagFilter(
-                runs=sorted({r for r, _ in stale}), tags=sorted({t for _, t in stale})))
+            data = self.read_tensors(
+                ctx,
+                experiment,
+                provider.RunTagFilter(
+                    runs=sorted({r for r, _ in stale}), tags=sorted({t for _, t in stale})
+                ),
+            )
             for run, tag in stale:
                 _, structure, series = found[(run, tag)]
-                found[(run, tag)] = self.store_index(ctx, experiment, run, tag, listing.make_index(
-                    listing.V2, structure, series.description, data.get(run, {}).get(tag, []), now,
-                    listing.signature(series)))
+                found[(run, tag)] = self.store_index(
+                    ctx,
+                    experiment,
+                    run,
+                    tag,
+                    listing.make_index(
+                        listing.V2,
+                        structure,
+                        series.description,
+                        data.get(run, {}).get(tag, []),
+                        now,
+                        listing.signature(series),
+                    ),
+                )
         if any(isinstance(v, tuple) for v in found.values()):
             data = self.read_blob_sequences(ctx, experiment)
             for (run, tag), value in list(found.items()):
                 if isinstance(value, tuple):
                     _, structure, series = value
                     found[(run, tag)] = listing.make_index(
-                        listing.V1, structure, series.description, data.get(run, {}).get(tag, []), now)
+                        listing.V1,
+                        structure,
+                        series.description,
+                        data.get(run, {}).get(tag, []),
+                        now,
+                    )
         return found
 
     # ------------------------------------------------------------------
@@ -283,7 +363,16 @@ class RecordSource:
     def parse_index(self, experiment, run, tag, datum) -> dict:
         """The parsed and validated index of a version 2 step (cached)."""
         raw = listing.index_bytes(datum)
-        key = ("index", experiment, run, tag, datum.step, datum.wall_time, len(raw), format.crc32c(raw))
+        key = (
+            "index",
+            experiment,
+            run,
+            tag,
+            datum.step,
+            datum.wall_time,
+            len(raw),
+            format.crc32c(raw),
+        )
         return self.headers.get_or_compute(key, lambda: format.parse_index(raw))
 
     def _v2_record(self, experiment, run, tag, datum) -> records.V2Record:
@@ -303,18 +392,23 @@ class RecordSource:
         if self._events is not None:
             key = ("v1 record", experiment, run, tag, datum.step, datum.wall_time)
             blobs = self.cache.get_or_compute(
-                key, lambda: self._events.blobs(run, tag, datum.step, datum.wall_time),
-                size=lambda value: 64 + sum(len(b) + 64 for b in value or ()))
+                key,
+                lambda: self._events.blobs(run, tag, datum.step, datum.wall_time),
+                size=lambda value: 64 + sum(len(b) + 64 for b in value or ()),
+            )
             if blobs is not None:
                 if len(blobs) != len(datum.values):
                     raise legacy.RecordError(
                         "malformed lstm_states record: %d blobs in the event file, %d listed"
-                        % (len(blobs), len(datum.values)))
+                        % (len(blobs), len(datum.values))
+                    )
                 return blobs[position]
-            self.warn_once(("unverified", experiment, run, tag),
-                            "run %r tag %r: no event file under the logdir holds step %d; "
-                            "version 1 records are served from TensorBoard's memory, unverified"
-                            % (run, tag, datum.step))
+            self.warn_once(
+                ("unverified", experiment, run, tag),
+                "run %r tag %r: no event file under the logdir holds step %d; "
+                "version 1 records are served from TensorBoard's memory, unverified"
+                % (run, tag, datum.step),
+            )
         return self._read_blob(ctx, datum, position)
 
     @staticmethod
@@ -334,12 +428,14 @@ class RecordSource:
                 raise legacy.RecordError(
                     "this step looks like a version 2 index under a tag that holds version 1 "
                     "records in this run, which TensorBoard cannot list as both: log new "
-                    "states under another tag or run")
+                    "states under another tag or run"
+                )
             header = legacy.decode_header(self._blob(ctx, experiment, run, tag, datum, 0))
             if len(datum.values) != len(header["arrays"]) + 1:
                 raise legacy.RecordError(
                     "malformed lstm_states record: %d blobs, its header describes %d"
-                    % (len(datum.values), len(header["arrays"]) + 1))
+                    % (len(datum.values), len(header["arrays"]) + 1)
+                )
             return header
 
         with records.logdir_errors(run, tag, datum.step):
@@ -373,8 +469,15 @@ class RecordSource:
 
             return self.cache.get_or_compute(key, load)
 
-        return records.V1Record(run, tag, datum, header, load_array, self.cache,
-                                (experiment, run, tag, datum.step, datum.wall_time))
+        return records.V1Record(
+            run,
+            tag,
+            datum,
+            header,
+            load_array,
+            self.cache,
+            (experiment, run, tag, datum.step, datum.wall_time),
+        )
 
     def array(self, ctx, experiment, run, tag, step, layer, kind, read_ahead=True):
         """`(record, handle)` of one layer and kind of one step (404 if absent).
@@ -383,10 +486,10 @@ class RecordSource:
           read_ahead: whether a version 1 array may be read beside its header on
             the request pool; False when called from that pool.
         """
-        record = self.record(ctx, experiment, run, tag, step,
-                              want=(layer, kind) if read_ahead else None)
+        record = self.record(
+            ctx, experiment, run, tag, step, want=(layer, kind) if read_ahead else None
+        )
         return record, record.entry(layer, kind)
-
 
 
 def _array_position(structure, layer, kind):

@@ -44,9 +44,16 @@ class StatesResult:
     lengths: list
 
 
-def states_window(record: records.Record, handle: Any, layer: int, kind: str,
-                  sequence: Optional[int], start: Optional[int], stop: Optional[int],
-                  bins: Optional[int]) -> StatesResult:
+def states_window(
+    record: records.Record,
+    handle: Any,
+    layer: int,
+    kind: str,
+    sequence: Optional[int],
+    start: Optional[int],
+    stop: Optional[int],
+    bins: Optional[int],
+) -> StatesResult:
     """One array of one step, or a window of one sequence, or its binned view.
 
     Args:
@@ -64,7 +71,8 @@ def states_window(record: records.Record, handle: Any, layer: int, kind: str,
     header = record.header
     if bins is not None and sequence is None:
         raise errors.InvalidArgumentError(
-            "parameter 'bins' needs 'sequence': bins cover the timesteps of one sequence")
+            "parameter 'bins' needs 'sequence': bins cover the timesteps of one sequence"
+        )
     if sequence is not None:
         records.check_sequence(header, sequence, record.run, record.tag)
     time_steps = record.time_of(handle)
@@ -73,37 +81,46 @@ def states_window(record: records.Record, handle: Any, layer: int, kind: str,
     if stop > time_steps:
         raise errors.InvalidArgumentError(
             "parameter 'stop' is %d, past the end of the sequence: it has %d timesteps "
-            "(stop is exclusive, at most %d)" % (stop, time_steps, time_steps))
+            "(stop is exclusive, at most %d)" % (stop, time_steps, time_steps)
+        )
     if start >= stop:
         raise errors.InvalidArgumentError(
-            "parameter 'start' (%d) must be less than 'stop' (%d)" % (start, stop))
+            "parameter 'start' (%d) must be less than 'stop' (%d)" % (start, stop)
+        )
     binned = bins is not None and stop - start > bins
     units = record.units_of(handle)
     window = stop - start
     if binned and record.has_pyramid(handle) and window >= 4 * format.PYRAMID_BLOCK * bins:
         # whole blocks from the pyramid, the partial blocks at bin edges from the array
-        values = (2 * -(-window // format.PYRAMID_BLOCK)
-                  + 2 * format.PYRAMID_BLOCK * (bins + 1)) * units
+        values = (
+            2 * -(-window // format.PYRAMID_BLOCK) + 2 * format.PYRAMID_BLOCK * (bins + 1)
+        ) * units
     else:
         values = window * units * (header["batch"] if sequence is None else 1)
-    limits.check_values(values, "states of layer %d %s, timesteps %d to %d%s" % (
-        layer, kind, start, stop, "" if sequence is None else " of sequence %d" % sequence),
-        "ask for one sequence (sequence=), a window (start=, stop=) or a binned view (bins=)")
+    limits.check_values(
+        values,
+        "states of layer %d %s, timesteps %d to %d%s"
+        % (layer, kind, start, stop, "" if sequence is None else " of sequence %d" % sequence),
+        "ask for one sequence (sequence=), a window (start=, stop=) or a binned view (bins=)",
+    )
     if binned and sequence is not None and bins is not None:
         array = record.binned(handle, sequence, start, stop, bins)
     else:
         array = record.read(handle, sequence, start, stop)
     lengths = header["lengths"] if sequence is None else [header["lengths"][sequence]]
-    return StatesResult(record, array, start, stop, time_steps, binned,
-                        record.stored_dtype(handle), lengths)
+    return StatesResult(
+        record, array, start, stop, time_steps, binned, record.stored_dtype(handle), lengths
+    )
 
 
 def check_series(record: records.Record) -> None:
     """Refuses a step whose series hold more values than one request reads."""
     header = record.header
-    limits.check_values(len(header["series"]) * header["batch"] * header["time"],
-                        "the series of step %d" % record.step,
-                        "this step holds more than the tab reads")
+    limits.check_values(
+        len(header["series"]) * header["batch"] * header["time"],
+        "the series of step %d" % record.step,
+        "this step holds more than the tab reads",
+    )
 
 
 def series(record: records.Record) -> Dict[str, Any]:
@@ -115,8 +132,7 @@ def series(record: records.Record) -> Dict[str, Any]:
         "batch": header["batch"],
         "time": header["time"],
         "lengths": header["lengths"],
-        "series": {name: floats(array)
-                   for name, array in records.series_arrays(record).items()},
+        "series": {name: floats(array) for name, array in records.series_arrays(record).items()},
         "tokens": record.tokens(),
     }
 
@@ -124,49 +140,68 @@ def series(record: records.Record) -> Dict[str, Any]:
 def check_changes(record: records.Record, handle: Any, sequence: int) -> None:
     """Refuses a sequence that is not in the step or longer than the tab analyses."""
     records.check_sequence(record.header, sequence, record.run, record.tag)
-    limits.check_values(record.header["lengths"][sequence] * record.units_of(handle),
-                        "the changes of sequence %d" % sequence,
-                        "this sequence is longer than the tab analyses")
+    limits.check_values(
+        record.header["lengths"][sequence] * record.units_of(handle),
+        "the changes of sequence %d" % sequence,
+        "this sequence is longer than the tab analyses",
+    )
 
 
-def changes(record: records.Record, handle: Any, layer: int, kind: str, sequence: int,
-            threshold: float) -> bytes:
+def changes(
+    record: records.Record, handle: Any, layer: int, kind: str, sequence: int, threshold: float
+) -> bytes:
     """The encoded JSON of the `changes` route (`analysis.changes` of one sequence)."""
     length = record.header["lengths"][sequence]
     result = analysis.changes(record.read(handle, sequence), length, threshold)
-    return encode({
-        "step": record.step, "layer": layer, "kind": kind, "sequence": sequence,
-        "length": length, "threshold": threshold,
-        "norm": floats(result["norm"]), "cosine": floats(result["cosine"]),
-        "zscore": floats(result["zscore"]),
-        "anomalies": [int(t) for t in result["anomalies"]],
-        "median": json_float(result["median"]), "mad": json_float(result["mad"]),
-    })
+    return encode(
+        {
+            "step": record.step,
+            "layer": layer,
+            "kind": kind,
+            "sequence": sequence,
+            "length": length,
+            "threshold": threshold,
+            "norm": floats(result["norm"]),
+            "cosine": floats(result["cosine"]),
+            "zscore": floats(result["zscore"]),
+            "anomalies": [int(t) for t in result["anomalies"]],
+            "median": json_float(result["median"]),
+            "mad": json_float(result["mad"]),
+        }
+    )
 
 
 def check_units(record: records.Record, handle: Any, layer: int, kind: str) -> None:
     """Refuses an array (or series) larger than the tab analyses."""
     header = record.header
-    limits.check_values(header["batch"] * record.time_of(handle) * record.units_of(handle),
-                        "the unit statistics of layer %d %s" % (layer, kind),
-                        "this array is larger than the tab analyses")
+    limits.check_values(
+        header["batch"] * record.time_of(handle) * record.units_of(handle),
+        "the unit statistics of layer %d %s" % (layer, kind),
+        "this array is larger than the tab analyses",
+    )
     check_series(record)
 
 
 def units(record: records.Record, handle: Any, layer: int, kind: str) -> bytes:
     """The encoded JSON of the `units` route (`analysis.unit_statistics` of one array)."""
     array = record.read(handle)
-    result = analysis.unit_statistics(array, kind, record.header["lengths"],
-                                      records.series_arrays(record))
+    result = analysis.unit_statistics(
+        array, kind, record.header["lengths"], records.series_arrays(record)
+    )
     order: List[int] = [int(u) for u in result["order"]]
-    return encode({
-        "step": record.step, "layer": layer, "kind": kind, "units": int(array.shape[2]),
-        "variance": floats(result["variance"]),
-        "saturation": floats(result["saturation"]),
-        "activity": floats(result["activity"]),
-        "dead": [bool(d) for d in result["dead"]],
-        "period": floats(result["period"]),
-        "period_strength": floats(result["period_strength"]),
-        "correlation": {k: floats(v) for k, v in result["correlation"].items()},
-        "order": order,
-    })
+    return encode(
+        {
+            "step": record.step,
+            "layer": layer,
+            "kind": kind,
+            "units": int(array.shape[2]),
+            "variance": floats(result["variance"]),
+            "saturation": floats(result["saturation"]),
+            "activity": floats(result["activity"]),
+            "dead": [bool(d) for d in result["dead"]],
+            "period": floats(result["period"]),
+            "period_strength": floats(result["period_strength"]),
+            "correlation": {k: floats(v) for k, v in result["correlation"].items()},
+            "order": order,
+        }
+    )

@@ -91,7 +91,8 @@ class WorkPool:
             raise ValueError("workers must be at least 1, got %r" % (workers,))
         self.workers = workers
         self._executor = futures.ThreadPoolExecutor(
-            workers, thread_name_prefix="lstm_states_" + name, initializer=limit_blas_threads)
+            workers, thread_name_prefix="lstm_states_" + name, initializer=limit_blas_threads
+        )
         self._jobs: Dict[Hashable, _Job] = {}
         self._lock = threading.Lock()
 
@@ -145,7 +146,9 @@ class WorkPool:
         try:
             while True:
                 try:
-                    return job.future.result(timeout=POLL_SECONDS if connection is not None else None)
+                    return job.future.result(
+                        timeout=POLL_SECONDS if connection is not None else None
+                    )
                 except futures.TimeoutError:
                     if not client_gone(connection):
                         continue

@@ -80,8 +80,9 @@ def check_real(value, name: str) -> None:
             raise ValueError("%s must hold real numbers, got dtype %s" % (name, value.dtype))
         return
     dtype = np.asarray(value).dtype if not hasattr(value, "dtype") else np.dtype(value.dtype)
-    if dtype != np.bool_ and not (np.issubdtype(dtype, np.integer)
-                                  or np.issubdtype(dtype, np.floating)):
+    if dtype != np.bool_ and not (
+        np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    ):
         raise ValueError("%s must hold real numbers, got dtype %s" % (name, dtype))
 
 
@@ -143,8 +144,13 @@ def _torch_half(array: np.ndarray):
     """`(float16 copy, overflowed)` of a native float32 array cast by torch, or None
     where torch cannot take the array (another dtype, read-only or negative strides)
     or cannot be imported: numpy casts it then."""
-    if (array.dtype != np.float32 or not array.dtype.isnative or not array.flags.writeable
-            or any(s < 0 or s % array.itemsize for s in array.strides) or array.size == 0):
+    if (
+        array.dtype != np.float32
+        or not array.dtype.isnative
+        or not array.flags.writeable
+        or any(s < 0 or s % array.itemsize for s in array.strides)
+        or array.size == 0
+    ):
         return None
     torch = _import_torch()
     if not torch:
@@ -168,7 +174,7 @@ def _host_cast(torch, source, target):
         out = torch.empty(source.shape, dtype=target)
         flat_in, flat_out = source.reshape(-1), out.view(-1)
         for start in range(0, flat_in.numel(), _SLICE):
-            flat_out[start:start + _SLICE].copy_(flat_in[start:start + _SLICE])
+            flat_out[start : start + _SLICE].copy_(flat_in[start : start + _SLICE])
         return out
     return source.to(dtype=target, memory_format=torch.contiguous_format, copy=True)
 
@@ -204,8 +210,11 @@ def _torch_copy(tensor, dtype: str) -> np.ndarray:
         return out.numpy()
     # On the device: a GPU casts faster, and half as many bytes cross to the host.
     out = source.to(dtype=target, memory_format=torch.contiguous_format)
-    if (target == torch.float16 and source.dtype != torch.float16
-            and _torch_overflowed(torch, out, source)):
+    if (
+        target == torch.float16
+        and source.dtype != torch.float16
+        and _torch_overflowed(torch, out, source)
+    ):
         out = source.to(dtype=torch.float32, memory_format=torch.contiguous_format)
     return out.to("cpu", memory_format=torch.contiguous_format).numpy()
 

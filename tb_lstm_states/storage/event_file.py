@@ -44,7 +44,8 @@ class CorruptPayloadError(CorruptRecordError):
 
     def __init__(self, path: str, offset: int, next_offset: int):
         super().__init__(
-            "%s: the record at byte %d is corrupt (payload checksum mismatch)" % (path, offset))
+            "%s: the record at byte %d is corrupt (payload checksum mismatch)" % (path, offset)
+        )
         self.path = path
         self.offset = offset
         self.next_offset = next_offset
@@ -58,9 +59,14 @@ def masked_crc(crc: int) -> int:
 def frame(payload: bytes) -> bytes:
     """The whole record of `payload`: its framing around it."""
     header = _HEADER.pack(len(payload))
-    return b"".join([
-        header, _CRC.pack(masked_crc(google_crc32c.value(header))),
-        payload, _CRC.pack(masked_crc(google_crc32c.value(payload)))])
+    return b"".join(
+        [
+            header,
+            _CRC.pack(masked_crc(google_crc32c.value(header))),
+            payload,
+            _CRC.pack(masked_crc(google_crc32c.value(payload))),
+        ]
+    )
 
 
 def event_file_name(logdir: str, suffix: str = "", timestamp: Optional[float] = None) -> str:
@@ -76,7 +82,11 @@ def event_file_name(logdir: str, suffix: str = "", timestamp: Optional[float] = 
         _uid += 1
     name = "events.out.tfevents.%010d.%s.%d.%d%s" % (
         time.time() if timestamp is None else timestamp,
-        socket.gethostname(), os.getpid(), uid, suffix)
+        socket.gethostname(),
+        os.getpid(),
+        uid,
+        suffix,
+    )
     return os.path.join(logdir, name)
 
 
@@ -251,7 +261,8 @@ def _read_from(path, position, opener):
             if _CRC.unpack(head[8:])[0] != masked_crc(google_crc32c.value(header)):
                 raise CorruptRecordError(
                     "%s: the record at byte %d has a corrupt length (checksum mismatch); "
-                    "the rest of this file cannot be read" % (path, offset))
+                    "the rest of this file cannot be read" % (path, offset)
+                )
             (length,) = _HEADER.unpack(header)
             # Checked against the file's size before reading, so a crafted length
             # cannot make the reader allocate more than the file holds.

@@ -168,7 +168,8 @@ def check_file_name(index: dict, tag: str, step: int) -> None:
     if not index["file"].startswith(_file_stem(tag, step)):
         raise FormatError(
             "lstm_states index names array file %s, which holds another tag or step than "
-            "%r step %d (the event holding the index is damaged)" % (index["file"], tag[:200], step))
+            "%r step %d (the event holding the index is damaged)" % (index["file"], tag[:200], step)
+        )
 
 
 def is_safe_file_name(name) -> bool:
@@ -194,12 +195,12 @@ def compute_pyramid(array: np.ndarray) -> np.ndarray:
     out = np.empty((batch, blocks, 2, units), array.dtype)
     for sequence in range(batch):
         values = np.asarray(array[sequence], np.float32)
-        grouped = values[:whole * PYRAMID_BLOCK].reshape(whole, PYRAMID_BLOCK, units)
+        grouped = values[: whole * PYRAMID_BLOCK].reshape(whole, PYRAMID_BLOCK, units)
         out[sequence, :whole, 0] = grouped.min(axis=1)
         out[sequence, :whole, 1] = grouped.max(axis=1)
         if whole < blocks:  # the last block, shorter
-            out[sequence, whole, 0] = values[whole * PYRAMID_BLOCK:].min(axis=0)
-            out[sequence, whole, 1] = values[whole * PYRAMID_BLOCK:].max(axis=0)
+            out[sequence, whole, 0] = values[whole * PYRAMID_BLOCK :].min(axis=0)
+            out[sequence, whole, 1] = values[whole * PYRAMID_BLOCK :].max(axis=0)
     return out
 
 
@@ -257,10 +258,22 @@ class Layout:
         self.file_bytes = len(self.header) + position
 
 
-def build_index(layout: Layout, file_name: str, crc_table: np.ndarray, *, kind: str,
-                num_layers: int, num_directions: int, batch: int, time: int,
-                lengths: Sequence[int], series: Sequence[str], has_tokens: bool,
-                arrays: Sequence[dict], statistics: Optional[np.ndarray]) -> bytes:
+def build_index(
+    layout: Layout,
+    file_name: str,
+    crc_table: np.ndarray,
+    *,
+    kind: str,
+    num_layers: int,
+    num_directions: int,
+    batch: int,
+    time: int,
+    lengths: Sequence[int],
+    series: Sequence[str],
+    has_tokens: bool,
+    arrays: Sequence[dict],
+    statistics: Optional[np.ndarray],
+) -> bytes:
     """The JSON index of a complete array file, as the index summary holds it.
 
     Args:
@@ -279,12 +292,16 @@ def build_index(layout: Layout, file_name: str, crc_table: np.ndarray, *, kind: 
     for array in arrays:
         tensor = by_name[array["tensor"]]
         entry = {k: v for k, v in array.items() if k not in ("tensor", "pyramid")}
-        entry.update(dtype=tensor.dtype, shape=tensor.shape, offset=tensor.offset,
-                     chunk=tensor.chunk)
+        entry.update(
+            dtype=tensor.dtype, shape=tensor.shape, offset=tensor.offset, chunk=tensor.chunk
+        )
         if array.get("pyramid"):
             pyramid = by_name[array["pyramid"]]
-            entry["pyramid"] = {"offset": pyramid.offset, "chunk": pyramid.chunk,
-                                "blocks": pyramid.shape[1]}
+            entry["pyramid"] = {
+                "offset": pyramid.offset,
+                "chunk": pyramid.chunk,
+                "blocks": pyramid.shape[1],
+            }
         entries.append(entry)
     index = {
         "version": FORMAT_VERSION,
@@ -305,8 +322,9 @@ def build_index(layout: Layout, file_name: str, crc_table: np.ndarray, *, kind: 
         "series": list(series),
         "tokens": bool(has_tokens),
         "arrays": entries,
-        "statistics": None if statistics is None else [
-            [_json_float(v) for v in row] for row in np.asarray(statistics, np.float64)],
+        "statistics": None
+        if statistics is None
+        else [[_json_float(v) for v in row] for row in np.asarray(statistics, np.float64)],
     }
     return seal_index(json.dumps(index, separators=(",", ":"), allow_nan=False).encode("utf-8"))
 
@@ -326,10 +344,12 @@ def _check_seal(data: bytes) -> None:
     """Checks the seal of an index, if it has one (indexes before it have none)."""
     match = _INDEX_SEAL.search(data)
     if match is None:
-        _require(b'"' + INDEX_SEAL_KEY.encode("ascii") + b'"' not in data,
-                 "its checksum is not where it belongs (damaged)")
+        _require(
+            b'"' + INDEX_SEAL_KEY.encode("ascii") + b'"' not in data,
+            "its checksum is not where it belongs (damaged)",
+        )
         return
-    body = data[:match.start()] + b"}"
+    body = data[: match.start()] + b"}"
     if crc32c(body) != int(match.group(1)):
         raise FormatError("lstm_states index fails its checksum (damaged in the event file)")
 
@@ -371,7 +391,8 @@ def parse_index(data) -> dict:
     if version > FORMAT_VERSION:
         raise NewerVersionError(
             "lstm_states index version %d is newer than this package reads (%d); "
-            "upgrade tb-lstm-states" % (version, FORMAT_VERSION))
+            "upgrade tb-lstm-states" % (version, FORMAT_VERSION)
+        )
     _require(is_safe_file_name(index.get("file")), "bad file name")
     file_bytes = index.get("file_bytes")
     _require(_is_int(file_bytes, 8, MAX_FILE_BYTES), "bad file_bytes")
@@ -381,101 +402,159 @@ def parse_index(data) -> dict:
     _require(index.get("chunk_bytes") == CHUNK_BYTES, "chunk_bytes must be %d" % CHUNK_BYTES)
     crc_count = index.get("crc_count")
     crc_offset = index.get("crc_offset")
-    _require(_is_int(crc_count, 0, MAX_FILE_BYTES) and _is_int(crc_offset, 0, MAX_FILE_BYTES)
-             and crc_offset + 4 * crc_count <= file_bytes, "bad checksum table")
+    _require(
+        _is_int(crc_count, 0, MAX_FILE_BYTES)
+        and _is_int(crc_offset, 0, MAX_FILE_BYTES)
+        and crc_offset + 4 * crc_count <= file_bytes,
+        "bad checksum table",
+    )
     _require(_is_int(index.get("crc_crc32c"), 0, 0xFFFFFFFF), "bad crc_crc32c")
-    _require(file_bytes == crc_offset + 4 * crc_count,
-             "the checksum table must end the file (file_bytes %d)" % file_bytes)
+    _require(
+        file_bytes == crc_offset + 4 * crc_count,
+        "the checksum table must end the file (file_bytes %d)" % file_bytes,
+    )
     kind = index.get("kind")
-    _require(isinstance(kind, str) and kind in states_lib.KINDS,
-             "unknown kind %r" % (str(kind)[:40],))
-    _require(_is_int(index.get("num_layers"), 1, MAX_LAYERS),
-             "num_layers must be an integer in [1, %d]" % MAX_LAYERS)
-    _require(index.get("num_directions") in (1, 2) and _is_int(index["num_directions"]),
-             "bad num_directions")
+    _require(
+        isinstance(kind, str) and kind in states_lib.KINDS, "unknown kind %r" % (str(kind)[:40],)
+    )
+    _require(
+        _is_int(index.get("num_layers"), 1, MAX_LAYERS),
+        "num_layers must be an integer in [1, %d]" % MAX_LAYERS,
+    )
+    _require(
+        index.get("num_directions") in (1, 2) and _is_int(index["num_directions"]),
+        "bad num_directions",
+    )
     batch, time = index.get("batch"), index.get("time")
     _require(_is_int(batch, 1, MAX_BATCH), "batch must be an integer in [1, %d]" % MAX_BATCH)
     _require(_is_int(time, 1), "time must be an integer in [1, %d]" % MAX_DIM)
     lengths = index.get("lengths")
-    _require(isinstance(lengths, list) and len(lengths) == batch
-             and all(_is_int(n, 0, time) for n in lengths),
-             "lengths must be %d integers in [0, %d]" % (batch, time))
+    _require(
+        isinstance(lengths, list)
+        and len(lengths) == batch
+        and all(_is_int(n, 0, time) for n in lengths),
+        "lengths must be %d integers in [0, %d]" % (batch, time),
+    )
     series = index.get("series")
-    _require(isinstance(series, list) and len(series) <= MAX_SERIES
-             and all(isinstance(s, str) and 0 < len(s) <= MAX_NAME_CHARS for s in series)
-             and len(set(series)) == len(series),
-             "series must be at most %d distinct names of 1 to %d characters"
-             % (MAX_SERIES, MAX_NAME_CHARS))
+    _require(
+        isinstance(series, list)
+        and len(series) <= MAX_SERIES
+        and all(isinstance(s, str) and 0 < len(s) <= MAX_NAME_CHARS for s in series)
+        and len(set(series)) == len(series),
+        "series must be at most %d distinct names of 1 to %d characters"
+        % (MAX_SERIES, MAX_NAME_CHARS),
+    )
     _require(isinstance(index.get("tokens"), bool), "bad tokens")
     arrays = index.get("arrays")
     entries = index["num_layers"] * index["num_directions"]
     kinds = states_lib.array_kinds(kind)
-    _require(isinstance(arrays, list) and len(arrays) <= entries * len(kinds) + len(series),
-             "arrays is not a list of at most one entry per array")
+    _require(
+        isinstance(arrays, list) and len(arrays) <= entries * len(kinds) + len(series),
+        "arrays is not a list of at most one entry per array",
+    )
     seen = set()
     spans = []  # (offset, bytes, first slice, slices) of every tensor the index names
     for entry in arrays:
         _require(isinstance(entry, dict), "array entry is not an object")
-        _require(isinstance(entry.get("dtype"), str) and entry["dtype"] in DTYPES,
-                 "bad array dtype")
+        _require(
+            isinstance(entry.get("dtype"), str) and entry["dtype"] in DTYPES, "bad array dtype"
+        )
         shape = entry.get("shape")
         if "series" in entry:
             key = ("series", entry["series"])
-            _require(isinstance(entry["series"], str) and entry["series"] in series,
-                     "unknown series")
-            _require(shape == [batch, time] and entry["dtype"] == "float32",
-                     "series must be float32 [batch, time]")
+            _require(
+                isinstance(entry["series"], str) and entry["series"] in series, "unknown series"
+            )
+            _require(
+                shape == [batch, time] and entry["dtype"] == "float32",
+                "series must be float32 [batch, time]",
+            )
         else:
             key = (entry.get("layer"), entry.get("kind"))
             _require(_is_int(entry.get("layer"), 0, entries - 1), "bad array layer")
-            _require(isinstance(entry.get("kind"), str) and entry["kind"] in kinds,
-                     "bad array kind")
-            _require(isinstance(shape, list) and len(shape) == 3 and shape[:2] == [batch, time]
-                     and _is_int(shape[2], 1, MAX_UNITS),
-                     "array shape must be [batch, time, units] with at most %d units" % MAX_UNITS)
+            _require(
+                isinstance(entry.get("kind"), str) and entry["kind"] in kinds, "bad array kind"
+            )
+            _require(
+                isinstance(shape, list)
+                and len(shape) == 3
+                and shape[:2] == [batch, time]
+                and _is_int(shape[2], 1, MAX_UNITS),
+                "array shape must be [batch, time, units] with at most %d units" % MAX_UNITS,
+            )
         _require(key not in seen, "array listed twice")
         seen.add(key)
         nbytes = DTYPES[entry["dtype"]].itemsize * math.prod(shape)  # Python ints
         spans.append(_check_span(entry, nbytes, index))
         pyramid = entry.get("pyramid")
         if pyramid is not None:
-            _require("series" not in entry and isinstance(pyramid, dict)
-                     and pyramid.get("blocks") == -(-time // PYRAMID_BLOCK)
-                     and _is_int(pyramid["blocks"]), "bad pyramid")
+            _require(
+                "series" not in entry
+                and isinstance(pyramid, dict)
+                and pyramid.get("blocks") == -(-time // PYRAMID_BLOCK)
+                and _is_int(pyramid["blocks"]),
+                "bad pyramid",
+            )
             spans.append(_check_span(pyramid, nbytes // time * 2 * pyramid["blocks"], index))
     # The tensors tile the file between the header and the checksum table, and their
     # slices the table: the sizes declared are exactly the bytes present.
     position, chunk = index["header_bytes"], 0
     for offset, nbytes, first, count in sorted(spans):
-        _require(offset == position and first == chunk,
-                 "arrays do not tile the file (a gap or overlap at byte %d)" % offset)
+        _require(
+            offset == position and first == chunk,
+            "arrays do not tile the file (a gap or overlap at byte %d)" % offset,
+        )
         position, chunk = offset + nbytes, first + count
-    _require(position == crc_offset and chunk == crc_count,
-             "arrays do not fill the file (%d bytes, %d slices declared)" % (position, chunk))
+    _require(
+        position == crc_offset and chunk == crc_count,
+        "arrays do not fill the file (%d bytes, %d slices declared)" % (position, chunk),
+    )
     for entry_index in range(entries):
         _require((entry_index, "hidden") in seen, "layer %d has no hidden array" % entry_index)
     statistics = index.get("statistics")
     state_arrays = sum(1 for e in arrays if "series" not in e)
-    _require(statistics is None or (
-        isinstance(statistics, list) and len(statistics) == state_arrays
-        and all(isinstance(row, list) and len(row) == len(STATISTICS_COLUMNS)
-                and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-                        for v in row) for row in statistics)), "bad statistics")
+    _require(
+        statistics is None
+        or (
+            isinstance(statistics, list)
+            and len(statistics) == state_arrays
+            and all(
+                isinstance(row, list)
+                and len(row) == len(STATISTICS_COLUMNS)
+                and all(
+                    v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                    for v in row
+                )
+                for row in statistics
+            )
+        ),
+        "bad statistics",
+    )
     return index
 
 
 def _check_span(entry, nbytes, index):
     offset, chunk = entry.get("offset"), entry.get("chunk")
-    _require(_is_int(offset, index["header_bytes"], MAX_FILE_BYTES)
-             and offset + nbytes <= index["crc_offset"], "array bytes out of the file")
+    _require(
+        _is_int(offset, index["header_bytes"], MAX_FILE_BYTES)
+        and offset + nbytes <= index["crc_offset"],
+        "array bytes out of the file",
+    )
     count = -(-nbytes // CHUNK_BYTES)
-    _require(_is_int(chunk, 0, MAX_FILE_BYTES)
-             and chunk + count <= index["crc_count"], "bad checksum slice")
+    _require(
+        _is_int(chunk, 0, MAX_FILE_BYTES) and chunk + count <= index["crc_count"],
+        "bad checksum slice",
+    )
     return offset, nbytes, chunk, count
 
 
-def find_array(index: dict, *, layer: Optional[int] = None, kind: Optional[str] = None,
-               series: Optional[str] = None) -> dict:
+def find_array(
+    index: dict,
+    *,
+    layer: Optional[int] = None,
+    kind: Optional[str] = None,
+    series: Optional[str] = None,
+) -> dict:
     """The entry of one array in a parsed index.
 
     Raises:
@@ -500,7 +579,9 @@ def parse_file_header(data: bytes, index: dict) -> dict:
     require_file(len(data) == index["header_bytes"], index, "is shorter than its index says")
     require_file(crc32c(data) == index["header_crc32c"], index, "header fails its checksum")
     try:
-        header = jsonsafe.parse_json(data[8:], max_bytes=MAX_HEADER_BYTES, what="safetensors header")
+        header = jsonsafe.parse_json(
+            data[8:], max_bytes=MAX_HEADER_BYTES, what="safetensors header"
+        )
     except FormatError as e:
         raise FormatError("array file %s has a malformed header: %s" % (index["file"], e)) from None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
@@ -514,15 +595,25 @@ def parse_tokens(metadata: dict, index: dict) -> Optional[List[List[str]]]:
         return None
     text = metadata.get("tokens", "null")
     try:
-        tokens = jsonsafe.parse_json(text, max_bytes=MAX_HEADER_BYTES, what="token lists") \
-            if isinstance(text, str) else None
+        tokens = (
+            jsonsafe.parse_json(text, max_bytes=MAX_HEADER_BYTES, what="token lists")
+            if isinstance(text, str)
+            else None
+        )
     except FormatError:
         tokens = None
     require_file(
-        isinstance(tokens, list) and len(tokens) == index["batch"]
-        and all(isinstance(seq, list) and len(seq) <= index["time"]
-                and all(isinstance(t, str) for t in seq) for seq in tokens),
-        index, "has malformed tokens")
+        isinstance(tokens, list)
+        and len(tokens) == index["batch"]
+        and all(
+            isinstance(seq, list)
+            and len(seq) <= index["time"]
+            and all(isinstance(t, str) for t in seq)
+            for seq in tokens
+        ),
+        index,
+        "has malformed tokens",
+    )
     return tokens
 
 

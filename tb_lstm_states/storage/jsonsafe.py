@@ -32,7 +32,7 @@ def json_depth(data: bytes) -> int:
     in_string = 0
     run = 0  # backslashes just before the chunk
     for begin in range(0, len(buffer), _JSON_SCAN_CHUNK):
-        chunk = buffer[begin:begin + _JSON_SCAN_CHUNK]
+        chunk = buffer[begin : begin + _JSON_SCAN_CHUNK]
         n = len(chunk)
         quotes = chunk == 0x22
         backslashes = chunk == 0x5C
@@ -41,8 +41,9 @@ def json_depth(data: bytes) -> int:
             last_other = np.maximum.accumulate(np.where(backslashes, -1, position))
             before = np.empty(n, np.int64)  # backslashes right before each position
             before[0] = run
-            before[1:] = np.where(last_other[:-1] >= 0, position[1:] - 1 - last_other[:-1],
-                                  position[1:] + run)
+            before[1:] = np.where(
+                last_other[:-1] >= 0, position[1:] - 1 - last_other[:-1], position[1:] + run
+            )
             quotes &= before % 2 == 0
             run = int(n - 1 - last_other[-1]) if last_other[-1] >= 0 else n + run
         toggles = np.cumsum(quotes, dtype=np.int64)
@@ -77,8 +78,9 @@ def parse_json(data, *, max_bytes: int, what: str, max_depth: int = MAX_JSON_DEP
         raise FormatError("malformed %s: %d bytes, more than %d" % (what, len(data), max_bytes))
     depth = json_depth(data)
     if depth > max_depth:
-        raise FormatError("malformed %s: JSON nested %d levels deep, more than %d"
-                          % (what, depth, max_depth))
+        raise FormatError(
+            "malformed %s: JSON nested %d levels deep, more than %d" % (what, depth, max_depth)
+        )
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:

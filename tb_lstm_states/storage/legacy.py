@@ -60,8 +60,9 @@ def decode_header(blob: bytes) -> dict:
     blob = bytes(blob)
     _require(blob.startswith(HEADER_MAGIC), "header does not start with %r" % HEADER_MAGIC)
     try:
-        header = jsonsafe.parse_json(blob[len(HEADER_MAGIC):], max_bytes=format.MAX_HEADER_BYTES,
-                                   what="header")
+        header = jsonsafe.parse_json(
+            blob[len(HEADER_MAGIC) :], max_bytes=format.MAX_HEADER_BYTES, what="header"
+        )
     except format.FormatError as e:
         raise RecordError("malformed lstm_states record: %s" % e) from None
     _require(isinstance(header, dict), "header is not an object")
@@ -73,15 +74,22 @@ def decode_header(blob: bytes) -> dict:
             "upgrade tb-lstm-states" % (version, HEADER_VERSION)
         )
     kind = header.get("kind")
-    _require(isinstance(kind, str) and kind in states_lib.KINDS,
-             "unknown kind %r" % (str(kind)[:40],))
-    _require(_is_int(header.get("num_layers"), 1, _MAX_LAYERS),
-             "num_layers must be an integer in [1, %d]" % _MAX_LAYERS)
-    _require(header.get("num_directions") in (1, 2) and _is_int(header["num_directions"]),
-             "bad num_directions")
+    _require(
+        isinstance(kind, str) and kind in states_lib.KINDS, "unknown kind %r" % (str(kind)[:40],)
+    )
+    _require(
+        _is_int(header.get("num_layers"), 1, _MAX_LAYERS),
+        "num_layers must be an integer in [1, %d]" % _MAX_LAYERS,
+    )
+    _require(
+        header.get("num_directions") in (1, 2) and _is_int(header["num_directions"]),
+        "bad num_directions",
+    )
     batch, time = header.get("batch"), header.get("time")
-    _require(_is_int(batch, 1, format.MAX_BATCH),
-             "batch must be an integer in [1, %d]" % format.MAX_BATCH)
+    _require(
+        _is_int(batch, 1, format.MAX_BATCH),
+        "batch must be an integer in [1, %d]" % format.MAX_BATCH,
+    )
     _require(_is_int(time, 1), "time must be an integer in [1, %d]" % _MAX_DIM)
     lengths = header.get("lengths")
     _require(
@@ -91,11 +99,14 @@ def decode_header(blob: bytes) -> dict:
         "lengths must be %d integers in [0, %d]" % (batch, time),
     )
     series = header.get("series")
-    _require(isinstance(series, list) and len(series) <= format.MAX_SERIES
-             and all(isinstance(s, str) and len(s) <= format.MAX_NAME_CHARS for s in series)
-             and len(set(series)) == len(series),
-             "series must be at most %d distinct names of at most %d characters"
-             % (format.MAX_SERIES, format.MAX_NAME_CHARS))
+    _require(
+        isinstance(series, list)
+        and len(series) <= format.MAX_SERIES
+        and all(isinstance(s, str) and len(s) <= format.MAX_NAME_CHARS for s in series)
+        and len(set(series)) == len(series),
+        "series must be at most %d distinct names of at most %d characters"
+        % (format.MAX_SERIES, format.MAX_NAME_CHARS),
+    )
     tokens = header.get("tokens")
     _require(
         tokens is None
@@ -112,24 +123,31 @@ def decode_header(blob: bytes) -> dict:
     arrays = header.get("arrays")
     num_entries = header["num_layers"] * header["num_directions"]
     kinds = states_lib.array_kinds(kind)
-    _require(isinstance(arrays, list) and len(arrays) <= num_entries * len(kinds) + len(series),
-             "arrays is not a list of at most one entry per array")
+    _require(
+        isinstance(arrays, list) and len(arrays) <= num_entries * len(kinds) + len(series),
+        "arrays is not a list of at most one entry per array",
+    )
     seen = set()
     for entry in arrays:
         _require(isinstance(entry, dict), "array entry is not an object")
-        _require(isinstance(entry.get("dtype"), str) and entry["dtype"] in DTYPES,
-                 "bad array dtype %r" % (str(entry.get("dtype"))[:40],))
+        _require(
+            isinstance(entry.get("dtype"), str) and entry["dtype"] in DTYPES,
+            "bad array dtype %r" % (str(entry.get("dtype"))[:40],),
+        )
         shape = entry.get("shape")
         if "series" in entry:
             key = ("series", entry["series"])
-            _require(isinstance(entry["series"], str) and entry["series"] in series,
-                     "unknown series %r" % (str(entry["series"])[:100],))
+            _require(
+                isinstance(entry["series"], str) and entry["series"] in series,
+                "unknown series %r" % (str(entry["series"])[:100],),
+            )
             _require(shape == [batch, time], "series shape must be [batch, time]")
         else:
             key = (entry.get("layer"), entry.get("kind"))
             _require(_is_int(entry.get("layer"), 0, num_entries - 1), "bad array layer")
-            _require(isinstance(entry.get("kind"), str) and entry["kind"] in kinds,
-                     "bad array kind")
+            _require(
+                isinstance(entry.get("kind"), str) and entry["kind"] in kinds, "bad array kind"
+            )
             _require(
                 isinstance(shape, list)
                 and len(shape) == 3
@@ -142,8 +160,13 @@ def decode_header(blob: bytes) -> dict:
     return header
 
 
-def find_array(header: dict, *, layer: Optional[int] = None, kind: Optional[str] = None,
-               series: Optional[str] = None) -> int:
+def find_array(
+    header: dict,
+    *,
+    layer: Optional[int] = None,
+    kind: Optional[str] = None,
+    series: Optional[str] = None,
+) -> int:
     """Returns the blob index (1-based) of an array described in a decoded header.
 
     Raises:

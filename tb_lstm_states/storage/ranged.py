@@ -21,14 +21,27 @@ ReadRange = Callable[[int, int], bytes]  # (offset, length) -> exactly those byt
 def read_crc_table(read_range: ReadRange, index: dict) -> np.ndarray:
     """The checksum table of an array file, checked against the index."""
     data = read_range(index["crc_offset"], 4 * index["crc_count"])
-    format.require_file(len(data) == 4 * index["crc_count"], index,
-                  "is shorter than its index says (torn or still being written)")
-    format.require_file(format.crc32c(data) == index["crc_crc32c"], index, "checksum table fails its checksum")
+    format.require_file(
+        len(data) == 4 * index["crc_count"],
+        index,
+        "is shorter than its index says (torn or still being written)",
+    )
+    format.require_file(
+        format.crc32c(data) == index["crc_crc32c"], index, "checksum table fails its checksum"
+    )
     return np.frombuffer(data, "<u4")
 
 
-def read_checked(read_range: ReadRange, index: dict, crc_table: np.ndarray, offset: int,
-                 chunk: int, nbytes: int, start: int, stop: int) -> bytes:
+def read_checked(
+    read_range: ReadRange,
+    index: dict,
+    crc_table: np.ndarray,
+    offset: int,
+    chunk: int,
+    nbytes: int,
+    start: int,
+    stop: int,
+) -> bytes:
     """Bytes `[start, stop)` of the tensor at `offset` (of `nbytes` bytes, first
     checksum slice `chunk`), reading the slices that cover them and checking each.
 
@@ -38,18 +51,23 @@ def read_checked(read_range: ReadRange, index: dict, crc_table: np.ndarray, offs
     first, last = start // format.CHUNK_BYTES, -(-stop // format.CHUNK_BYTES)
     begin, end = first * format.CHUNK_BYTES, min(last * format.CHUNK_BYTES, nbytes)
     data = read_range(offset + begin, end - begin)
-    format.require_file(len(data) == end - begin, index,
-                  "is shorter than its index says (torn or still being written)")
+    format.require_file(
+        len(data) == end - begin,
+        index,
+        "is shorter than its index says (torn or still being written)",
+    )
     data = bytes(data)
     for i in range(first, last):
         # google_crc32c takes bytes, not memoryviews: a slice copies 64 KiB, in cache.
-        piece = data[(i - first) * format.CHUNK_BYTES:(i - first + 1) * format.CHUNK_BYTES]
+        piece = data[(i - first) * format.CHUNK_BYTES : (i - first + 1) * format.CHUNK_BYTES]
         if format.crc32c(piece) != int(crc_table[chunk + i]):
-            raise errors.FormatError("array file %s fails its checksum at byte %d (corrupt)"
-                              % (index["file"], offset + i * format.CHUNK_BYTES))
+            raise errors.FormatError(
+                "array file %s fails its checksum at byte %d (corrupt)"
+                % (index["file"], offset + i * format.CHUNK_BYTES)
+            )
     if start == begin and stop == end:
         return data
-    return data[start - begin:stop - begin]
+    return data[start - begin : stop - begin]
 
 
 def entry_nbytes(entry: dict) -> int:
@@ -57,9 +75,15 @@ def entry_nbytes(entry: dict) -> int:
     return format.DTYPES[entry["dtype"]].itemsize * math.prod(entry["shape"])
 
 
-def read_array(read_range: ReadRange, index: dict, crc_table: np.ndarray, entry: dict,
-               sequence: Optional[int] = None, start: int = 0,
-               stop: Optional[int] = None) -> np.ndarray:
+def read_array(
+    read_range: ReadRange,
+    index: dict,
+    crc_table: np.ndarray,
+    entry: dict,
+    sequence: Optional[int] = None,
+    start: int = 0,
+    stop: Optional[int] = None,
+) -> np.ndarray:
     """One array of a step, or one sequence's window `[start, stop)` of it, checked.
 
     Returns:
@@ -70,20 +94,36 @@ def read_array(read_range: ReadRange, index: dict, crc_table: np.ndarray, entry:
     shape = entry["shape"]
     nbytes = entry_nbytes(entry)
     if sequence is None:
-        data = read_checked(read_range, index, crc_table, entry["offset"], entry["chunk"],
-                            nbytes, 0, nbytes)
+        data = read_checked(
+            read_range, index, crc_table, entry["offset"], entry["chunk"], nbytes, 0, nbytes
+        )
         return np.frombuffer(data, dtype).reshape(shape)
     time = shape[1]
     stop = time if stop is None else stop
     row = dtype.itemsize * math.prod(shape[2:])
     first = (sequence * time + start) * row
-    data = read_checked(read_range, index, crc_table, entry["offset"], entry["chunk"],
-                        nbytes, first, first + (stop - start) * row)
+    data = read_checked(
+        read_range,
+        index,
+        crc_table,
+        entry["offset"],
+        entry["chunk"],
+        nbytes,
+        first,
+        first + (stop - start) * row,
+    )
     return np.frombuffer(data, dtype).reshape([stop - start] + shape[2:])
 
 
-def read_pyramid(read_range: ReadRange, index: dict, crc_table: np.ndarray, entry: dict,
-                 sequence: int, first_block: int, stop_block: int) -> np.ndarray:
+def read_pyramid(
+    read_range: ReadRange,
+    index: dict,
+    crc_table: np.ndarray,
+    entry: dict,
+    sequence: int,
+    first_block: int,
+    stop_block: int,
+) -> np.ndarray:
     """Blocks `[first_block, stop_block)` of one sequence's pyramid: `[blocks, 2, units]`."""
     pyramid = entry["pyramid"]
     dtype = format.DTYPES[entry["dtype"]]
@@ -91,8 +131,16 @@ def read_pyramid(read_range: ReadRange, index: dict, crc_table: np.ndarray, entr
     row = 2 * units * dtype.itemsize
     nbytes = entry["shape"][0] * pyramid["blocks"] * row
     first = (sequence * pyramid["blocks"] + first_block) * row
-    data = read_checked(read_range, index, crc_table, pyramid["offset"], pyramid["chunk"],
-                        nbytes, first, first + (stop_block - first_block) * row)
+    data = read_checked(
+        read_range,
+        index,
+        crc_table,
+        pyramid["offset"],
+        pyramid["chunk"],
+        nbytes,
+        first,
+        first + (stop_block - first_block) * row,
+    )
     return np.frombuffer(data, dtype).reshape(stop_block - first_block, 2, units)
 
 
@@ -101,9 +149,13 @@ def bin_edges(start: int, stop: int, bins: int) -> np.ndarray:
     return start + (np.arange(bins + 1, dtype=np.int64) * (stop - start)) // bins
 
 
-def binned(read_window: Callable[[int, int], np.ndarray],
-           read_blocks: Optional[Callable[[int, int], np.ndarray]],
-           start: int, stop: int, bins: int) -> np.ndarray:
+def binned(
+    read_window: Callable[[int, int], np.ndarray],
+    read_blocks: Optional[Callable[[int, int], np.ndarray]],
+    start: int,
+    stop: int,
+    bins: int,
+) -> np.ndarray:
     """Exact per-bin minimum and maximum of one sequence: `[2, bins, units]` float32.
 
     Args:
@@ -120,8 +172,12 @@ def binned(read_window: Callable[[int, int], np.ndarray],
     if read_blocks is None or (stop - start) < 4 * format.PYRAMID_BLOCK * bins:
         values = np.asarray(read_window(start, stop), np.float32)
         starts = edges[:-1] - start
-        return np.stack([np.minimum.reduceat(values, starts, axis=0),
-                         np.maximum.reduceat(values, starts, axis=0)])
+        return np.stack(
+            [
+                np.minimum.reduceat(values, starts, axis=0),
+                np.maximum.reduceat(values, starts, axis=0),
+            ]
+        )
     block = format.PYRAMID_BLOCK
     # Every bin holds at least three whole blocks: [ceil(a/B), floor(b/B)) is not empty.
     inner_first = -(-edges[:-1] // block)

@@ -117,12 +117,13 @@ def read_states(
     opener = open if fs is None else fs.open
     wanted_steps = _step_filter(steps)
     problems = _Problems(strict)
-    for run_name, directory, paths in (_runs(logdir) if fs is None else _remote_runs(fs, logdir)):
+    for run_name, directory, paths in _runs(logdir) if fs is None else _remote_runs(fs, logdir):
         if run is not None and run_name != os.path.normpath(run):
             continue
         for path in paths:
             records = event_file.read_records(
-                path, on_corrupt=problems.corrupt_record, opener=opener)
+                path, on_corrupt=problems.corrupt_record, opener=opener
+            )
             while True:
                 try:
                     offset, payload = next(records)
@@ -131,8 +132,9 @@ def read_states(
                 except (OSError, ValueError, MemoryError) as e:  # the file itself
                     problems.corrupt("%s: cannot be read: %s" % (path, _short(e)), e)
                     break
-                yield from _decode(run_name, directory, path, offset, payload, tag,
-                                   wanted_steps, problems, opener)
+                yield from _decode(
+                    run_name, directory, path, offset, payload, tag, wanted_steps, problems, opener
+                )
 
 
 class _Problems:
@@ -144,8 +146,7 @@ class _Problems:
     def corrupt(self, message, cause=None):
         if self.strict:
             raise CorruptRecordError(message) from cause
-        warnings.warn("skipping a corrupt record: %s" % message, CorruptRecordWarning,
-                      stacklevel=5)
+        warnings.warn("skipping a corrupt record: %s" % message, CorruptRecordWarning, stacklevel=5)
 
     def corrupt_record(self, error):
         self.corrupt(str(error), error)
@@ -185,10 +186,11 @@ def _remote_runs(fs, url):
     root = fs._strip_protocol(url).rstrip("/")
     runs = []
     for directory, _, files in fs.walk(url):
-        paths = sorted(fs.unstrip_protocol(directory.rstrip("/") + "/" + f)
-                       for f in files if "tfevents" in f)
+        paths = sorted(
+            fs.unstrip_protocol(directory.rstrip("/") + "/" + f) for f in files if "tfevents" in f
+        )
         if paths:
-            relative = directory.rstrip("/")[len(root):].strip("/") or "."
+            relative = directory.rstrip("/")[len(root) :].strip("/") or "."
             runs.append((relative, fs.unstrip_protocol(directory.rstrip("/")), paths))
     return sorted(runs)
 
@@ -210,8 +212,7 @@ def _peek_step(payload):
     return None
 
 
-def _decode(run_name, directory, path, offset, payload, tag, wanted_steps, problems,
-            opener=open):
+def _decode(run_name, directory, path, offset, payload, tag, wanted_steps, problems, opener=open):
     if wanted_steps is not None:
         step = _peek_step(payload)
         if step is not None and step not in wanted_steps:
@@ -232,7 +233,11 @@ def _decode(run_name, directory, path, offset, payload, tag, wanted_steps, probl
         if plugin_data.plugin_name != metadata.PLUGIN_NAME:
             continue
         where = "%s byte %d: the record of tag %r at step %d" % (
-            path, offset, value.tag[:200], event.step)
+            path,
+            offset,
+            value.tag[:200],
+            event.step,
+        )
         try:
             content = metadata.parse_plugin_content(plugin_data.content)
             role = content.get("role")
@@ -245,8 +250,16 @@ def _decode(run_name, directory, path, offset, payload, tag, wanted_steps, probl
         except format.NewerVersionError as e:
             problems.newer(format.NewerVersionError("%s: %s" % (where, e)))
             continue
-        except (ValueError, OSError, RecursionError, MemoryError, KeyError, IndexError,
-                TypeError, OverflowError) as e:
+        except (
+            ValueError,
+            OSError,
+            RecursionError,
+            MemoryError,
+            KeyError,
+            IndexError,
+            TypeError,
+            OverflowError,
+        ) as e:
             # Anything a record's content can raise: that record is skipped, never the walk.
             problems.corrupt("%s: %s" % (where, _short(e)), e)
             continue
@@ -280,7 +293,8 @@ def _decode_index(directory, value, step, opener=open):
             if size < index["file_bytes"]:  # before any read is sized by the index
                 raise format.FormatError(
                     "array file %s is shorter than its index says (%d of %d bytes: torn or "
-                    "still being written)" % (index["file"], size, index["file_bytes"]))
+                    "still being written)" % (index["file"], size, index["file_bytes"])
+                )
 
             def read_range(offset, length):
                 f.seek(offset)
@@ -303,8 +317,12 @@ def _assemble(index, arrays):
     layers = []
     for entry in range(index["num_layers"] * index["num_directions"]):
         gates = {g: arrays[(entry, g)] for g in states_lib.GATE_NAMES[kind] if (entry, g) in arrays}
-        layers.append(states_lib.LayerStates(
-            arrays[(entry, "hidden")], arrays.get((entry, "cell")), gates))
+        layers.append(
+            states_lib.LayerStates(arrays[(entry, "hidden")], arrays.get((entry, "cell")), gates)
+        )
     return states_lib.RecurrentStates(
-        kind=kind, layers=layers, lengths=np.asarray(index["lengths"], dtype=np.int64),
-        num_directions=index["num_directions"])
+        kind=kind,
+        layers=layers,
+        lengths=np.asarray(index["lengths"], dtype=np.int64),
+        num_directions=index["num_directions"],
+    )

@@ -159,7 +159,8 @@ class StateWriter:
         self._errors: List[tuple] = []  # (job, exception) of records that failed
 
         self._thread = threading.Thread(
-            target=self._run, name="tb_lstm_states.StateWriter", daemon=True)
+            target=self._run, name="tb_lstm_states.StateWriter", daemon=True
+        )
         self._thread.start()
         # The thread is a daemon so a forgotten close() cannot hang the interpreter;
         # this hook still writes what is queued at exit.
@@ -226,13 +227,16 @@ class StateWriter:
             raise TypeError(
                 "states must be a RecurrentStates (what tls.capture returns), got %s; "
                 "to capture and write in one call use log(tag, module, inputs, step)"
-                % type(states).__name__)
+                % type(states).__name__
+            )
         job = _plan(tag, step, states, series, tokens, description, dtype)
         self._reserve(job)
         try:
             job.arrays = [convert.stored_copy(array, dtype) for array in job.arrays]
-            job.series = [convert.stored_copy(values, "float32").reshape(job.batch, job.time)
-                          for values in job.series]
+            job.series = [
+                convert.stored_copy(values, "float32").reshape(job.batch, job.time)
+                for values in job.series
+            ]
             job.samples = _samples(job)
         except BaseException:
             self._unreserve(job)
@@ -269,8 +273,9 @@ class StateWriter:
         from tb_lstm_states import capturing  # imports torch: only when used
 
         states = capturing.capture(module, inputs, hx=hx)
-        self.add_states(tag, states, step, series=series, tokens=tokens,
-                        description=description, dtype=dtype)
+        self.add_states(
+            tag, states, step, series=series, tokens=tokens, description=description, dtype=dtype
+        )
 
     def flush(self) -> None:
         """Waits until every record queued so far is written and handed to the OS.
@@ -329,12 +334,15 @@ class StateWriter:
             more = ""
             if len(errors) > 1:
                 more = " (and %d later record%s: %s)" % (
-                    len(errors) - 1, "s" if len(errors) > 2 else "",
+                    len(errors) - 1,
+                    "s" if len(errors) > 2 else "",
                     ", ".join("step %d of tag %r" % (j.step, j.tag) for j, _ in errors[1:6])
-                    + (", ..." if len(errors) > 6 else ""))
+                    + (", ..." if len(errors) > 6 else ""),
+                )
             if this_call:
-                this_call = ("; %s, given to this call, was not queued either: give it "
-                             "again" % this_call)
+                this_call = (
+                    "; %s, given to this call, was not queued either: give it again" % this_call
+                )
             raise RuntimeError(
                 "StateWriter could not write step %d of tag %r to %s (%s: %s)%s; it was "
                 "dropped, the records before it are intact%s"
@@ -346,8 +354,11 @@ class StateWriter:
         for the disk rather than queueing without bound. A record larger than the
         bound is accepted once nothing else is in flight."""
         with self._lock:
-            while (self._in_flight and not self._closed
-                   and self._queued_bytes + job.nbytes > self._max_queue_bytes):
+            while (
+                self._in_flight
+                and not self._closed
+                and self._queued_bytes + job.nbytes > self._max_queue_bytes
+            ):
                 self._changed.wait()
             if self._closed:
                 raise ValueError("this StateWriter was closed while add_states waited")
@@ -424,29 +435,45 @@ class StateWriter:
             "tokens": json.dumps(job.tokens, separators=(",", ":")),
         }
         layout = format.Layout(tensors, file_metadata)
-        table = np.hstack([
-            statistics.table(job.samples, [kind for _, kind in job.keys], job.sample_lengths),
-            np.array([convert.extremes(array) for array in job.arrays], np.float32).reshape(-1, 2),
-        ])
+        table = np.hstack(
+            [
+                statistics.table(job.samples, [kind for _, kind in job.keys], job.sample_lengths),
+                np.array([convert.extremes(array) for array in job.arrays], np.float32).reshape(
+                    -1, 2
+                ),
+            ]
+        )
         path, crc_table = self._write_array_file(job, layout, buffers)
         try:
             index = format.build_index(
-                layout, os.path.basename(path), crc_table, kind=job.kind,
-                num_layers=job.num_layers, num_directions=job.num_directions,
-                batch=job.batch, time=job.time, lengths=job.lengths,
-                series=job.series_names, has_tokens=job.tokens is not None,
-                arrays=entries, statistics=table)
+                layout,
+                os.path.basename(path),
+                crc_table,
+                kind=job.kind,
+                num_layers=job.num_layers,
+                num_directions=job.num_directions,
+                batch=job.batch,
+                time=job.time,
+                lengths=job.lengths,
+                series=job.series_names,
+                has_tokens=job.tokens is not None,
+                arrays=entries,
+                statistics=table,
+            )
             value = summary_pb2.Summary.Value(
                 tag=job.tag,
                 metadata=metadata.create_summary_metadata(
-                    metadata.ROLE_INDEX, description=job.description, content=job.structure),
+                    metadata.ROLE_INDEX, description=job.description, content=job.structure
+                ),
                 tensor=tensor_pb2.TensorProto(
                     dtype=types_pb2.DT_STRING,
                     tensor_shape=tensor_shape_pb2.TensorShapeProto(),
-                    string_val=[index]),
+                    string_val=[index],
+                ),
             )
-            event = event_pb2.Event(wall_time=job.wall_time, step=job.step,
-                                    summary=summary_pb2.Summary(value=[value]))
+            event = event_pb2.Event(
+                wall_time=job.wall_time, step=job.step, summary=summary_pb2.Summary(value=[value])
+            )
             self._file.write(event.SerializeToString())
         except BaseException:
             if self._fs is not None:
@@ -481,11 +508,11 @@ class StateWriter:
             for array in buffers:
                 data = array.reshape(-1).view(np.uint8)  # C-contiguous: a view
                 for start in range(0, len(data), _BLOCK_BYTES):
-                    block = data[start:start + _BLOCK_BYTES]
+                    block = data[start : start + _BLOCK_BYTES]
                     for offset in range(0, len(block), format.CHUNK_BYTES):
                         # In C, straight from the array (google_crc32c takes a
                         # numpy array's buffer); the block is then written in cache.
-                        crcs.append(_crc32c(block[offset:offset + format.CHUNK_BYTES]))
+                        crcs.append(_crc32c(block[offset : offset + format.CHUNK_BYTES]))
                     pending.append(block)
                     pending_bytes += len(block)
                     if pending_bytes >= _BLOCK_BYTES:
@@ -500,7 +527,6 @@ class StateWriter:
                 _remove(path)
         return path, crc_table
 
-
     def _write_array_object(self, job: "_Job", layout: format.Layout, buffers: list):
         """`_write_array_file` for a URL: checksummed as there, uploaded as one object
         once complete (straight from the arrays: the pieces are views)."""
@@ -511,7 +537,7 @@ class StateWriter:
         for array in buffers:
             data = array.reshape(-1).view(np.uint8)  # C-contiguous: a view
             for offset in range(0, len(data), format.CHUNK_BYTES):
-                crcs.append(_crc32c(data[offset:offset + format.CHUNK_BYTES]))
+                crcs.append(_crc32c(data[offset : offset + format.CHUNK_BYTES]))
             pieces.append(data)
         crc_table = np.array(crcs, dtype="<u4")
         remote.write_object(self._fs, url, [*pieces, crc_table])
@@ -530,6 +556,7 @@ def _crc32c_of_arrays_supported() -> bool:
 if _crc32c_of_arrays_supported():
     _crc32c = google_crc32c.value
 else:  # a copy of each 64 KiB slice, in cache
+
     def _crc32c(data: np.ndarray) -> int:
         return google_crc32c.value(data.tobytes())
 
@@ -560,35 +587,48 @@ def _plan(tag, step, states, series, tokens, description, dtype) -> _Job:
         raise ValueError("kind must be one of %s, got %r" % (states_lib.KINDS, kind))
     layers = states.layers
     num_directions = states.num_directions
-    if (not isinstance(num_directions, numbers.Integral) or num_directions not in (1, 2)
-            or not layers or len(layers) % num_directions):
+    if (
+        not isinstance(num_directions, numbers.Integral)
+        or num_directions not in (1, 2)
+        or not layers
+        or len(layers) % num_directions
+    ):
         raise ValueError(
             "states need one LayerStates per (layer, direction); got %d layers for "
-            "%r directions" % (len(layers), num_directions))
+            "%r directions" % (len(layers), num_directions)
+        )
     num_directions = int(num_directions)
     if len(layers) // num_directions > format.MAX_LAYERS:
-        raise ValueError("states have %d layers; at most %d (format.MAX_LAYERS) can be logged: "
-                         "log the layers you want to see" % (len(layers) // num_directions,
-                                                             format.MAX_LAYERS))
+        raise ValueError(
+            "states have %d layers; at most %d (format.MAX_LAYERS) can be logged: "
+            "log the layers you want to see" % (len(layers) // num_directions, format.MAX_LAYERS)
+        )
     first = tuple(np.shape(layers[0].hidden)) if layers[0].hidden is not None else ()
     if len(first) != 3:
-        raise ValueError("layer 0 hidden must be [batch, time, units], got shape %s"
-                         % list(first))
+        raise ValueError("layer 0 hidden must be [batch, time, units], got shape %s" % list(first))
     batch, time_steps = int(first[0]), int(first[1])
     if not (1 <= batch and 1 <= time_steps <= format.MAX_DIM):
-        raise ValueError("states need at least one sequence and one timestep, got "
-                         "[batch=%d, time=%d]" % (batch, time_steps))
+        raise ValueError(
+            "states need at least one sequence and one timestep, got "
+            "[batch=%d, time=%d]" % (batch, time_steps)
+        )
     if batch > format.MAX_BATCH:
-        raise ValueError("the probe batch has %d sequences; at most %d (format.MAX_BATCH) can be "
-                         "logged: log a smaller probe" % (batch, format.MAX_BATCH))
+        raise ValueError(
+            "the probe batch has %d sequences; at most %d (format.MAX_BATCH) can be "
+            "logged: log a smaller probe" % (batch, format.MAX_BATCH)
+        )
     lengths = convert.to_numpy(states.lengths)
     lengths = np.asarray(lengths).reshape(-1) if lengths is not None else np.zeros(0)
     if lengths.shape != (batch,):
-        raise ValueError("lengths has shape %s, expected [%d] (one per sequence)"
-                         % (list(lengths.shape), batch))
-    if not (np.issubdtype(lengths.dtype, np.integer)
-            or (np.issubdtype(lengths.dtype, np.floating)
-                and np.array_equal(lengths, np.round(lengths)))):
+        raise ValueError(
+            "lengths has shape %s, expected [%d] (one per sequence)" % (list(lengths.shape), batch)
+        )
+    if not (
+        np.issubdtype(lengths.dtype, np.integer)
+        or (
+            np.issubdtype(lengths.dtype, np.floating) and np.array_equal(lengths, np.round(lengths))
+        )
+    ):
         raise ValueError("lengths must be integers, got %s" % lengths.tolist())
     length_list = [int(n) for n in lengths.tolist()]
     if min(length_list) < 0 or max(length_list) > time_steps:
@@ -606,23 +646,28 @@ def _plan(tag, step, states, series, tokens, description, dtype) -> _Job:
                 array = None
             shape = tuple(np.shape(array)) if array is not None else ()
             if len(shape) != 3:
-                raise ValueError("layer %d %s must be [batch, time, units], got shape %s"
-                                 % (index, name, list(shape)))
+                raise ValueError(
+                    "layer %d %s must be [batch, time, units], got shape %s"
+                    % (index, name, list(shape))
+                )
             if shape[:2] != (batch, time_steps) or not 1 <= shape[2] <= format.MAX_DIM:
                 raise ValueError(
                     "layer %d %s has shape %s, expected %s (batch, time[, units]) to match "
-                    "the states" % (index, name, list(shape),
-                                    [batch, time_steps, max(1, shape[2])]))
+                    "the states" % (index, name, list(shape), [batch, time_steps, max(1, shape[2])])
+                )
             if shape[2] > format.MAX_UNITS:
-                raise ValueError("layer %d %s has %d units; at most %d (format.MAX_UNITS) can be "
-                                 "logged" % (index, name, shape[2], format.MAX_UNITS))
+                raise ValueError(
+                    "layer %d %s has %d units; at most %d (format.MAX_UNITS) can be "
+                    "logged" % (index, name, shape[2], format.MAX_UNITS)
+                )
             if name in gate_names:
                 # Gates are as wide as the cell (LSTM) or the hidden state (GRU).
                 width = np.shape(layer.cell if kind == "lstm" else layer.hidden)[2]
                 if shape[2] != width:
                     raise ValueError(
                         "layer %d %s gate has %d units, expected %d like its %s state"
-                        % (index, name, shape[2], width, "cell" if kind == "lstm" else "hidden"))
+                        % (index, name, shape[2], width, "cell" if kind == "lstm" else "hidden")
+                    )
             convert.check_real(array, "layer %d %s" % (index, name))
             keys.append((index, name))
             arrays.append(array)
@@ -631,12 +676,16 @@ def _plan(tag, step, states, series, tokens, description, dtype) -> _Job:
 
     series_names, series_values = [], []
     if len(series or {}) > format.MAX_SERIES:
-        raise ValueError("%d series; at most %d (format.MAX_SERIES) can be logged with a record"
-                         % (len(series), format.MAX_SERIES))
+        raise ValueError(
+            "%d series; at most %d (format.MAX_SERIES) can be logged with a record"
+            % (len(series), format.MAX_SERIES)
+        )
     for name, values in (series or {}).items():
         if not isinstance(name, str) or not name or len(name) > format.MAX_NAME_CHARS:
-            raise ValueError("series names must be non-empty strings of at most %d characters, "
-                             "got %r" % (format.MAX_NAME_CHARS, str(name)[:80]))
+            raise ValueError(
+                "series names must be non-empty strings of at most %d characters, "
+                "got %r" % (format.MAX_NAME_CHARS, str(name)[:80])
+            )
         if not (convert.is_torch(values) or isinstance(values, np.ndarray)):
             values = np.asarray(values)
         shape = tuple(np.shape(values))
@@ -645,12 +694,14 @@ def _plan(tag, step, states, series, tokens, description, dtype) -> _Job:
         try:
             convert.check_real(values, "series %r" % name)
         except ValueError:
-            raise ValueError("series %r must be numeric, got dtype %s"
-                             % (name, values.dtype)) from None
+            raise ValueError(
+                "series %r must be numeric, got dtype %s" % (name, values.dtype)
+            ) from None
         if shape != (batch, time_steps):
             raise ValueError(
                 "series %r has shape %s, expected %s (batch, time[, units]) to match the "
-                "states" % (name, list(np.shape(values)), [batch, time_steps]))
+                "states" % (name, list(np.shape(values)), [batch, time_steps])
+            )
         series_names.append(name)
         series_values.append(values)
         nbytes += batch * time_steps * 4
@@ -660,21 +711,35 @@ def _plan(tag, step, states, series, tokens, description, dtype) -> _Job:
         if isinstance(tokens, str) or len(tokens) != batch:
             raise ValueError(
                 "tokens must be %d lists (one per sequence) of strings, got %s"
-                % (batch, type(tokens).__name__ if isinstance(tokens, str) else len(tokens)))
+                % (batch, type(tokens).__name__ if isinstance(tokens, str) else len(tokens))
+            )
         token_lists = []
         for b, sequence in enumerate(tokens):
             if isinstance(sequence, str) or len(sequence) > time_steps:
                 raise ValueError(
-                    "tokens[%d] must be a list of at most time=%d strings" % (b, time_steps))
+                    "tokens[%d] must be a list of at most time=%d strings" % (b, time_steps)
+                )
             token_lists.append([str(t) for t in sequence])
 
     if description is not None and not isinstance(description, str):
         raise ValueError("description must be a string, got %s" % type(description).__name__)
     return _Job(
-        tag=tag, step=step, wall_time=time.time(), description=description, kind=kind,
-        num_layers=len(layers) // num_directions, num_directions=num_directions,
-        batch=batch, time=time_steps, lengths=length_list, keys=keys, arrays=arrays,
-        series_names=series_names, series=series_values, tokens=token_lists, nbytes=nbytes,
+        tag=tag,
+        step=step,
+        wall_time=time.time(),
+        description=description,
+        kind=kind,
+        num_layers=len(layers) // num_directions,
+        num_directions=num_directions,
+        batch=batch,
+        time=time_steps,
+        lengths=length_list,
+        keys=keys,
+        arrays=arrays,
+        series_names=series_names,
+        series=series_values,
+        tokens=token_lists,
+        nbytes=nbytes,
         structure={
             "kind": kind,
             "num_layers": len(layers) // num_directions,
@@ -748,14 +813,16 @@ def _check_destination(logdir, summary_writer) -> None:
     if (logdir is None) == (summary_writer is None):
         raise ValueError(
             "give exactly one of logdir (a run directory) or summary_writer "
-            "(a torch SummaryWriter whose run the states join)")
+            "(a torch SummaryWriter whose run the states join)"
+        )
 
 
 def _check_step(step) -> int:
     if isinstance(step, bool) or not isinstance(step, numbers.Integral):
         raise TypeError(
             "step must be an int (the training step or epoch), got %r of type %s"
-            % (step, type(step).__name__))
+            % (step, type(step).__name__)
+        )
     step = int(step)
     if not _INT64_MIN <= step <= _INT64_MAX:
         raise ValueError("step must fit in a signed 64-bit integer, got %d" % step)
@@ -768,7 +835,8 @@ def _summary_writer_logdir(summary_writer) -> str:
     if not logdir:
         raise ValueError(
             "summary_writer must be a torch.utils.tensorboard.SummaryWriter (something with "
-            "get_logdir() or log_dir), got %s" % type(summary_writer).__name__)
+            "get_logdir() or log_dir), got %s" % type(summary_writer).__name__
+        )
     return logdir
 
 
@@ -780,4 +848,5 @@ def _close_at_exit(writer_ref):
                 writer.close()
             except Exception:  # noqa: BLE001 - nothing is left to report it to
                 pass
+
     return close
