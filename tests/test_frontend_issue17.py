@@ -2,7 +2,8 @@
 
 Real `tensorboard`, headless Chromium. One logdir: run `a` (6 steps whose range grows with
 the step, a price/prediction pair, a 0/1 `anomaly` label, a `time` series of epoch
-seconds, a description longer than the backend's cap) and run `b` (steps 0 and 2 only).
+seconds, a description longer than the backend's cap) and run `b` (steps 0 and 2 only, with
+tokens).
 Every test fails on any console error, page error or dialog.
 """
 
@@ -21,6 +22,7 @@ from conftest import tensorboard_server
 BATCH, TIME, UNITS = 3, 64, 20
 ONSETS = [20, 45]  # the anomaly label's onsets; the states jump there
 T0 = 1_700_000_000
+TOKENS = [["abcde"[(t + b) % 5] for t in range(TIME)] for b in range(BATCH)]  # run b's tokens
 
 
 def make_states(step, seed):
@@ -61,7 +63,7 @@ def server(tmp_path_factory):
             writer.add_states("lstm", make_states(step, 0), step, series=series(), description=long_description)
     with tls.StateWriter(str(root / "b")) as writer:
         for step in (0, 2):
-            writer.add_states("lstm", make_states(step, 1), step, series=series())
+            writer.add_states("lstm", make_states(step, 1), step, series=series(), tokens=TOKENS)
     with tensorboard_server(root, load_fast=True) as url:
         yield url
 
@@ -71,6 +73,7 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     problems = []
+    page.on("response", lambda r: problems.append("HTTP %d: %s" % (r.status, r.url)) if r.status >= 400 else None)
     page.on("console", lambda m: problems.append("console %s: %s" % (m.type, m.text)) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append("page error: %s" % e))
 
@@ -286,3 +289,86 @@ def test_defaults_and_wheel_zoom_and_exports(page, server):
     name, body = export("webm")
     assert name.startswith("playback") and body[:4] == b"\x1a\x45\xdf\xa3"
     assert b"\x44\x89" in body[:4096]  # the Duration element is written in
+
+
+def card_text(frame, selector):
+    return frame.evaluate("s => document.querySelector(s).closest('.tls-card').innerText", selector)
+
+
+def trajectory_labels(frame):
+    return frame.evaluate("[...document.querySelectorAll('.tls-trajectory canvas.tls-base')]"
+                          ".filter(c => c.offsetParent).map(c => c.getAttribute('aria-label'))")
+
+
+def orange_pixels(frame):
+    """Pixels of the compared run's colour (PALETTE[1], #f28e2b) on the change track."""
+    return frame.evaluate("""() => {
+        const c = document.querySelector('.tls-changes canvas.tls-base');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (Math.abs(d[i] - 0xf2) < 24 && Math.abs(d[i + 1] - 0x8e) < 24 && d[i + 2] < 0x60) n++;
+        return n; }""")
+
+
+def test_compare_mode_shows_both_runs_in_changes_trajectory_overview_and_lines(page, server):
+    frame = open_tab(page, server, {"run": "a", "tag": "lstm", "step": "0", "cmp": "b"})
+    # the change track: both runs named, the other run's track drawn over it
+    wait_until(lambda: re.search(r"b step 0: \d+ anomal", card_text(frame, ".tls-changes")))
+    assert "a step 0:" in card_text(frame, ".tls-changes")
+    wait_until(lambda: orange_pixels(frame) > 500)  # its line over the track
+    # the trajectory: one panel per run, each named by its run and step, with a colour legend
+    labels = wait_until(lambda: (lambda ls: ls if len(ls) == 2 and all("colour: timestep" in x for x in ls) else None)(trajectory_labels(frame)))
+    assert labels[0].startswith("a · step 0") and labels[1].startswith("b · step 0"), labels
+    wait_until(lambda: "its own axes" in frame.inner_text(".tls-trajectory"))
+    # the overview: a legend naming each run, both values beside each sparkline
+    wait_until(lambda: re.search(r"\d / [\d–]", frame.inner_text(".tls-overview")))
+    legend = frame.inner_text(".tls-ovlegend")
+    assert "a" in legend and "b" in legend
+    # lines: units of both runs, each labelled with its run
+    wait_until(lambda: "cunits=" in plotted(frame) and re.search(r"units=\d", plotted(frame)))
+    # a step the other run lacks is said in each of them, never substituted
+    page.keyboard.press("ArrowRight")
+    wait_until(lambda: step_label(frame) == 1)
+    wait_until(lambda: "b has no step 1" in card_text(frame, ".tls-changes"))
+    wait_until(lambda: orange_pixels(frame) < 100)  # the legend swatch only
+    wait_until(lambda: "b has no step 1" in frame.inner_text(".tls-trajectory"))
+    assert trajectory_labels(frame)[1].startswith("b · step 1")
+    wait_until(lambda: "no step 1" in frame.inner_text(".tls-overview"))
+    # and at the next step both have, both are back
+    page.keyboard.press("ArrowRight")
+    wait_until(lambda: step_label(frame) == 2)
+    wait_until(lambda: re.search(r"b step 2: \d+ anomal", card_text(frame, ".tls-changes")))
+    wait_until(lambda: "b has no step" not in frame.inner_text(".tls-trajectory"))
+
+
+def test_trajectory_colours_by_token_sequence_or_series_for_one_a_set_or_all(page, server):
+    requests = []
+    page.on("request", lambda r: requests.append(r.url) if "/projection?" in r.url else None)
+    frame = open_tab(page, server, {"run": "b", "tag": "lstm", "color": "#token", "tseq": "all"})
+    # the legend names the five tokens, each with its colour
+    wait_until(lambda: (lambda ls: ls and re.search(r"colour: token: [a-e], [a-e], [a-e], [a-e], [a-e]$", ls[0]))(trajectory_labels(frame)))
+    wait_until(lambda: "3 sequences" in frame.inner_text(".tls-trajectory"))
+    assert frame.eval_on_selector("select[aria-label='trajectory sequences']", "e => e.value") == "all"
+    # a chosen set, coloured by sequence: the route is asked for exactly those sequences
+    frame.select_option("select[aria-label='colour by']", "#sequence")
+    frame.select_option("select[aria-label='trajectory sequences']", "set")
+    frame.fill("input[aria-label='trajectory sequence set']", "0, 2")
+    frame.press("input[aria-label='trajectory sequence set']", "Tab")
+    wait_until(lambda: trajectory_labels(frame)[0].endswith("colour: sequence: #0, #2"))
+    wait_until(lambda: "2 sequences" in frame.inner_text(".tls-trajectory"))
+    assert any("sequence=0%2C2" in u for u in requests), requests
+    wait_until(lambda: "tseq%3D0.2" in page.evaluate("location.hash"))
+    # by a logged series: a ramp over the chosen sequences' values
+    frame.select_option("select[aria-label='colour by']", "price")
+    wait_until(lambda: re.search(r"colour: price from [\d.]+ to [\d.]+$", trajectory_labels(frame)[0]))
+    # one sequence again: the selected one
+    frame.select_option("select[aria-label='trajectory sequences']", "")
+    wait_until(lambda: "variance · sequence #0" in frame.inner_text(".tls-trajectory"))
+    # the colours are drawn: more than one hue on the canvas
+    hues = frame.evaluate("""() => {
+        const c = document.querySelector('.tls-trajectory canvas.tls-base');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height - 40).data;
+        const seen = new Set();
+        for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 200 && Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]) > 80) seen.add((d[i] >> 5) + ',' + (d[i + 1] >> 5) + ',' + (d[i + 2] >> 5));
+        return seen.size; }""")
+    assert hues > 3, hues

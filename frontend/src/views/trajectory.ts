@@ -62,10 +62,15 @@ export class TrajectoryView {
 
   private colours(c: DrawContext, p: api.Projection | null) {
     const all = c.series;
-    return colouring({
-      colorBy: c.store.state.colorBy, sequences: p?.sequences ?? c.store.trajectorySequences(), t0: c.t0, t1: c.t1,
-      series: all ? all.all : null, tokens: all?.allTokens ?? null,
-    });
+    const colorBy = c.store.state.colorBy;
+    const asked = c.store.trajectorySequences();
+    const sequences = p?.sequences ?? (asked.length ? asked : Array.from({ length: c.store.info?.batch ?? 1 }, (_, i) => i));
+    if (!all && colorBy !== "time" && colorBy !== "#sequence") {
+      // the series (and tokens) are loading: by timestep until they arrive, said
+      const byTime = colouring({ colorBy: "time", sequences, t0: c.t0, t1: c.t1, series: null, tokens: null });
+      return { ...byTime, note: "the series are loading" };
+    }
+    return colouring({ colorBy, sequences, t0: c.t0, t1: c.t1, series: all ? all.all : null, tokens: all?.allTokens ?? null });
   }
 
   /** Draws one run's panel; returns the line said under it. */
