@@ -21,7 +21,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, types_pb2
 import tb_lstm_states as tls
 from tb_lstm_states import metadata, statistics
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import convert, event_file, format, ranged
+from tb_lstm_states.storage import convert, event_file, format, plan, ranged
 from tb_lstm_states.storage import writer as writer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -606,7 +606,7 @@ def test_no_two_gib_limit_is_checked(tmp_path, monkeypatch):
     huge = make_states("rnn", batch=1, time=1, hidden=1)
     huge.layers[0].hidden = np.broadcast_to(np.float32(0), (1, 1 << 16, 1 << 15))
     huge.lengths = np.array([1 << 16])
-    job = writer_lib._plan("t", 0, huge, None, None, None, "float32")
+    job = plan.plan("t", 0, huge, None, None, None, "float32")
     assert job.nbytes == 1 << 33
 
 

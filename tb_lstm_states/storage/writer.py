@@ -11,13 +11,14 @@ Each step becomes two things (`storage/format.py`): an array file,
 summary in this writer's event file, appended only once the array file is
 complete, so every index a reader finds points to a whole file.
 
-`add_states` checks the record, copies the states to host numpy arrays at the
-stored dtype (the float16 cast is the copy; torch casts), copies the few sequences
-the statistics are computed on, queues the record and returns. One background
-thread computes the statistics and the min/max pyramids of long sequences,
-checksums each 64 KiB slice (CRC32C, in C), writes the file with `os.writev`
-straight from the arrays, then appends the index. A queue bounded in bytes makes `add_states` wait when the disk
-falls behind, instead of holding an unbounded number of records in memory.
+`add_states` checks the record (`plan.py`), copies the states to host numpy arrays
+at the stored dtype (the float16 cast is the copy; torch casts), copies the few
+sequences the statistics are computed on, queues the record and returns. One
+background thread computes the statistics and the min/max pyramids of long
+sequences, checksums each 64 KiB slice (CRC32C, in C) and writes the file with
+`os.writev` straight from the arrays (`arrayfile.py`), then appends the index. A
+queue bounded in bytes makes `add_states` wait when the disk falls behind, instead
+of holding an unbounded number of records in memory.
 
 With `summary_writer=sw`, the states go to a second event file of this writer's own
 in `sw`'s run directory, so they show under the same run as `sw`'s scalars. Both
@@ -31,7 +32,6 @@ stay live.)
 import atexit
 import collections
 import json
-import numbers
 import os
 import secrets
 import threading
@@ -39,7 +39,6 @@ import time
 import weakref
 from typing import Any, Dict, List, Optional, Sequence
 
-import google_crc32c
 import numpy as np
 
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
@@ -47,14 +46,9 @@ from tensorboard.compat.proto import types_pb2
 
 from tb_lstm_states import distributed, metadata, statistics
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import convert, event_file, format, remote
+from tb_lstm_states.storage import arrayfile, convert, event_file, format, plan, remote
 
 DEFAULT_MAX_QUEUE_BYTES = 256 << 20
-
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-
-# The thread checksums a block of slices, then writes it while it is in cache.
-_BLOCK_BYTES = 16 * format.CHUNK_BYTES
 
 
 class StateWriter:
@@ -150,7 +144,7 @@ class StateWriter:
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._queue: "collections.deque[_Job]" = collections.deque()
+        self._queue: "collections.deque[plan.Job]" = collections.deque()
         self._in_flight = 0  # records reserved (being converted) or queued, not yet done
         self._queued_bytes = 0  # their bytes
         self._queued = 0  # records queued so far
@@ -214,7 +208,7 @@ class StateWriter:
         self._check_open("step %r of tag %r" % (step, tag))
         if not isinstance(tag, str) or not tag:
             raise ValueError("tag must be a non-empty string, got %r" % (tag,))
-        step = _check_step(step)
+        step = plan.check_step(step)
         rank = distributed.rank()
         if rank is not None:
             if self._all_ranks:
@@ -229,7 +223,7 @@ class StateWriter:
                 "to capture and write in one call use log(tag, module, inputs, step)"
                 % type(states).__name__
             )
-        job = _plan(tag, step, states, series, tokens, description, dtype)
+        job = plan.plan(tag, step, states, series, tokens, description, dtype)
         self._reserve(job)
         try:
             job.arrays = [convert.stored_copy(array, dtype) for array in job.arrays]
@@ -237,7 +231,7 @@ class StateWriter:
                 convert.stored_copy(values, "float32").reshape(job.batch, job.time)
                 for values in job.series
             ]
-            job.samples = _samples(job)
+            job.samples = plan.samples(job)
         except BaseException:
             self._unreserve(job)
             raise
@@ -268,7 +262,7 @@ class StateWriter:
           As `add_states`, and as `tls.capture` for a module or input it cannot run.
         """
         self._check_open()
-        _check_step(step)  # before running the module
+        plan.check_step(step)  # before running the module
         distributed.check_not_wrapped(module, "StateWriter.log()")
         from tb_lstm_states import capturing  # imports torch: only when used
 
@@ -349,7 +343,7 @@ class StateWriter:
                 % (job.step, job.tag, self.logdir, type(error).__name__, error, more, this_call)
             ) from error
 
-    def _reserve(self, job: "_Job") -> None:
+    def _reserve(self, job: plan.Job) -> None:
         """Counts `job` as in flight, first waiting for room: backpressure, waiting
         for the disk rather than queueing without bound. A record larger than the
         bound is accepted once nothing else is in flight."""
@@ -365,13 +359,13 @@ class StateWriter:
             self._in_flight += 1
             self._queued_bytes += job.nbytes
 
-    def _unreserve(self, job: "_Job") -> None:
+    def _unreserve(self, job: plan.Job) -> None:
         with self._lock:
             self._in_flight -= 1
             self._queued_bytes -= job.nbytes
             self._changed.notify_all()
 
-    def _enqueue(self, job: "_Job", nbytes: int) -> None:
+    def _enqueue(self, job: plan.Job, nbytes: int) -> None:
         """Queues a converted `job` of `nbytes` (more than reserved where float16
         arrays stayed float32)."""
         with self._lock:
@@ -394,7 +388,7 @@ class StateWriter:
                 self._write(job)
             except BaseException as e:  # noqa: B036 - raised by the next call
                 error = e
-            job.arrays = job.series = job.samples = None  # freed now, not with the next job
+            job.arrays, job.series, job.samples = [], [], []  # freed now, not with the next job
             with self._lock:
                 if error is not None:
                     self._errors.append((job, error))
@@ -406,7 +400,7 @@ class StateWriter:
     # ------------------------------------------------------------------
     # The writer thread's work.
 
-    def _write(self, job: "_Job") -> None:
+    def _write(self, job: plan.Job) -> None:
         """Writes the array file of `job`, then its index."""
         tensors, buffers, entries = [], [], []
         state_entries = []
@@ -479,17 +473,20 @@ class StateWriter:
             if self._fs is not None:
                 remote.remove(self._fs, path)
             else:
-                _remove(path)  # no index points to it
+                arrayfile.remove(path)  # no index points to it
             raise
 
-    def _write_array_file(self, job: "_Job", layout: format.Layout, buffers: list):
-        """Writes a whole array file; returns its path and checksum table.
+    def _write_array_file(self, job: plan.Job, layout: format.Layout, buffers: list):
+        """Writes a whole array file (`arrayfile.py`); returns its path and checksum table.
 
         Raises:
           OSError: if it cannot be written; what was written of it is removed.
         """
-        if self._fs is not None:
-            return self._write_array_object(job, layout, buffers)
+        if self._fs is not None:  # a URL: uploaded as one object once complete
+            self._count += 1
+            name = format.array_file_name(job.tag, job.step, "%s%d" % (self._unique, self._count))
+            url = remote.join(self._array_dir, name)
+            return url, arrayfile.upload(self._fs, url, layout, buffers)
         while True:
             self._count += 1
             name = format.array_file_name(job.tag, job.step, "%s%d" % (self._unique, self._count))
@@ -499,273 +496,7 @@ class StateWriter:
                 break
             except FileExistsError:  # another writer drew the same name: draw again
                 self._unique = secrets.token_hex(4)
-        complete = False
-        try:
-            # Pieces go out together once they hold a block: one system call for a
-            # small file, one a block (written while in cache) for a large one.
-            pending, pending_bytes = [layout.header], len(layout.header)
-            crcs = []
-            for array in buffers:
-                data = array.reshape(-1).view(np.uint8)  # C-contiguous: a view
-                for start in range(0, len(data), _BLOCK_BYTES):
-                    block = data[start : start + _BLOCK_BYTES]
-                    for offset in range(0, len(block), format.CHUNK_BYTES):
-                        # In C, straight from the array (google_crc32c takes a
-                        # numpy array's buffer); the block is then written in cache.
-                        crcs.append(_crc32c(block[offset : offset + format.CHUNK_BYTES]))
-                    pending.append(block)
-                    pending_bytes += len(block)
-                    if pending_bytes >= _BLOCK_BYTES:
-                        event_file.write_all(fd, pending)
-                        pending, pending_bytes = [], 0
-            crc_table = np.array(crcs, dtype="<u4")
-            event_file.write_all(fd, pending + [crc_table])
-            complete = True
-        finally:
-            os.close(fd)
-            if not complete:
-                _remove(path)
-        return path, crc_table
-
-    def _write_array_object(self, job: "_Job", layout: format.Layout, buffers: list):
-        """`_write_array_file` for a URL: checksummed as there, uploaded as one object
-        once complete (straight from the arrays: the pieces are views)."""
-        self._count += 1
-        name = format.array_file_name(job.tag, job.step, "%s%d" % (self._unique, self._count))
-        url = remote.join(self._array_dir, name)
-        pieces, crcs = [layout.header], []
-        for array in buffers:
-            data = array.reshape(-1).view(np.uint8)  # C-contiguous: a view
-            for offset in range(0, len(data), format.CHUNK_BYTES):
-                crcs.append(_crc32c(data[offset : offset + format.CHUNK_BYTES]))
-            pieces.append(data)
-        crc_table = np.array(crcs, dtype="<u4")
-        remote.write_object(self._fs, url, [*pieces, crc_table])
-        return url, crc_table
-
-
-def _crc32c_of_arrays_supported() -> bool:
-    """Whether google_crc32c takes a numpy array's buffer as it is (numpy exports
-    one with no release hook, which its argument parsing requires)."""
-    try:
-        return google_crc32c.value(np.frombuffer(b"123456789", np.uint8).copy()) == 0xE3069283
-    except TypeError:
-        return False
-
-
-if _crc32c_of_arrays_supported():
-    _crc32c = google_crc32c.value
-else:  # a copy of each 64 KiB slice, in cache
-
-    def _crc32c(data: np.ndarray) -> int:
-        return google_crc32c.value(data.tobytes())
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-class _Job:
-    """One record, from the `add_states` that makes it to the thread that writes it."""
-
-    def __init__(self, **fields):
-        self.samples = None
-        self.__dict__.update(fields)
-
-
-def _plan(tag, step, states, series, tokens, description, dtype) -> _Job:
-    """Checks a record from the shapes alone (before anything is copied) and plans it.
-
-    Raises:
-      ValueError: on a kind, shape or dtype that does not fit, naming the fix.
-    """
-    kind = states.kind
-    if kind not in states_lib.KINDS:
-        raise ValueError("kind must be one of %s, got %r" % (states_lib.KINDS, kind))
-    layers = states.layers
-    num_directions = states.num_directions
-    if (
-        not isinstance(num_directions, numbers.Integral)
-        or num_directions not in (1, 2)
-        or not layers
-        or len(layers) % num_directions
-    ):
-        raise ValueError(
-            "states need one LayerStates per (layer, direction); got %d layers for "
-            "%r directions" % (len(layers), num_directions)
-        )
-    num_directions = int(num_directions)
-    if len(layers) // num_directions > format.MAX_LAYERS:
-        raise ValueError(
-            "states have %d layers; at most %d (format.MAX_LAYERS) can be logged: "
-            "log the layers you want to see" % (len(layers) // num_directions, format.MAX_LAYERS)
-        )
-    first = tuple(np.shape(layers[0].hidden)) if layers[0].hidden is not None else ()
-    if len(first) != 3:
-        raise ValueError("layer 0 hidden must be [batch, time, units], got shape %s" % list(first))
-    batch, time_steps = int(first[0]), int(first[1])
-    if not (1 <= batch and 1 <= time_steps <= format.MAX_DIM):
-        raise ValueError(
-            "states need at least one sequence and one timestep, got "
-            "[batch=%d, time=%d]" % (batch, time_steps)
-        )
-    if batch > format.MAX_BATCH:
-        raise ValueError(
-            "the probe batch has %d sequences; at most %d (format.MAX_BATCH) can be "
-            "logged: log a smaller probe" % (batch, format.MAX_BATCH)
-        )
-    lengths = convert.to_numpy(states.lengths)
-    lengths = np.asarray(lengths).reshape(-1) if lengths is not None else np.zeros(0)
-    if lengths.shape != (batch,):
-        raise ValueError(
-            "lengths has shape %s, expected [%d] (one per sequence)" % (list(lengths.shape), batch)
-        )
-    if not (
-        np.issubdtype(lengths.dtype, np.integer)
-        or (
-            np.issubdtype(lengths.dtype, np.floating) and np.array_equal(lengths, np.round(lengths))
-        )
-    ):
-        raise ValueError("lengths must be integers, got %s" % lengths.tolist())
-    length_list = [int(n) for n in lengths.tolist()]
-    if min(length_list) < 0 or max(length_list) > time_steps:
-        raise ValueError("lengths must lie in [0, time=%d], got %s" % (time_steps, length_list))
-
-    keys, arrays, units = [], [], {}
-    itemsize = convert.DTYPES[dtype].itemsize
-    nbytes = 0
-    gate_names = states_lib.GATE_NAMES[kind]
-    for index, layer in enumerate(layers):
-        for name in states_lib.array_kinds(kind):
-            try:
-                array = layer.get(name)
-            except KeyError:
-                array = None
-            shape = tuple(np.shape(array)) if array is not None else ()
-            if len(shape) != 3:
-                raise ValueError(
-                    "layer %d %s must be [batch, time, units], got shape %s"
-                    % (index, name, list(shape))
-                )
-            if shape[:2] != (batch, time_steps) or not 1 <= shape[2] <= format.MAX_DIM:
-                raise ValueError(
-                    "layer %d %s has shape %s, expected %s (batch, time[, units]) to match "
-                    "the states" % (index, name, list(shape), [batch, time_steps, max(1, shape[2])])
-                )
-            if shape[2] > format.MAX_UNITS:
-                raise ValueError(
-                    "layer %d %s has %d units; at most %d (format.MAX_UNITS) can be "
-                    "logged" % (index, name, shape[2], format.MAX_UNITS)
-                )
-            if name in gate_names:
-                # Gates are as wide as the cell (LSTM) or the hidden state (GRU).
-                width = np.shape(layer.cell if kind == "lstm" else layer.hidden)[2]
-                if shape[2] != width:
-                    raise ValueError(
-                        "layer %d %s gate has %d units, expected %d like its %s state"
-                        % (index, name, shape[2], width, "cell" if kind == "lstm" else "hidden")
-                    )
-            convert.check_real(array, "layer %d %s" % (index, name))
-            keys.append((index, name))
-            arrays.append(array)
-            units.setdefault(name, int(shape[2]))
-            nbytes += int(np.prod(shape, dtype=np.int64)) * itemsize
-
-    series_names, series_values = [], []
-    if len(series or {}) > format.MAX_SERIES:
-        raise ValueError(
-            "%d series; at most %d (format.MAX_SERIES) can be logged with a record"
-            % (len(series), format.MAX_SERIES)
-        )
-    for name, values in (series or {}).items():
-        if not isinstance(name, str) or not name or len(name) > format.MAX_NAME_CHARS:
-            raise ValueError(
-                "series names must be non-empty strings of at most %d characters, "
-                "got %r" % (format.MAX_NAME_CHARS, str(name)[:80])
-            )
-        if not (convert.is_torch(values) or isinstance(values, np.ndarray)):
-            values = np.asarray(values)
-        shape = tuple(np.shape(values))
-        if len(shape) == 1 and batch == 1:
-            shape = (1,) + shape
-        try:
-            convert.check_real(values, "series %r" % name)
-        except ValueError:
-            raise ValueError(
-                "series %r must be numeric, got dtype %s" % (name, values.dtype)
-            ) from None
-        if shape != (batch, time_steps):
-            raise ValueError(
-                "series %r has shape %s, expected %s (batch, time[, units]) to match the "
-                "states" % (name, list(np.shape(values)), [batch, time_steps])
-            )
-        series_names.append(name)
-        series_values.append(values)
-        nbytes += batch * time_steps * 4
-
-    token_lists = None
-    if tokens is not None:
-        if isinstance(tokens, str) or len(tokens) != batch:
-            raise ValueError(
-                "tokens must be %d lists (one per sequence) of strings, got %s"
-                % (batch, type(tokens).__name__ if isinstance(tokens, str) else len(tokens))
-            )
-        token_lists = []
-        for b, sequence in enumerate(tokens):
-            if isinstance(sequence, str) or len(sequence) > time_steps:
-                raise ValueError(
-                    "tokens[%d] must be a list of at most time=%d strings" % (b, time_steps)
-                )
-            token_lists.append([str(t) for t in sequence])
-
-    if description is not None and not isinstance(description, str):
-        raise ValueError("description must be a string, got %s" % type(description).__name__)
-    return _Job(
-        tag=tag,
-        step=step,
-        wall_time=time.time(),
-        description=description,
-        kind=kind,
-        num_layers=len(layers) // num_directions,
-        num_directions=num_directions,
-        batch=batch,
-        time=time_steps,
-        lengths=length_list,
-        keys=keys,
-        arrays=arrays,
-        series_names=series_names,
-        series=series_values,
-        tokens=token_lists,
-        nbytes=nbytes,
-        structure={
-            "kind": kind,
-            "num_layers": len(layers) // num_directions,
-            "num_directions": num_directions,
-            "batch": batch,
-            "time": time_steps,
-            "units": units,
-        },
-        sources=arrays,
-    )
-
-
-def _samples(job: _Job) -> list:
-    """Copies of the sequences of the caller's arrays (`job.sources`) that the
-    statistics are computed on (`statistics.sample_sequences`), in their own dtype:
-    the statistics are of the values the caller gave, not of the float16 copies.
-    A few hundred kilobytes at most; the writer thread computes the statistics."""
-    widest = max(units for units in job.structure["units"].values())
-    sample = statistics.sample_sequences(job.batch, job.time * widest)
-    rows = None if len(sample) == job.batch else sample
-    samples = [convert.sampled_copy(source, rows) for source in job.sources]
-    job.sources = None
-    job.sample_lengths = np.asarray(job.lengths, dtype=np.int64)
-    if rows is not None:
-        job.sample_lengths = job.sample_lengths[rows]
-    return samples
+        return path, arrayfile.write(fd, path, layout, buffers)
 
 
 class _OtherRankWriter(StateWriter):
@@ -791,11 +522,11 @@ class _OtherRankWriter(StateWriter):
         self._check_open()
         if not isinstance(tag, str) or not tag:
             raise ValueError("tag must be a non-empty string, got %r" % (tag,))
-        _check_step(step)
+        plan.check_step(step)
 
     def log(self, tag, module, inputs, step, **_) -> None:
         self._check_open()
-        _check_step(step)
+        plan.check_step(step)
         distributed.check_not_wrapped(module, "StateWriter.log()")
 
     def flush(self) -> None:
@@ -815,18 +546,6 @@ def _check_destination(logdir, summary_writer) -> None:
             "give exactly one of logdir (a run directory) or summary_writer "
             "(a torch SummaryWriter whose run the states join)"
         )
-
-
-def _check_step(step) -> int:
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-        raise TypeError(
-            "step must be an int (the training step or epoch), got %r of type %s"
-            % (step, type(step).__name__)
-        )
-    step = int(step)
-    if not _INT64_MIN <= step <= _INT64_MAX:
-        raise ValueError("step must fit in a signed 64-bit integer, got %d" % step)
-    return step
 
 
 def _summary_writer_logdir(summary_writer) -> str:
