@@ -93,8 +93,8 @@ class Step:
         self.tensors = safetensors.numpy.load_file(self.path)
         self.crc_table = ranged.read_crc_table(self.read_range, self.index)
         header = self.read_range(0, self.index["header_bytes"])
-        self.file_metadata = format.parse_file_header(header, self.index)
-        self.tokens = format.parse_tokens(self.file_metadata, self.index)
+        self.file_metadata = ranged.parse_file_header(header, self.index)
+        self.tokens = ranged.parse_tokens(self.file_metadata, self.index)
         self.content = json.loads(value.metadata.plugin_data.content)
 
     def read_range(self, offset, length):

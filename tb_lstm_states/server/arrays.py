@@ -215,7 +215,7 @@ class ArrayFiles:
         def load():
             with _array_reader(path, index) as reader:
                 header = reader(0, index["header_bytes"])
-            return format.parse_tokens(format.parse_file_header(header, index), index)
+            return ranged.parse_tokens(ranged.parse_file_header(header, index), index)
 
         return self._headers.get_or_compute(key, load)
 

@@ -569,60 +569,6 @@ def find_array(
     raise KeyError(series if series is not None else (layer, kind))
 
 
-def parse_file_header(data: bytes, index: dict) -> dict:
-    """Parses the safetensors header of an array file (its first `header_bytes` bytes),
-    checked against the index's checksum. Returns its `__metadata__`.
-
-    Raises:
-      FormatError: on a checksum mismatch or malformed header.
-    """
-    require_file(len(data) == index["header_bytes"], index, "is shorter than its index says")
-    require_file(crc32c(data) == index["header_crc32c"], index, "header fails its checksum")
-    try:
-        header = jsonsafe.parse_json(
-            data[8:], max_bytes=MAX_HEADER_BYTES, what="safetensors header"
-        )
-    except FormatError as e:
-        raise FormatError("array file %s has a malformed header: %s" % (index["file"], e)) from None
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    require_file(isinstance(metadata, dict), index, "header has no metadata")
-    return metadata
-
-
-def parse_tokens(metadata: dict, index: dict) -> Optional[List[List[str]]]:
-    """The token lists of an array file's metadata (None if it has none), validated."""
-    if not index["tokens"]:
-        return None
-    text = metadata.get("tokens", "null")
-    try:
-        tokens = (
-            jsonsafe.parse_json(text, max_bytes=MAX_HEADER_BYTES, what="token lists")
-            if isinstance(text, str)
-            else None
-        )
-    except FormatError:
-        tokens = None
-    require_file(
-        isinstance(tokens, list)
-        and len(tokens) == index["batch"]
-        and all(
-            isinstance(seq, list)
-            and len(seq) <= index["time"]
-            and all(isinstance(t, str) for t in seq)
-            for seq in tokens
-        ),
-        index,
-        "has malformed tokens",
-    )
-    return tokens
-
-
-def require_file(condition, index, message) -> None:
-    """Raises a `FormatError` naming the array file of `index` unless `condition`."""
-    if not condition:
-        raise FormatError("array file %s %s" % (index["file"], message))
-
-
 def statistics_rows(index: dict) -> List[Tuple[int, str]]:
     """The `(layer, kind)` of each statistics row of a parsed index."""
     return [(e["layer"], e["kind"]) for e in index["arrays"] if "series" not in e]

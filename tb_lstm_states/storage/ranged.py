@@ -1,4 +1,5 @@
-"""Checked ranged reads of an array file, and binned views of long sequences.
+"""Reading an array file: its header and tokens, checked ranged reads of its tensors,
+and binned views of long sequences.
 
 Reading a (layer, kind, sequence, time window) is one ranged read of the checksum
 slices (`format.CHUNK_BYTES`) that cover it, each checked against the file's
@@ -8,11 +9,67 @@ from the array's min/max pyramid where it has one.
 """
 
 import math
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 
-from tb_lstm_states.storage import errors, format
+from tb_lstm_states.storage import errors, format, jsonsafe
+
+
+def parse_file_header(data: bytes, index: dict) -> dict:
+    """Parses the safetensors header of an array file (its first `header_bytes` bytes),
+    checked against the index's checksum. Returns its `__metadata__`.
+
+    Raises:
+      FormatError: on a checksum mismatch or malformed header.
+    """
+    _require_file(len(data) == index["header_bytes"], index, "is shorter than its index says")
+    _require_file(format.crc32c(data) == index["header_crc32c"], index, "header fails its checksum")
+    try:
+        header = jsonsafe.parse_json(
+            data[8:], max_bytes=format.MAX_HEADER_BYTES, what="safetensors header"
+        )
+    except errors.FormatError as e:
+        raise errors.FormatError(
+            "array file %s has a malformed header: %s" % (index["file"], e)
+        ) from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    _require_file(isinstance(metadata, dict), index, "header has no metadata")
+    return metadata
+
+
+def parse_tokens(metadata: dict, index: dict) -> Optional[List[List[str]]]:
+    """The token lists of an array file's metadata (None if it has none), validated."""
+    if not index["tokens"]:
+        return None
+    text = metadata.get("tokens", "null")
+    try:
+        tokens = (
+            jsonsafe.parse_json(text, max_bytes=format.MAX_HEADER_BYTES, what="token lists")
+            if isinstance(text, str)
+            else None
+        )
+    except errors.FormatError:
+        tokens = None
+    _require_file(
+        isinstance(tokens, list)
+        and len(tokens) == index["batch"]
+        and all(
+            isinstance(seq, list)
+            and len(seq) <= index["time"]
+            and all(isinstance(t, str) for t in seq)
+            for seq in tokens
+        ),
+        index,
+        "has malformed tokens",
+    )
+    return tokens
+
+
+def _require_file(condition, index, message) -> None:
+    """Raises a `FormatError` naming the array file of `index` unless `condition`."""
+    if not condition:
+        raise errors.FormatError("array file %s %s" % (index["file"], message))
 
 
 ReadRange = Callable[[int, int], bytes]  # (offset, length) -> exactly those bytes, or fewer at EOF
@@ -21,12 +78,12 @@ ReadRange = Callable[[int, int], bytes]  # (offset, length) -> exactly those byt
 def read_crc_table(read_range: ReadRange, index: dict) -> np.ndarray:
     """The checksum table of an array file, checked against the index."""
     data = read_range(index["crc_offset"], 4 * index["crc_count"])
-    format.require_file(
+    _require_file(
         len(data) == 4 * index["crc_count"],
         index,
         "is shorter than its index says (torn or still being written)",
     )
-    format.require_file(
+    _require_file(
         format.crc32c(data) == index["crc_crc32c"], index, "checksum table fails its checksum"
     )
     return np.frombuffer(data, "<u4")
@@ -51,7 +108,7 @@ def read_checked(
     first, last = start // format.CHUNK_BYTES, -(-stop // format.CHUNK_BYTES)
     begin, end = first * format.CHUNK_BYTES, min(last * format.CHUNK_BYTES, nbytes)
     data = read_range(offset + begin, end - begin)
-    format.require_file(
+    _require_file(
         len(data) == end - begin,
         index,
         "is shorter than its index says (torn or still being written)",

@@ -300,8 +300,8 @@ def _decode_index(directory, value, step, opener=open):
                 f.seek(offset)
                 return f.read(max(0, min(length, size - offset)))
 
-            metadata_fields = format.parse_file_header(read_range(0, index["header_bytes"]), index)
-            tokens = format.parse_tokens(metadata_fields, index)
+            metadata_fields = ranged.parse_file_header(read_range(0, index["header_bytes"]), index)
+            tokens = ranged.parse_tokens(metadata_fields, index)
             crc_table = ranged.read_crc_table(read_range, index)
             arrays = {}
             for entry in index["arrays"]:
