@@ -1,5 +1,7 @@
 """Packaging for tb-lstm-states."""
 
+import pathlib
+
 import setuptools
 
 setuptools.setup(
@@ -9,7 +11,7 @@ setuptools.setup(
         "A TensorBoard plugin to log and watch the per-timestep cell states, hidden "
         "states and gates of PyTorch LSTM, GRU and RNN layers across training"
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=pathlib.Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",

@@ -61,9 +61,8 @@ def tensorboard(logdir, load_fast, extra_args=()):
     """
     port = free_port()
     started = time.perf_counter()
-    log = open(
-        os.path.join(os.path.dirname(os.path.abspath(logdir)), "tensorboard-%d.log" % port), "wb"
-    )
+    log_path = os.path.join(os.path.dirname(os.path.abspath(logdir)), "tensorboard-%d.log" % port)
+    log = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below, once the server stops
     process = subprocess.Popen(
         [
             sys.executable,
@@ -77,8 +76,8 @@ def tensorboard(logdir, load_fast, extra_args=()):
             str(port),
             "--load_fast",
             load_fast,
-        ]
-        + list(extra_args),
+            *list(extra_args),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -92,7 +91,7 @@ def tensorboard(logdir, load_fast, extra_args=()):
                 break
             except OSError:
                 if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("tensorboard did not start; see %s" % log.name)
+                    raise RuntimeError("tensorboard did not start; see %s" % log.name) from None
                 time.sleep(0.2)
         yield base, process.pid, started
     finally:

@@ -64,7 +64,8 @@ def main():
         for run, f in figures.items():
             if run.startswith("brackets"):
                 print(
-                    "%-18s final epoch %d: cell unit %d vs nesting depth r = %+.3f   |r| by epoch: %s"
+                    "%-18s final epoch %d: cell unit %d vs nesting depth r = %+.3f   "
+                    "|r| by epoch: %s"
                     % (
                         run,
                         f["final_step"],
@@ -77,7 +78,8 @@ def main():
                     failures.append("%s: |r| = %.3f < %.1f" % (run, abs(f["r"]), MIN_ABS_R))
             else:
                 print(
-                    "%-18s final epoch %d: change track finds %d/%d injected anomalies, recall %.2f "
+                    "%-18s final epoch %d: change track finds %d/%d injected anomalies, "
+                    "recall %.2f "
                     "(jumps %.2f, bursts %.2f), precision %.2f; on the hidden state: recall %.2f"
                     % (
                         run,
@@ -95,7 +97,8 @@ def main():
                     failures.append("%s: recall %.2f < %.2f" % (run, f["recall"], MIN_RECALL))
         if seconds is not None:
             print(
-                "demo training and logging: %.0f s (target %d s on 2 cores; load average %.1f before, %.1f after, "
+                "demo training and logging: %.0f s (target %d s on 2 cores; "
+                "load average %.1f before, %.1f after, "
                 "%d CPUs)" % (seconds, BUDGET_SECONDS, load_before, load_after, os.cpu_count())
             )
         if args.screenshot:
@@ -124,20 +127,19 @@ def screenshot(logdir, path, unit):
         ),
         (path.replace(".png", "-prices.png"), "run=prices/hidden_32&tag=price_lstm", 1100),
     ]
-    with tensorboard_server(logdir, load_fast=True) as url:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS
-            )
-            for target, view, height in views:
-                page = browser.new_page(viewport={"width": 1400, "height": height})
-                page.goto(url + "/#lstm_states&lstm=" + urllib.parse.quote(view, safe=""))
-                page.wait_for_timeout(8000)
-                os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-                page.screenshot(path=target)
-                page.close()
-                print("screenshot saved to %s" % target)
-            browser.close()
+    with tensorboard_server(logdir, load_fast=True) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS
+        )
+        for target, view, height in views:
+            page = browser.new_page(viewport={"width": 1400, "height": height})
+            page.goto(url + "/#lstm_states&lstm=" + urllib.parse.quote(view, safe=""))
+            page.wait_for_timeout(8000)
+            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+            page.screenshot(path=target)
+            page.close()
+            print("screenshot saved to %s" % target)
+        browser.close()
 
 
 if __name__ == "__main__":

@@ -32,9 +32,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
+from conftest import CHROMIUM_FLAGS, tensorboard_server  # noqa: E402
+
 import tb_lstm_states as tls  # noqa: E402
 from tb_lstm_states.states import LayerStates, RecurrentStates  # noqa: E402
-from conftest import CHROMIUM_FLAGS, tensorboard_server  # noqa: E402
 
 
 def states(step, batch, time_steps, units, rng):
@@ -148,7 +149,8 @@ def main():
                 passes[-1].append(b["t"] - a["t"])
             first, second = passes[0][1:], passes[1]
             print(
-                "  pass 1 (every step fetched while playing): median %.1f ms (%.0f fps), p95 %.1f ms"
+                "  pass 1 (every step fetched while playing): "
+                "median %.1f ms (%.0f fps), p95 %.1f ms"
                 % (
                     statistics.median(first),
                     1000 / statistics.median(first),

@@ -32,11 +32,10 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+from common import get, make_states, tensorboard, tree_rss_mb, url_of
 
 import tb_lstm_states as tls
 from tb_lstm_states import states as states_lib
-
-from common import get, make_states, tensorboard, tree_rss_mb, url_of
 
 STEPS = 40
 BATCH, TIME, UNITS = 8, 250, 80

@@ -1,6 +1,6 @@
 """A logdir of several GB through a real `tensorboard`: listing time, memory, request latency.
 
-    .venv/bin/python benchmarks/scale.py                    # both load paths, v1 baseline on the data server
+    .venv/bin/python benchmarks/scale.py   # both load paths, v1 baseline on the data server
     .venv/bin/python benchmarks/scale.py --load-fast true --no-baseline
     .venv/bin/python benchmarks/scale.py --logdir /tmp/scale  # keep (and reuse) the logdir
 
@@ -34,13 +34,6 @@ import time
 
 import google_crc32c
 import numpy as np
-
-from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
-
-import tb_lstm_states as tls
-from tb_lstm_states import metadata
-from tb_lstm_states import states as states_lib
-
 from common import (
     directory_bytes,
     get,
@@ -51,6 +44,11 @@ from common import (
     tree_rss_mb,
     url_of,
 )
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+
+import tb_lstm_states as tls
+from tb_lstm_states import metadata
+from tb_lstm_states import states as states_lib
 
 BATCH, TIME, UNITS = 8, 500, 256
 LONG_BATCH, LONG_TIME, LONG_UNITS = 2, 100_000, 64
@@ -80,7 +78,8 @@ def build_logdir(logdir, runs, steps):
     with tls.StateWriter(os.path.join(logdir, "long")) as writer:
         writer.add_states("encoder", make_states(rs, LONG_BATCH, LONG_TIME, LONG_UNITS), 0)
     print(
-        "logdir: %d runs x %d steps x %.1f MB + one step of %d x %d x %d: %.2f GB, written in %.0f s"
+        "logdir: %d runs x %d steps x %.1f MB + one step of %d x %d x %d: %.2f GB, "
+        "written in %.0f s"
         % (
             runs,
             steps,
@@ -280,7 +279,8 @@ def main():
                 after, after_memory = listed.get(path, (None, None))
                 if before and after:
                     print(
-                        "  version 1 / version 2 on --load_fast=%s: listing time %.1fx, memory %.1fx"
+                        "  version 1 / version 2 on --load_fast=%s: "
+                        "listing time %.1fx, memory %.1fx"
                         % (path, before / after, before_memory / after_memory)
                     )
     finally:

@@ -27,10 +27,6 @@ import tempfile
 import time
 
 import numpy as np
-
-import tb_lstm_states as tls
-from tb_lstm_states import states as states_lib
-
 from common import (
     children,
     directory_bytes,
@@ -42,6 +38,9 @@ from common import (
     timed,
     url_of,
 )
+
+import tb_lstm_states as tls
+from tb_lstm_states import states as states_lib
 
 
 def build_logdir(logdir, steps):

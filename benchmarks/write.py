@@ -1,6 +1,7 @@
 """How fast StateWriter gets states to disk, against `ndarray.tofile` of the same bytes.
 
-    .venv/bin/python benchmarks/write.py [--sizes 1 8 60] [--time 128] [--repeats 7] [--min-megabytes 64] [--dir DIR]
+    .venv/bin/python benchmarks/write.py [--sizes 1 8 60] [--time 128] [--repeats 7] \
+        [--min-megabytes 64] [--dir DIR]
 
 For one-layer LSTM records (256 units, `--time` timesteps: 2048 or more adds the
 min/max pyramids) of about 1, 8 and 60 MiB of stored (float16) bytes, the payload,

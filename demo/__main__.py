@@ -10,6 +10,7 @@ Then:  tensorboard --logdir runs/demo  and open the "LSTM States" tab.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -49,7 +50,8 @@ def main(argv=None):
     parser.add_argument(
         "--fresh",
         action="store_true",
-        help="first delete the demo's own run directories in LOGDIR (e.g. from an interrupted demo)",
+        help="first delete the demo's own run directories in LOGDIR "
+        "(e.g. from an interrupted demo)",
     )
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
@@ -66,10 +68,8 @@ def main(argv=None):
     if args.fresh:
         for task in TASKS:
             shutil.rmtree(os.path.join(args.logdir, task), ignore_errors=True)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(args.logdir, COMPLETE))
-        except FileNotFoundError:
-            pass
     figures = {}
     started = time.perf_counter()
     for task in tasks:
@@ -105,7 +105,8 @@ def _summary_line(task, name, result):
         )
     else:
         detail = (
-            "direction accuracy %.3f, change track finds %d/%d anomalies (recall %.2f, precision %.2f)"
+            "direction accuracy %.3f, change track finds %d/%d anomalies "
+            "(recall %.2f, precision %.2f)"
             % (
                 result["direction"],
                 result["found"],

@@ -17,7 +17,6 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 import tb_lstm_states as tls
-
 from demo import common
 
 TASK = "brackets"

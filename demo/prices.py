@@ -16,9 +16,8 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 import tb_lstm_states as tls
-from tb_lstm_states import analysis
-
 from demo import common
+from tb_lstm_states import analysis
 
 TASK = "prices"
 TAG = "price_lstm"
@@ -249,7 +248,8 @@ def train_run(logdir, name, hidden_size, *, epochs=EPOCHS, seed=0, log=print, lr
             summary_writer.add_scalar("change_track/precision", found["precision"], epoch)
             result = {"loss": probe_loss, "direction": direction, **found}
             log(
-                "%s/%s epoch %2d: probe loss %.4f, direction %.3f, anomaly recall %.2f (%d/%d), precision %.2f"
+                "%s/%s epoch %2d: probe loss %.4f, direction %.3f, "
+                "anomaly recall %.2f (%d/%d), precision %.2f"
                 % (
                     TASK,
                     name,

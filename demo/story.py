@@ -15,7 +15,6 @@ import sys
 import numpy as np
 
 import tb_lstm_states as tls
-
 from demo import brackets, prices
 
 

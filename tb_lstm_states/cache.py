@@ -43,7 +43,7 @@ class ByteBoundedCache:
         if max_bytes < 0:
             raise ValueError("max_bytes must be non-negative, got %r" % (max_bytes,))
         self._max_bytes = int(max_bytes)
-        self._entries: "OrderedDict[Hashable, tuple]" = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self._in_flight = {}

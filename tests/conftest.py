@@ -43,6 +43,11 @@ def http_get(url, timeout=30):
         return e.code, dict(e.headers), e.read()
 
 
+def _read_log(path):
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
 @contextlib.contextmanager
 def tensorboard_server(logdir, *, load_fast, extra_args=(), startup_timeout=90):
     """Runs a real `tensorboard` on 127.0.0.1 and a free port; yields its base URL.
@@ -65,16 +70,19 @@ def tensorboard_server(logdir, *, load_fast, extra_args=(), startup_timeout=90):
         "true" if load_fast else "false",
         "--reload_interval",
         "1",
-    ] + list(extra_args)
+        *list(extra_args),
+    ]
     log_path = os.path.join(str(logdir), "..", "tensorboard-%d.log" % port)
-    log = open(log_path, "wb")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log_path, "wb") as log:  # the server writes to its own copy of the descriptor
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = "http://127.0.0.1:%d" % port
     try:
         deadline = time.time() + startup_timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError("tensorboard exited: " + open(log_path, errors="replace").read())
+                raise RuntimeError("tensorboard exited: " + _read_log(log_path))
             try:
                 status, _, _ = http_get(url + "/data/plugins_listing", timeout=5)
                 if status == 200:
@@ -82,9 +90,7 @@ def tensorboard_server(logdir, *, load_fast, extra_args=(), startup_timeout=90):
             except OSError:
                 pass
             if time.time() > deadline:
-                raise RuntimeError(
-                    "tensorboard did not start: " + open(log_path, errors="replace").read()
-                )
+                raise RuntimeError("tensorboard did not start: " + _read_log(log_path))
             time.sleep(0.2)
         yield url
     finally:

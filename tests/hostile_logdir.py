@@ -16,15 +16,13 @@ import time
 from typing import Dict, List, Tuple
 
 import numpy as np
-
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+from test_plugin_support import make_states
 
 import tb_lstm_states as tls
 from tb_lstm_states import metadata
 from tb_lstm_states import states as states_lib
 from tb_lstm_states.storage import event_file, format, legacy
-
-from test_plugin_support import make_states
 
 PATHOLOGICAL_DESCRIPTION = "<a " * 50000  # 150 KB: minutes in the Markdown sanitizer
 
@@ -160,7 +158,7 @@ def v1_blobs(states, header_changes=None, header_bytes=None, blobs=None):
     blobs = arrays_blobs if blobs is None else blobs
     if header_bytes is None:
         header_bytes = json.dumps(v1_header(states, arrays, header_changes or {})).encode()
-    return [legacy.HEADER_MAGIC + header_bytes] + blobs
+    return [legacy.HEADER_MAGIC + header_bytes, *blobs]
 
 
 def write_v1(

@@ -145,7 +145,7 @@ def build(config, device):
         h0 = torch.randn(*shape, generator=generator).to(device, dtype)
         hx = h0
         if config["kind"] == "lstm":
-            cell_shape = shape[:-1] + (config["hidden_size"],)
+            cell_shape = (*shape[:-1], config["hidden_size"])
             hx = (h0, torch.randn(*cell_shape, generator=generator).to(device, dtype))
     return module, inputs, hx, lengths
 

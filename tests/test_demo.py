@@ -14,13 +14,12 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO, tensorboard_server, wait_for_json
 
 if REPO not in sys.path:  # the demo is not part of the installed package
     sys.path.insert(0, REPO)
 
-from demo import brackets, prices  # noqa: E402
+from demo import brackets, prices
 
 pytestmark = pytest.mark.timeout(600)
 

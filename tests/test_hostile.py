@@ -26,22 +26,20 @@ import time
 import urllib.parse
 import warnings
 
+import hostile_logdir
 import numpy as np
 import pytest
+from conftest import http_get, tensorboard_server, wait_for_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from tensorboard import context
 from tensorboard.compat.proto import summary_pb2
+from test_plugin_support import PREFIX, make_client, make_states
 
 import tb_lstm_states as tls
 from tb_lstm_states import analysis, metadata
 from tb_lstm_states.server import descriptions, limits, routes, work
 from tb_lstm_states.storage import format, reader
-
-import hostile_logdir
-from conftest import http_get, tensorboard_server, wait_for_json
-from test_plugin_support import PREFIX, make_client, make_states
 
 INTERNAL = b"the TensorBoard log has the details"  # the 404 of an unexpected error (a bug)
 CTX = context.RequestContext()
@@ -69,7 +67,7 @@ def timed_get(url, timeout=120):
 def test_hostile_logdir_end_to_end(hostile, load_fast):
     path = "rust" if load_fast else "python"
     expected = {}  # (run, tag) -> steps logged, where every one must be listed
-    for run, tag, step in list(hostile.exact) + list(hostile.refused):
+    for run, tag, _step in list(hostile.exact) + list(hostile.refused):
         if run not in hostile.flipped:
             expected[(run, tag)] = expected.get((run, tag), 0) + 1
 
@@ -476,6 +474,7 @@ def test_the_workers_flag():
     import argparse
 
     from tensorboard.plugins import base_plugin
+
     from tb_lstm_states.server import loader as loader_lib
 
     parser = argparse.ArgumentParser()
@@ -555,10 +554,10 @@ def _mutate_bytes(data, mutation):
 def _leaves(value, path=()):
     if isinstance(value, dict) and value:
         for k, v in value.items():
-            yield from _leaves(v, path + (k,))
+            yield from _leaves(v, (*path, k))
     elif isinstance(value, list) and value:
         for i, v in enumerate(value):
-            yield from _leaves(v, path + (i,))
+            yield from _leaves(v, (*path, i))
     yield path
 
 

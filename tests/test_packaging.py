@@ -19,13 +19,17 @@ import time
 import zipfile
 
 import pytest
-
 from conftest import REPO, free_port, http_get
 
 pytestmark = pytest.mark.timeout(300)
 
 # Entries of the parent site-packages that belong to this repo's own install.
 _OWN = ("tb_lstm_states", "__editable__", "tb-lstm-states")
+
+
+def _bundle():
+    with open(os.path.join(REPO, "tb_lstm_states", "static", "index.js"), "rb") as f:
+        return f.read()
 
 
 def _run(args, **kwargs):
@@ -87,9 +91,7 @@ def test_wheel_contains_the_bundle_and_the_entry_point(wheel):
         for package in ("server", "storage"):  # subpackages are packaged too
             assert "tb_lstm_states/%s/__init__.py" % package in names
         bundle = archive.read("tb_lstm_states/static/index.js")
-        assert (
-            bundle == open(os.path.join(REPO, "tb_lstm_states", "static", "index.js"), "rb").read()
-        )
+        assert bundle == _bundle()
         entry_points = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         assert len(entry_points) == 1
         text = archive.read(entry_points[0]).decode()
@@ -213,7 +215,7 @@ def test_tensorboard_from_the_fresh_venv_serves_the_tab(fresh_venv, tmp_path):
         status, headers, body = http_get(url + "/data/plugin/lstm_states/index.js")
         assert status == 200
         assert headers["Content-Type"].split(";")[0] == "text/javascript"
-        assert body == open(os.path.join(REPO, "tb_lstm_states", "static", "index.js"), "rb").read()
+        assert body == _bundle()
         status, _, body = http_get(url + "/data/plugin/lstm_states/runs")
         assert status == 200
         assert json.loads(body)["run1"]["lstm"]["kind"] == "lstm"

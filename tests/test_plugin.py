@@ -7,14 +7,7 @@ import os
 
 import numpy as np
 import pytest
-
-import tb_lstm_states as tls
-from tb_lstm_states import analysis, statistics
-from tb_lstm_states.storage import format
-from tb_lstm_states.server import limits, routes
-from tb_lstm_states.server import loader as plugin_loader
 from tensorboard.plugins.core import core_plugin
-
 from test_plugin_support import (
     PREFIX,
     make_client,
@@ -23,6 +16,12 @@ from test_plugin_support import (
     write_run,
     write_v1_record,
 )
+
+import tb_lstm_states as tls
+from tb_lstm_states import analysis, statistics
+from tb_lstm_states.server import limits, routes
+from tb_lstm_states.server import loader as plugin_loader
+from tb_lstm_states.storage import format
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +68,7 @@ def parse_flags(argv):
     core_plugin.CorePluginLoader().define_flags(parser)
     loader = plugin_loader.StatesLoader()
     loader.define_flags(parser)
-    flags = parser.parse_args(["--logdir", "x"] + argv)
+    flags = parser.parse_args(["--logdir", "x", *argv])
     loader.fix_flags(flags)
     return flags
 
@@ -490,7 +489,7 @@ def test_arrays_are_cached_within_budget(tmp_path):
                 client, "states", run="run", tag="encoder", step=step, layer=0, kind=kind
             )
             assert status == 200
-    assert 0 < states_plugin.cache.current_bytes
+    assert states_plugin.cache.current_bytes > 0
     assert states_plugin.cache.current_bytes + states_plugin.headers.current_bytes <= budget
 
 

@@ -12,7 +12,6 @@ import urllib.parse
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from test_plugin_support import PREFIX, copy_v1_runs, make_client, write_run
 
 ROUTES = {
@@ -179,12 +178,13 @@ def queries(names):
         complete = st.fixed_dictionaries({n: value(record, n) for n in names}).map(
             lambda d: list(d.items())
         )
-        pair = st.sampled_from(names + ["extra"]).flatmap(
+        pair = st.sampled_from([*names, "extra"]).flatmap(
             lambda n: st.tuples(st.just(n), value(record, n))
         )
-        maybe = lambda strategy: st.integers(0, 3).flatmap(
-            lambda i: strategy if i == 0 else st.just([])
-        )
+
+        def maybe(strategy):
+            return st.integers(0, 3).flatmap(lambda i: strategy if i == 0 else st.just([]))
+
         return st.tuples(
             complete,
             maybe(st.lists(pair, max_size=3)),

@@ -9,10 +9,10 @@ import io
 import urllib.parse
 
 import numpy as np
-
-import tb_lstm_states as tls
 from conftest import http_get, tensorboard_server, wait_for_json
 from test_plugin_support import PREFIX, make_states
+
+import tb_lstm_states as tls
 
 SHAPE = dict(layers=1, batch=2, time=5, units=3)
 

@@ -9,20 +9,18 @@ import secrets
 import shutil
 
 import numpy as np
-from werkzeug import test as werkzeug_test
-
-from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
 from tensorboard.backend import application
 from tensorboard.backend.event_processing import data_provider as data_provider_lib
 from tensorboard.backend.event_processing import plugin_event_multiplexer as multiplexer_lib
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.plugins import base_plugin
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from werkzeug import test as werkzeug_test
 
 import tb_lstm_states as tls
 from tb_lstm_states import metadata
-from tb_lstm_states.server import routes
 from tb_lstm_states import states as states_lib
+from tb_lstm_states.server import routes
 
 PREFIX = "/data/plugin/lstm_states/"
 

@@ -11,14 +11,13 @@ import urllib.parse
 
 import numpy as np
 import pytest
+from conftest import http_get, tensorboard_server, wait_for_json
+from test_plugin_support import PREFIX, copy_v1_runs, make_client, make_states, v1_expected
 
 import tb_lstm_states as tls
 from tb_lstm_states import states as states_lib
 from tb_lstm_states.server import arrays
 from tb_lstm_states.storage import format
-
-from conftest import http_get, tensorboard_server, wait_for_json
-from test_plugin_support import PREFIX, copy_v1_runs, make_client, make_states, v1_expected
 
 WEIRD_TAGS = ["a/b", "../../escape", "..", "ünï/状态 🙂", "deep/" + "x" * 200]
 LONG_TIME = 20_000
@@ -454,7 +453,7 @@ def test_odd_tags_are_served_verbatim_and_files_stay_in_the_plugin_directory(cli
 def test_a_step_logged_twice_serves_the_later(client, logdir):
     _, written = logdir
     assert [s["step"] for s in get_json(client, "steps", run="v2", tag="encoder")] == [0, 1, 2, 3]
-    status, _, body = get(
+    _status, _, body = get(
         client, "states", run="v2", tag="encoder", step=3, layer=1, kind="output", format="npy"
     )
     np.testing.assert_array_equal(npy(body), stored(written[("v2", "encoder", 3)], 1, "output"))
@@ -794,7 +793,7 @@ def test_a_remote_logdir_is_read_through_the_file_layer(tmp_path):
                 )
     try:
         served, _, _ = make_client("memory://" + prefix)
-        status, headers, body = get(
+        status, _headers, body = get(
             served,
             "states",
             run="run",

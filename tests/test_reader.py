@@ -12,7 +12,6 @@ import warnings
 import google_crc32c
 import numpy as np
 import pytest
-
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 import tb_lstm_states as tls
@@ -300,7 +299,8 @@ _KILLED_WRITER = textwrap.dedent("""
     writer = tls.StateWriter(sys.argv[1], max_queue_bytes=16 << 20)
     for step in range(1000):
         h = np.full((64, 256, 256), step, dtype=np.float32)  # 8 MB at float16
-        writer.add_states("big", S.RecurrentStates("rnn", [S.LayerStates(h)], np.full(64, 256)), step)
+        states = S.RecurrentStates("rnn", [S.LayerStates(h)], np.full(64, 256))
+        writer.add_states("big", states, step)
         sys.stdout.write("QUEUED %d\\n" % step)
         sys.stdout.flush()
 """)

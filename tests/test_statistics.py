@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tb_lstm_states import statistics
 from tb_lstm_states import states as states_lib
+from tb_lstm_states import statistics
 
 SIGMOID_GATES = {"input", "forget", "output", "reset", "update"}
 
@@ -122,7 +122,7 @@ def test_empty_and_sampled():
 # the change column is |v| itself.
 def test_every_float16_value_is_read_exactly():
     values = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
-    for v in values[::7].tolist() + [np.inf, -np.inf, np.nan, 65504.0, 6e-8]:
+    for v in [*values[::7].tolist(), np.inf, -np.inf, np.nan, 65504.0, 6e-08]:
         array = np.array([0, v], dtype=np.float16).reshape(1, 2, 1)
         got = statistics.array_statistics(array, "hidden", [2])
         want = statistics.array_statistics(array.astype(np.float32), "hidden", [2])

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import safetensors.numpy
 import torch
-
 from tensorboard.compat.proto import event_pb2, summary_pb2, types_pb2
 
 import tb_lstm_states as tls
@@ -501,9 +500,8 @@ def test_step_must_be_an_int(tmp_path, step):
             writer.add_states("t", make_states(), step)
         with pytest.raises(TypeError, match="step must be an int"):
             writer.log("t", None, None, step)
-    with pytest.raises(ValueError, match="signed 64-bit"):
-        with tls.StateWriter(tmp_path) as writer:
-            writer.add_states("t", make_states(), 1 << 63)
+    with pytest.raises(ValueError, match="signed 64-bit"), tls.StateWriter(tmp_path) as writer:
+        writer.add_states("t", make_states(), 1 << 63)
 
 
 def test_numpy_integer_steps(tmp_path):
@@ -655,7 +653,7 @@ def test_many_threads(tmp_path):
                 for i in range(5):
                     writer.add_states("thread%d" % thread, make_states(seed=i), i)
                 writer.flush()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 errors.append(e)
 
         threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
@@ -850,7 +848,7 @@ def test_summary_writer_run(tmp_path):
     sw.close()
     # A Python loader without --reload_multifile follows only the last file: the
     # user's scalars, not these states.
-    assert [os.path.basename(p) for p in event_files(tmp_path / "exp1")][0] == ours
+    assert next(os.path.basename(p) for p in event_files(tmp_path / "exp1")) == ours
     assert [(s.tag, s.step) for s in read_steps(tmp_path / "exp1")] == [("enc", 0)]
     assert len(array_files(tmp_path / "exp1")) == 1
 

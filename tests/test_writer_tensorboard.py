@@ -18,21 +18,19 @@ import time
 import urllib.parse
 
 import pytest
-
+from conftest import http_get, tensorboard_server, wait_for_json
 from tensorboard import context as tb_context
 from tensorboard.backend.event_processing import data_provider as tb_data_provider
 from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.util import grpc_util
+from test_writer import arrays, make_states
 
 import tb_lstm_states as tls
 from tb_lstm_states import metadata
 from tb_lstm_states.storage import format, ranged
 
-from conftest import http_get, tensorboard_server, wait_for_json
-from test_writer import arrays, make_states
-
 RUN, TAG = "exp", "enc"
-STEPS_FIRST, STEPS_LATER = range(0, 6), range(6, 9)  # at most 10: no sampling flags needed
+STEPS_FIRST, STEPS_LATER = range(6), range(6, 9)  # at most 10: no sampling flags needed
 
 
 def check_index(logdir, index_bytes, step):

@@ -28,4 +28,4 @@ function `tb_lstm_states.capture` as soon as anything imported it.
 from tb_lstm_states.capturing.layers import capture
 from tb_lstm_states.capturing.recorder import Recorder, record
 
-__all__ = ["capture", "record", "Recorder"]
+__all__ = ["Recorder", "capture", "record"]

@@ -17,13 +17,13 @@ the `arrays` cache. Nothing else keeps arrays, so memory stays within the budget
 however large the logdir.
 """
 
+import contextlib
 import os
 import posixpath
 import re
 from typing import List, Optional
 
 import numpy as np
-
 from tensorboard.compat import tf
 
 from tb_lstm_states.storage import format, ranged
@@ -64,7 +64,7 @@ def run_directory(logdir: Optional[str], run: str) -> str:
     if any(p == ".." for p in parts):
         raise LogdirError("run %r is not a path inside the logdir" % (run,))
     if "://" in logdir:
-        return "/".join([logdir.rstrip("/")] + parts) if parts else logdir
+        return "/".join([logdir.rstrip("/"), *parts]) if parts else logdir
     base = os.path.normpath(logdir)
     path = os.path.normpath(os.path.join(base, *parts))
     if path != base and not path.startswith(base.rstrip(os.sep) + os.sep):
@@ -154,10 +154,8 @@ class RangeReader:
 
     def close(self):
         if self._file is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing what was read: nothing to lose
                 self._file.close()
-            except Exception:  # pylint: disable=broad-except
-                pass
             self._file = None
 
     def __enter__(self):
@@ -196,7 +194,7 @@ class ArrayFiles:
 
     def crc_table(self, path: str, index: dict, reader: Optional[RangeReader] = None) -> np.ndarray:
         """The file's checksum table, checked against the index (cached)."""
-        key = ("crc",) + self._file_key(path, index)
+        key = ("crc", *self._file_key(path, index))
 
         def load():
             if reader is not None:
@@ -210,7 +208,7 @@ class ArrayFiles:
         """The token lists of the file's metadata, or None (cached)."""
         if not index["tokens"]:
             return None
-        key = ("tokens",) + self._file_key(path, index)
+        key = ("tokens", *self._file_key(path, index))
 
         def load():
             with _array_reader(path, index) as reader:
@@ -236,7 +234,7 @@ class ArrayFiles:
         """
         time = entry["shape"][1]
         stop = time if stop is None else stop
-        key = ("array",) + self._file_key(path, index) + (entry["offset"], sequence, start, stop)
+        key = ("array", *self._file_key(path, index), entry["offset"], sequence, start, stop)
 
         def load():
             with _array_reader(path, index) as reader:
@@ -264,11 +262,7 @@ class ArrayFiles:
           `[2, bins, units]` float32 (`ranged.binned`); the pyramid serves the whole
           blocks inside wide bins, so a long sequence is not read in full.
         """
-        key = (
-            ("binned",)
-            + self._file_key(path, index)
-            + (entry["offset"], sequence, start, stop, bins)
-        )
+        key = ("binned", *self._file_key(path, index), entry["offset"], sequence, start, stop, bins)
 
         def load():
             with _array_reader(path, index) as reader:

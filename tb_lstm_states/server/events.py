@@ -28,7 +28,6 @@ from typing import Dict, List, Optional, Tuple
 
 import google_crc32c
 from google.protobuf import message as message_lib
-
 from tensorboard.compat import tf
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tb_logging
@@ -54,7 +53,7 @@ def key_of(tag: str, step: int, wall_time: float) -> Key:
 
 
 class _File:
-    __slots__ = ("scanned_to", "broken", "entries")
+    __slots__ = ("broken", "entries", "scanned_to")
 
     def __init__(self):
         self.scanned_to = 0
@@ -139,7 +138,7 @@ def _lookup(state: _Run, key: Key):
     for path in sorted(state.files):
         entry = state.files[path].entries.get(key)
         if entry is not None:
-            found = (path,) + entry
+            found = (path, *entry)
     return found
 
 
@@ -177,8 +176,8 @@ def _scan_file(path: str, scanned: _File, tags) -> None:
                 break  # the last record is still being written
             payload_at = position + 12
             for tag, step, wall in _event_keys(
-                lambda offset, count: view(
-                    payload_at + offset, max(0, min(count, length - offset))
+                lambda offset, count, at=payload_at, n=length: view(
+                    at + offset, max(0, min(count, n - offset))
                 ),
                 length,
             ):

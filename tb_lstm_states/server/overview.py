@@ -10,7 +10,6 @@ way the route answers `{rows, columns, steps, wall_times, values}`, `values` bei
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-
 from tensorboard import errors
 from tensorboard.util import tb_logging
 

@@ -10,7 +10,6 @@ import math
 import re
 
 import numpy as np
-
 from tensorboard import errors, plugin_util
 from tensorboard.backend import http_util
 
@@ -55,7 +54,7 @@ def rounded_relative(values):
     encode as JSON: at 400,000 coordinates that is most of a projection's reply.
     """
     largest = float(np.abs(values).max()) if len(values) else 0.0
-    decimals = 3 - int(math.floor(math.log10(largest))) if largest > 0 else 0
+    decimals = 3 - math.floor(math.log10(largest)) if largest > 0 else 0
     return np.round(values, max(decimals, 0)).tolist()
 
 

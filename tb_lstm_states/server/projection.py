@@ -10,7 +10,6 @@ from concurrent import futures
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
-
 from tensorboard import errors
 
 from tb_lstm_states import analysis

@@ -13,15 +13,12 @@ import contextlib
 from typing import Dict, List, Optional
 
 import numpy as np
-
 from google.protobuf import message as message_lib
-
 from tensorboard import errors
 from tensorboard.compat import tf
 
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import format, ranged
-from tb_lstm_states.storage import legacy
+from tb_lstm_states.storage import format, legacy, ranged
 
 # What reading a logdir's content may raise; all mean "this step cannot be served".
 LOGDIR_ERRORS = (
@@ -127,7 +124,7 @@ class Record:
             raise errors.NotFoundError(
                 "run %r tag %r step %d has no layer %d %s"
                 % (self.run, self.tag, self.step, layer, kind)
-            )
+            ) from None
 
     def series_entry(self, name: str):
         with self.guard():
@@ -242,7 +239,7 @@ class V1Record(Record):
             return array[:, start:stop]
 
     def binned(self, handle, sequence, start, stop, bins):
-        key = ("binned",) + self._key + (handle, sequence, start, stop, bins)
+        key = ("binned", *self._key, handle, sequence, start, stop, bins)
 
         def compute():
             array = self._load_array(handle)[sequence]

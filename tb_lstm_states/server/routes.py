@@ -16,13 +16,12 @@ from concurrent import futures
 from typing import Dict, Optional
 
 import numpy as np
-from werkzeug import wrappers
-
 from tensorboard import errors
 from tensorboard.backend import http_util
 from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 from tensorboard.util import tb_logging
+from werkzeug import wrappers
 
 from tb_lstm_states import analysis, cache, metadata
 from tb_lstm_states.server import (
@@ -102,13 +101,13 @@ def _never_500(handler):
             )
             raise errors.NotFoundError(
                 "lstm_states cannot serve this from the logdir: %s" % records.message(e)
-            )
+            ) from e
         except Exception as e:  # pylint: disable=broad-except
             logger.error("lstm_states: %s failed", request.path, exc_info=True)
             raise errors.NotFoundError(
                 "lstm_states could not serve this (%s: %s); the "
                 "TensorBoard log has the details" % (type(e).__name__, records.message(e))
-            )
+            ) from e
 
     return wrapper
 

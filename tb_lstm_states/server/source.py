@@ -12,6 +12,7 @@ A tag's listing (`listing.TagIndex`) serves the requests of the next
 headers and arrays are kept in the plugin's caches.
 """
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -139,14 +140,14 @@ class RecordSource:
         try:
             return metadata.parse_plugin_content(series.plugin_content)
         except ValueError as e:
-            raise errors.NotFoundError("run %r tag %r: %s" % (run, tag, e))
+            raise errors.NotFoundError("run %r tag %r: %s" % (run, tag, e)) from None
 
     @staticmethod
     def _structure(content, run, tag):
         try:
             structure = listing.structure(content)
         except ValueError as e:
-            raise errors.NotFoundError("run %r tag %r: %s" % (run, tag, e))
+            raise errors.NotFoundError("run %r tag %r: %s" % (run, tag, e)) from None
         if structure is None:
             raise errors.NotFoundError(
                 "run %r tag %r is not an lstm_states record (role %r)"
@@ -450,10 +451,8 @@ class RecordSource:
             guess = _array_position(index.structure, *want)
             pending = self._request_pool.submit(self._v1_header, ctx, experiment, run, tag, datum)
             if guess is not None and guess < len(datum.values):
-                try:
+                with contextlib.suppress(errors.PublicError):
                     prefetched[guess] = self._blob(ctx, experiment, run, tag, datum, guess)
-                except errors.PublicError:
-                    pass
             header = pending.result()
         elif header is None:
             header = self._v1_header(ctx, experiment, run, tag, datum)

@@ -10,7 +10,6 @@ import dataclasses
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-
 from tensorboard import errors
 
 from tb_lstm_states import analysis

@@ -75,7 +75,7 @@ def request_connection(request) -> Optional[Any]:
 
 
 class _Job:
-    __slots__ = ("future", "waiters", "started")
+    __slots__ = ("future", "started", "waiters")
 
     def __init__(self):
         self.future = None
@@ -157,9 +157,13 @@ class WorkPool:
                 with self._lock:
                     job.waiters -= 1
                     waiting = False
-                    if job.waiters == 0 and not job.started and job.future.cancel():
-                        if self._jobs.get(key) is job:
-                            del self._jobs[key]
+                    if (
+                        job.waiters == 0
+                        and not job.started
+                        and job.future.cancel()
+                        and self._jobs.get(key) is job
+                    ):
+                        del self._jobs[key]
                 raise AbandonedError("the client closed its connection before its work began")
         finally:
             if waiting:

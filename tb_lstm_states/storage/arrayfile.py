@@ -6,6 +6,7 @@ checksum table ends the file. A file on a URL is checksummed the same way and
 uploaded as one object once complete.
 """
 
+import contextlib
 import os
 from typing import Any, Callable, List
 
@@ -80,10 +81,8 @@ def upload(fs: Any, url: str, layout: format.Layout, buffers: List[np.ndarray]) 
 
 def remove(path: str) -> None:
     """Removes a file, if it is there."""
-    try:
+    with contextlib.suppress(OSError):
         os.remove(path)
-    except OSError:
-        pass
 
 
 def _crc32c_of_arrays_supported() -> bool:

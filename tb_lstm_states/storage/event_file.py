@@ -20,7 +20,6 @@ import time
 from typing import Iterator, Optional, Sequence, Tuple
 
 import google_crc32c
-
 from tensorboard.compat.proto import event_pb2
 
 # How new event and array files are opened: never over an existing file, and in
@@ -225,8 +224,7 @@ def read_records(path: str, on_corrupt=None, opener=None) -> Iterator[Tuple[int,
     position = 0
     while True:
         try:
-            for offset, payload in _read_from(path, position, opener or open):
-                yield offset, payload
+            yield from _read_from(path, position, opener or open)
             return
         except CorruptRecordError as e:
             if on_corrupt is None:

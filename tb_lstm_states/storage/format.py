@@ -1,4 +1,4 @@
-"""The on-disk format of version 2: a safetensors file of arrays per step, an index in the event file.
+"""The on-disk format of version 2: a safetensors file per step, an index in the event file.
 
 For each (tag, step) a writer leaves two things in the run directory:
 
@@ -212,7 +212,7 @@ class Tensor:
     """One tensor of an array file: name, dtype name, shape, absolute byte offset, and
     the index of its first checksum slice."""
 
-    __slots__ = ("name", "dtype", "shape", "offset", "nbytes", "chunk", "chunks")
+    __slots__ = ("chunk", "chunks", "dtype", "name", "nbytes", "offset", "shape")
 
     def __init__(self, name: str, dtype: str, shape: Sequence[int]):
         self.name = name
@@ -240,7 +240,7 @@ class Layout:
         self.crc_table = Tensor(CRC_TENSOR, "uint32", [total_chunks])
         header = {"__metadata__": metadata}
         position = chunk = 0
-        for tensor in self.tensors + [self.crc_table]:
+        for tensor in [*self.tensors, self.crc_table]:
             header[tensor.name] = {
                 "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
                 "shape": tensor.shape,
@@ -253,7 +253,7 @@ class Layout:
         text = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
         text += b" " * (-(len(text) + 8) % 8)  # safetensors aligns the data to 8 bytes
         self.header = len(text).to_bytes(8, "little") + text
-        for tensor in self.tensors + [self.crc_table]:
+        for tensor in [*self.tensors, self.crc_table]:
             tensor.offset += len(self.header)
         self.file_bytes = len(self.header) + position
 

@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tb_lstm_states import statistics
 from tb_lstm_states import states as states_lib
+from tb_lstm_states import statistics
 from tb_lstm_states.storage import convert, format
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -98,7 +98,7 @@ def plan(
     if len(first) != 3:
         raise ValueError("layer 0 hidden must be [batch, time, units], got shape %s" % list(first))
     batch, time_steps = int(first[0]), int(first[1])
-    if not (1 <= batch and 1 <= time_steps <= format.MAX_DIM):
+    if not (batch >= 1 and 1 <= time_steps <= format.MAX_DIM):
         raise ValueError(
             "states need at least one sequence and one timestep, got "
             "[batch=%d, time=%d]" % (batch, time_steps)
@@ -181,7 +181,7 @@ def plan(
             values = np.asarray(values)
         shape = tuple(np.shape(values))
         if len(shape) == 1 and batch == 1:
-            shape = (1,) + shape
+            shape = (1, *shape)
         try:
             convert.check_real(values, "series %r" % name)
         except ValueError:

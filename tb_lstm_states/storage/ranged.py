@@ -169,7 +169,7 @@ def read_array(
         first,
         first + (stop - start) * row,
     )
-    return np.frombuffer(data, dtype).reshape([stop - start] + shape[2:])
+    return np.frombuffer(data, dtype).reshape([stop - start, *shape[2:]])
 
 
 def read_pyramid(

@@ -33,7 +33,6 @@ from typing import Dict, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 from google.protobuf import message
-
 from tensorboard.compat.proto import event_pb2
 
 from tb_lstm_states import metadata
@@ -83,7 +82,7 @@ def read_states(
     *,
     run: Optional[str] = None,
     tag: Optional[str] = None,
-    steps: Union[None, int, Iterable[int]] = None,
+    steps: Union[int, Iterable[int], None] = None,
     strict: bool = False,
 ) -> Iterator[StatesRecord]:
     """Yields the states records of a logdir, run by run, in file order.

@@ -31,6 +31,7 @@ stay live.)
 
 import atexit
 import collections
+import contextlib
 import json
 import os
 import secrets
@@ -40,9 +41,7 @@ import weakref
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-
-from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
-from tensorboard.compat.proto import types_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
 from tb_lstm_states import distributed, metadata, statistics
 from tb_lstm_states import states as states_lib
@@ -144,7 +143,7 @@ class StateWriter:
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._queue: "collections.deque[plan.Job]" = collections.deque()
+        self._queue: collections.deque[plan.Job] = collections.deque()
         self._in_flight = 0  # records reserved (being converted) or queued, not yet done
         self._queued_bytes = 0  # their bytes
         self._queued = 0  # records queued so far
@@ -386,7 +385,7 @@ class StateWriter:
             error = None
             try:
                 self._write(job)
-            except BaseException as e:  # noqa: B036 - raised by the next call
+            except BaseException as e:
                 error = e
             job.arrays, job.series, job.samples = [], [], []  # freed now, not with the next job
             with self._lock:
@@ -563,9 +562,7 @@ def _close_at_exit(writer_ref):
     def close():
         writer = writer_ref()
         if writer is not None:
-            try:
+            with contextlib.suppress(Exception):
                 writer.close()
-            except Exception:  # noqa: BLE001 - nothing is left to report it to
-                pass
 
     return close
