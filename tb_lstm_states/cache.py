@@ -7,7 +7,7 @@ backend's memory stays bounded however many steps a user browses.
 
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, Optional
+from typing import Any, Callable, Dict, Hashable, Optional
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class ByteBoundedCache:
         self._entries: OrderedDict[Hashable, tuple] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self._in_flight = {}
+        self._in_flight: Dict[Hashable, threading.Event] = {}
 
     @property
     def max_bytes(self) -> int:

@@ -11,18 +11,27 @@ and `pytorch_lightning`, whichever is installed (`pip install tb-lstm-states[lig
 and pickles (for `ddp_spawn`): the writer is made in the process that trains.
 """
 
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+import importlib
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
 
-try:  # Lightning 2 ("lightning"), else the older package name.
-    from lightning.pytorch import Callback as _Callback
-except ImportError:  # pragma: no cover - depends on what is installed
-    try:
-        from pytorch_lightning import Callback as _Callback
-    except ImportError:
-        raise ImportError(
-            "tb_lstm_states.lightning needs Lightning: pip install lightning "
-            "(or pytorch_lightning), or pip install tb-lstm-states[lightning]"
-        ) from None
+if TYPE_CHECKING:
+    from tb_lstm_states.storage.writer import StateWriter
+
+
+def _callback_class() -> Any:
+    """Lightning 2's `Callback` ("lightning"), else the older package name's."""
+    for package in ("lightning.pytorch", "pytorch_lightning"):
+        try:
+            return importlib.import_module(package).Callback
+        except (ImportError, AttributeError):  # pragma: no cover - depends on what is installed
+            continue
+    raise ImportError(
+        "tb_lstm_states.lightning needs Lightning: pip install lightning "
+        "(or pytorch_lightning), or pip install tb-lstm-states[lightning]"
+    )
+
+
+_Callback: Any = _callback_class()
 
 
 class StatesCallback(_Callback):
@@ -79,7 +88,7 @@ class StatesCallback(_Callback):
         self.series = series
         self.tokens = tokens
         self.dtype = dtype
-        self._writer = None
+        self._writer: Optional[StateWriter] = None
 
     # The writer (a thread and an open file) stays in the process that made it.
     def __getstate__(self):

@@ -5,7 +5,7 @@ when a UMAP layout is asked for.
 """
 
 import warnings
-from typing import Dict, Sequence
+from typing import Any, Dict, Sequence
 
 import numpy as np
 
@@ -51,7 +51,9 @@ def project_umap(
     for x, step_keys in zip(points, keys):
         x = pca.finite(x)
         n = len(x)
-        options = dict(n_components=2, n_neighbors=int(min(15, n - 1)), random_state=seed, n_jobs=1)
+        options: Dict[str, Any] = dict(
+            n_components=2, n_neighbors=int(min(15, n - 1)), random_state=seed, n_jobs=1
+        )
         if previous is None:
             options["init"] = "spectral" if n > 16 else "random"
         else:

@@ -7,7 +7,7 @@ array); units are ordered by hierarchical clustering up to `MAX_CLUSTER_UNITS`
 units, by the angle of their two principal loadings beyond.
 """
 
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -242,7 +242,8 @@ class _Moments:
         self.count = 0
         self.mean = np.zeros(units)
         self.m2 = np.zeros(units)
-        self.series = {key: [0.0, 0.0, np.zeros(units)] for key in keys}  # mean, m2, co-moment
+        # key -> [mean, m2, co-moment with each unit]
+        self.series: Dict[str, List[Any]] = {key: [0.0, 0.0, np.zeros(units)] for key in keys}
 
     def add(self, x, tracks):
         n_b = x.shape[0]

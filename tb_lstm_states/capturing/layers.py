@@ -11,6 +11,7 @@ the gates and cell states.
 import contextlib
 import warnings
 import weakref
+from typing import Any, Callable, Dict
 
 import torch
 from torch.nn.utils.rnn import PackedSequence
@@ -19,7 +20,7 @@ from tb_lstm_states.capturing import cells
 from tb_lstm_states.capturing.inputs import Sequences, check_module, check_tensor, initial_states
 from tb_lstm_states.states import LayerStates, RecurrentStates
 
-_KERNEL_BY_MODE = {
+_KERNEL_BY_MODE: Dict[str, Callable[..., Any]] = {
     "LSTM": torch._VF.lstm,
     "GRU": torch._VF.gru,
     "RNN_TANH": torch._VF.rnn_tanh,
@@ -27,7 +28,7 @@ _KERNEL_BY_MODE = {
 }
 
 # Modules already warned about dropout; weak so that captured modules can be freed.
-_DROPOUT_WARNED = weakref.WeakSet()
+_DROPOUT_WARNED: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
 
 
 def capture(module, inputs, hx=None):
@@ -133,7 +134,8 @@ def _in_compute_dtype(module, inputs, hx, autocast):
     else:
         inputs = convert(inputs, "inputs")
     if isinstance(hx, (tuple, list)) and len(hx) == 2:
-        hx = type(hx)(convert(h, name) for h, name in zip(hx, ("h_0", "c_0")))
+        sequence_type: Any = type(hx)  # tuple or list, as given
+        hx = sequence_type(convert(h, name) for h, name in zip(hx, ("h_0", "c_0")))
     elif hx is not None:
         hx = convert(hx, "h_0")
     if compute != weight.dtype:

@@ -21,7 +21,7 @@ import contextlib
 import os
 import posixpath
 import re
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 from tensorboard.compat import tf
@@ -75,7 +75,8 @@ def run_directory(logdir: Optional[str], run: str) -> str:
 def array_file_path(logdir: Optional[str], run: str, index: dict) -> str:
     """The path of a parsed index's array file."""
     name = index.get("file")
-    if not format.is_safe_file_name(name):  # parse_index checked it; never trust twice-read
+    # parse_index checked it; never trust twice-read
+    if not isinstance(name, str) or not format.is_safe_file_name(name):
         raise LogdirError("array file name %r is not a plain file name" % (name,))
     directory = run_directory(logdir, run)
     if "://" in directory:
@@ -106,8 +107,9 @@ class RangeReader:
     def __init__(self, path: str, name: str, min_bytes: int = 0):
         self._path = path
         self._name = name
-        self._file = None
-        self._filesystem = None
+        # TensorBoard's file layer (untyped): a GFile, or the stub's filesystem.
+        self._file: Any = None
+        self._filesystem: Any = None
         gfile = tf.io.gfile
         self.size = self._call(lambda: gfile.stat(path).length)
         if self.size < min_bytes:

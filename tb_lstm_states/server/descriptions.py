@@ -73,7 +73,8 @@ class Descriptions:
     def html(self, texts: Iterable[str], wait: float = WAIT_SECONDS) -> Dict[str, str]:
         """Safe HTML for each (already cut) text: rendered Markdown when ready (waiting
         at most `wait` seconds in all), else escaped plain text."""
-        result, pending = {}, {}
+        result: Dict[str, str] = {}
+        pending: Dict[str, futures.Future] = {}
         for text in set(texts):
             if not text:
                 result[text] = ""

@@ -147,14 +147,14 @@ def _scan_file(path: str, scanned: _File, tags) -> None:
     name = "event file %s" % posixpath.basename(path.replace("\\", "/"))
     with arrays.RangeReader(path, name) as reader:
         size = reader.size
-        window = {"start": scanned.scanned_to, "data": b""}
+        # The bytes read last, and where they begin.
+        window_start, window_data = scanned.scanned_to, b""
 
         def view(offset, count):
-            start, data = window["start"], window["data"]
-            if offset < start or offset + count > start + len(data):
-                window["start"], window["data"] = offset, reader(offset, max(count, _SCAN_BYTES))
-                start, data = window["start"], window["data"]
-            return data[offset - start : offset - start + count]
+            nonlocal window_start, window_data
+            if offset < window_start or offset + count > window_start + len(window_data):
+                window_start, window_data = offset, reader(offset, max(count, _SCAN_BYTES))
+            return window_data[offset - window_start : offset - window_start + count]
 
         position = scanned.scanned_to
         while position + 12 <= size:

@@ -58,7 +58,7 @@ def make_index(version, structure, description, data, fetched, signature=None) -
 
 def latest_per_step(data) -> list:
     """One datum per step, the later of repeats, in ascending step order."""
-    by_step = {}
+    by_step: Dict[int, Any] = {}
     for datum in data:
         old = by_step.get(datum.step)
         if old is None or datum.wall_time >= old.wall_time:

@@ -256,8 +256,8 @@ class StatesPlugin(base_plugin.TBPlugin):
         )
         array = result.array
         if fmt == "npy":
-            body = io.BytesIO()
-            np.save(body, array, allow_pickle=False)
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=False)
             name = "%s_%s_step%d_layer%d_%s" % (run, tag, step, layer, kind)
             if sequence is not None:
                 name += "_sequence%d" % sequence
@@ -268,7 +268,7 @@ class StatesPlugin(base_plugin.TBPlugin):
             name = re.sub(r"[^A-Za-z0-9._-]", "_", name)[-196:] + ".npy"
             return http_util.Respond(
                 request,
-                body.getvalue(),
+                buffer.getvalue(),
                 "application/octet-stream",
                 headers=[("Content-Disposition", 'attachment; filename="%s"' % name)],
             )
@@ -536,7 +536,9 @@ class StatesPlugin(base_plugin.TBPlugin):
 
         return self._heavy(self._projection_pool, key, compute, connection)
 
-    @wrappers.Request.application
+    # werkzeug types `application` for plain functions; here, as in TensorBoard's own
+    # plugins, it wraps a method (it passes the request as the last argument).
+    @wrappers.Request.application  # type: ignore[arg-type]
     def _serve_static(self, request):
         path = request.path
         position = path.find(_ROUTE_PREFIX)

@@ -390,11 +390,12 @@ class RecordSource:
         """Blob `position` of a version 1 step: from its event file, checked (the whole
         record is read and cached), or through the provider when no event file
         holds it."""
-        if self._events is not None:
+        events = self._events
+        if events is not None:
             key = ("v1 record", experiment, run, tag, datum.step, datum.wall_time)
             blobs = self.cache.get_or_compute(
                 key,
-                lambda: self._events.blobs(run, tag, datum.step, datum.wall_time),
+                lambda: events.blobs(run, tag, datum.step, datum.wall_time),
                 size=lambda value: 64 + sum(len(b) + 64 for b in value or ()),
             )
             if blobs is not None:

@@ -89,7 +89,12 @@ def states_window(
     binned = bins is not None and stop - start > bins
     units = record.units_of(handle)
     window = stop - start
-    if binned and record.has_pyramid(handle) and window >= 4 * format.PYRAMID_BLOCK * bins:
+    if (
+        bins is not None
+        and binned
+        and record.has_pyramid(handle)
+        and window >= 4 * format.PYRAMID_BLOCK * bins
+    ):
         # whole blocks from the pyramid, the partial blocks at bin edges from the array
         values = (
             2 * -(-window // format.PYRAMID_BLOCK) + 2 * format.PYRAMID_BLOCK * (bins + 1)

@@ -75,10 +75,13 @@ def request_connection(request) -> Optional[Any]:
 
 
 class _Job:
+    """One computation in flight: its future (set as it is submitted), whether it has
+    started, and how many requests wait on it."""
+
     __slots__ = ("future", "started", "waiters")
+    future: "futures.Future[Any]"
 
     def __init__(self):
-        self.future = None
         self.waiters = 0
         self.started = False
 

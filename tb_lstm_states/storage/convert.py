@@ -8,13 +8,13 @@ torch cannot be imported, numpy casts.
 
 import math
 import sys
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 from tb_lstm_states import states as states_lib
 
-DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+DTYPES: Dict[str, np.dtype] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 
 
 def is_torch(value) -> bool:
@@ -125,7 +125,7 @@ def _numpy_overflowed(half: np.ndarray, source: np.ndarray) -> bool:
     return bool(np.isfinite(source[infinite]).any())
 
 
-_TORCH = None
+_TORCH: Any = None
 
 
 def _import_torch():
@@ -134,9 +134,10 @@ def _import_torch():
     if _TORCH is None:
         try:
             import torch
+
+            _TORCH = torch
         except ImportError:
-            torch = False
-        _TORCH = torch
+            _TORCH = False
     return _TORCH
 
 

@@ -182,14 +182,14 @@ class RecordFile:
         try:
             write_all(self._fd, [record])
         except BaseException:
-            self._cut()
+            self._cut(self._fd)
             raise
         self._size += len(record)
 
-    def _cut(self) -> None:
+    def _cut(self, fd: int) -> None:
         try:
-            os.ftruncate(self._fd, self._size)
-            os.lseek(self._fd, self._size, os.SEEK_SET)
+            os.ftruncate(fd, self._size)
+            os.lseek(fd, self._size, os.SEEK_SET)
         except OSError:
             pass  # the error that stopped the record says more than this one would
 

@@ -55,7 +55,7 @@ import hashlib
 import json
 import math
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import google_crc32c
 import numpy as np
@@ -76,7 +76,7 @@ PYRAMID_BLOCK = 64
 PYRAMID_MIN_TIME = 2048
 CRC_TENSOR = "crc32c"
 
-DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+DTYPES: Dict[str, np.dtype] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 _SAFETENSORS_DTYPES = {"float16": "F16", "float32": "F32", "uint32": "U32"}
 
 # The overview's per-array statistics: the first five of sampled sequences
@@ -238,7 +238,7 @@ class Layout:
         self.tensors = list(tensors)
         total_chunks = sum(t.chunks for t in self.tensors)
         self.crc_table = Tensor(CRC_TENSOR, "uint32", [total_chunks])
-        header = {"__metadata__": metadata}
+        header: Dict[str, Any] = {"__metadata__": metadata}
         position = chunk = 0
         for tensor in [*self.tensors, self.crc_table]:
             header[tensor.name] = {

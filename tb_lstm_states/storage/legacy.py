@@ -31,7 +31,7 @@ from tb_lstm_states.storage import format, jsonsafe
 HEADER_MAGIC = b"TLSH"
 HEADER_VERSION = 1
 
-DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+DTYPES: Dict[str, np.dtype] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 
 # Bounds on header fields (as version 2's), so a hostile header cannot make a reader allocate.
 _MAX_DIM = format.MAX_DIM

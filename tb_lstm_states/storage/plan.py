@@ -125,7 +125,9 @@ def plan(
     if min(length_list) < 0 or max(length_list) > time_steps:
         raise ValueError("lengths must lie in [0, time=%d], got %s" % (time_steps, length_list))
 
-    keys, arrays, units = [], [], {}
+    keys: List[Tuple[int, str]] = []
+    arrays: List[Any] = []
+    units: Dict[str, int] = {}
     itemsize = convert.DTYPES[dtype].itemsize
     nbytes = 0
     gate_names = states_lib.GATE_NAMES[kind]
@@ -165,13 +167,15 @@ def plan(
             units.setdefault(name, int(shape[2]))
             nbytes += int(np.prod(shape, dtype=np.int64)) * itemsize
 
-    series_names, series_values = [], []
-    if len(series or {}) > format.MAX_SERIES:
+    series_names: List[str] = []
+    series_values: List[Any] = []
+    series = series or {}
+    if len(series) > format.MAX_SERIES:
         raise ValueError(
             "%d series; at most %d (format.MAX_SERIES) can be logged with a record"
             % (len(series), format.MAX_SERIES)
         )
-    for name, values in (series or {}).items():
+    for name, values in series.items():
         if not isinstance(name, str) or not name or len(name) > format.MAX_NAME_CHARS:
             raise ValueError(
                 "series names must be non-empty strings of at most %d characters, "

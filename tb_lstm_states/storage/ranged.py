@@ -34,7 +34,8 @@ def parse_file_header(data: bytes, index: dict) -> dict:
             "array file %s has a malformed header: %s" % (index["file"], e)
         ) from None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    _require_file(isinstance(metadata, dict), index, "header has no metadata")
+    if not isinstance(metadata, dict):
+        raise errors.FormatError("array file %s header has no metadata" % index["file"])
     return metadata
 
 

@@ -38,7 +38,7 @@ import secrets
 import threading
 import time
 import weakref
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
@@ -74,7 +74,7 @@ class StateWriter:
 
     def __init__(
         self,
-        logdir: Optional[str] = None,
+        logdir: Union[str, "os.PathLike[str]", None] = None,
         *,
         summary_writer: Any = None,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
@@ -107,6 +107,7 @@ class StateWriter:
         timestamp = None
         if summary_writer is not None:
             logdir = _summary_writer_logdir(summary_writer)
+        assert logdir is not None  # _check_destination leaves no other case
         logdir = os.fspath(logdir)
         # A URL (s3://, gs://, memory://): fsspec, objects written whole (storage/remote.py).
         self._fs = remote.filesystem(logdir) if remote.is_url(logdir) else None
@@ -126,6 +127,7 @@ class StateWriter:
             if oldest is not None:
                 timestamp = min(oldest, int(time.time())) - 1
         name = os.path.basename(event_file.event_file_name(logdir, filename_suffix, timestamp))
+        self._file: Union[event_file.RecordFile, remote.RecordObject]
         if self._fs is None:
             self._file = event_file.RecordFile(os.path.join(logdir, name))
             self._array_dir = os.path.join(logdir, *format.PLUGIN_DIRECTORY)
@@ -161,13 +163,14 @@ class StateWriter:
         atexit.register(self._atexit)
 
     @property
-    def path(self) -> str:
-        """The event file this writer writes."""
+    def path(self) -> Optional[str]:
+        """The event file this writer writes (None on a rank that writes nothing)."""
         return self._file.path
 
     @property
-    def logdir(self) -> str:
-        """The run directory this writer writes into (a URL for a remote one)."""
+    def logdir(self) -> Optional[str]:
+        """The run directory this writer writes into (a URL for a remote one; None on
+        a rank that writes nothing, given a `summary_writer`)."""
         if self._fs is not None:
             return self._file.path.rsplit("/", 1)[0]
         return os.path.dirname(self._file.path)
@@ -401,13 +404,15 @@ class StateWriter:
 
     def _write(self, job: plan.Job) -> None:
         """Writes the array file of `job`, then its index."""
-        tensors, buffers, entries = [], [], []
-        state_entries = []
+        tensors: List[format.Tensor] = []
+        buffers: List[np.ndarray] = []
+        entries: List[Dict[str, Any]] = []
+        state_entries: List[Dict[str, Any]] = []
         for (layer, kind), array in zip(job.keys, job.arrays):
             name = format.array_name(layer, kind)
             tensors.append(format.Tensor(name, array.dtype.name, array.shape))
             buffers.append(array)
-            entry = {"layer": layer, "kind": kind, "tensor": name}
+            entry: Dict[str, Any] = {"layer": layer, "kind": kind, "tensor": name}
             entries.append(entry)
             state_entries.append(entry)
         for series_name, values in zip(job.series_names, job.series):
