@@ -6,7 +6,7 @@ PORT ?= 6006
 LOGDIR ?= runs/demo
 EPOCHS ?=
 
-.PHONY: demo test frontend check-bundle venv clean
+.PHONY: demo test lint frontend check-bundle venv clean
 
 venv: $(VENV)/.installed
 
@@ -35,7 +35,13 @@ check-bundle: frontend
 	test -z "$$(git status --porcelain -- tb_lstm_states/static)" || \
 	  (echo "tb_lstm_states/static/ has uncommitted files: run 'make frontend' and commit them" >&2; exit 1)
 
-test: venv check-bundle
+# ruff (lint and format) and mypy, configured in pyproject.toml.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: venv lint check-bundle
 	$(PY) -m pytest tests
 
 # Trains the demo into $(LOGDIR) unless a complete one is there (an interrupted one is

@@ -34,8 +34,9 @@ setuptools.setup(
     extras_require={
         "umap": ["umap-learn>=0.5"],
         "lightning": ["lightning>=2.0"],
-        "s3": ["s3fs>=2023.1"],
-        "gcs": ["gcsfs>=2023.1"],
+        # fsspec is imported for URLs; s3fs and gcsfs handle their protocols.
+        "s3": ["fsspec>=2023.1", "s3fs>=2023.1"],
+        "gcs": ["fsspec>=2023.1", "gcsfs>=2023.1"],
         "test": [
             "pytest>=7",
             "pytest-timeout>=2",
@@ -47,6 +48,11 @@ setuptools.setup(
             "moto[server]>=5",
             "s3fs>=2023.1",
             "boto3>=1.26",
+            "fsspec>=2023.1",
+            # `make lint`, which `make test` runs: pinned to a minor version, as
+            # their rules and formatting change between minor versions.
+            "ruff>=0.17.6,<0.18",
+            "mypy>=2.4.1,<2.5",
         ],
         "demo": [],
     },
