@@ -12,6 +12,7 @@ injected onsets are logged as an `anomaly` series (1 at each onset) to check by 
 
 import numpy as np
 import torch
+from sklearn import metrics
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
@@ -153,32 +154,42 @@ class Forecaster(nn.Module):
 def anomaly_recall(values, lengths, anomalies, threshold=analysis.DEFAULT_THRESHOLD):
     """How well the change track of `values` `[batch, time, units]` finds the anomalies.
 
-    Uses `analysis.changes`, as the backend's `changes` route does. Returns a dict:
-    `recall` (injected anomalies with a flag at most TOLERANCE steps after their onset),
-    `precision` (flags inside an anomaly: from an onset to TOLERANCE steps after its
-    end), `found`, `total`, `flags`, and `by_kind` (recall per kind).
+    Uses `analysis.changes`, as the backend's `changes` route does, and scikit-learn's
+    metrics. Returns a dict: `recall` (of the injected anomalies: found when a flag is
+    at most TOLERANCE steps after their onset), `precision` (of the flagged timesteps:
+    right when inside an anomaly, from its onset to TOLERANCE steps after its end),
+    `found`, `total`, `flags`, and `by_kind` (recall per kind).
     """
-    found = total = flags = flags_inside = 0
-    by_kind = {}
+    hits, kinds = [], []  # per injected anomaly: whether it was found, its kind
+    flagged = np.zeros(values.shape[:2], dtype=bool)  # per timestep: flagged
+    inside = np.zeros(values.shape[:2], dtype=bool)  # per timestep: in an anomaly
     for b, sequence in enumerate(anomalies):
-        flagged = analysis.changes(values[b], int(lengths[b]), threshold)["anomalies"]
-        inside = np.zeros(values.shape[1], dtype=bool)
+        found_at = analysis.changes(values[b], int(lengths[b]), threshold)["anomalies"]
+        flagged[b, found_at] = True
         for onset, kind, span in sequence:
-            hit = bool(np.any((flagged >= onset) & (flagged <= onset + TOLERANCE)))
-            found += hit
-            total += 1
-            kind_found, kind_total = by_kind.get(kind, (0, 0))
-            by_kind[kind] = (kind_found + hit, kind_total + 1)
-            inside[onset : onset + span + TOLERANCE] = True
-        flags += len(flagged)
-        flags_inside += int(inside[flagged].sum())
+            hits.append(bool(np.any((found_at >= onset) & (found_at <= onset + TOLERANCE))))
+            kinds.append(kind)
+            inside[b, onset : onset + span + TOLERANCE] = True
+    hit = np.array(hits, dtype=bool)
+    kind_of = np.array(kinds, dtype=object)
+    flags = int(flagged.sum())
+
+    def recall(found):
+        if not len(found):
+            return float("nan")
+        return float(metrics.recall_score(np.ones(len(found), dtype=bool), found))
+
     return {
-        "recall": found / total if total else float("nan"),
-        "precision": flags_inside / flags if flags else float("nan"),
-        "found": found,
-        "total": total,
+        "recall": recall(hit),
+        "precision": (
+            float(metrics.precision_score(inside.ravel(), flagged.ravel()))
+            if flags
+            else float("nan")
+        ),
+        "found": int(hit.sum()),
+        "total": len(hit),
         "flags": flags,
-        "by_kind": {k: f / n for k, (f, n) in by_kind.items()},
+        "by_kind": {k: recall(hit[kind_of == k]) for k in dict.fromkeys(kinds)},
     }
 
 
