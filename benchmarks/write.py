@@ -21,6 +21,20 @@ arrays (a plain copy), both numpy. Runs alternate between tofile and the writer,
 round by round, and every file is deleted after its run, so each meets the same
 page cache. Figures are medians of `--repeats` runs, and of as many more as it
 takes to write at least `--min-megabytes` per size.
+
+Figures behind choices in `storage/convert.py` and `statistics.py`, measured on
+2026-12-07 on a 2-core AMD EPYC (not all of them rerun by this script):
+
+- numpy's float32 to float16 cast (scalar code) was about 4x slower than torch's,
+  which `convert.py` uses where torch can be imported;
+- a small tensor cast on torch's thread pool left its threads spinning for
+  milliseconds on the core the writer thread needs: a 1 MiB record took 2x longer to
+  reach the disk on 2 cores, so tensors up to `convert._SERIAL_VALUES` values are
+  cast on the calling thread;
+- the overflow check of a float16 cast (one reduction) took about a millisecond for
+  60 MiB;
+- the statistics of a large probe batch, estimated from sampled sequences, took about
+  a millisecond, not seconds.
 """
 
 import argparse

@@ -4,8 +4,9 @@ A writer stores them in the index of every step (`storage/format.py`), so the
 overview of a whole run never opens an array file. numpy only.
 
 Past `MAX_VALUES` values per array they are estimated from evenly spaced sequences
-of the batch (all timesteps of each), so a large probe batch costs a millisecond,
-not seconds: the arrays are that small, and plain numpy is fast enough.
+of the batch (all timesteps of each), so their cost does not grow with the probe
+batch (figures: benchmarks/write.py): the arrays are that small, and plain numpy is
+fast enough.
 """
 
 import functools

@@ -1,8 +1,8 @@
 """Descriptions as the `runs` route serves them: cut, rendered once, never on a poll.
 
 TensorBoard's Markdown sanitizer (`plugin_util.markdown_to_safe_html`) takes time
-that grows faster than the text: about 0.3 s for 4,000 characters of some inputs,
-minutes for 150 KB of `"<a "`. So:
+that grows faster than the text, on some inputs far faster (figures:
+benchmarks/serve.py). So:
 
 - a description is cut to its first `format.MAX_DESCRIPTION_CHARS` characters (the
   reply says it was cut, and how long it was);

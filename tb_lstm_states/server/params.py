@@ -50,8 +50,8 @@ def floats(array, significant=None):
 def rounded_relative(values):
     """Values rounded to 1e-3 of the largest magnitude's power of ten, as a list.
 
-    Finer than any canvas draws, and short numbers are several times faster to
-    encode as JSON: at 400,000 coordinates that is most of a projection's reply.
+    Finer than any canvas draws, and short numbers make a shorter reply, quicker to
+    encode as JSON (figures: benchmarks/serve.py).
     """
     largest = float(np.abs(values).max()) if len(values) else 0.0
     decimals = 3 - math.floor(math.log10(largest)) if largest > 0 else 0

@@ -12,8 +12,9 @@ at once, which bounds the memory and CPU they take together.
   before it started is dropped. One already running is finished and its result
   kept in the cache for the next asker, never thrown away.
 - BLAS runs on one thread, set once when the first pool starts (scikit-learn's
-  `threadpoolctl`): several computations at once on a BLAS thread pool each are
-  10-70 times slower on a busy machine. Nothing is changed per request.
+  `threadpoolctl`): several computations at once, each on a BLAS thread pool of its
+  own, contend for the cores (figures: benchmarks/load.py). Nothing is changed per
+  request.
 """
 
 import select

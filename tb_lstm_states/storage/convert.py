@@ -2,8 +2,8 @@
 
 Nothing here imports torch at module level: a torch tensor is recognised by its
 methods, and torch is imported only to cast numpy float32 arrays to float16 (its
-cast is vectorized and threaded; numpy's is scalar code, 4x slower here). Where
-torch cannot be imported, numpy casts.
+cast is vectorized and threaded; numpy's is scalar code, slower: figures in
+benchmarks/write.py). Where torch cannot be imported, numpy casts.
 """
 
 import math
@@ -163,8 +163,8 @@ def _torch_half(array: np.ndarray):
 # Tensors up to this many values are cast on the calling thread, in slices of
 # `_SLICE` values, which torch converts without its thread pool (its grain size):
 # waking the pool costs more than it saves there, and on a machine with few cores
-# its threads then spin for milliseconds, taking the core the writer thread needs
-# (measured: a 1 MiB record took 2x longer to reach the disk on 2 cores).
+# its threads then spin, taking the core the writer thread needs (figures:
+# benchmarks/write.py).
 _SERIAL_VALUES = 1 << 20
 _SLICE = 1 << 15
 
@@ -223,8 +223,7 @@ def _torch_copy(tensor, dtype: str) -> np.ndarray:
 def _torch_overflowed(torch, half, source) -> bool:
     """Whether a finite value of `source` became infinite in its float16 cast `half`.
 
-    One reduction over the float16 cast (a millisecond for 60 MiB) where every value
-    is finite; only where it holds an infinity or NaN, a second look at the source.
+    One reduction over the float16 cast where every value is finite; only where it holds an infinity or NaN, a second look at the source.
     """
     if half.numel() == 0:
         return False
