@@ -74,8 +74,8 @@ def array_statistics(array, name, lengths, sample=None):
 
 # Arrays of up to this many values are taken whole; larger ones (a long sequence:
 # sampling keeps at least one) a run of timesteps at a time, so the float64
-# temporaries stay this small however long the sequence (as fast: about 6 ns a
-# value either way, measured on a loaded 2-core VM).
+# temporaries stay this small however long the sequence, as fast either way
+# (figures: benchmarks/write.py).
 _CHUNK_VALUES = 1 << 16
 
 
