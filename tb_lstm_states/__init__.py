@@ -4,6 +4,18 @@ import tb_lstm_states as tls
 states = tls.capture(model.lstm, probe_inputs)
 with tls.StateWriter("runs/exp1") as writer:
     writer.add_states("encoder", states, step=epoch)
+
+One subpackage per layer, the public names above them:
+
+- `capturing`: the per-timestep states of a module, in torch alone (`capture`);
+- `storage`: the on-disk format, `StateWriter` and `read_states`;
+- `server`: the TensorBoard backend of the tab (docs/http_api.md);
+- `analysis`: what the tab derives from states (changes, unit statistics,
+  projections).
+
+`states` (`RecurrentStates`, `LayerStates`), `statistics` (the overview's
+per-array statistics), `metadata` (the summaries' plugin data) and `cache` sit
+beside them; so do the optional `lightning` callback and `distributed` helpers.
 """
 
 import importlib
