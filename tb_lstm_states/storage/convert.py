@@ -223,7 +223,8 @@ def _torch_copy(tensor, dtype: str) -> np.ndarray:
 def _torch_overflowed(torch, half, source) -> bool:
     """Whether a finite value of `source` became infinite in its float16 cast `half`.
 
-    One reduction over the float16 cast where every value is finite; only where it holds an infinity or NaN, a second look at the source.
+    One reduction over the float16 cast where every value is finite; only where it
+    holds an infinity or NaN, a second look at the source.
     """
     if half.numel() == 0:
         return False
