@@ -13,11 +13,10 @@ import urllib.parse
 
 import numpy as np
 import pytest
+from conftest import http_get, tensorboard_server
 
 import tb_lstm_states as tls
 from tb_lstm_states.states import LayerStates, RecurrentStates
-
-from conftest import http_get, tensorboard_server
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 BATCH, TIME, UNITS = 2, 48, 24
@@ -33,20 +32,32 @@ def make_states(step, seed):
     phase = rng.uniform(0, 2 * np.pi, UNITS)
     t = np.arange(TIME)[:, None]
     scale = 0.3 + 0.7 * (1 - np.exp(-step / 3))
-    cell = np.stack([np.sin(t * freq + phase + 0.6 * step) * scale * (1.5 + b) for b in range(BATCH)])
+    cell = np.stack(
+        [np.sin(t * freq + phase + 0.6 * step) * scale * (1.5 + b) for b in range(BATCH)]
+    )
     if step == 5:
         cell[:, JUMP:] *= -1  # a sudden change: the change track flags it
-    cell[1, LENGTHS[1]:] = 0  # the second sequence is shorter; the rest is padding
-    sig = lambda x: 1 / (1 + np.exp(-x))
+    cell[1, LENGTHS[1] :] = 0  # the second sequence is shorter; the rest is padding
+
+    def sig(x):
+        return 1 / (1 + np.exp(-x))
+
     layer = LayerStates(
         hidden=np.tanh(cell).astype(np.float32),
         cell=cell.astype(np.float32),
-        gates={name: np.asarray(g, np.float32) for name, g in
-               {"input": sig(cell), "forget": sig(cell + 1), "candidate": np.tanh(cell / 2), "output": sig(-cell)}.items()},
+        gates={
+            name: np.asarray(g, np.float32)
+            for name, g in {
+                "input": sig(cell),
+                "forget": sig(cell + 1),
+                "candidate": np.tanh(cell / 2),
+                "output": sig(-cell),
+            }.items()
+        },
     )
-    for name, array in layer.gates.items():
-        array[1, LENGTHS[1]:] = 0
-    layer.hidden[1, LENGTHS[1]:] = 0
+    for _name, array in layer.gates.items():
+        array[1, LENGTHS[1] :] = 0
+    layer.hidden[1, LENGTHS[1] :] = 0
     return RecurrentStates(kind="lstm", layers=[layer], lengths=np.array(LENGTHS), num_directions=1)
 
 
@@ -55,8 +66,14 @@ def write_steps(run_dir, steps, seed):
     series = {"signal": np.stack([np.sin(np.arange(TIME) / 4 + b) for b in range(BATCH)])}
     with tls.StateWriter(str(run_dir)) as writer:
         for step in steps:
-            writer.add_states("lstm", make_states(step, seed), step, tokens=tokens, series=series,
-                              description="States of a *test* model")
+            writer.add_states(
+                "lstm",
+                make_states(step, seed),
+                step,
+                tokens=tokens,
+                series=series,
+                description="States of a *test* model",
+            )
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +96,12 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     problems = []
-    page.on("console", lambda m: problems.append("console %s: %s" % (m.type, m.text)) if m.type == "error" else None)
+    page.on(
+        "console",
+        lambda m: (
+            problems.append("console %s: %s" % (m.type, m.text)) if m.type == "error" else None
+        ),
+    )
     page.on("pageerror", lambda e: problems.append("page error: %s" % e))
 
     def on_dialog(dialog):
@@ -110,7 +132,8 @@ def step_label(frame):
 
 def heatmap_pixels(frame, index=0):
     return frame.evaluate(
-        "i => document.querySelectorAll('.tls-heatmap canvas.tls-base')[i].toDataURL()", index)
+        "i => document.querySelectorAll('.tls-heatmap canvas.tls-base')[i].toDataURL()", index
+    )
 
 
 def wait_until(predicate, timeout=10.0, interval=0.05):
@@ -133,7 +156,14 @@ def test_tab_renders_every_view(page, server, artifacts_dir):
     # the run with the most recent data (its last step is 5, the other's 3), at its latest step
     assert frame.eval_on_selector("select[aria-label='run']", "e => e.value") == "run_a"
     assert step_label(frame) == 5
-    for selector in [".tls-heatmap", ".tls-lines", ".tls-changes", ".tls-series", ".tls-spark", ".tls-tokens span"]:
+    for selector in [
+        ".tls-heatmap",
+        ".tls-lines",
+        ".tls-changes",
+        ".tls-series",
+        ".tls-spark",
+        ".tls-tokens span",
+    ]:
         assert frame.query_selector(selector) is not None, selector
     # the description is the backend's safe HTML, rendered
     assert frame.inner_text(".tls-desc").strip() == "States of a test model"
@@ -142,7 +172,9 @@ def test_tab_renders_every_view(page, server, artifacts_dir):
 
 
 def test_keys_step_and_play_and_heatmap_changes(page, server, artifacts_dir):
-    frame = open_tab(page, server, {"run": "run_a", "tag": "lstm", "step": "0", "loop": "0", "speed": "4"})
+    frame = open_tab(
+        page, server, {"run": "run_a", "tag": "lstm", "step": "0", "loop": "0", "speed": "4"}
+    )
     assert step_label(frame) == 0
     before = heatmap_pixels(frame)
     frame.click(".tls-steplabel")  # focus the iframe without touching a control
@@ -162,7 +194,9 @@ def test_keys_step_and_play_and_heatmap_changes(page, server, artifacts_dir):
     assert step_label(frame) == paused_at
     # the view state is in TensorBoard's URL hash, so it can be bookmarked
     wait_until(lambda: "lstm=" in page.evaluate("location.hash"))
-    state = urllib.parse.parse_qs(urllib.parse.unquote(page.evaluate("location.hash").split("lstm=")[1]))
+    state = urllib.parse.parse_qs(
+        urllib.parse.unquote(page.evaluate("location.hash").split("lstm=")[1])
+    )
     assert state["run"] == ["run_a"]
     shot(page, artifacts_dir, "playback")
 
@@ -171,12 +205,21 @@ def test_hover_shows_the_served_value(page, server, artifacts_dir):
     frame = open_tab(page, server, {"run": "run_a", "tag": "lstm", "step": "3", "seq": "1"})
     canvas = frame.query_selector(".tls-heatmap canvas.tls-base")
     box = canvas.bounding_box()
-    frame.hover(".tls-heatmap canvas.tls-base", position={"x": box["width"] * 0.6, "y": box["height"] * 0.4})
-    text = wait_until(lambda: frame.inner_text(".tls-tooltip") if frame.is_visible(".tls-tooltip") else None)
+    frame.hover(
+        ".tls-heatmap canvas.tls-base", position={"x": box["width"] * 0.6, "y": box["height"] * 0.4}
+    )
+    text = wait_until(
+        lambda: frame.inner_text(".tls-tooltip") if frame.is_visible(".tls-tooltip") else None
+    )
     unit, t = map(int, re.search(r"unit (\d+) · timestep (\d+)", text).groups())
     shown = float(re.search(r"value (\S+)", text).group(1))
-    status, _, body = http_get(server + "/data/plugin/lstm_states/states?" + urllib.parse.urlencode(
-        dict(run="run_a", tag="lstm", step=3, layer=0, kind="cell", format="npy")))
+    status, _, body = http_get(
+        server
+        + "/data/plugin/lstm_states/states?"
+        + urllib.parse.urlencode(
+            dict(run="run_a", tag="lstm", step=3, layer=0, kind="cell", format="npy")
+        )
+    )
     assert status == 200
     served = np.load(io.BytesIO(body))[1, t, unit]
     assert shown == pytest.approx(float(served), rel=1e-3, abs=1e-4)
@@ -187,24 +230,40 @@ def test_hover_shows_the_served_value(page, server, artifacts_dir):
 
 def test_compare_draws_two_panels_and_a_difference(page, server, artifacts_dir):
     frame = open_tab(page, server, {"run": "run_a", "tag": "lstm", "cmp": "run_a", "cstep": "0"})
-    wait_until(lambda: frame.evaluate(
-        "[...document.querySelectorAll('.tls-heatmap')].filter(e => e.offsetParent).length") == 3)
-    titles = frame.eval_on_selector_all(".tls-paneltitle", "els => els.filter(e => e.offsetParent).map(e => e.textContent)")
+    wait_until(
+        lambda: (
+            frame.evaluate(
+                "[...document.querySelectorAll('.tls-heatmap')].filter(e => e.offsetParent).length"
+            )
+            == 3
+        )
+    )
+    titles = frame.eval_on_selector_all(
+        ".tls-paneltitle", "els => els.filter(e => e.offsetParent).map(e => e.textContent)"
+    )
     assert titles[0] == "run_a · step 5" and titles[1] == "run_a · step 0"
     assert titles[2].startswith("difference")
     assert heatmap_pixels(frame, 0) != heatmap_pixels(frame, 1)
     # compare with the other run through the selector: two panels (shapes match: plus the difference)
     frame.select_option("select[aria-label='compare with']", HOSTILE)
     wait_until(lambda: HOSTILE + " · step 0" in frame.inner_text(".tls-panels"))
-    wait_until(lambda: frame.evaluate(
-        "[...document.querySelectorAll('.tls-heatmap')].filter(e => e.offsetParent).length") == 3)
+    wait_until(
+        lambda: (
+            frame.evaluate(
+                "[...document.querySelectorAll('.tls-heatmap')].filter(e => e.offsetParent).length"
+            )
+            == 3
+        )
+    )
     time.sleep(0.2)
     shot(page, artifacts_dir, "compare")
 
 
 def test_hostile_names_are_text(page, server, artifacts_dir):
     frame = open_tab(page, server, {"run": HOSTILE, "tag": "lstm"})
-    options = frame.eval_on_selector_all("select[aria-label='run'] option", "els => els.map(e => e.textContent)")
+    options = frame.eval_on_selector_all(
+        "select[aria-label='run'] option", "els => els.map(e => e.textContent)"
+    )
     assert HOSTILE in options
     assert frame.eval_on_selector("select[aria-label='run']", "e => e.value") == HOSTILE
     tokens = frame.eval_on_selector_all(".tls-tokens span", "els => els.map(e => e.textContent)")
@@ -223,7 +282,10 @@ def test_zoom_order_and_anomaly_jump(page, server, artifacts_dir):
     # click the anomaly mark: the cursor moves there (and into the URL)
     changes = frame.query_selector(".tls-changes canvas.tls-base").bounding_box()
     plot_x, plot_w = 56, changes["width"] - 56 - 10
-    frame.click(".tls-changes canvas.tls-base", position={"x": plot_x + (JUMP + 0.5) / TIME * plot_w, "y": 30})
+    frame.click(
+        ".tls-changes canvas.tls-base",
+        position={"x": plot_x + (JUMP + 0.5) / TIME * plot_w, "y": 30},
+    )
     wait_until(lambda: "cursor%%3D%d" % JUMP in page.evaluate("location.hash"))
     # drag across the heatmap: zoom into that time range; double-click: back out
     box = frame.query_selector(".tls-heatmap canvas.tls-base").bounding_box()
@@ -233,11 +295,15 @@ def test_zoom_order_and_anomaly_jump(page, server, artifacts_dir):
     page.mouse.move(box["x"] + plot_x + 0.4 * plot_w, y, steps=4)
     page.mouse.move(box["x"] + plot_x + 0.5 * plot_w, y, steps=4)
     page.mouse.up()
-    title = wait_until(lambda: (lambda t: t if "timesteps" in t else None)(frame.inner_text(".tls-card h3")))
+    title = wait_until(
+        lambda: (lambda t: t if "timesteps" in t else None)(frame.inner_text(".tls-card h3"))
+    )
     first, last = map(int, re.search(r"timesteps (\d+)–(\d+)", title).groups())
     assert 10 <= first < last <= 26
     shot(page, artifacts_dir, "zoom")
-    frame.dblclick(".tls-heatmap canvas.tls-base", position={"x": box["width"] / 2, "y": box["height"] / 2})
+    frame.dblclick(
+        ".tls-heatmap canvas.tls-base", position={"x": box["width"] / 2, "y": box["height"] / 2}
+    )
     wait_until(lambda: "timesteps" not in frame.inner_text(".tls-card h3"))
     # ordering units by variance or clustering reorders the rows
     by_index = heatmap_pixels(frame)
@@ -259,8 +325,13 @@ def test_exports(page, server):
 
     name, body = export("npy")
     assert name.endswith(".npy")
-    _, _, served = http_get(server + "/data/plugin/lstm_states/states?" + urllib.parse.urlencode(
-        dict(run="run_a", tag="lstm", step=2, layer=0, kind="cell", sequence=0, format="npy")))
+    _, _, served = http_get(
+        server
+        + "/data/plugin/lstm_states/states?"
+        + urllib.parse.urlencode(
+            dict(run="run_a", tag="lstm", step=2, layer=0, kind="cell", sequence=0, format="npy")
+        )
+    )
     np.testing.assert_array_equal(np.load(io.BytesIO(body)), np.load(io.BytesIO(served)))
     name, body = export("csv")
     rows = body.decode().splitlines()
@@ -288,15 +359,24 @@ def test_new_steps_and_runs_appear_without_reload(page, server, logdir):
     wait_until(lambda: step_label(frame) == 6, timeout=30)  # follows the latest step
     assert "7 of 7" in frame.inner_text(".tls-steplabel")
     write_steps(logdir / "run_new", [0], seed=2)  # a new run shows in the selector
-    wait_until(lambda: "run_new" in frame.eval_on_selector_all(
-        "select[aria-label='run'] option", "els => els.map(e => e.value)"), timeout=30)
+    wait_until(
+        lambda: (
+            "run_new"
+            in frame.eval_on_selector_all(
+                "select[aria-label='run'] option", "els => els.map(e => e.value)"
+            )
+        ),
+        timeout=30,
+    )
 
 
 def test_long_wide_layer_is_downsampled_without_freezing(page, server, logdir, artifacts_dir):
     """10,000 timesteps x 1,024 units: min/max per pixel bucket, in a worker; a spike survives."""
     hidden = np.full((1, 10_000, 1024), 0.1, np.float32)
     hidden[0, 6_000, 700] = -0.95  # one timestep of one unit
-    states = RecurrentStates(kind="rnn", layers=[LayerStates(hidden=hidden)], lengths=np.array([10_000]))
+    states = RecurrentStates(
+        kind="rnn", layers=[LayerStates(hidden=hidden)], lengths=np.array([10_000])
+    )
     with tls.StateWriter(str(logdir / "zz_long")) as writer:
         writer.add_states("rnn", states, 0)
     frame = open_tab(page, server, {"run": "zz_long", "tag": "rnn"})

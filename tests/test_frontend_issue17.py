@@ -13,11 +13,10 @@ import urllib.parse
 
 import numpy as np
 import pytest
+from conftest import tensorboard_server
 
 import tb_lstm_states as tls
 from tb_lstm_states.states import LayerStates, RecurrentStates
-
-from conftest import tensorboard_server
 
 BATCH, TIME, UNITS = 3, 64, 20
 ONSETS = [20, 45]  # the anomaly label's onsets; the states jump there
@@ -34,13 +33,26 @@ def make_states(step, seed):
     for onset in ONSETS:
         cell[:, onset:] += 2.0 * scale  # a jump the change track flags
     cell[0, 10, 3] = 30.0 * scale  # one outlier: a per-step robust scale clips it
-    sig = lambda x: 1 / (1 + np.exp(-x))
+
+    def sig(x):
+        return 1 / (1 + np.exp(-x))
+
     layer = LayerStates(
-        hidden=np.tanh(cell).astype(np.float32), cell=cell.astype(np.float32),
-        gates={k: np.asarray(v, np.float32) for k, v in
-               {"input": sig(cell), "forget": sig(cell + 1), "candidate": np.tanh(cell / 2), "output": sig(-cell)}.items()},
+        hidden=np.tanh(cell).astype(np.float32),
+        cell=cell.astype(np.float32),
+        gates={
+            k: np.asarray(v, np.float32)
+            for k, v in {
+                "input": sig(cell),
+                "forget": sig(cell + 1),
+                "candidate": np.tanh(cell / 2),
+                "output": sig(-cell),
+            }.items()
+        },
     )
-    return RecurrentStates(kind="lstm", layers=[layer], lengths=np.array([TIME] * BATCH), num_directions=1)
+    return RecurrentStates(
+        kind="lstm", layers=[layer], lengths=np.array([TIME] * BATCH), num_directions=1
+    )
 
 
 def series():
@@ -50,8 +62,12 @@ def series():
     anomaly = np.zeros((BATCH, TIME))
     anomaly[:, ONSETS] = 1
     clock = np.stack([T0 + 60.0 * t for _ in range(BATCH)])
-    return {"price": price.astype(np.float32), "prediction": prediction.astype(np.float32),
-            "anomaly": anomaly.astype(np.float32), "time": clock}
+    return {
+        "price": price.astype(np.float32),
+        "prediction": prediction.astype(np.float32),
+        "anomaly": anomaly.astype(np.float32),
+        "time": clock,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +76,9 @@ def server(tmp_path_factory):
     long_description = "A *long* description. " + "x" * 5000
     with tls.StateWriter(str(root / "a")) as writer:
         for step in range(6):
-            writer.add_states("lstm", make_states(step, 0), step, series=series(), description=long_description)
+            writer.add_states(
+                "lstm", make_states(step, 0), step, series=series(), description=long_description
+            )
     with tls.StateWriter(str(root / "b")) as writer:
         for step in (0, 2):
             writer.add_states("lstm", make_states(step, 1), step, series=series(), tokens=TOKENS)
@@ -73,8 +91,16 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     problems = []
-    page.on("response", lambda r: problems.append("HTTP %d: %s" % (r.status, r.url)) if r.status >= 400 else None)
-    page.on("console", lambda m: problems.append("console %s: %s" % (m.type, m.text)) if m.type == "error" else None)
+    page.on(
+        "response",
+        lambda r: problems.append("HTTP %d: %s" % (r.status, r.url)) if r.status >= 400 else None,
+    )
+    page.on(
+        "console",
+        lambda m: (
+            problems.append("console %s: %s" % (m.type, m.text)) if m.type == "error" else None
+        ),
+    )
     page.on("pageerror", lambda e: problems.append("page error: %s" % e))
 
     def on_dialog(dialog):
@@ -89,7 +115,9 @@ def page(browser):
 
 
 def hash_for(view):
-    return "#lstm_states" + ("&lstm=" + urllib.parse.quote(urllib.parse.urlencode(view), safe="") if view else "")
+    return "#lstm_states" + (
+        "&lstm=" + urllib.parse.quote(urllib.parse.urlencode(view), safe="") if view else ""
+    )
 
 
 def open_tab(page, url, view=None):
@@ -114,7 +142,9 @@ def step_label(frame):
 
 
 def pixels(frame, index=0):
-    return frame.evaluate("i => document.querySelectorAll('.tls-heatmap canvas.tls-base')[i].toDataURL()", index)
+    return frame.evaluate(
+        "i => document.querySelectorAll('.tls-heatmap canvas.tls-base')[i].toDataURL()", index
+    )
 
 
 def settled(frame, index=0, quiet=0.6):
@@ -138,7 +168,9 @@ def scale_note(frame):
 def test_step_zero_after_the_last_step_is_drawn_like_step_zero_opened_directly(page, server):
     view = {"run": "a", "tag": "lstm", "step": "0"}
     frame = open_tab(page, server, view)
-    wait_until(lambda: "fixed over 6 of 6 steps" in scale_note(frame) or "all 6 steps" in scale_note(frame))
+    wait_until(
+        lambda: "fixed over 6 of 6 steps" in scale_note(frame) or "all 6 steps" in scale_note(frame)
+    )
     direct = settled(frame)
     page.keyboard.press("End")
     wait_until(lambda: step_label(frame) == 5)
@@ -187,25 +219,45 @@ def test_clicking_the_top_row_never_removes_a_plotted_unit(page, server):
     # the legend removes it
     legend = frame.query_selector(".tls-lines canvas.tls-base").bounding_box()
     frame.click(".tls-lines canvas.tls-base", position={"x": 56 + 20, "y": 8})
-    wait_until(lambda: str(top) not in (re.search(r"units=([\d.]*)", plotted(frame)) or [None, ""])[1].split("."))
+    wait_until(
+        lambda: (
+            str(top)
+            not in (re.search(r"units=([\d.]*)", plotted(frame)) or [None, ""])[1].split(".")
+        )
+    )
     assert legend
 
 
 def test_colour_bar_marks_clipping_and_every_panel_has_its_own(page, server):
     frame = open_tab(page, server, {"run": "a", "tag": "lstm", "step": "5", "scale": "step"})
-    text = wait_until(lambda: (lambda t: t if "clipped" in t else None)(frame.get_attribute(".tls-legend", "aria-label")))
+    text = wait_until(
+        lambda: (lambda t: t if "clipped" in t else None)(
+            frame.get_attribute(".tls-legend", "aria-label")
+        )
+    )
     assert re.search(r"data reach .*max", text)
     # compare with run b at a step it lacks: said, never substituted
     frame.select_option("select[aria-label='compare with']", "b")
     wait_until(lambda: "b has no step 5" in frame.inner_text(".tls-panels"))
     # at a step both have: two panels, a difference, three colour bars
     page.keyboard.press("Home")
-    wait_until(lambda: frame.evaluate("[...document.querySelectorAll('.tls-heatmap')].filter(e => e.offsetParent).length") == 3)
-    legends = frame.evaluate("[...document.querySelectorAll('.tls-panels .tls-legend')].filter(e => e.offsetParent).map(e => e.getAttribute('aria-label'))")
+    wait_until(
+        lambda: (
+            frame.evaluate(
+                "[...document.querySelectorAll('.tls-heatmap')].filter(e => e.offsetParent).length"
+            )
+            == 3
+        )
+    )
+    legends = frame.evaluate(
+        "[...document.querySelectorAll('.tls-panels .tls-legend')].filter(e => e.offsetParent).map(e => e.getAttribute('aria-label'))"
+    )
     assert len(legends) == 3 and legends[2].startswith("Δ")
     # a click in the second panel plots run b's unit, labelled with its run
     box = frame.query_selector_all(".tls-heatmap canvas.tls-base")[1].bounding_box()
-    frame.query_selector_all(".tls-heatmap canvas.tls-base")[1].click(position={"x": box["width"] / 2, "y": 10})
+    frame.query_selector_all(".tls-heatmap canvas.tls-base")[1].click(
+        position={"x": box["width"] / 2, "y": 10}
+    )
     wait_until(lambda: "cunits=" in plotted(frame))
 
 
@@ -218,14 +270,19 @@ def test_dark_scale_keeps_extremes_bright_and_zero_neutral(page, server):
     frame = open_tab(page, server, {"run": "a", "tag": "lstm"})
     page.evaluate("document.body.classList.add('dark-mode')")
     wait_until(lambda: frame.evaluate("document.documentElement.dataset.theme") == "dark")
-    measure = lambda: frame.evaluate("""() => {
-        const c = document.querySelector('.tls-legend');
-        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        const at = (x) => { const i = (4 * (5 * c.width + x)); const f = v => v / 255; return 0.2126 * f(d[i]) + 0.7152 * f(d[i + 1]) + 0.0722 * f(d[i + 2]); };
-        const s = c.width / 300;
-        return [at(Math.round(52 * s)), at(Math.round(125 * s)), at(Math.round(198 * s))]; }""")
+
+    def measure():
+        return frame.evaluate("""() => {
+            const c = document.querySelector('.tls-legend');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            const at = (x) => { const i = (4 * (5 * c.width + x)); const f = v => v / 255; return 0.2126 * f(d[i]) + 0.7152 * f(d[i + 1]) + 0.0722 * f(d[i + 2]); };
+            const s = c.width / 300;
+            return [at(Math.round(52 * s)), at(Math.round(125 * s)), at(Math.round(198 * s))]; }""")
+
     # the bar is redrawn on the next frame after the theme changes
-    lum = wait_until(lambda: (lambda v: v if v[0] > v[1] + 0.15 and v[2] > v[1] + 0.15 else None)(measure()))
+    lum = wait_until(
+        lambda: (lambda v: v if v[0] > v[1] + 0.15 and v[2] > v[1] + 0.15 else None)(measure())
+    )
     low, centre, high = lum
     assert low > centre + 0.15 and high > centre + 0.15, lum
 
@@ -233,19 +290,37 @@ def test_dark_scale_keeps_extremes_bright_and_zero_neutral(page, server):
 def test_series_share_an_axis_label_spans_residual_and_timestamps(page, server):
     frame = open_tab(page, server, {"run": "a", "tag": "lstm"})
     wait_until(lambda: frame.query_selector(".tls-residual") and frame.is_visible(".tls-residual"))
-    assert frame.eval_on_selector("select[aria-label='residual pair']", "e => e.value") == "prediction-price"
+    assert (
+        frame.eval_on_selector("select[aria-label='residual pair']", "e => e.value")
+        == "prediction-price"
+    )
     # the time axis reads as timestamps (the `time` series, UTC): 1700000000 is 22:13:20
     assert frame.get_attribute(".tls", "data-time-axis") == "utc 22:13:20"
     # the anomaly view scores the flags against the label, this step and across steps
-    score = wait_until(lambda: (lambda t: t if "recall" in t and "across 6 steps" in t else None)(frame.inner_text(".tls-anomalies")), timeout=30)
+    score = wait_until(
+        lambda: (lambda t: t if "recall" in t and "across 6 steps" in t else None)(
+            frame.inner_text(".tls-anomalies")
+        ),
+        timeout=30,
+    )
     assert re.search(r"precision \d+%", score) and "lead time" in score
     assert "sequences" in score
+
     # the threshold is a control: a low one flags more
-    marked = lambda: int(re.search(r"(\d+) anomal(?:y|ies) marked", frame.inner_text(".tls-main")).group(1))
+    def marked():
+        return int(
+            re.search(r"(\d+) anomal(?:y|ies) marked", frame.inner_text(".tls-main")).group(1)
+        )
+
     before = wait_until(marked)
     frame.fill("input[aria-label='anomaly threshold']", "0.5")
     frame.press("input[aria-label='anomaly threshold']", "Tab")
-    wait_until(lambda: re.search(r"anomal(?:y|ies) marked", frame.inner_text(".tls-main")) and marked() > before)
+    wait_until(
+        lambda: (
+            re.search(r"anomal(?:y|ies) marked", frame.inner_text(".tls-main"))
+            and marked() > before
+        )
+    )
     wait_until(lambda: "thr%3D0.5" in page.evaluate("location.hash"))
 
 
@@ -254,7 +329,9 @@ def test_unit_table_sorts_and_plots(page, server):
     frame.wait_for_selector(".tls-table tbody tr", timeout=15000)
     header = frame.query_selector(".tls-table th[data-key='variance']")
     header.click()
-    first = frame.eval_on_selector_all(".tls-table tbody tr", "rs => rs.map(r => Number(r.cells[1].textContent))")
+    first = frame.eval_on_selector_all(
+        ".tls-table tbody tr", "rs => rs.map(r => Number(r.cells[1].textContent))"
+    )
     assert first == sorted(first) or first == sorted(first, reverse=True)
     unit = frame.get_attribute(".tls-table tbody tr:nth-child(5)", "data-unit")
     frame.click(".tls-table tbody tr:nth-child(5)")
@@ -296,8 +373,10 @@ def card_text(frame, selector):
 
 
 def trajectory_labels(frame):
-    return frame.evaluate("[...document.querySelectorAll('.tls-trajectory canvas.tls-base')]"
-                          ".filter(c => c.offsetParent).map(c => c.getAttribute('aria-label'))")
+    return frame.evaluate(
+        "[...document.querySelectorAll('.tls-trajectory canvas.tls-base')]"
+        ".filter(c => c.offsetParent).map(c => c.getAttribute('aria-label'))"
+    )
 
 
 def orange_pixels(frame):
@@ -317,7 +396,11 @@ def test_compare_mode_shows_both_runs_in_changes_trajectory_overview_and_lines(p
     assert "a step 0:" in card_text(frame, ".tls-changes")
     wait_until(lambda: orange_pixels(frame) > 500)  # its line over the track
     # the trajectory: one panel per run, each named by its run and step, with a colour legend
-    labels = wait_until(lambda: (lambda ls: ls if len(ls) == 2 and all("colour: timestep" in x for x in ls) else None)(trajectory_labels(frame)))
+    labels = wait_until(
+        lambda: (
+            lambda ls: ls if len(ls) == 2 and all("colour: timestep" in x for x in ls) else None
+        )(trajectory_labels(frame))
+    )
     assert labels[0].startswith("a · step 0") and labels[1].startswith("b · step 0"), labels
     wait_until(lambda: "its own axes" in frame.inner_text(".tls-trajectory"))
     # the overview: a legend naming each run, both values beside each sparkline
@@ -346,9 +429,15 @@ def test_trajectory_colours_by_token_sequence_or_series_for_one_a_set_or_all(pag
     page.on("request", lambda r: requests.append(r.url) if "/projection?" in r.url else None)
     frame = open_tab(page, server, {"run": "b", "tag": "lstm", "color": "#token", "tseq": "all"})
     # the legend names the five tokens, each with its colour
-    wait_until(lambda: (lambda ls: ls and re.search(r"colour: token: [a-e], [a-e], [a-e], [a-e], [a-e]$", ls[0]))(trajectory_labels(frame)))
+    wait_until(
+        lambda: (
+            lambda ls: ls and re.search(r"colour: token: [a-e], [a-e], [a-e], [a-e], [a-e]$", ls[0])
+        )(trajectory_labels(frame))
+    )
     wait_until(lambda: "3 sequences" in frame.inner_text(".tls-trajectory"))
-    assert frame.eval_on_selector("select[aria-label='trajectory sequences']", "e => e.value") == "all"
+    assert (
+        frame.eval_on_selector("select[aria-label='trajectory sequences']", "e => e.value") == "all"
+    )
     # a chosen set, coloured by sequence: the route is asked for exactly those sequences
     frame.select_option("select[aria-label='colour by']", "#sequence")
     frame.select_option("select[aria-label='trajectory sequences']", "set")
@@ -360,7 +449,9 @@ def test_trajectory_colours_by_token_sequence_or_series_for_one_a_set_or_all(pag
     wait_until(lambda: "tseq%3D0.2" in page.evaluate("location.hash"))
     # by a logged series: a ramp over the chosen sequences' values
     frame.select_option("select[aria-label='colour by']", "price")
-    wait_until(lambda: re.search(r"colour: price from [\d.]+ to [\d.]+$", trajectory_labels(frame)[0]))
+    wait_until(
+        lambda: re.search(r"colour: price from [\d.]+ to [\d.]+$", trajectory_labels(frame)[0])
+    )
     # one sequence again: the selected one
     frame.select_option("select[aria-label='trajectory sequences']", "")
     wait_until(lambda: "variance · sequence #0" in frame.inner_text(".tls-trajectory"))

@@ -15,10 +15,9 @@ import urllib.parse
 
 import numpy as np
 import pytest
+from conftest import tensorboard_server
 
 import tb_lstm_states as tls
-
-from conftest import tensorboard_server
 
 BATCH, TIME, UNITS = 2, 100_000, 64
 SPIKE_T, SPIKE_UNIT, SPIKE = 61_234, 5, -40.0  # one timestep of one unit of sequence 0
@@ -36,12 +35,23 @@ def make_states():
     amplitude[SPIKE_UNIT] = 0.2
     cell = np.sin(t * freq + np.arange(BATCH, dtype=np.float32)[:, None, None]) * amplitude
     cell[0, SPIKE_T, SPIKE_UNIT] = SPIKE
-    sig = lambda x: (1 / (1 + np.exp(-x))).astype(np.float32)
+
+    def sig(x):
+        return (1 / (1 + np.exp(-x))).astype(np.float32)
+
     layer = tls.LayerStates(
-        hidden=np.tanh(cell), cell=cell,
-        gates={"input": sig(cell), "forget": sig(cell + 1), "candidate": np.tanh(cell / 2), "output": sig(-cell)},
+        hidden=np.tanh(cell),
+        cell=cell,
+        gates={
+            "input": sig(cell),
+            "forget": sig(cell + 1),
+            "candidate": np.tanh(cell / 2),
+            "output": sig(-cell),
+        },
     )
-    return tls.RecurrentStates(kind="lstm", layers=[layer], lengths=np.array([TIME, TIME - 5_000]), num_directions=1)
+    return tls.RecurrentStates(
+        kind="lstm", layers=[layer], lengths=np.array([TIME, TIME - 5_000]), num_directions=1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +70,34 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     problems, states = [], []
-    page.on("console", lambda m: problems.append("console %s: %s" % (m.type, m.text)) if m.type == "error" else None)
+    page.on(
+        "console",
+        lambda m: (
+            problems.append("console %s: %s" % (m.type, m.text)) if m.type == "error" else None
+        ),
+    )
     page.on("pageerror", lambda e: problems.append("page error: %s" % e))
 
     def on_response(response):
         if "/data/plugin/lstm_states/states?" in response.url:
             query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(response.url).query))
-            states.append({"query": query, "status": response.status, "headers": response.headers, "t": time.time()})
+            states.append(
+                {
+                    "query": query,
+                    "status": response.status,
+                    "headers": response.headers,
+                    "t": time.time(),
+                }
+            )
 
     page.on("response", on_response)
     requested = []
-    page.on("request", lambda r: requested.append(r.url.split("?")[-1]) if "/lstm_states/states?" in r.url else None)
+    page.on(
+        "request",
+        lambda r: (
+            requested.append(r.url.split("?")[-1]) if "/lstm_states/states?" in r.url else None
+        ),
+    )
     page.problems, page.states, page.requested = problems, states, requested
     yield page
     context.close()
@@ -93,20 +120,28 @@ def answered(page, start, stop, timeout=20.0):
     its calls, and time.sleep would starve them.)"""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        found = [s for s in page.states if (s["query"].get("start"), s["query"].get("stop")) == (str(start), str(stop))]
+        found = [
+            s
+            for s in page.states
+            if (s["query"].get("start"), s["query"].get("stop")) == (str(start), str(stop))
+        ]
         if found:
             return found
         page.wait_for_timeout(50)
-    raise AssertionError("no states answer for [%d, %d); requested: %r; answered: %r" % (
-        start, stop, page.requested, [s["query"] for s in page.states]))
+    raise AssertionError(
+        "no states answer for [%d, %d); requested: %r; answered: %r"
+        % (start, stop, page.requested, [s["query"] for s in page.states])
+    )
 
 
 def canvas_rgb(frame, selector, x0, y0, w, h):
     """The RGB pixels of a canvas's rectangle (canvas pixels), as an [h, w, 3] array."""
-    flat = frame.evaluate("""([sel, x, y, w, h]) => {
+    flat = frame.evaluate(
+        """([sel, x, y, w, h]) => {
         const c = document.querySelector(sel);
         return Array.from(c.getContext('2d').getImageData(x, y, w, h).data); }""",
-                          [selector, int(x0), int(y0), int(w), int(h)])
+        [selector, int(x0), int(y0), int(w), int(h)],
+    )
     return np.array(flat, np.uint8).reshape(int(h), int(w), 4)[..., :3].astype(int)
 
 
@@ -117,8 +152,10 @@ def deep_blue(rgb):
 
 def heat_geometry(frame):
     """The heatmap's plot rectangle in canvas pixels (timeplot.ts / heatmap.ts: top 2, bottom 18)."""
-    width, height, dpr = frame.evaluate("""() => { const c = document.querySelector('.tls-heatmap canvas.tls-base');
+    width, height, dpr = (
+        frame.evaluate("""() => { const c = document.querySelector('.tls-heatmap canvas.tls-base');
         return [c.clientWidth, c.clientHeight, window.devicePixelRatio]; }""")
+    )
     assert dpr == 1
     return {"x": GUTTER, "w": width - GUTTER - RIGHT, "y": 2, "h": height - 2 - 18}
 
@@ -150,7 +187,12 @@ def spike_in_heatmap(frame, geometry, t0, t1):
 
 def test_long_sequence_is_fetched_binned_and_zooms_to_full_resolution(page, server, artifacts_dir):
     # rows in index order (the default orders them by variance): the checks find a unit's row by its index
-    view = urllib.parse.quote(urllib.parse.urlencode({"run": "market", "tag": "lstm", "units": str(SPIKE_UNIT), "order": "index"}), safe="")
+    view = urllib.parse.quote(
+        urllib.parse.urlencode(
+            {"run": "market", "tag": "lstm", "units": str(SPIKE_UNIT), "order": "index"}
+        ),
+        safe="",
+    )
     started = time.time()
     page.goto(server + "/#lstm_states&lstm=" + view)
     frame = page.wait_for_selector("iframe", timeout=30000).content_frame()
@@ -167,17 +209,30 @@ def test_long_sequence_is_fetched_binned_and_zooms_to_full_resolution(page, serv
     assert (q["kind"], q["sequence"], q["start"], q["stop"]) == ("cell", "0", "0", str(TIME))
     bins = int(q["bins"])
     assert geometry["w"] <= bins < geometry["w"] + 256
-    assert first["status"] == 200 and h["x-binned"] == "1" and h["x-shape"] == "2,%d,%d" % (bins, UNITS)
+    assert (
+        first["status"] == 200
+        and h["x-binned"] == "1"
+        and h["x-shape"] == "2,%d,%d" % (bins, UNITS)
+    )
     assert (h["x-start"], h["x-stop"]) == ("0", str(TIME))
     assert window_of(frame) is None
 
     # a spike 1 timestep wide in 100,000 is in the heatmap, in its unit's row at its column
-    ok, blue, x = wait_until(lambda: (lambda r: r if r[0] else None)(spike_in_heatmap(frame, geometry, 0, TIME)))
+    _, _, x = wait_until(
+        lambda: (lambda r: r if r[0] else None)(spike_in_heatmap(frame, geometry, 0, TIME))
+    )
     # ... and in the line plot of that unit: a span from its ±0.2 down past the plot's bottom
     lines = frame.evaluate("""() => { const c = document.querySelector('.tls-lines canvas.tls-base');
         return [c.clientWidth, c.clientHeight]; }""")
     plot_top, plot_h = 20, lines[1] - 20 - 18
-    band = canvas_rgb(frame, ".tls-lines canvas.tls-base", GUTTER, plot_top + 0.8 * plot_h, lines[0] - GUTTER - RIGHT, 0.2 * plot_h)
+    band = canvas_rgb(
+        frame,
+        ".tls-lines canvas.tls-base",
+        GUTTER,
+        plot_top + 0.8 * plot_h,
+        lines[0] - GUTTER - RIGHT,
+        0.2 * plot_h,
+    )
     coloured = np.abs(band - np.array(UNIT_COLOUR)).sum(axis=-1) < 60
     columns = np.flatnonzero(coloured.any(axis=0)) + GUTTER
     line_x = GUTTER + (SPIKE_T + 0.5) / TIME * (lines[0] - GUTTER - RIGHT)
@@ -186,18 +241,28 @@ def test_long_sequence_is_fetched_binned_and_zooms_to_full_resolution(page, serv
 
     # zoom to about 20,000 timesteps around the spike: still more than bins, binned
     box = frame.query_selector(".tls-heatmap canvas.tls-base").bounding_box()
-    drag(page, box, x - 0.1 * geometry["w"], x + 0.1 * geometry["w"], geometry["y"] + geometry["h"] / 2)
+    drag(
+        page,
+        box,
+        x - 0.1 * geometry["w"],
+        x + 0.1 * geometry["w"],
+        geometry["y"] + geometry["h"] / 2,
+    )
     t0, t1 = wait_until(lambda: window_of(frame))
     assert 10_000 < t1 - t0 < 30_000 and t0 < SPIKE_T < t1
     zoomed = answered(page, t0, t1)
     assert zoomed[0]["headers"]["x-binned"] == "1"
     assert zoomed[0]["headers"]["x-shape"] == "2,%d,%d" % (bins, UNITS)
-    ok, blue, x = wait_until(lambda: (lambda r: r if r[0] else None)(spike_in_heatmap(frame, geometry, t0, t1)))
+    _ok, _blue, x = wait_until(
+        lambda: (lambda r: r if r[0] else None)(spike_in_heatmap(frame, geometry, t0, t1))
+    )
 
     # zoom to fewer timesteps than bins: one full-resolution request for that window
     px_per_t = geometry["w"] / (t1 - t0)
     drag(page, box, x - 300 * px_per_t, x + 300 * px_per_t, geometry["y"] + geometry["h"] / 2)
-    t0, t1 = wait_until(lambda: (lambda w: w if w and w[1] - w[0] < 1000 else None)(window_of(frame)))
+    t0, t1 = wait_until(
+        lambda: (lambda w: w if w and w[1] - w[0] < 1000 else None)(window_of(frame))
+    )
     assert t0 < SPIKE_T < t1
     exact = answered(page, t0, t1)
     assert exact[0]["query"]["bins"] == str(bins)
@@ -212,7 +277,9 @@ def test_long_sequence_is_fetched_binned_and_zooms_to_full_resolution(page, serv
 
     def hover(dx):
         page.mouse.move(box["x"] + x + dx, box["y"] + y)
-        text = wait_until(lambda: frame.inner_text(".tls-tooltip") if frame.is_visible(".tls-tooltip") else None)
+        text = wait_until(
+            lambda: frame.inner_text(".tls-tooltip") if frame.is_visible(".tls-tooltip") else None
+        )
         return text if target in text else None
 
     tip = next((t for t in map(hover, (0, 1, -1, 2, -2, 3, -3)) if t), None)
@@ -222,10 +289,16 @@ def test_long_sequence_is_fetched_binned_and_zooms_to_full_resolution(page, serv
     page.screenshot(path=os.path.join(artifacts_dir, "frontend-long-100k-zoom.png"), full_page=True)
 
     # zoom out: the whole sequence's bins again, from the cache (no second request)
-    frame.dblclick(".tls-heatmap canvas.tls-base", position={"x": box["width"] / 2, "y": geometry["y"] + 10})
+    frame.dblclick(
+        ".tls-heatmap canvas.tls-base", position={"x": box["width"] / 2, "y": geometry["y"] + 10}
+    )
     wait_until(lambda: window_of(frame) is None)
     wait_until(lambda: spike_in_heatmap(frame, geometry, 0, TIME)[0])
-    whole = [s for s in page.states if s["query"].get("start") == "0" and s["query"].get("stop") == str(TIME)]
+    whole = [
+        s
+        for s in page.states
+        if s["query"].get("start") == "0" and s["query"].get("stop") == str(TIME)
+    ]
     assert len(whole) == 1
     # the whole sequence was never asked for: every request had a window and bins
     assert all("bins" in s["query"] and "start" in s["query"] for s in page.states)
