@@ -1109,3 +1109,24 @@ def test_the_call_that_raises_a_writer_error_says_its_own_record_was_not_queued(
     writer.add_states("t", make_states(seed=2), 2)  # given again, it is written
     writer.close()
     assert [s.step for s in read_steps(tmp_path)] == [2]
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_states_on_any_device_are_written_exactly(tmp_path, device, dtype):
+    """Captured on the device it runs on (a GPU when present), written as stored."""
+    module = torch.nn.LSTM(5, 7, num_layers=2, batch_first=True).to(device)
+    inputs = torch.randn(3, 11, 5, device=device)
+    inputs[0, 3, 0] = 1e5  # a value beyond float16 in a gate's pre-activation is fine
+    with tls.StateWriter(tmp_path) as writer:
+        writer.log("enc", module, inputs, 0, dtype=dtype, series={"x": inputs[:, :, 1]})
+    states = tls.capture(module, inputs)
+    (record,) = tls.read_states(tmp_path)
+    for index, layer in enumerate(states.layers):
+        for name in states_lib.array_kinds("lstm"):
+            expected = layer.get(name).detach().cpu().float().numpy().astype(dtype)
+            np.testing.assert_array_equal(record.states.layers[index].get(name), expected)
+    np.testing.assert_array_equal(record.series["x"], inputs[:, :, 1].cpu().numpy())
