@@ -91,6 +91,9 @@ class Args:
     def string(self, name):
         return self._single(name, True)
 
+    def optional_string(self, name):
+        return self._single(name, False)
+
     def integer(self, name, *, minimum=-_INT64_MAX - 1, required=True):
         value = self._single(name, required)
         if value is None:

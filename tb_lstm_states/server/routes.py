@@ -2,8 +2,8 @@
 
 Every route parses and validates its parameters, then calls an `*_impl` method,
 which finds the step (`source.RecordSource`, through the data provider) and computes
-its answer (`views.py`, `overview.py`, `projection.py`), cached. Heavy work
-(projections, unit statistics) runs on bounded pools (`work.py`). Whatever a logdir
+its answer (`views.py`, `overview.py`, `projection.py`, `compare.py`), cached. Heavy
+work (projections, unit statistics, matching) runs on bounded pools (`work.py`). Whatever a logdir
 holds, a route answers 400 or 404 naming the problem, never 500.
 """
 
@@ -26,6 +26,7 @@ from werkzeug import wrappers
 from tb_lstm_states import analysis, cache, metadata
 from tb_lstm_states.server import (
     arrays,
+    compare,
     descriptions,
     listing,
     overview,
@@ -164,6 +165,7 @@ class StatesPlugin(base_plugin.TBPlugin):
             "/overview": self._serve_overview,
             "/changes": self._serve_changes,
             "/units": self._serve_units,
+            "/match": self._serve_match,
             "/projection": self._serve_projection,
             "/index.js": self._serve_static,
             # Exact routes win over this catch-all: other bundle files (workers,
@@ -413,32 +415,56 @@ class StatesPlugin(base_plugin.TBPlugin):
         step = args.integer("step")
         layer = args.integer("layer", minimum=0)
         kind = args.string("kind")
+        series, max_lag = compare.parse_significance(args)
+        connection = work.request_connection(request)
         body = self.units_impl(
-            ctx,
-            experiment,
-            run,
-            tag,
-            step,
-            layer,
-            kind,
-            connection=work.request_connection(request),
+            ctx, experiment, run, tag, step, layer, kind, series, max_lag, connection
         )
         return json_bytes_reply(request, body)
 
-    def units_impl(self, ctx, experiment, run, tag, step, layer, kind, connection=None):
+    def units_impl(
+        self, ctx, experiment, run, tag, step, layer, kind, series=None, max_lag=0, connection=None
+    ):
         """Returns the encoded JSON of the `units` route (cached; `views.units`),
         computed on the analysis pool (`work.py`).
 
         Args:
+          series, max_lag: with a series, each unit's significance against it
+            (`compare.py`).
           connection: the client's socket: if it closes before the work starts, the
             work is dropped.
         """
         record, handle = self._source.array(ctx, experiment, run, tag, step, layer, kind)
         views.check_units(record, handle, layer, kind)
-        key = ("units", experiment, run, tag, record.step, record.wall_time, layer, kind)
+        compare.check_significance(record, series)
+        key: tuple = ("units", experiment, run, tag, record.step, record.wall_time, layer, kind)
+        key += (series, max_lag) if series is not None else ()
         return self._heavy(
-            self._analysis_pool, key, lambda: views.units(record, handle, layer, kind), connection
+            self._analysis_pool,
+            key,
+            lambda: views.units(record, handle, layer, kind, series, max_lag),
+            connection,
         )
+
+    @wrappers.Request.application
+    @_never_500
+    def _serve_match(self, request):
+        ctx, experiment = params.context(request)
+        query = compare.parse_match(Args(request))
+        connection = work.request_connection(request)
+        return json_bytes_reply(request, self.match_impl(ctx, experiment, query, connection))
+
+    def match_impl(self, ctx, experiment, query, connection=None):
+        """Returns the encoded JSON of the `match` route (cached; `compare.match`) of a
+        `compare.MatchQuery`, computed on the analysis pool (`work.py`)."""
+        q = query
+        one = self._source.array(ctx, experiment, q.run, q.tag, q.step, q.layer, q.kind)
+        other = self._source.array(
+            ctx, experiment, q.other_run, q.other_tag, q.other_step, q.other_layer, q.other_kind
+        )
+        compare.check_match(one, other, q)
+        key = ("match", experiment, q, one[0].wall_time, other[0].wall_time)
+        return self._heavy(self._analysis_pool, key, lambda: compare.match(one, other), connection)
 
     def _heavy(self, pool, key, compute, connection=None):
         """The cached result of `key`, else `compute` run on `pool` (shared by identical

@@ -13,7 +13,7 @@ import numpy as np
 from tensorboard import errors
 
 from tb_lstm_states import analysis
-from tb_lstm_states.server import limits, records
+from tb_lstm_states.server import compare, limits, records
 from tb_lstm_states.server.params import encode, floats, json_float
 from tb_lstm_states.storage import format
 
@@ -186,15 +186,29 @@ def check_units(record: records.Record, handle: Any, layer: int, kind: str) -> N
     check_series(record)
 
 
-def units(record: records.Record, handle: Any, layer: int, kind: str) -> bytes:
-    """The encoded JSON of the `units` route (`analysis.unit_statistics` of one array)."""
+def units(
+    record: records.Record,
+    handle: Any,
+    layer: int,
+    kind: str,
+    series: Optional[str] = None,
+    max_lag: int = 0,
+) -> bytes:
+    """The encoded JSON of the `units` route (`analysis.unit_statistics` of one array),
+    with `significance` against `series` when given (`compare.significance_of`)."""
     array = record.read(handle)
     result = analysis.unit_statistics(
         array, kind, record.header["lengths"], records.series_arrays(record)
     )
     order: List[int] = [int(u) for u in result["order"]]
+    extra = (
+        {}
+        if series is None
+        else {"significance": compare.significance_of(record, array, series, max_lag)}
+    )
     return encode(
         {
+            **extra,
             "step": record.step,
             "layer": layer,
             "kind": kind,

@@ -1,0 +1,232 @@
+"""Unit significance against a series (`units?...&series=`) and unit matching across
+runs (`match`): oracle checks of the analyses, the routes in-process, and one real
+`tensorboard` serving both."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import http_get, tensorboard_server, wait_for_json
+from test_plugin_support import PREFIX, make_client
+
+import tb_lstm_states as tls
+from tb_lstm_states import states as states_lib
+from tb_lstm_states.analysis import significance
+
+BATCH, TIME, UNITS, LAG = 4, 200, 40, 4
+
+
+def ar_noise(rs, batch, time, units, phi=0.97):
+    x = np.zeros((batch, time, units))
+    e = rs.randn(batch, time, units)
+    for t in range(1, time):
+        x[:, t] = phi * x[:, t - 1] + e[:, t]
+    return x
+
+
+def planted(seed=0, units=UNITS, batch=BATCH, time=TIME, noise=0.3):
+    """AR(0.97) noise units against a random walk; unit 0 follows the walk `LAG`
+    steps behind."""
+    rs = np.random.RandomState(seed)
+    walk = np.cumsum(rs.randn(batch, time), axis=1)
+    x = ar_noise(rs, batch, time, units)
+    x[:, LAG:, 0] = walk[:, :-LAG] + noise * walk.std() * rs.randn(batch, time - LAG)
+    return x, walk
+
+
+def write(run_dir, hidden, series=None, lengths=None, step=0):
+    batch, time, _ = hidden.shape
+    lengths = np.full(batch, time) if lengths is None else np.asarray(lengths)
+    layer = states_lib.LayerStates(hidden.astype(np.float32), None, {})
+    states = states_lib.RecurrentStates(kind="rnn", layers=[layer], lengths=lengths)
+    with tls.StateWriter(str(run_dir)) as writer:
+        writer.add_states("enc", states, step, series=series, dtype="float32")
+
+
+# --- analysis oracles -------------------------------------------------------------
+
+
+def test_ar_noise_against_a_random_walk_is_rarely_significant():
+    x, walk = planted(seed=1, units=200)
+    result = significance.lagged_significance(x, walk, [TIME] * BATCH, 20)
+    null_rate = float(np.mean(result["p"][1:] < 0.05))
+    assert null_rate <= 0.15, null_rate  # measured: 0.0 (Sidak over 41 lags)
+    assert (result["q"][1:] < 0.05).sum() <= 2
+    assert result["lag"][0] == LAG
+    assert result["r"][0] > 0.9
+    assert result["p"][0] < 1e-3 and result["q"][0] < 0.01
+
+
+def test_negative_lag_and_sign():
+    rs = np.random.RandomState(3)
+    walk = np.cumsum(rs.randn(BATCH, TIME), axis=1)
+    x = ar_noise(rs, BATCH, TIME, 5)
+    x[:, :-3, 2] = -walk[:, 3:]  # the unit leads the series by 3 steps
+    result = significance.lagged_significance(x, walk, [TIME] * BATCH, 10)
+    assert result["lag"][2] == -3 and result["r"][2] < -0.99
+
+
+def test_benjamini_hochberg_by_hand():
+    p = np.array([0.01, 0.04, 0.03, 0.2, np.nan, 0.005])
+    # sorted: 0.005, 0.01, 0.03, 0.04, 0.2 (m = 5) -> p * m / rank, then running min
+    # from the top: 0.025, 0.025, 0.05, 0.05, 0.2
+    expected = np.array([0.025, 0.05, 0.05, 0.2, np.nan, 0.025])
+    np.testing.assert_allclose(significance.benjamini_hochberg(p), expected)
+    from scipy import stats
+
+    finite = np.isfinite(p)
+    np.testing.assert_allclose(
+        significance.benjamini_hochberg(p)[finite], stats.false_discovery_control(p[finite])
+    )
+
+
+def test_matching_recovers_a_signed_permutation():
+    rs = np.random.RandomState(0)
+    x = rs.randn(3, 50, 12)
+    permutation = rs.permutation(12)
+    signs = np.where(rs.rand(12) < 0.5, -1, 1)
+    y = x[:, :, permutation] * signs + 0.1 * rs.randn(3, 50, 12)
+    result = significance.match_units(y, x, [50, 40, 30])
+    assert result["units"] == permutation.tolist()
+    assert result["sign"] == signs.tolist()
+    assert min(result["similarity"]) > 0.9
+    # A subset: every unit of the smaller side is paired; extra units stay null.
+    subset = significance.match_units(x, y[:, :, :5], [50, 40, 30])
+    paired = [i for i, j in enumerate(subset["units"]) if j is not None]
+    assert sorted(paired) == sorted(permutation[:5].tolist())
+    assert all(subset["units"][permutation[j]] == j for j in range(5))
+
+
+def test_cka_oracle():
+    rs = np.random.RandomState(1)
+    x = rs.randn(200, 6)
+    rotation, _ = np.linalg.qr(rs.randn(6, 6))
+    assert significance.linear_cka(x, x) == pytest.approx(1.0)
+    assert significance.linear_cka(x, 3.0 * x @ rotation + 2.0) == pytest.approx(1.0)
+    y = rs.randn(200, 4) + x[:, :4]
+    xc, yc = x - x.mean(0), y - y.mean(0)
+
+    def hsic(a, b):
+        return np.trace(a @ a.T @ b @ b.T)
+
+    direct = hsic(xc, yc) / np.sqrt(hsic(xc, xc) * hsic(yc, yc))
+    assert significance.linear_cka(x, y) == pytest.approx(direct, rel=1e-9)
+
+
+# --- routes -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("significance")
+    x, walk = planted(seed=2)
+    write(root / "a", x, series={"walk": walk, "noise": np.random.RandomState(9).randn(4, 200)})
+    rs = np.random.RandomState(4)
+    permutation = rs.permutation(UNITS)
+    signs = np.where(rs.rand(UNITS) < 0.5, -1.0, 1.0)
+    copy = x[:, :, permutation] * signs + 0.05 * x.std() * rs.randn(*x.shape)
+    write(root / "b", copy)
+    write(root / "subset", x[:, :, permutation[:24]])
+    write(root / "other_time", x[:, :100])
+    write(root / "other_lengths", x, lengths=[200, 150, 200, 200])
+    return root, permutation, signs
+
+
+def get(client, route, **query):
+    response = client.get(PREFIX + route, query_string=query)
+    body = response.get_data()
+    return response.status_code, (json.loads(body) if response.status_code == 200 else body)
+
+
+UNITS_QUERY = dict(run="a", tag="enc", step=0, layer=0, kind="hidden")
+MATCH_QUERY = dict(UNITS_QUERY, other_run="b", other_tag="enc", other_step=0)
+
+
+def test_units_route_significance(logdir):
+    client, _, _ = make_client(logdir[0])
+    status, body = get(client, "units", **UNITS_QUERY, series="walk", max_lag=10)
+    assert status == 200
+    sig = body["significance"]
+    assert sig["series"] == "walk" and sig["max_lag"] == 10
+    assert sig["lag"][0] == LAG and sig["q"][0] < 0.01
+    assert sum(q < 0.05 for q in sig["q"][1:]) <= 2
+    assert len(sig["r"]) == len(sig["p"]) == UNITS
+    status, plain = get(client, "units", **UNITS_QUERY)
+    assert status == 200 and "significance" not in plain
+    assert plain["variance"] == body["variance"]
+
+
+@pytest.mark.parametrize(
+    "extra, status, words",
+    [
+        (dict(series="nope"), 404, ["'nope'", "'walk'", "'noise'"]),
+        (dict(series="walk", max_lag="-1"), 400, ["max_lag"]),
+        (dict(series="walk", max_lag="x"), 400, ["max_lag"]),
+        (dict(series="walk", max_lag="100000"), 400, ["max_lag"]),
+        (dict(max_lag="3"), 400, ["series"]),
+    ],
+)
+def test_units_route_bad_significance(logdir, extra, status, words):
+    client, _, _ = make_client(logdir[0])
+    code, body = get(client, "units", **UNITS_QUERY, **extra)
+    assert code == status
+    for word in words:
+        assert word in body.decode()
+
+
+def test_match_route(logdir):
+    root, permutation, signs = logdir
+    client, _, _ = make_client(root)
+    status, body = get(client, "match", **MATCH_QUERY)
+    assert status == 200
+    inverse = np.argsort(permutation)  # b's unit j is a's unit permutation[j]
+    assert sum(u == int(inverse[i]) for i, u in enumerate(body["units"])) >= UNITS - 2
+    assert body["sign"] == [int(signs[inverse[i]]) for i in range(UNITS)]
+    assert 0.9 < body["cka"] <= 1.0 + 1e-9
+    assert all(0.9 < s <= 1.0 for s in body["similarity"])
+    assert get(client, "match", **MATCH_QUERY)[1] == body  # cached
+    status, subset = get(client, "match", **dict(MATCH_QUERY, other_run="subset"))
+    assert status == 200 and subset["other_units"] == 24
+    assert all(subset["units"][permutation[j]] == j for j in range(24))
+    assert sum(u is None for u in subset["units"]) == UNITS - 24
+
+
+@pytest.mark.parametrize(
+    "extra, status, words",
+    [
+        (dict(other_run="other_time"), 400, ["time 200 vs 100"]),
+        (dict(other_run="other_lengths"), 400, ["lengths"]),
+        (dict(other_run="missing"), 404, []),
+        (dict(other_kind="cell"), 404, []),
+        (dict(other_step="x"), 400, ["other_step"]),
+    ],
+)
+def test_match_route_bad(logdir, extra, status, words):
+    client, _, _ = make_client(logdir[0])
+    code, body = get(client, "match", **dict(MATCH_QUERY, **extra))
+    assert code == status, body
+    for word in words:
+        assert word in body.decode()
+    missing = dict(MATCH_QUERY)
+    del missing["other_run"]
+    assert get(client, "match", **missing)[0] == 400
+
+
+def test_real_tensorboard_serves_significance_and_match(logdir):
+    root, permutation, _ = logdir
+    with tensorboard_server(root, load_fast=False) as url:
+        base = url + PREFIX
+        wait_for_json(base + "runs", lambda body: {"a", "b"} <= set(body), timeout=60)
+        query = "units?run=a&tag=enc&step=0&layer=0&kind=hidden&series=walk"
+        status, _, raw = http_get(base + query)
+        assert status == 200
+        assert json.loads(raw)["significance"]["lag"][0] == LAG
+        status, _, raw = http_get(base + query.replace("walk", "nope"))
+        assert status == 404 and b"walk" in raw
+        status, _, raw = http_get(
+            base + "match?run=a&tag=enc&step=0&layer=0&kind=hidden"
+            "&other_run=b&other_tag=enc&other_step=0"
+        )
+        assert status == 200
+        units = json.loads(raw)["units"]
+        assert units[permutation[0]] == 0
