@@ -308,19 +308,14 @@ def test_series_share_an_axis_label_spans_residual_and_timestamps(page, server):
 
     # the threshold is a control: a low one flags more
     def marked():
-        return int(
-            re.search(r"(\d+) anomal(?:y|ies) marked", frame.inner_text(".tls-main")).group(1)
-        )
+        """How many anomalies the change track marks, or None while it has not drawn."""
+        found = re.search(r"(\d+) anomal(?:y|ies) marked", frame.inner_text(".tls-main"))
+        return None if found is None else int(found.group(1))
 
-    before = wait_until(marked)
+    (before,) = wait_until(lambda: (lambda n: None if n is None else (n,))(marked()))
     frame.fill("input[aria-label='anomaly threshold']", "0.5")
     frame.press("input[aria-label='anomaly threshold']", "Tab")
-    wait_until(
-        lambda: (
-            re.search(r"anomal(?:y|ies) marked", frame.inner_text(".tls-main"))
-            and marked() > before
-        )
-    )
+    wait_until(lambda: (lambda n: n is not None and n > before)(marked()))
     wait_until(lambda: "thr%3D0.5" in page.evaluate("location.hash"))
 
 
