@@ -371,6 +371,43 @@ def _is_int(value, low=0, high=MAX_DIM):
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
+def check_layout(record: dict, require) -> Tuple[str, int, int]:
+    """Checks the layout fields a version 2 index and a version 1 header share.
+
+    Args:
+      record: the parsed JSON object.
+      require: `require(condition, message)`, raising the reader's own error.
+
+    Returns:
+      `(kind, batch, time)`, checked: `num_layers`, `num_directions` and `lengths`
+      are checked too.
+    """
+    kind: Any = record.get("kind")
+    require(
+        isinstance(kind, str) and kind in states_lib.KINDS, "unknown kind %r" % (str(kind)[:40],)
+    )
+    require(
+        _is_int(record.get("num_layers"), 1, MAX_LAYERS),
+        "num_layers must be an integer in [1, %d]" % MAX_LAYERS,
+    )
+    require(
+        record.get("num_directions") in (1, 2) and _is_int(record["num_directions"]),
+        "bad num_directions",
+    )
+    batch: Any = record.get("batch")
+    time: Any = record.get("time")
+    require(_is_int(batch, 1, MAX_BATCH), "batch must be an integer in [1, %d]" % MAX_BATCH)
+    require(_is_int(time, 1), "time must be an integer in [1, %d]" % MAX_DIM)
+    lengths = record.get("lengths")
+    require(
+        isinstance(lengths, list)
+        and len(lengths) == batch
+        and all(_is_int(n, 0, time) for n in lengths),
+        "lengths must be %d integers in [0, %d]" % (batch, time),
+    )
+    return kind, batch, time
+
+
 def parse_index(data) -> dict:
     """Parses and validates the JSON index of one step.
 
@@ -413,28 +450,7 @@ def parse_index(data) -> dict:
         file_bytes == crc_offset + 4 * crc_count,
         "the checksum table must end the file (file_bytes %d)" % file_bytes,
     )
-    kind = index.get("kind")
-    _require(
-        isinstance(kind, str) and kind in states_lib.KINDS, "unknown kind %r" % (str(kind)[:40],)
-    )
-    _require(
-        _is_int(index.get("num_layers"), 1, MAX_LAYERS),
-        "num_layers must be an integer in [1, %d]" % MAX_LAYERS,
-    )
-    _require(
-        index.get("num_directions") in (1, 2) and _is_int(index["num_directions"]),
-        "bad num_directions",
-    )
-    batch, time = index.get("batch"), index.get("time")
-    _require(_is_int(batch, 1, MAX_BATCH), "batch must be an integer in [1, %d]" % MAX_BATCH)
-    _require(_is_int(time, 1), "time must be an integer in [1, %d]" % MAX_DIM)
-    lengths = index.get("lengths")
-    _require(
-        isinstance(lengths, list)
-        and len(lengths) == batch
-        and all(_is_int(n, 0, time) for n in lengths),
-        "lengths must be %d integers in [0, %d]" % (batch, time),
-    )
+    kind, batch, time = check_layout(index, _require)
     series = index.get("series")
     _require(
         isinstance(series, list)

@@ -35,7 +35,6 @@ DTYPES: Dict[str, np.dtype] = {"float16": np.dtype("<f2"), "float32": np.dtype("
 
 # Bounds on header fields (as version 2's), so a hostile header cannot make a reader allocate.
 _MAX_DIM = format.MAX_DIM
-_MAX_LAYERS = format.MAX_LAYERS
 
 
 class RecordError(ValueError):
@@ -73,31 +72,7 @@ def decode_header(blob: bytes) -> dict:
             "lstm_states record version %d is newer than this package reads (%d); "
             "upgrade tb-lstm-states" % (version, HEADER_VERSION)
         )
-    kind = header.get("kind")
-    _require(
-        isinstance(kind, str) and kind in states_lib.KINDS, "unknown kind %r" % (str(kind)[:40],)
-    )
-    _require(
-        _is_int(header.get("num_layers"), 1, _MAX_LAYERS),
-        "num_layers must be an integer in [1, %d]" % _MAX_LAYERS,
-    )
-    _require(
-        header.get("num_directions") in (1, 2) and _is_int(header["num_directions"]),
-        "bad num_directions",
-    )
-    batch, time = header.get("batch"), header.get("time")
-    _require(
-        _is_int(batch, 1, format.MAX_BATCH),
-        "batch must be an integer in [1, %d]" % format.MAX_BATCH,
-    )
-    _require(_is_int(time, 1), "time must be an integer in [1, %d]" % _MAX_DIM)
-    lengths = header.get("lengths")
-    _require(
-        isinstance(lengths, list)
-        and len(lengths) == batch
-        and all(_is_int(n, 0, time) for n in lengths),
-        "lengths must be %d integers in [0, %d]" % (batch, time),
-    )
+    kind, batch, time = format.check_layout(header, _require)
     series = header.get("series")
     _require(
         isinstance(series, list)
