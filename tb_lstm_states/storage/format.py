@@ -564,24 +564,27 @@ def _check_span(entry, nbytes, index):
     return offset, nbytes, chunk, count
 
 
-def find_array(
-    index: dict,
-    *,
-    layer: Optional[int] = None,
-    kind: Optional[str] = None,
-    series: Optional[str] = None,
-) -> dict:
+def find_array(index: dict, *, layer=None, kind=None, series=None) -> dict:
     """The entry of one array in a parsed index.
 
     Raises:
       KeyError: if the step has no such array.
     """
-    for entry in index["arrays"]:
+    return index["arrays"][array_position(index["arrays"], layer=layer, kind=kind, series=series)]
+
+
+def array_position(arrays: List[dict], *, layer=None, kind=None, series=None) -> int:
+    """The position in `arrays` (an index's or a version 1 header's) of one array.
+
+    Raises:
+      KeyError: if there is no such array.
+    """
+    for position, entry in enumerate(arrays):
         if series is not None:
             if entry.get("series") == series:
-                return entry
-        elif "series" not in entry and entry["layer"] == layer and entry["kind"] == kind:
-            return entry
+                return position
+        elif "series" not in entry and entry.get("layer") == layer and entry.get("kind") == kind:
+            return position
     raise KeyError(series if series is not None else (layer, kind))
 
 

@@ -147,13 +147,7 @@ def find_array(
     Raises:
       KeyError: if the record has no such array.
     """
-    for i, entry in enumerate(header["arrays"]):
-        if series is not None:
-            if entry.get("series") == series:
-                return i + 1
-        elif entry.get("layer") == layer and entry.get("kind") == kind:
-            return i + 1
-    raise KeyError(series if series is not None else (layer, kind))
+    return 1 + format.array_position(header["arrays"], layer=layer, kind=kind, series=series)
 
 
 def decode_array(header: dict, index: int, blob: bytes) -> np.ndarray:
