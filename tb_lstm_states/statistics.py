@@ -14,6 +14,7 @@ import functools
 import numpy as np
 
 from tb_lstm_states import states as states_lib
+from tb_lstm_states.storage import gradients
 
 COLUMNS = ("mean_abs", "std", "saturated", "dead", "change")
 
@@ -27,9 +28,11 @@ _DEAD_RANGE = np.float32(1e-3)
 MAX_VALUES = 1 << 16
 
 
-def rows(kind, num_entries):
-    """The `(layer, array kind)` of each statistics row, in stored order."""
-    return [(layer, name) for layer in range(num_entries) for name in states_lib.array_kinds(kind)]
+def rows(kind, num_entries, with_gradients=False):
+    """The `(layer, array kind)` of each statistics row, in stored order: every
+    layer's states, then (`with_gradients`) every layer's gradients."""
+    names = [states_lib.array_kinds(kind)] + ([gradients.kinds(kind)] if with_gradients else [])
+    return [(layer, name) for group in names for layer in range(num_entries) for name in group]
 
 
 def _saturation_bounds(name):
@@ -50,7 +53,8 @@ def array_statistics(array, name, lengths, sample=None):
 
     Args:
       array: the array (any real dtype; read as float32).
-      name: its kind (`cell`, `hidden` or a gate name), which sets what saturated means.
+      name: its kind (`cell`, `hidden`, a gate name or a gradient kind), which sets
+        what saturated means (nothing for a gradient: that column and `dead` are NaN).
       lengths: `[batch]` valid timesteps of each sequence of `array` (past `time`:
         the whole sequence).
       sample: optional indices of the sequences to use (all by default).
@@ -82,7 +86,12 @@ _CHUNK_VALUES = 1 << 16
 def _statistics(values, name, lengths):
     """`array_statistics` of a `[batch, time, units]` array, every sequence."""
     with np.errstate(invalid="ignore", over="ignore"):  # Inf - Inf: NaN, as it should
-        return _statistics_of(values, name, lengths)
+        out = _statistics_of(values, name, lengths)
+    if gradients.is_gradient(name):
+        # A gradient has no range to saturate, and its scale is the loss's: a span
+        # below 1e-3 is no sign of a dead unit. Neither column means anything.
+        out[2:4] = np.nan
+    return out
 
 
 def _statistics_of(values, name, lengths):
@@ -226,8 +235,14 @@ def record_statistics(recurrent_states, max_values=MAX_VALUES):
     Returns:
       A float32 array `[len(rows(...)), len(COLUMNS)]`.
     """
-    entries = rows(recurrent_states.kind, len(recurrent_states.layers))
-    arrays = [recurrent_states.layers[layer].get(name) for layer, name in entries]
+    layers = recurrent_states.layers
+    entries = rows(recurrent_states.kind, len(layers), bool(layers[0].grads))
+    arrays = [
+        layers[layer].grads[gradients.state_of(name)]
+        if gradients.is_gradient(name)
+        else layers[layer].get(name)
+        for layer, name in entries
+    ]
     widest = max(int(np.shape(a)[2]) for a in arrays)
     batch = recurrent_states.batch_size
     sample = sample_sequences(batch, recurrent_states.time_steps * widest, max_values)

@@ -723,7 +723,7 @@ HOSTILE = {
         lambda i: i.update(file=format.array_file_name("t", 1, "x1")),
         b"holds another tag or step",
     ),
-    "newer": (lambda i: i.update(version=3), b"upgrade tb-lstm-states"),
+    "newer": (lambda i: i.update(version=format.FORMAT_VERSION + 1), b"upgrade tb-lstm-states"),
     "file size": (
         lambda i: i.update(
             file_bytes=i["file_bytes"] + (1 << 40), crc_offset=i["crc_offset"] + (1 << 40)

@@ -1,6 +1,7 @@
 """How recorded states are stored: the on-disk format, the writer and the reader.
 
 - `format`: names, constants and layout of version 2, the index (built and parsed);
+- `gradients`: the gradient arrays' kinds, index version and reach;
 - `ranged`: reading an array file, in checked byte ranges;
 - `jsonsafe`: JSON from a logdir, its size and nesting bounded; `errors`: what fails;
 - `writer`: `StateWriter`, with `plan` (a record checked) and `arrayfile` (written);

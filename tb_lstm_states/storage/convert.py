@@ -43,6 +43,7 @@ def to_numpy_states(recurrent_states):
             hidden=to_numpy(layer.hidden),
             cell=to_numpy(layer.cell),
             gates={name: to_numpy(gate) for name, gate in layer.gates.items()},
+            grads={name: to_numpy(grad) for name, grad in layer.grads.items()},
         )
         for layer in recurrent_states.layers
     ]

@@ -9,7 +9,8 @@ For each (tag, step) a writer leaves two things in the run directory:
    `safetensors.numpy.load_file(path)`. Tensors:
 
    - `"<layer>/<kind>"`: `[batch, time, units]` states, `layer` indexed like
-     `RecurrentStates.layers`, `kind` from `states.array_kinds` (`F16` or `F32`);
+     `RecurrentStates.layers`, `kind` from `states.array_kinds` (`F16` or `F32`),
+     or a gradient, `grad_hidden` and `grad_cell` (`F32`; `gradients.py`);
    - `"series/<name>"`: `[batch, time]` float32 tracks;
    - `"<layer>/<kind>/minmax"`: for sequences of `PYRAMID_MIN_TIME` timesteps or more,
      `[batch, ceil(time / PYRAMID_BLOCK), 2, units]`, the minimum and maximum of each
@@ -31,24 +32,23 @@ For each (tag, step) a writer leaves two things in the run directory:
    carries one of its own). TensorBoard keeps these few kilobytes per step; it
    never sees the arrays.
 
-Reading a (layer, kind, sequence, time window) is one ranged read of the slices that
-cover it, each checked against the checksum table, which is itself checked against
-the index (`ranged.py`). Every field read from a logdir is validated (`parse_index`) before it is
-used to size anything, and a file name read from it can only name a file directly
-inside `<run>/plugins/lstm_states/`.
+Reading a (layer, kind, sequence, time window) is one ranged read of the slices that cover
+it, each checked against the checksum table, which is itself checked against the index
+(`ranged.py`). Every field read from a logdir is validated (`parse_index`) before it is used
+to size anything, and a file name read from it can only name a file directly inside
+`<run>/plugins/lstm_states/`.
 
-Limits. A record may hold at most `MAX_LAYERS` layers (`num_layers`; two directions
-each at most), `MAX_BATCH` sequences, `MAX_UNITS` units per array, `MAX_SERIES`
-series (names of at most `MAX_NAME_CHARS` characters) and so at most
-`MAX_STATISTICS_ROWS` statistics rows; timesteps are bounded only by the bytes
-present (`MAX_DIM`). Writers refuse more at write time; readers refuse a record
-that claims more (the plugin answers 404). Every JSON document read from a logdir
-is parsed by `jsonsafe.parse_json`, its size and nesting depth (`MAX_JSON_DEPTH`)
-checked first. The tab shows the first `MAX_DESCRIPTION_CHARS` characters of a
-description and says that it was cut.
+Limits. A record may hold at most `MAX_LAYERS` layers (`num_layers`; two directions each at
+most), `MAX_BATCH` sequences, `MAX_UNITS` units per array, `MAX_SERIES` series (names of at
+most `MAX_NAME_CHARS` characters) and so at most `MAX_STATISTICS_ROWS` statistics rows;
+timesteps are bounded only by the bytes present (`MAX_DIM`). Writers refuse more at write
+time; readers refuse a record that claims more (the plugin answers 404). Every JSON document
+read from a logdir is parsed by `jsonsafe.parse_json`, its size and nesting depth
+(`MAX_JSON_DEPTH`) checked first. The tab shows the first `MAX_DESCRIPTION_CHARS` characters
+of a description and says that it was cut.
 
-This module holds the names, constants and layout of the format, builds the index
-and parses it; it imports numpy and google-crc32c only.
+This module holds the names, constants and layout of the format, builds the index and
+parses it (the gradient arrays' own rules: `gradients.py`); numpy and google-crc32c only.
 """
 
 import hashlib
@@ -61,11 +61,13 @@ import google_crc32c
 import numpy as np
 
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import jsonsafe
+from tb_lstm_states.storage import gradients, jsonsafe
 from tb_lstm_states.storage.errors import FormatError, NewerVersionError
 
 FORMAT_NAME = "tb_lstm_states"
-FORMAT_VERSION = 2
+# The newest index version this package reads. It writes version 2, or version 3
+# (`gradients.VERSION`) for a record holding gradient arrays.
+FORMAT_VERSION = 3
 
 # Array files live in <run>/PLUGIN_DIRECTORY..., as TensorBoard's own plugins' assets.
 PLUGIN_DIRECTORY = ("plugins", "lstm_states")
@@ -92,8 +94,8 @@ MAX_BATCH = 1 << 12  # sequences of the probe batch
 MAX_UNITS = 1 << 15  # units (the last dimension) of a state array
 MAX_SERIES = 64  # series per record
 MAX_NAME_CHARS = 1024  # characters of a series name
-# One statistics row per state array: layers x directions x array kinds.
-MAX_STATISTICS_ROWS = MAX_LAYERS * 2 * max(len(states_lib.array_kinds(k)) for k in states_lib.KINDS)
+# One statistics row per array: layers x directions x array kinds (gradients too).
+MAX_STATISTICS_ROWS = MAX_LAYERS * 2 * max(len(gradients.stored_kinds(k)) for k in states_lib.KINDS)
 MAX_FILE_BYTES = 1 << 50
 MAX_INDEX_BYTES = 1 << 20  # an index within the caps above is a few hundred KiB at most
 MAX_HEADER_BYTES = 256 << 20  # a safetensors header: mostly the tokens
@@ -273,6 +275,7 @@ def build_index(
     has_tokens: bool,
     arrays: Sequence[dict],
     statistics: Optional[np.ndarray],
+    gradient_reach: Optional[int] = None,
 ) -> bytes:
     """The JSON index of a complete array file, as the index summary holds it.
 
@@ -286,6 +289,7 @@ def build_index(
         `{"layer", "kind"}` or `{"series"}`, with `"tensor"` its name and, for a state
         array with a pyramid, `"pyramid"` the pyramid tensor's name.
       statistics: `[state arrays, len(STATISTICS_COLUMNS)]` float32, or None.
+      gradient_reach: with gradient arrays, their `gradients.reach`.
     """
     by_name = {t.name: t for t in layout.tensors}
     entries = []
@@ -303,8 +307,8 @@ def build_index(
                 "blocks": pyramid.shape[1],
             }
         entries.append(entry)
-    index = {
-        "version": FORMAT_VERSION,
+    index: Dict[str, Any] = {
+        "version": gradients.index_version([a.get("kind", "") for a in arrays]),
         "file": file_name,
         "file_bytes": layout.file_bytes,
         "header_bytes": len(layout.header),
@@ -326,6 +330,8 @@ def build_index(
         if statistics is None
         else [[_json_float(v) for v in row] for row in np.asarray(statistics, np.float64)],
     }
+    if index["version"] >= gradients.VERSION:
+        index["gradient_reach"] = gradient_reach
     return seal_index(json.dumps(index, separators=(",", ":"), allow_nan=False).encode("utf-8"))
 
 
@@ -463,7 +469,7 @@ def parse_index(data) -> dict:
     _require(isinstance(index.get("tokens"), bool), "bad tokens")
     arrays = index.get("arrays")
     entries = index["num_layers"] * index["num_directions"]
-    kinds = states_lib.array_kinds(kind)
+    kinds = gradients.stored_kinds(kind, version)
     _require(
         isinstance(arrays, list) and len(arrays) <= entries * len(kinds) + len(series),
         "arrays is not a list of at most one entry per array",
@@ -527,6 +533,7 @@ def parse_index(data) -> dict:
     )
     for entry_index in range(entries):
         _require((entry_index, "hidden") in seen, "layer %d has no hidden array" % entry_index)
+    gradients.check_index(index, _require)
     statistics = index.get("statistics")
     state_arrays = sum(1 for e in arrays if "series" not in e)
     _require(

@@ -1,8 +1,8 @@
 """Checking and planning one record of `StateWriter.add_states`.
 
 `plan` checks a record from its shapes alone, before anything is copied: kinds,
-layer and direction counts, shapes, lengths, series and tokens, each within the
-caps of `format.py`, and counts its bytes for the writer's queue. The `Job` it
+layer and direction counts, shapes, gradients, lengths, series and tokens, each
+within the caps of `format.py`, and counts its bytes for the writer's queue. The `Job` it
 returns carries the record from `add_states` to the thread that writes it.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from tb_lstm_states import states as states_lib
 from tb_lstm_states import statistics
-from tb_lstm_states.storage import convert, format
+from tb_lstm_states.storage import convert, format, gradients
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -166,6 +166,10 @@ def plan(
             arrays.append(array)
             units.setdefault(name, int(shape[2]))
             nbytes += int(np.prod(shape, dtype=np.int64)) * itemsize
+    for key, array in _gradients(kind, layers):
+        keys.append(key)
+        arrays.append(array)
+        nbytes += int(np.prod(np.shape(array), dtype=np.int64)) * 4  # always float32
 
     series_names: List[str] = []
     series_values: List[Any] = []
@@ -245,6 +249,52 @@ def plan(
         },
         sources=arrays,
     )
+
+
+def _gradients(kind: str, layers: Sequence[Any]) -> List[Tuple[Tuple[int, str], Any]]:
+    """`((layer, gradient kind), array)` of the layers' `grads`, after every state
+    array (`gradients.py`), each checked against the state it is the gradient of.
+
+    Raises:
+      ValueError: if some layers have gradients and others not, a layer has other
+        gradients than its kind's, or one's shape differs from its state's.
+    """
+    present = [bool(getattr(layer, "grads", None)) for layer in layers]
+    if not any(present):
+        return []
+    if not all(present):
+        raise ValueError(
+            "layers %s have gradients (grads) and layers %s do not: a record holds them "
+            "for every layer or none; capture with tls.capture(..., loss=...) to fill every "
+            "layer's grads, or set grads = {} on all of them"
+            % ([i for i, p in enumerate(present) if p], [i for i, p in enumerate(present) if not p])
+        )
+    expected = [gradients.state_of(name) for name in gradients.kinds(kind)]
+    found = []
+    for index, layer in enumerate(layers):
+        if set(layer.grads) != set(expected):
+            raise ValueError(
+                "layer %d grads has keys %s; the gradients of a %s record are %s"
+                % (index, sorted(map(str, layer.grads)), kind, expected)
+            )
+        for name, state in zip(gradients.kinds(kind), expected):
+            array = layer.grads[state]
+            shape = list(np.shape(array))
+            want = list(np.shape(layer.get(state)))
+            if shape != want:
+                raise ValueError(
+                    "layer %d grads[%r] has shape %s, expected %s like its %s state"
+                    % (index, state, shape, want, state)
+                )
+            convert.check_real(array, "layer %d grads[%r]" % (index, state))
+            found.append(((index, name), array))
+    return found
+
+
+def stored_dtype(name: str, dtype: str) -> str:
+    """The dtype an array of kind `name` is stored in, the record's being `dtype`:
+    gradients are float32 always (`gradients.py` says why)."""
+    return "float32" if gradients.is_gradient(name) else dtype
 
 
 def samples(job: Job) -> List[Any]:

@@ -37,7 +37,7 @@ from tensorboard.compat.proto import event_pb2
 
 from tb_lstm_states import metadata
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import event_file, format, legacy, ranged, remote
+from tb_lstm_states.storage import event_file, format, gradients, legacy, ranged, remote
 
 
 class CorruptRecordWarning(UserWarning):
@@ -61,7 +61,9 @@ class StatesRecord:
       tag: the tag the states were logged under.
       step: the step they were logged at.
       wall_time: when they were logged, seconds since the epoch.
-      states: a `RecurrentStates` of read-only numpy arrays in their stored dtype.
+      states: a `RecurrentStates` of read-only numpy arrays in their stored dtype;
+        each layer's `grads` holds its gradients where the step was logged with a
+        loss (float32), and is empty where it was not.
       series: name -> `[batch, time]` float32 array.
       tokens: `batch` lists of strings, or None.
       description: the description given when logging, or "".
@@ -316,8 +318,15 @@ def _assemble(index, arrays):
     layers = []
     for entry in range(index["num_layers"] * index["num_directions"]):
         gates = {g: arrays[(entry, g)] for g in states_lib.GATE_NAMES[kind] if (entry, g) in arrays}
+        grads = {
+            gradients.state_of(g): arrays[(entry, g)]
+            for g in gradients.kinds(kind)
+            if (entry, g) in arrays
+        }
         layers.append(
-            states_lib.LayerStates(arrays[(entry, "hidden")], arrays.get((entry, "cell")), gates)
+            states_lib.LayerStates(
+                arrays[(entry, "hidden")], arrays.get((entry, "cell")), gates, grads
+            )
         )
     return states_lib.RecurrentStates(
         kind=kind,

@@ -45,7 +45,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 
 from tb_lstm_states import distributed, metadata, statistics
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import arrayfile, convert, event_file, format, plan, remote
+from tb_lstm_states.storage import arrayfile, convert, event_file, format, gradients, plan, remote
 
 DEFAULT_MAX_QUEUE_BYTES = 256 << 20
 
@@ -192,13 +192,14 @@ class StateWriter:
           tag: the name of the states in TensorBoard, e.g. `"encoder"`.
           states: a `RecurrentStates` of torch tensors (as `tls.capture` returns; on
             any device) or numpy arrays. It is copied before this returns, so it can
-            be reused.
+            be reused. Layers' `grads` (captured with a loss), on every layer or
+            none, are stored as kinds `grad_hidden` and `grad_cell`, in float32.
           step: the training step or epoch, an int (numpy integers too).
           series: optional named `[batch, time]` numeric tracks shown as overlays.
           tokens: optional `batch` lists of strings, one per timestep.
           description: optional Markdown shown in the tab.
           dtype: `"float16"` (default; arrays with finite values beyond its range are
-            kept as float32, NaN and Inf are kept) or `"float32"`.
+            kept as float32, NaN and Inf are kept) or `"float32"`; not gradients'.
 
         Raises:
           TypeError: if `step` is not an int, or `states` not a `RecurrentStates`.
@@ -228,7 +229,10 @@ class StateWriter:
         job = plan.plan(tag, step, states, series, tokens, description, dtype)
         self._reserve(job)
         try:
-            job.arrays = [convert.stored_copy(array, dtype) for array in job.arrays]
+            job.arrays = [
+                convert.stored_copy(array, plan.stored_dtype(kind, dtype))
+                for (_, kind), array in zip(job.keys, job.arrays)
+            ]
             job.series = [
                 convert.stored_copy(values, "float32").reshape(job.batch, job.time)
                 for values in job.series
@@ -251,6 +255,7 @@ class StateWriter:
         tokens: Optional[Sequence[Sequence[str]]] = None,
         description: Optional[str] = None,
         dtype: str = "float16",
+        loss=None,
     ) -> None:
         """Captures the states of `module` on `inputs` (`tls.capture`) and queues them.
 
@@ -259,6 +264,8 @@ class StateWriter:
           module: an `nn.LSTM`, `nn.GRU` or `nn.RNN`.
           inputs: its input (a tensor or a `PackedSequence`).
           hx: optional initial state, as the module takes it.
+          loss: optional callable, as `tls.capture` takes it (the module's output to
+            a scalar tensor): the gradients dL/dh_t (and dL/dc_t) are stored too.
 
         Raises:
           As `add_states`, and as `tls.capture` for a module or input it cannot run.
@@ -268,7 +275,7 @@ class StateWriter:
         distributed.check_not_wrapped(module, "StateWriter.log()")
         from tb_lstm_states import capturing  # imports torch: only when used
 
-        states = capturing.capture(module, inputs, hx=hx)
+        states = capturing.capture(module, inputs, hx=hx, loss=loss)
         self.add_states(
             tag, states, step, series=series, tokens=tokens, description=description, dtype=dtype
         )
@@ -429,7 +436,7 @@ class StateWriter:
                 entry["pyramid"] = name
         file_metadata = {
             "format": format.FORMAT_NAME,
-            "version": str(format.FORMAT_VERSION),
+            "version": str(gradients.index_version([kind for _, kind in job.keys])),
             "tokens": json.dumps(job.tokens, separators=(",", ":")),
         }
         layout = format.Layout(tensors, file_metadata)
@@ -441,6 +448,7 @@ class StateWriter:
                 ),
             ]
         )
+        arrays = dict(zip(job.keys, job.arrays))
         path, crc_table = self._write_array_file(job, layout, buffers)
         try:
             index = format.build_index(
@@ -457,6 +465,9 @@ class StateWriter:
                 has_tokens=job.tokens is not None,
                 arrays=entries,
                 statistics=table,
+                gradient_reach=gradients.record_reach(
+                    job.kind, job.num_layers, job.num_directions, arrays, job.lengths
+                ),
             )
             value = summary_pb2.Summary.Value(
                 tag=job.tag,
