@@ -6,7 +6,8 @@ numpy values; the plugin turns them into JSON. numpy, scipy and scikit-learn, ex
 the optional UMAP projection, which imports `umap` when first asked for.
 
 - `temporal`: how a state moves along a sequence (`changes`);
-- `units`: per-unit statistics and an order of units (`unit_statistics`);
+- `units`: per-unit statistics, an order of units (`unit_statistics`) and memory
+  horizons from the forget gate (`memory_horizon`);
 - `pca`: principal axes, by scikit-learn (`project_pca`);
 - `tsne`, `umap_layout`: layouts of each step continued from the step before
   (`warm`: the warm starts).
@@ -34,6 +35,7 @@ from tb_lstm_states.analysis.units import (
     MAX_CLUSTER_UNITS,
     cluster_order,
     dominant_periods,
+    memory_horizon,
     saturated,
     unit_statistics,
     valid_mask,
@@ -49,6 +51,7 @@ __all__ = [
     "changes",
     "cluster_order",
     "dominant_periods",
+    "memory_horizon",
     "project",
     "project_pca",
     "project_tsne",

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from tb_lstm_states.analysis import pca
+from tb_lstm_states.storage import gradients
 
 # Saturation thresholds, as in `statistics.py`: sigmoid gates near 0 or 1, the cell
 # beyond atanh(0.95) (its tanh is saturated), anything else (tanh outputs) near +-1.
@@ -44,6 +45,44 @@ def saturated(values: np.ndarray, name: str) -> np.ndarray:
     if name == "cell":
         return np.abs(values) > _CELL_SATURATION
     return np.abs(values) > 0.95
+
+
+# A mean forget gate above this keeps its memory longer than float64 can tell apart.
+_MAX_MEAN_FORGET = 1 - 1e-7
+
+
+def memory_horizon(forget: np.ndarray, lengths) -> np.ndarray:
+    """Each unit's memory time constant, in timesteps, from its forget gate.
+
+    A cell that keeps a fraction f of itself each timestep forgets as f**t =
+    exp(-t / tau), tau = -1 / ln f. With f the unit's mean forget gate over every
+    valid position (all sequences, timesteps below their length), summed in float64.
+
+    Args:
+      forget: `[batch, time, units]` forget gate activations (float16 or float32).
+      lengths: `[batch]` valid timesteps.
+
+    Returns:
+      `[units]` float64, NaN where there is no valid position, the mean is not
+      above 0, or it is above `1 - 1e-7` (a memory longer than can be told).
+    """
+    forget = np.asarray(forget)
+    batch, time, units = forget.shape
+    lengths = [min(max(int(n), 0), time) for n in lengths]
+    total = np.zeros(units)
+    rows = max(1, _BLOCK_VALUES // max(units, 1))
+    for b in range(batch):
+        for t0 in range(0, lengths[b], rows):
+            total += np.asarray(forget[b, t0 : min(t0 + rows, lengths[b])], np.float64).sum(axis=0)
+    positions = sum(lengths)
+    horizon = np.full(units, np.nan)
+    if not positions:
+        return horizon
+    mean = total / positions
+    usable = (mean > 0) & (mean <= _MAX_MEAN_FORGET)  # NaN is neither
+    with np.errstate(divide="ignore", invalid="ignore"):
+        horizon[usable] = -1.0 / np.log(mean[usable])
+    return horizon
 
 
 def dominant_periods(array: np.ndarray, lengths) -> Dict[str, np.ndarray]:
@@ -168,7 +207,8 @@ def unit_statistics(
 
     Args:
       array: the array.
-      name: its kind (`cell`, `hidden` or a gate name), which sets what saturated means.
+      name: its kind (`cell`, `hidden`, a gate name or a gradient kind), which sets
+        what saturated means (for a gradient: nothing, NaN; dead: never changing).
       lengths: `[batch]` valid timesteps.
       series: optional named `[batch, time]` tracks to correlate each unit with.
 
@@ -216,6 +256,11 @@ def unit_statistics(
             result["saturation"] = saturated_count / positions
             result["activity"] = absolute / positions
             result["dead"] = (high - low) < _DEAD_RANGE
+            if gradients.is_gradient(name):
+                # A gradient has no range to saturate, and its scale is the loss's:
+                # a unit is dead to it only where it never changes (no gradient reaches it).
+                result["saturation"] = np.full(units, np.nan)
+                result["dead"] = high == low
         else:
             for key in ("variance", "saturation", "activity"):
                 result[key] = np.full(units, np.nan)

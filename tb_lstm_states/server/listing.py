@@ -18,7 +18,7 @@ import numpy as np
 
 from tb_lstm_states import metadata
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import format
+from tb_lstm_states.storage import format, gradients
 
 V1 = 1
 V2 = 2
@@ -75,8 +75,10 @@ def structure(content: dict) -> Optional[Dict[str, Any]]:
     """The `runs` entry of a states tag from its plugin content.
 
     Returns:
-      `{kind, layers, directions, batch, time, units, kinds}`, or None when the
-      content is not a states tag (a version 1 statistics tensor, another role).
+      `{kind, layers, directions, batch, time, units, kinds, gradient_kinds}`, or
+      None when the content is not a states tag (a version 1 statistics tensor,
+      another role). `gradient_kinds` are those a step may hold besides `kinds`
+      when logged with a loss (which steps do: the overview's `kinds`).
 
     Raises:
       ValueError: for a states tag with an unknown kind, or a layout field that is
@@ -115,7 +117,9 @@ def structure(content: dict) -> Optional[Dict[str, Any]]:
             "plugin data field 'units' must map array kinds to integers in "
             "[1, %d], got %s" % (format.MAX_UNITS, _short(units))
         )
-    return dict(kind=kind, **fields, units=units, kinds=kinds)
+    return dict(
+        kind=kind, **fields, units=units, kinds=kinds, gradient_kinds=list(gradients.kinds(kind))
+    )
 
 
 def _is_int(value, low, high):

@@ -3,8 +3,10 @@
 Version 2 steps carry their statistics in their index (`format.STATISTICS_COLUMNS`);
 version 1 runs logged them as a tensor of their own, under the tag's
 `metadata.STATISTICS_SUFFIX`, whose plugin data names the rows and columns. Either
-way the route answers `{rows, columns, steps, wall_times, values}`, `values` being
-`[steps, rows, columns]` with `null` where a step has no table of that layout.
+way the route answers `{rows, columns, steps, wall_times, values, kinds,
+gradient_reach}`, `values` being `[steps, rows, columns]` with `null` where a step
+has no table of that layout or lacks that row, `kinds` the array kinds each step
+holds, and `gradient_reach` each step's (`storage/gradients.py`), from its index.
 """
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -14,9 +16,10 @@ from tensorboard import errors
 from tensorboard.util import tb_logging
 
 from tb_lstm_states import metadata
+from tb_lstm_states import states as states_lib
 from tb_lstm_states.server import limits
 from tb_lstm_states.server.params import floats
-from tb_lstm_states.storage import format
+from tb_lstm_states.storage import format, gradients
 
 logger = tb_logging.get_logger()
 
@@ -35,44 +38,58 @@ def v2_tables(
       data: the listed steps, in step order.
 
     Returns:
-      The route's answer. The rows are those of the first step with a readable
-      index; a step with other rows, no statistics or an unreadable index is NaN.
+      The route's answer. The rows are those of every step with a readable index,
+      in the order they first appear (the gradients' rows follow the states', as
+      steps logged with a loss store them); a step's values are NaN in the rows it
+      lacks, and everywhere when it has no statistics or an unreadable index, whose
+      `kinds` and `gradient_reach` are null.
     """
-    rows: Optional[List[list]] = None
-    tables: List[Optional[np.ndarray]] = []
+    # Every (layer, kind) a valid index lists is within the caps (`parse_index`), so
+    # the rows of every step together are at most `format.MAX_STATISTICS_ROWS`.
+    rows: Dict[Tuple[int, str], int] = {}
+    tables: List[Optional[Tuple[List[int], np.ndarray]]] = []
+    kinds: List[Optional[List[str]]] = []
+    reach: List[Optional[int]] = []
     for datum in data:
         try:
             index = parse_index(datum)
         except (format.FormatError, ValueError) as e:
             logger.warning("lstm_states: run %r tag %r step %d: %s", run, tag, datum.step, e)
             tables.append(None)
+            kinds.append(None)
+            reach.append(None)
             continue
-        step_rows = [list(row) for row in format.statistics_rows(index)]
-        if rows is None:
-            rows = step_rows
+        step_rows = format.statistics_rows(index)
+        present = {name for _, name in step_rows}
+        kinds.append([k for k in gradients.stored_kinds(index["kind"]) if k in present])
+        reach.append(index.get("gradient_reach"))
+        positions = [rows.setdefault(row, len(rows)) for row in step_rows]
         statistics = index["statistics"]
         table = None
-        if step_rows == rows and statistics is not None:
+        if statistics is not None:
             try:  # a JSON integer can be too large for a float
-                table = np.array(
-                    [[np.nan if v is None else v for v in row] for row in statistics],
-                    dtype=np.float64,
+                table = (
+                    positions,
+                    np.array(
+                        [[np.nan if v is None else v for v in row] for row in statistics],
+                        dtype=np.float64,
+                    ),
                 )
             except (OverflowError, ValueError, TypeError):
                 table = None
         tables.append(table)
-    rows = rows or []
-    shape = (len(rows), len(format.STATISTICS_COLUMNS))
-    if tables:
-        values = np.stack([t if t is not None else np.full(shape, np.nan) for t in tables])
-    else:
-        values = np.zeros((0, *shape))
+    values = np.full((len(tables), len(rows), len(format.STATISTICS_COLUMNS)), np.nan)
+    for step, table in enumerate(tables):
+        if table is not None:
+            values[step, table[0]] = table[1]
     return {
-        "rows": rows,
+        "rows": [list(row) for row in rows],
         "columns": list(format.STATISTICS_COLUMNS),
         "steps": [d.step for d in data],
         "wall_times": [d.wall_time for d in data],
         "values": floats(values, significant=SIGNIFICANT_DIGITS),
+        "kinds": kinds,
+        "gradient_reach": reach,
     }
 
 
@@ -119,10 +136,16 @@ def v1_tables(rows: list, columns: list, data: Sequence[Any]) -> Dict[str, Any]:
             table = np.full(shape, np.nan)  # a table of another size is never built
         values.append(table)
     stacked = np.stack(values) if values else np.zeros((0, *shape))
+    # Version 1 records hold the states' kinds only: those its rows name (known
+    # kinds only: the rows come from the logdir).
+    known = {k for network in states_lib.KINDS for k in states_lib.array_kinds(network)}
+    kinds = list(dict.fromkeys(kind for _, kind in rows if kind in known))
     return {
         "rows": rows,
         "columns": columns,
         "steps": [d.step for d in data],
         "wall_times": [d.wall_time for d in data],
         "values": floats(stacked, significant=SIGNIFICANT_DIGITS),
+        "kinds": [kinds] * len(data),
+        "gradient_reach": [None] * len(data),
     }

@@ -17,8 +17,7 @@ from google.protobuf import message as message_lib
 from tensorboard import errors
 from tensorboard.compat import tf
 
-from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import format, legacy, ranged
+from tb_lstm_states.storage import format, gradients, legacy, ranged
 
 # What reading a logdir's content may raise; all mean "this step cannot be served".
 LOGDIR_ERRORS = (
@@ -69,7 +68,7 @@ def check_layer_kind(header, run, tag, layer, kind):
             "run %r tag %r has layers 0 to %d (layer * directions + direction); no layer %d"
             % (run, tag, entries - 1, layer)
         )
-    kinds = states_lib.array_kinds(header["kind"])
+    kinds = gradients.stored_kinds(header["kind"])
     if kind not in kinds:
         raise errors.NotFoundError(
             "run %r tag %r (%s) has kinds %s; no kind %r"
@@ -121,10 +120,25 @@ class Record:
         try:
             return self._find(layer=layer, kind=kind)
         except KeyError:
+            if gradients.is_gradient(kind) and not self.has_gradients():
+                raise errors.NotFoundError(
+                    "run %r tag %r step %d holds no gradients, so no %s: only steps logged "
+                    "with a loss (StateWriter.log(..., loss=...)) do; the overview's 'kinds' "
+                    "says which" % (self.run, self.tag, self.step, kind)
+                ) from None
             raise errors.NotFoundError(
                 "run %r tag %r step %d has no layer %d %s"
                 % (self.run, self.tag, self.step, layer, kind)
             ) from None
+
+    def kinds(self) -> List[str]:
+        """The array kinds this step holds (any layer), in stored order."""
+        present = {e.get("kind") for e in self.header["arrays"] if "series" not in e}
+        return [k for k in gradients.stored_kinds(self.header["kind"]) if k in present]
+
+    def has_gradients(self) -> bool:
+        """Whether this step holds gradient arrays (it was logged with a loss)."""
+        return any(gradients.is_gradient(kind) for kind in self.kinds())
 
     def series_entry(self, name: str):
         with self.guard():

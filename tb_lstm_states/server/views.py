@@ -176,14 +176,37 @@ def changes(
 
 
 def check_units(record: records.Record, handle: Any, layer: int, kind: str) -> None:
-    """Refuses an array (or series) larger than the tab analyses."""
+    """Refuses an array (or series, or the forget gate of its memory horizons) larger
+    than the tab analyses."""
     header = record.header
-    limits.check_values(
-        header["batch"] * record.time_of(handle) * record.units_of(handle),
-        "the unit statistics of layer %d %s" % (layer, kind),
-        "this array is larger than the tab analyses",
-    )
+    for name, array in ((kind, handle), ("forget", _forget(record, layer))):
+        if array is not None:
+            limits.check_values(
+                header["batch"] * record.time_of(array) * record.units_of(array),
+                "the unit statistics of layer %d %s" % (layer, name),
+                "this array is larger than the tab analyses",
+            )
     check_series(record)
+
+
+def _forget(record: records.Record, layer: int) -> Any:
+    """The handle of the forget gate of an LSTM record's `layer`, or None (another kind,
+    or a record that lacks it)."""
+    if record.header["kind"] != "lstm":
+        return None
+    try:
+        return record.entry(layer, "forget")
+    except errors.NotFoundError:
+        return None
+
+
+def memory_horizon(record: records.Record, layer: int) -> Optional[list]:
+    """Per unit of `layer`'s cell, -1/ln(mean forget gate) in timesteps
+    (`analysis.memory_horizon`), null where undefined; None for a GRU or RNN."""
+    handle = _forget(record, layer)
+    if handle is None:
+        return None
+    return floats(analysis.memory_horizon(record.read(handle), record.header["lengths"]))
 
 
 def units(
@@ -195,7 +218,8 @@ def units(
     max_lag: int = 0,
 ) -> bytes:
     """The encoded JSON of the `units` route (`analysis.unit_statistics` of one array),
-    with `significance` against `series` when given (`compare.significance_of`)."""
+    with `significance` against `series` when given (`compare.significance_of`), and
+    for an LSTM the memory horizon of each unit of the layer, whatever the kind."""
     array = record.read(handle)
     result = analysis.unit_statistics(
         array, kind, record.header["lengths"], records.series_arrays(record)
@@ -221,5 +245,6 @@ def units(
             "period_strength": floats(result["period_strength"]),
             "correlation": {k: floats(v) for k, v in result["correlation"].items()},
             "order": order,
+            "memory_horizon": memory_horizon(record, layer),
         }
     )
