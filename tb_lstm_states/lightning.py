@@ -46,7 +46,7 @@ class StatesCallback(_Callback):
         every_n_epochs: int = 1,
         series: Optional[Dict[str, Any]] = None,
         tokens: Optional[Sequence[Sequence[str]]] = None,
-        loss: Any = None,
+        loss: Optional[Callable[[Any], Any]] = None,
         dtype: str = "float16",
     ):
         """
@@ -58,17 +58,21 @@ class StatesCallback(_Callback):
           tag: the tag in TensorBoard; default `module`.
           every_n_epochs: log at epochs 0, n, 2n, ...
           series, tokens, dtype: as for `StateWriter.add_states`.
-          loss: gradients are not captured yet; give None.
+          loss: optional callable, as `StateWriter.log` (and `tls.capture`) take it:
+            given the layer's output on the probe (what `layer(probe)[0]` returns),
+            a scalar tensor, e.g. `lambda out: (out[:, -1] - target).pow(2).sum()`.
+            With it the gradients dL/dh_t (and dL/dc_t) are logged too, as kinds
+            `grad_hidden` and `grad_cell`; the model's `.grad`s are left alone. For
+            `ddp_spawn` it must pickle (a module-level function, not a lambda).
 
         Raises:
-          NotImplementedError: if `loss` is given.
-          ValueError: on a bad `module`, `every_n_epochs` or `dtype`.
+          ValueError: on a bad `module`, `every_n_epochs`, `dtype` or `loss`.
         """
         super().__init__()
-        if loss is not None:
-            raise NotImplementedError(
-                "StatesCallback(loss=...): tls.capture does not capture gradients yet; "
-                "leave loss=None to log the states alone"
+        if loss is not None and not callable(loss):
+            raise ValueError(
+                "loss must be a callable (the layer's output -> a scalar tensor), got %s"
+                % type(loss).__name__
             )
         if not isinstance(module, str) or not module:
             raise ValueError(
@@ -88,6 +92,7 @@ class StatesCallback(_Callback):
         self.series = series
         self.tokens = tokens
         self.dtype = dtype
+        self.loss = loss
         self._writer: Optional[StateWriter] = None
 
     # The writer (a thread and an open file) stays in the process that made it.
@@ -118,6 +123,7 @@ class StatesCallback(_Callback):
                 series=self.series,
                 tokens=self.tokens,
                 dtype=self.dtype,
+                loss=self.loss,
             )
         finally:
             layer.training = training

@@ -65,13 +65,13 @@ if "pytorch_lightning" in PACKAGES:
     TinyPytorchLightning.__qualname__ = TinyPytorchLightning.__name__ = "TinyPytorchLightning"
 
 
-def _fit(package, tmp_path, **trainer_args):
+def _fit(package, tmp_path, loss=None, **trainer_args):
     pl = importlib.import_module(package)
     loggers = importlib.import_module(package + ".loggers")
     model = (TinyLightning if package == "lightning.pytorch" else TinyPytorchLightning)()
     logger = loggers.TensorBoardLogger(str(tmp_path / "tb"), name="exp")
     probe = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(1))
-    callback = StatesCallback("encoder.lstm", probe, tag="enc")
+    callback = StatesCallback("encoder.lstm", probe, tag="enc", loss=loss)
     trainer = pl.Trainer(
         max_epochs=3,
         logger=logger,
@@ -109,6 +109,28 @@ def test_ddp_spawn_two_processes_leaves_steps_0_1_2(package, tmp_path):
     assert [(r.tag, r.step) for r in records] == [("enc", s) for s in range(3)]
 
 
+def last_output_loss(output):
+    """The loss of `test_a_loss_logs_the_gradients`: module level, so it pickles."""
+    return output[:, -1].pow(2).sum()
+
+
+@pytest.mark.parametrize("package", PACKAGES[:1])
+def test_a_loss_logs_the_gradients(package, tmp_path):
+    logger, model, probe = _fit(package, tmp_path, loss=last_output_loss, devices=1)
+    records = list(tls.read_states(logger.root_dir))
+    assert [r.step for r in records] == [0, 1, 2]
+    assert all(set(r.states.layers[0].grads) == {"cell", "hidden"} for r in records)
+    # The last record's gradients are those of the trained module, left without .grad.
+    model.zero_grad(set_to_none=True)
+    expected = tls.capture(model.encoder.lstm, probe, loss=last_output_loss).layers[0].grads
+    for name in ("cell", "hidden"):
+        np.testing.assert_allclose(
+            records[-1].states.layers[0].grads[name], expected[name].numpy(), rtol=1e-5, atol=1e-6
+        )
+    assert all(p.grad is None for p in model.encoder.lstm.parameters())
+    assert pickle.loads(pickle.dumps(StatesCallback("lstm", probe, loss=last_output_loss))).loss
+
+
 def test_pickles_without_its_writer(tmp_path):
     callback = StatesCallback("encoder.lstm", torch.zeros(1, 2, 3))
     callback._writer = tls.StateWriter(str(tmp_path))
@@ -121,8 +143,8 @@ def test_pickles_without_its_writer(tmp_path):
 
 
 def test_bad_arguments():
-    with pytest.raises(NotImplementedError, match="gradients"):
-        StatesCallback("lstm", torch.zeros(1), loss=lambda m: 0)
+    with pytest.raises(ValueError, match="loss must be a callable"):
+        StatesCallback("lstm", torch.zeros(1), loss="mse")
     with pytest.raises(ValueError, match="every_n_epochs"):
         StatesCallback("lstm", torch.zeros(1), every_n_epochs=0)
     with pytest.raises(ValueError, match="attribute path"):
