@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import http_get, tensorboard_server, wait_for_json
-from test_plugin_support import PREFIX, make_client, make_states, write_index
+from test_plugin_support import PREFIX, copy_v1_runs, make_client, make_states, write_index
 from test_plugin_v2 import get, get_json, npy, read_index, reference_binned, url_of
 
 import tb_lstm_states as tls
@@ -308,6 +308,20 @@ def test_the_listings_say_which_kinds_each_step_holds(client):
     assert all(isinstance(r, int) for r in overview["gradient_reach"][1:])
     long = get_json(client, "overview", run="long", tag="rnn")
     assert long["kinds"] == [["hidden", "grad_hidden"]]
+
+
+def test_version_1_steps_hold_no_gradients(tmp_path):
+    copy_v1_runs(tmp_path)
+    served = make_client(tmp_path)[0]
+    overview = get_json(served, "overview", run="lstm_run", tag="encoder")
+    states = ["cell", "hidden", "input", "forget", "candidate", "output"]
+    assert overview["kinds"] == [states] * 3 and overview["gradient_reach"] == [None] * 3
+    status, _, body = get(
+        served, "states", run="lstm_run", tag="encoder", step=0, layer=0, kind="grad_cell"
+    )
+    assert status == 404 and b"holds no gradients" in body, body
+    units = get_json(served, "units", run="lstm_run", tag="encoder", step=0, layer=0, kind="cell")
+    assert len(units["memory_horizon"]) == units["units"]
 
 
 # ----------------------------------------------------------------------
