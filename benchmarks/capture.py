@@ -95,6 +95,35 @@ def cells_of(lstm):
     return cells
 
 
+def cell_loop_gradients(cells, inputs):
+    """dL/dh_t and dL/dc_t with an nn.LSTMCell loop, every state its own node."""
+    batch = inputs.shape[1]
+    states = [
+        (inputs.new_zeros(batch, c.hidden_size), inputs.new_zeros(batch, c.hidden_size))
+        for c in cells
+    ]
+    nodes, outputs = [], []
+    for step in inputs:
+        layer_input = step
+        for index, lstm_cell in enumerate(cells):
+            states[index] = lstm_cell(layer_input, states[index])
+            nodes.extend(states[index])
+            layer_input = states[index][0]
+        outputs.append(layer_input)
+    loss = gradient_loss(torch.stack(outputs))
+    return torch.autograd.grad(loss, nodes)
+
+
+def train_step(lstm, inputs):
+    """The module's forward and backward, as one training step computes them."""
+    lstm.zero_grad(set_to_none=True)
+    lstm(inputs)[0].pow(2).mean().backward()
+
+
+def gradient_loss(output):
+    return output.pow(2).mean()
+
+
 def time_interleaved(functions, repeats, synchronize):
     """Median seconds of each function, timed round-robin `repeats` times.
 
@@ -186,7 +215,63 @@ def main():
         "capture within max(%gx forward, %g ms): %d of %d shapes"
         % (GOAL_RATIO, GOAL_FLOOR * 1e3, len(shapes) - missed, len(shapes))
     )
+    missed += gradient_table(shapes, device, args.repeats, synchronize)
     return 1 if missed else 0
+
+
+def gradient_table(shapes, device, repeats, synchronize):
+    """capture(loss=) against the module's forward plus backward; returns misses."""
+    print()
+    print(
+        "capture(loss=) (every state and dL/dh_t, dL/dc_t) vs nn.LSTM forward + backward "
+        "(parameter gradients), and an LSTMCell loop's per-timestep gradients"
+    )
+    header = "%-15s %11s %11s %11s %12s %10s %5s" % (
+        "batch,time,hid",
+        "fwd+bwd ms",
+        "capture ms",
+        "cells ms",
+        "capture/f+b",
+        "cells/f+b",
+        "met",
+    )
+    print(header)
+    print("-" * len(header))
+    missed = 0
+    for batch, steps, hidden in shapes:
+        lstm = nn.LSTM(INPUT_SIZE, hidden, NUM_LAYERS).to(device).train()
+        cells = cells_of(lstm)
+        inputs = torch.randn(steps, batch, INPUT_SIZE, device=device)
+        medians = time_interleaved(
+            {
+                "step": functools.partial(train_step, lstm, inputs),
+                "capture": functools.partial(tls.capture, lstm, inputs, loss=gradient_loss),
+                "cells": functools.partial(cell_loop_gradients, cells, inputs),
+            },
+            repeats,
+            synchronize,
+        )
+        step, captured, looped = medians["step"], medians["capture"], medians["cells"]
+        met = captured <= GOAL_RATIO * step
+        missed += not met
+        print(
+            "%-15s %11.2f %11.2f %11.2f %11.2fx %9.2fx %5s"
+            % (
+                "%d,%d,%d" % (batch, steps, hidden),
+                step * 1e3,
+                captured * 1e3,
+                looped * 1e3,
+                captured / step,
+                looped / step,
+                "yes" if met else "NO",
+            ),
+            flush=True,
+        )
+    print(
+        "capture(loss=) within %gx forward + backward: %d of %d shapes"
+        % (GOAL_RATIO, len(shapes) - missed, len(shapes))
+    )
+    return missed
 
 
 if __name__ == "__main__":

@@ -32,11 +32,16 @@ class LayerStates:
       hidden: `[batch, time, hidden_out]`, after the projection when `proj_size > 0`.
       cell: `[batch, time, hidden]` for LSTM, else None.
       gates: activated gates by name (see `GATE_NAMES`), each `[batch, time, hidden]`.
+      grads: empty unless captured with a loss: `"hidden"`, dL/dh_t `[batch, time,
+        hidden_out]`, and for LSTM `"cell"`, dL/dc_t `[batch, time, hidden]`; each the
+        total derivative through later timesteps, the other direction and the upper
+        layers, zero past each sequence's length.
     """
 
     hidden: Any
     cell: Optional[Any] = None
     gates: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    grads: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def get(self, name: str) -> Any:
         """Returns the array called `name`: `hidden`, `cell` or a gate name."""

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from tb_lstm_states.capturing import cells
+from tb_lstm_states.capturing import cells, gradients
 from tb_lstm_states.capturing.inputs import Sequences, check_module, check_tensor, initial_states
 from tb_lstm_states.states import LayerStates, RecurrentStates
 
@@ -31,12 +31,12 @@ _KERNEL_BY_MODE: Dict[str, Callable[..., Any]] = {
 _DROPOUT_WARNED: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
 
 
-def capture(module, inputs, hx=None):
+def capture(module, inputs, hx=None, *, loss=None):
     """Computes the per-timestep states of every layer of a recurrent module.
 
-    The module is run without autograd and without inter-layer dropout; its
-    parameters and buffers are not changed, and nothing outside the call is either
-    (no thread counts, no caches).
+    The module is run without inter-layer dropout; its parameters and buffers are
+    not changed, and nothing outside the call is either (no thread counts, no
+    caches). Without `loss` it runs without autograd.
 
     Args:
       module: an `nn.LSTM`, `nn.GRU` or `nn.RNN` (tanh or relu), with any
@@ -45,6 +45,12 @@ def capture(module, inputs, hx=None):
         (`[batch, time, features]` when `batch_first`), an unbatched
         `[time, features]` tensor, or a `PackedSequence`, sorted or not.
       hx: the initial state the module's forward takes, or None for zeros.
+      loss: optional callable; given what `module(inputs, hx)[0]` returns (a tensor,
+        or a PackedSequence for packed input), it returns a scalar tensor. With it,
+        each layer's `grads` holds dL/dh_t (and dL/dc_t for LSTM) at every timestep:
+        the total derivative through later timesteps, the other direction and the
+        upper layers, as autograd gives it for the unrolled module
+        (`gradients.py`). No `.grad` is left on any parameter.
 
     A float16 or bfloat16 module is computed in float32 (its weights, inputs and
     `hx` converted exactly), so its states are float32 and at least as accurate as
@@ -61,10 +67,13 @@ def capture(module, inputs, hx=None):
 
     Raises:
       TypeError: `module` is not a supported recurrent module, or `inputs`/`hx`
-        have the wrong type, dtype or device.
-      ValueError: `inputs` or `hx` have a shape the module does not accept.
+        have the wrong type, dtype or device, or `loss` is not a callable
+        returning a scalar tensor.
+      ValueError: `inputs` or `hx` have a shape the module does not accept, or the
+        loss does not depend on the output.
     """
     kind = check_module(module)
+    output_dtype = module.weight_ih_l0.dtype
     _warn_about_dropout(module)
     device_type = module.weight_ih_l0.device.type
     autocast = _autocast_enabled(device_type)
@@ -73,7 +82,7 @@ def capture(module, inputs, hx=None):
         module, inputs, hx = _in_compute_dtype(module, inputs, hx, autocast)
         sequences = Sequences(module, inputs)
         h0, c0 = initial_states(module, hx, sequences)
-        layers = _capture_layers(module, sequences, h0, c0)
+        layers = _capture_layers(module, sequences, h0, c0, loss, output_dtype)
         lengths = sequences.original_order(sequences.lengths.unsqueeze(0)).squeeze(1)
     return RecurrentStates(
         kind=kind,
@@ -165,7 +174,7 @@ def _layer_weights(module, layer, direction):
     return [getattr(module, name + suffix) for name in names]
 
 
-def _capture_layers(module, sequences, h0, c0):
+def _capture_layers(module, sequences, h0, c0, loss=None, output_dtype=None):
     """Returns the `LayerStates` of every layer and direction, in `h_n` order."""
     directions = 2 if module.bidirectional else 1
     layers = module.num_layers
@@ -173,17 +182,31 @@ def _capture_layers(module, sequences, h0, c0):
     weights = [
         [_layer_weights(module, layer, d) for d in range(directions)] for layer in range(layers)
     ]
-    inputs, outputs = [], []
-    layer_input = sequences.padded
-    for layer in range(layers):
-        rows = slice(layer * directions, (layer + 1) * directions)
-        layer_c0 = c0[rows] if c0 is not None else None
-        output = _run_kernel(
-            module, sequences, layer, layer_input, h0[rows], layer_c0, weights[layer]
+    runs = None
+    if loss is not None:
+        runs = gradients.run_layers(
+            module, sequences, h0, c0, weights, _run_kernel, loss, output_dtype
         )
-        inputs.append(layer_input)
-        outputs.append(output)
-        layer_input = output
+        outputs = [run.output for run in runs]
+        inputs = [sequences.padded, *outputs[:-1]]
+    else:
+        inputs, outputs = [], []
+        layer_input = sequences.padded
+        for layer in range(layers):
+            rows = slice(layer * directions, (layer + 1) * directions)
+            layer_c0 = c0[rows] if c0 is not None else None
+            output = _run_kernel(
+                module,
+                sequences,
+                layer_input,
+                h0[rows],
+                layer_c0,
+                weights[layer],
+                packed_data=sequences.packed_data if layer == 0 else None,
+            )
+            inputs.append(layer_input)
+            outputs.append(output)
+            layer_input = output
     # [layers * directions, ...] -> [layers, directions, ...]
     h0 = h0.view(layers, directions, *h0.shape[1:])
     c0 = c0.view(layers, directions, *c0.shape[1:]) if c0 is not None else None
@@ -201,12 +224,31 @@ def _capture_layers(module, sequences, h0, c0):
         )
         for layer in range(layers):
             hidden = outputs[layer][..., d * hidden_out : (d + 1) * hidden_out]
-            states[layer][d] = _finish_layer(sequences, hidden, cells_d[layer], gates_d[layer])
+            _zero_past_lengths(sequences, cells_d[layer], gates_d[layer])
+            grads = {}
+            if runs is not None:
+                grads = gradients.layer_gradients(
+                    module.mode,
+                    sequences,
+                    runs[layer],
+                    weights[layer][d],
+                    cells_d[layer],
+                    gates_d[layer],
+                    d,
+                    _valid_positions(sequences),
+                )
+            states[layer][d] = _finish_layer(
+                sequences, hidden, cells_d[layer], gates_d[layer], grads
+            )
     return [state for layer_states in states for state in layer_states]
 
 
-def _run_kernel(module, sequences, layer, layer_input, h0, c0, weights):
+def _run_kernel(module, sequences, layer_input, h0, c0, weights, packed_data=None, train=False):
     """Runs the module's own kernel on one layer.
+
+    Args:
+      packed_data: the PackedSequence data of `layer_input` when already at hand.
+      train: the kernel's training flag (dropout is 0 either way).
 
     Returns:
       `[time, batch, directions * out]`, time-major, zero past each length.
@@ -215,26 +257,38 @@ def _run_kernel(module, sequences, layer, layer_input, h0, c0, weights):
     hx = (h0, c0) if c0 is not None else h0
     flat = [w for direction in weights for w in direction]
     # (hx, weights, has_biases, num_layers, dropout, train, bidirectional)
-    args = (hx, flat, module.bias, 1, 0.0, False, module.bidirectional)
+    args = (hx, flat, module.bias, 1, 0.0, train, module.bidirectional)
     if sequences.batch_sizes is None:
         return kernel(layer_input, *args, False)[0]  # batch_first=False
-    data = sequences.packed_data if layer == 0 else sequences.pack(layer_input)
+    data = packed_data if packed_data is not None else sequences.pack(layer_input)
     return sequences.unpack(kernel(data, sequences.batch_sizes, *args)[0])
 
 
-def _finish_layer(sequences, hidden, cell, gates):
-    """Zeros positions beyond each length and returns batch-first `LayerStates`."""
-    if not sequences.all_full:
-        steps = torch.arange(sequences.steps, device=sequences.lengths.device)
-        invalid = (steps.unsqueeze(1) >= sequences.lengths.unsqueeze(0)).unsqueeze(2)
-        # In place: these are capture's own buffers, not the user's.
-        if cell is not None:
-            cell.masked_fill_(invalid, 0)
-        for gate in gates.values():
-            gate.masked_fill_(invalid, 0)
+def _valid_positions(sequences):
+    """`[time, batch, 1]`, True at positions within each length; None if all are."""
+    if sequences.all_full:
+        return None
+    steps = torch.arange(sequences.steps, device=sequences.lengths.device)
+    return (steps.unsqueeze(1) < sequences.lengths.unsqueeze(0)).unsqueeze(2)
+
+
+def _zero_past_lengths(sequences, cell, gates):
+    valid = _valid_positions(sequences)
+    if valid is None:
+        return
+    # In place: these are capture's own buffers, not the user's.
+    if cell is not None:
+        cell.masked_fill_(~valid, 0)
+    for gate in gates.values():
+        gate.masked_fill_(~valid, 0)
+
+
+def _finish_layer(sequences, hidden, cell, gates, grads):
+    """Returns batch-first `LayerStates` in the user's order."""
     order = sequences.original_order
     return LayerStates(
         hidden=order(hidden),
         cell=order(cell) if cell is not None else None,
         gates={name: order(gate) for name, gate in gates.items()},
+        grads={name: order(grad) for name, grad in grads.items()},
     )

@@ -1,0 +1,230 @@
+"""dL/dh_t and dL/dc_t of every layer, through the module's own fused kernel.
+
+A fused kernel (cuDNN, or ATen's CPU loop) keeps its per-timestep gradients to
+itself: autograd can give dL/d(layer output), but that leaves out the path from h_t
+through the layer's own later timesteps. The total derivative needs that path, so
+each layer's input is widened with a zero tensor `e` that the widened input weights
+`[W_ih | I]` add, unchanged, to the gate pre-activations. Autograd then gives,
+through the same kernel, dL/de_t, which is dL/d(pre-activation of step t): the
+gradient every later use of h_{t-1} and c_{t-1} receives. From it and the recomputed
+gates, each state's total derivative is one matrix product over all timesteps:
+
+- LSTM and RNN: h_{t-1} is used by the next step's gates and by the layer's output,
+  so dL/dh_{t-1} = dL/dy_{t-1} + W_hh^T dL/dpre_t, with no recurrence left;
+- GRU: h_{t-1} also enters h_t directly, h_t = (1 - z_t) n_t + z_t h_{t-1}, so
+  dL/dh_{t-1} = a_{t-1} + z_t dL/dh_t, an elementwise linear recurrence;
+- LSTM cell: c_t enters h_t and c_{t+1} = f_{t+1} c_t + ..., so
+  dL/dc_t = dL/dh_t o_t (1 - tanh^2 c_t) + f_{t+1} dL/dc_{t+1}, another one.
+
+Both recurrences are solved by `scan.linear_scan`, as the cell states are. "Next"
+is t+1 for the forward direction and t-1 for the reverse one. Every function works
+time-major (`[time, batch, ...]`) in the working order of `Sequences`.
+"""
+
+from typing import Any, List, Optional, Sequence
+
+import torch
+from torch.nn.utils.rnn import PackedSequence
+
+from tb_lstm_states.capturing import scan
+
+GATE_COUNT = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+class LayerRun:
+    """What a layer's run with autograd gives: its output and the two gradients.
+
+    Attributes:
+      output: `[time, batch, directions * out]`, detached, zero past each length.
+      output_grad: dL/d(output) through the upper layers and the loss only.
+      gate_grad: `[time, batch, directions * gates]`, dL/d(pre-activation) per step.
+    """
+
+    def __init__(self, output, output_grad, gate_grad):
+        self.output = output
+        self.output_grad = output_grad
+        self.gate_grad = gate_grad
+
+
+def run_layers(module, sequences, h0, c0, weights, run_kernel, loss, output_dtype):
+    """Runs every layer with autograd through the widened kernel and calls `loss`.
+
+    Args:
+      module: the recurrent module (or its float32 view).
+      sequences: the normalized input (`Sequences`).
+      h0, c0: initial states `[layers * directions, batch, ...]` (c0 None but LSTM).
+      weights: per layer, per direction, the weights in `_flat_weights` order.
+      run_kernel: `layers._run_kernel`, called with the widened input and weights.
+      loss: the user's callable, given what `module(inputs, hx)[0]` returns.
+      output_dtype: the dtype the module's own output has.
+
+    Returns:
+      One `LayerRun` per layer.
+
+    Raises:
+      TypeError: `loss` is not callable or does not return a scalar tensor.
+      ValueError: the loss does not depend on the output.
+    """
+    if not callable(loss):
+        raise TypeError(
+            "loss must be a callable taking the module's output and returning a scalar "
+            "tensor, got %s." % type(loss).__name__
+        )
+    directions = 2 if module.bidirectional else 1
+    gates = GATE_COUNT[module.mode] * module.hidden_size
+    steps, batch = sequences.steps, sequences.batch
+    layer_input = sequences.padded
+    outputs, extras = [], []
+    with torch.enable_grad():
+        for layer in range(module.num_layers):
+            extra = layer_input.new_zeros(steps, batch, directions * gates, requires_grad=True)
+            widened = [_widen(weights[layer][d], d, directions, gates) for d in range(directions)]
+            rows = slice(layer * directions, (layer + 1) * directions)
+            layer_c0 = c0[rows] if c0 is not None else None
+            output = run_kernel(
+                module,
+                sequences,
+                torch.cat([layer_input, extra], dim=2),
+                h0[rows],
+                layer_c0,
+                widened,
+                train=True,  # cuDNN has a backward only for training mode; dropout is 0
+            )
+            outputs.append(output)
+            extras.append(extra)
+            layer_input = output
+        value = loss(_module_output(sequences, module, outputs[-1], output_dtype))
+        _check_loss_value(value)
+        grads = torch.autograd.grad(value, extras + outputs, allow_unused=True)
+    layers = module.num_layers
+    runs = []
+    for layer in range(layers):
+        gate_grad, output_grad = grads[layer], grads[layers + layer]
+        output = outputs[layer].detach()
+        runs.append(
+            LayerRun(
+                output,
+                torch.zeros_like(output) if output_grad is None else output_grad,
+                torch.zeros_like(extras[layer]) if gate_grad is None else gate_grad,
+            )
+        )
+    return runs
+
+
+def _widen(weights: Sequence[Any], direction: int, directions: int, gates: int) -> List[Any]:
+    """The direction's weights with `[W_ih | I]`: the extra input adds to its gates."""
+    weight_ih = weights[0].detach()
+    identity = weight_ih.new_zeros(gates, directions * gates)
+    identity[:, direction * gates : (direction + 1) * gates] = torch.eye(
+        gates, dtype=weight_ih.dtype, device=weight_ih.device
+    )
+    return [torch.cat([weight_ih, identity], dim=1)] + [w.detach() for w in weights[1:]]
+
+
+def _module_output(sequences, module, output, output_dtype):
+    """`output` (time-major, working order) in the form the module's forward returns."""
+    if output.dtype != output_dtype:
+        output = output.to(output_dtype)
+    if sequences.batch_sizes is not None:
+        return PackedSequence(
+            sequences.pack(output),
+            sequences.batch_sizes,
+            sequences.sorted_indices,
+            sequences.unsorted_indices,
+        )
+    if sequences.unbatched:
+        return output.squeeze(1)
+    return output.transpose(0, 1) if module.batch_first else output
+
+
+def _check_loss_value(value):
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        raise TypeError(
+            "loss must return a scalar tensor (one element), got %s. Reduce it, e.g. "
+            "with .mean() or .sum()."
+            % (
+                "a tensor of shape %s" % (tuple(value.shape),)
+                if isinstance(value, torch.Tensor)
+                else type(value).__name__
+            )
+        )
+    if not value.is_floating_point() or not value.requires_grad:
+        raise ValueError(
+            "loss returned a value that does not depend on the module's output (no "
+            "gradient flows back): compute it from the output with torch operations, "
+            "without .item(), .detach() or torch.no_grad()."
+        )
+
+
+def layer_gradients(
+    mode: str,
+    sequences,
+    run: LayerRun,
+    weights: Sequence[Any],
+    cell: Optional[Any],
+    gates: dict,
+    direction: int,
+    valid: Optional[Any],
+) -> dict:
+    """Returns `{"hidden": dL/dh, "cell": dL/dc}` (cell for LSTM) of one direction.
+
+    Args:
+      mode: the module's `mode`.
+      sequences: the normalized input.
+      run: the layer's `LayerRun`.
+      weights: the direction's weights in `_flat_weights` order.
+      cell: the direction's cell states `[time, batch, hidden]` (LSTM), else None.
+      gates: its activated gates by name, zero past each length.
+      direction: 0 forward, 1 reverse.
+      valid: `[time, batch, 1]` bool mask of valid positions, or None if all are.
+
+    Returns:
+      Time-major `[time, batch, ...]` tensors, zero past each length.
+    """
+    weight_hh = weights[1].detach()
+    width = weight_hh.shape[1]  # the hidden state's (after projection) width
+    gate_width = weight_hh.shape[0]
+    external = run.output_grad[..., direction * width : (direction + 1) * width]
+    pre_grad = run.gate_grad[..., direction * gate_width : (direction + 1) * gate_width]
+    if mode == "GRU":
+        size = gate_width // 3
+        # n sees the hidden side through r * (W_hn h + b_hn).
+        pre_grad = torch.cat(
+            [pre_grad[..., : 2 * size], pre_grad[..., 2 * size :] * gates["reset"]], dim=2
+        )
+    recurrent = torch.matmul(pre_grad, weight_hh)
+    hidden = external.clone()
+    # dL/dpre of step "next(t)" reaches h_t.
+    if direction == 0:
+        hidden[:-1] += recurrent[1:]
+    else:
+        hidden[1:] += recurrent[:-1]
+    if mode == "GRU":
+        _solve(hidden, gates["update"], direction)
+    result = {"hidden": hidden}
+    if mode == "LSTM":
+        raw = hidden if len(weights) % 2 == 0 else torch.matmul(hidden, weights[-1].detach())
+        tanh_cell = torch.tanh(cell)
+        cell_grad = raw * gates["output"] * (1 - tanh_cell * tanh_cell)
+        _solve(cell_grad, gates["forget"], direction)
+        result["cell"] = cell_grad
+    if valid is not None:
+        for value in result.values():
+            value.masked_fill_(~valid, 0)
+    return result
+
+
+def _solve(values, factors_by_step, direction):
+    """In place: values_t += factor_{next(t)} * values_{next(t)}, from the last use back.
+
+    Past a sequence's length the factors are zero, so nothing flows back from the
+    padding; what flows into it (reverse direction) is masked afterwards.
+    """
+    factors = torch.zeros_like(factors_by_step)
+    if direction == 0:
+        factors[:-1] = factors_by_step[1:]
+    else:
+        factors[1:] = factors_by_step[:-1]
+    steps = values.shape[0]
+    chunk = scan.scan_chunk(steps, values[0].numel(), values.device.type)
+    scan.linear_scan(values, factors, chunk, reverse=direction == 0)
