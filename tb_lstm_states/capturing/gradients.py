@@ -202,7 +202,7 @@ def layer_gradients(
     if mode == "GRU":
         _solve(hidden, gates["update"], direction)
     result = {"hidden": hidden}
-    if mode == "LSTM":
+    if mode == "LSTM" and cell is not None:
         raw = hidden if len(weights) % 2 == 0 else torch.matmul(hidden, weights[-1].detach())
         tanh_cell = torch.tanh(cell)
         cell_grad = raw * gates["output"] * (1 - tanh_cell * tanh_cell)
