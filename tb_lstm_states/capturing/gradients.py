@@ -1,20 +1,23 @@
 """dL/dh_t and dL/dc_t of every layer, through the module's own fused kernel.
 
-A fused kernel (cuDNN, or ATen's CPU loop) keeps its per-timestep gradients to
-itself: autograd can give dL/d(layer output), but that leaves out the path from h_t
-through the layer's own later timesteps. The total derivative needs that path, so
-each layer's input is widened with a zero tensor `e` that the widened input weights
-`[W_ih | I]` add, unchanged, to the gate pre-activations. Autograd then gives,
-through the same kernel, dL/de_t, which is dL/d(pre-activation of step t): the
-gradient every later use of h_{t-1} and c_{t-1} receives. From it and the recomputed
-gates, each state's total derivative is one matrix product over all timesteps:
+A fused kernel (cuDNN, oneDNN, or ATen's CPU loop) keeps its per-timestep gradients
+to itself: autograd can give dL/d(layer output), but that leaves out the path from
+h_t through the layer's own later timesteps. The total derivative needs that path,
+so each layer's input is widened with a zero tensor `e` whose widened input weights
+add, unchanged, a term to the gate pre-activations; autograd then gives dL/de_t
+through the same kernel:
 
-- LSTM and RNN: h_{t-1} is used by the next step's gates and by the layer's output,
-  so dL/dh_{t-1} = dL/dy_{t-1} + W_hh^T dL/dpre_t, with no recurrence left;
-- GRU: h_{t-1} also enters h_t directly, h_t = (1 - z_t) n_t + z_t h_{t-1}, so
-  dL/dh_{t-1} = a_{t-1} + z_t dL/dh_t, an elementwise linear recurrence;
+- LSTM and RNN: the weights are `[W_ih | W_hh]`, so dL/de_t = W_hh^T dL/dpre_t, the
+  gradient h_{t-1} receives through step t. h_{t-1} is used only there and by the
+  layer's output, so dL/dh_{t-1} = dL/dy_{t-1} + dL/de_t, with no recurrence left;
+- GRU: the weights are `[W_ih | I]`, so dL/de_t = dL/dpre_t (the input side). n_t
+  sees h_{t-1} through r_t * (W_hn h_{t-1} + b_hn), and h_{t-1} also enters h_t
+  directly, h_t = (1 - z_t) n_t + z_t h_{t-1}, so
+  dL/dh_{t-1} = dL/dy_{t-1} + W_hh^T [dpre_r, dpre_z, r_t dpre_n] + z_t dL/dh_t,
+  an elementwise linear recurrence;
 - LSTM cell: c_t enters h_t and c_{t+1} = f_{t+1} c_t + ..., so
-  dL/dc_t = dL/dh_t o_t (1 - tanh^2 c_t) + f_{t+1} dL/dc_{t+1}, another one.
+  dL/dc_t = dL/dh_t o_t (1 - tanh^2 c_t) + f_{t+1} dL/dc_{t+1} (through W_hr^T first
+  under `proj_size`), another one.
 
 Both recurrences are solved by `scan.linear_scan`, as the cell states are. "Next"
 is t+1 for the forward direction and t-1 for the reverse one. Every function works
@@ -37,13 +40,14 @@ class LayerRun:
     Attributes:
       output: `[time, batch, directions * out]`, detached, zero past each length.
       output_grad: dL/d(output) through the upper layers and the loss only.
-      gate_grad: `[time, batch, directions * gates]`, dL/d(pre-activation) per step.
+      extra_grad: `[time, batch, directions * width]`, dL/de per step: W_hh^T
+        dL/dpre_t (LSTM, RNN) or dL/dpre_t (GRU).
     """
 
-    def __init__(self, output, output_grad, gate_grad):
+    def __init__(self, output, output_grad, extra_grad):
         self.output = output
         self.output_grad = output_grad
-        self.gate_grad = gate_grad
+        self.extra_grad = extra_grad
 
 
 def run_layers(module, sequences, h0, c0, weights, run_kernel, loss, output_dtype):
@@ -71,14 +75,20 @@ def run_layers(module, sequences, h0, c0, weights, run_kernel, loss, output_dtyp
             "tensor, got %s." % type(loss).__name__
         )
     directions = 2 if module.bidirectional else 1
-    gates = GATE_COUNT[module.mode] * module.hidden_size
+    if module.mode == "GRU":
+        width = GATE_COUNT["GRU"] * module.hidden_size
+    else:
+        width = module.proj_size if module.proj_size > 0 else module.hidden_size
     steps, batch = sequences.steps, sequences.batch
     layer_input = sequences.padded
     outputs, extras = [], []
     with torch.enable_grad():
         for layer in range(module.num_layers):
-            extra = layer_input.new_zeros(steps, batch, directions * gates, requires_grad=True)
-            widened = [_widen(weights[layer][d], d, directions, gates) for d in range(directions)]
+            extra = layer_input.new_zeros(steps, batch, directions * width, requires_grad=True)
+            widened = [
+                _widen(weights[layer][d], d, directions, module.mode == "GRU")
+                for d in range(directions)
+            ]
             rows = slice(layer * directions, (layer + 1) * directions)
             layer_c0 = c0[rows] if c0 is not None else None
             output = run_kernel(
@@ -99,26 +109,33 @@ def run_layers(module, sequences, h0, c0, weights, run_kernel, loss, output_dtyp
     layers = module.num_layers
     runs = []
     for layer in range(layers):
-        gate_grad, output_grad = grads[layer], grads[layers + layer]
+        extra_grad, output_grad = grads[layer], grads[layers + layer]
         output = outputs[layer].detach()
         runs.append(
             LayerRun(
                 output,
                 torch.zeros_like(output) if output_grad is None else output_grad,
-                torch.zeros_like(extras[layer]) if gate_grad is None else gate_grad,
+                torch.zeros_like(extras[layer]) if extra_grad is None else extra_grad,
             )
         )
     return runs
 
 
-def _widen(weights: Sequence[Any], direction: int, directions: int, gates: int) -> List[Any]:
-    """The direction's weights with `[W_ih | I]`: the extra input adds to its gates."""
-    weight_ih = weights[0].detach()
-    identity = weight_ih.new_zeros(gates, directions * gates)
-    identity[:, direction * gates : (direction + 1) * gates] = torch.eye(
-        gates, dtype=weight_ih.dtype, device=weight_ih.device
+def _widen(weights: Sequence[Any], direction: int, directions: int, identity: bool) -> List[Any]:
+    """The direction's weights with `W_ih` widened by `W_hh` (or `I`) in its own block.
+
+    The block is what the direction's extra input is multiplied by; the other
+    direction's block is zero, so each direction's extra input reaches it alone.
+    """
+    weight_ih, weight_hh = weights[0].detach(), weights[1].detach()
+    gates = weight_hh.shape[0]
+    block = (
+        torch.eye(gates, dtype=weight_ih.dtype, device=weight_ih.device) if identity else weight_hh
     )
-    return [torch.cat([weight_ih, identity], dim=1)] + [w.detach() for w in weights[1:]]
+    width = block.shape[1]
+    extra = weight_ih.new_zeros(gates, directions * width)
+    extra[:, direction * width : (direction + 1) * width] = block
+    return [torch.cat([weight_ih, extra], dim=1), weight_hh] + [w.detach() for w in weights[2:]]
 
 
 def _module_output(sequences, module, output, output_dtype):
@@ -183,16 +200,18 @@ def layer_gradients(
     """
     weight_hh = weights[1].detach()
     width = weight_hh.shape[1]  # the hidden state's (after projection) width
-    gate_width = weight_hh.shape[0]
     external = run.output_grad[..., direction * width : (direction + 1) * width]
-    pre_grad = run.gate_grad[..., direction * gate_width : (direction + 1) * gate_width]
     if mode == "GRU":
+        gate_width = weight_hh.shape[0]
         size = gate_width // 3
+        pre_grad = run.extra_grad[..., direction * gate_width : (direction + 1) * gate_width]
         # n sees the hidden side through r * (W_hn h + b_hn).
         pre_grad = torch.cat(
             [pre_grad[..., : 2 * size], pre_grad[..., 2 * size :] * gates["reset"]], dim=2
         )
-    recurrent = torch.matmul(pre_grad, weight_hh)
+        recurrent = torch.matmul(pre_grad, weight_hh)
+    else:
+        recurrent = run.extra_grad[..., direction * width : (direction + 1) * width]
     hidden = external.clone()
     # dL/dpre of step "next(t)" reaches h_t.
     if direction == 0:
