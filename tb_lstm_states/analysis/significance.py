@@ -149,7 +149,9 @@ def _prefix(values: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros(shape), np.cumsum(values, axis=1)], axis=1)
 
 
-def lagged_within(x, y, lengths, start: int, lags: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def lagged_within(
+    x, y, lengths, start: int, lags: np.ndarray, spectra=None
+) -> Tuple[np.ndarray, np.ndarray]:
     """Pooled within-sequence Pearson r of x at t with y at t - lag.
 
     Args:
@@ -157,6 +159,8 @@ def lagged_within(x, y, lengths, start: int, lags: np.ndarray) -> Tuple[np.ndarr
       lengths: `[batch]` int.
       start: the first valid timestep of every sequence.
       lags: the lags, `[lags]` int.
+      spectra: `(size, rfft of x, rfft of y)` along time, zero-padded to a size of at
+        least time + max |lag| + 1, if the caller has them.
 
     Returns:
       `(r [lags, k], n [lags])`: r over the pairs where both are valid, each
@@ -176,10 +180,11 @@ def lagged_within(x, y, lengths, start: int, lags: np.ndarray) -> Tuple[np.ndarr
     sxx = _window_sums(_prefix(x * x), lo, hi)
     sy = _window_sums(_prefix(y), shifted_lo, shifted_hi)
     syy = _window_sums(_prefix(y * y), shifted_lo, shifted_hi)
-    size = fft.next_fast_len(time + int(np.abs(lags).max(initial=0)) + 1, real=True)
-    cross = fft.irfft(
-        fft.rfft(x, n=size, axis=1) * np.conj(fft.rfft(y, n=size, axis=1)), n=size, axis=1
-    )
+    if spectra is None:
+        size = fft.next_fast_len(time + int(np.abs(lags).max(initial=0)) + 1, real=True)
+        spectra = (size, fft.rfft(x, n=size, axis=1), fft.rfft(y, n=size, axis=1))
+    size, fx, fy = spectra
+    cross = fft.irfft(fx * np.conj(fy), n=size, axis=1)
     sxy = np.moveaxis(cross[:, lags % size], 1, 0)  # [lags, batch, k]
     inverse = (np.where(count > 0, 1.0 / np.maximum(count, 1.0), 0.0))[..., None]
     cov = (sxy - sx * sy * inverse).sum(axis=1)
@@ -235,7 +240,8 @@ def _block_significance(values, series, lengths, lags, max_order, bartlett_lag):
     raw = _masked(values, mask)
     x = _within(raw, mask)
     y = _within(series, mask)
-    size = fft.next_fast_len(time + max(max_order, bartlett_lag) + 1, real=True)
+    reach = max(max_order, bartlett_lag, int(np.abs(lags).max(initial=0)))
+    size = fft.next_fast_len(time + reach + 1, real=True)
     n_all = float(mask.sum() - (lengths > 0).sum())
     acov = _autocovariance(fft.rfft(x, n=size, axis=1), size, max_order)
     coefficients = ar_filters(acov, n_all, max_order)
@@ -245,12 +251,13 @@ def _block_significance(values, series, lengths, lags, max_order, bartlett_lag):
     filtered_mask = _valid(lengths, time, start)
     xf = _filtered(x, coefficients, filtered_mask)
     yf = _filtered(y[..., 0], coefficients, filtered_mask)
-    r_all, n = lagged_within(xf, yf, lengths, start, lags)
+    fx, fy = fft.rfft(xf, n=size, axis=1), fft.rfft(yf, n=size, axis=1)
+    r_all, n = lagged_within(xf, yf, lengths, start, lags, (size, fx, fy))
     best = np.argmax(np.where(np.isfinite(r_all), np.abs(r_all), -1.0), axis=0)
     columns = np.arange(k)
     r_filtered = r_all[best, columns]
-    rho_x = _correlation(_autocovariance(fft.rfft(xf, n=size, axis=1), size, bartlett_lag))
-    rho_y = _correlation(_autocovariance(fft.rfft(yf, n=size, axis=1), size, bartlett_lag))
+    rho_x = _correlation(_autocovariance(fx, size, bartlett_lag))
+    rho_y = _correlation(_autocovariance(fy, size, bartlett_lag))
     # Bartlett: var(r) ~ (1/n) sum over k of rho_x(k) rho_y(k), both signs of k.
     inflation = np.maximum(2 * (rho_x * rho_y).sum(axis=0) - 1, 1.0)
     pairs = n[best]

@@ -2,12 +2,13 @@
 
 Every route parses and validates its parameters, then calls an `*_impl` method,
 which finds the step (`source.RecordSource`, through the data provider) and computes
-its answer (`views.py`, `overview.py`, `projection.py`, `compare.py`), cached. Heavy
-work (projections, unit statistics, matching) runs on bounded pools (`work.py`). Whatever a logdir
-holds, a route answers 400 or 404 naming the problem, never 500.
+its answer (`views.py`, `overview.py`, `projection.py`), cached. The routes that say
+what a unit means (`units`, `match`, `search`) are in `unit_routes.py`. Heavy work
+(projections, unit statistics, matching, search) runs on bounded pools (`work.py`).
+Whatever a logdir holds, a route answers 400 or 404 naming the problem, never 500
+(`guard.never_500`).
 """
 
-import functools
 import io
 import os
 import re
@@ -26,17 +27,17 @@ from werkzeug import wrappers
 from tb_lstm_states import analysis, cache, metadata
 from tb_lstm_states.server import (
     arrays,
-    compare,
     descriptions,
     listing,
     overview,
     params,
     projection,
-    records,
     source,
+    unit_routes,
     views,
     work,
 )
+from tb_lstm_states.server.guard import never_500
 from tb_lstm_states.server.params import Args, encode, json_bytes_reply, json_reply
 
 logger = tb_logging.get_logger()
@@ -82,38 +83,7 @@ _STATIC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _ROUTE_PREFIX = "/data/plugin/%s/" % metadata.PLUGIN_NAME
 
 
-def _never_500(handler):
-    """Answers 404 for an error raised by a logdir's content that no narrower check
-    caught: whatever a logdir holds, a route never answers 500. Any other error (a
-    bug) is logged with its traceback and answered 404 too, naming it."""
-
-    @functools.wraps(handler)
-    def wrapper(self, request):
-        try:
-            return handler(self, request)
-        except errors.PublicError:
-            raise
-        except records.LOGDIR_ERRORS as e:
-            logger.warning(
-                "lstm_states: %s answered 404: %s: %s",
-                request.path,
-                type(e).__name__,
-                records.message(e),
-            )
-            raise errors.NotFoundError(
-                "lstm_states cannot serve this from the logdir: %s" % records.message(e)
-            ) from e
-        except Exception as e:  # pylint: disable=broad-except
-            logger.error("lstm_states: %s failed", request.path, exc_info=True)
-            raise errors.NotFoundError(
-                "lstm_states could not serve this (%s: %s); the "
-                "TensorBoard log has the details" % (type(e).__name__, records.message(e))
-            ) from e
-
-    return wrapper
-
-
-class StatesPlugin(base_plugin.TBPlugin):
+class StatesPlugin(unit_routes.UnitRoutes, base_plugin.TBPlugin):
     """Serves recorded recurrent states and views derived from them."""
 
     plugin_name = metadata.PLUGIN_NAME
@@ -166,6 +136,7 @@ class StatesPlugin(base_plugin.TBPlugin):
             "/changes": self._serve_changes,
             "/units": self._serve_units,
             "/match": self._serve_match,
+            "/search": self._serve_search,
             "/projection": self._serve_projection,
             "/index.js": self._serve_static,
             # Exact routes win over this catch-all: other bundle files (workers,
@@ -183,7 +154,7 @@ class StatesPlugin(base_plugin.TBPlugin):
     # Routes: parse and validate, then call an `*_impl` method.
 
     @wrappers.Request.application
-    @_never_500
+    @never_500
     def _serve_runs(self, request):
         ctx, experiment = params.context(request)
         return json_reply(request, self.runs_impl(ctx, experiment))
@@ -213,7 +184,7 @@ class StatesPlugin(base_plugin.TBPlugin):
         return result
 
     @wrappers.Request.application
-    @_never_500
+    @never_500
     def _serve_steps(self, request):
         ctx, experiment = params.context(request)
         args = Args(request)
@@ -226,7 +197,7 @@ class StatesPlugin(base_plugin.TBPlugin):
         return [{"step": d.step, "wall_time": d.wall_time} for d in index.data]
 
     @wrappers.Request.application
-    @_never_500
+    @never_500
     def _serve_states(self, request):
         ctx, experiment = params.context(request)
         args = Args(request)
@@ -309,7 +280,7 @@ class StatesPlugin(base_plugin.TBPlugin):
         return views.states_window(record, handle, layer, kind, sequence, start, stop, bins)
 
     @wrappers.Request.application
-    @_never_500
+    @never_500
     def _serve_series(self, request):
         ctx, experiment = params.context(request)
         args = Args(request)
@@ -321,7 +292,7 @@ class StatesPlugin(base_plugin.TBPlugin):
         return views.series(self._source.record(ctx, experiment, run, tag, step))
 
     @wrappers.Request.application
-    @_never_500
+    @never_500
     def _serve_overview(self, request):
         ctx, experiment = params.context(request)
         args = Args(request)
@@ -373,7 +344,7 @@ class StatesPlugin(base_plugin.TBPlugin):
         )
 
     @wrappers.Request.application
-    @_never_500
+    @never_500
     def _serve_changes(self, request):
         ctx, experiment = params.context(request)
         args = Args(request)
@@ -407,75 +378,7 @@ class StatesPlugin(base_plugin.TBPlugin):
         )
 
     @wrappers.Request.application
-    @_never_500
-    def _serve_units(self, request):
-        ctx, experiment = params.context(request)
-        args = Args(request)
-        run, tag = args.string("run"), args.string("tag")
-        step = args.integer("step")
-        layer = args.integer("layer", minimum=0)
-        kind = args.string("kind")
-        series, max_lag = compare.parse_significance(args)
-        connection = work.request_connection(request)
-        body = self.units_impl(
-            ctx, experiment, run, tag, step, layer, kind, series, max_lag, connection
-        )
-        return json_bytes_reply(request, body)
-
-    def units_impl(
-        self, ctx, experiment, run, tag, step, layer, kind, series=None, max_lag=0, connection=None
-    ):
-        """Returns the encoded JSON of the `units` route (cached; `views.units`),
-        computed on the analysis pool (`work.py`).
-
-        Args:
-          series, max_lag: with a series, each unit's significance against it
-            (`compare.py`).
-          connection: the client's socket: if it closes before the work starts, the
-            work is dropped.
-        """
-        record, handle = self._source.array(ctx, experiment, run, tag, step, layer, kind)
-        views.check_units(record, handle, layer, kind)
-        compare.check_significance(record, series)
-        key: tuple = ("units", experiment, run, tag, record.step, record.wall_time, layer, kind)
-        key += (series, max_lag) if series is not None else ()
-        return self._heavy(
-            self._analysis_pool,
-            key,
-            lambda: views.units(record, handle, layer, kind, series, max_lag),
-            connection,
-        )
-
-    @wrappers.Request.application
-    @_never_500
-    def _serve_match(self, request):
-        ctx, experiment = params.context(request)
-        query = compare.parse_match(Args(request))
-        connection = work.request_connection(request)
-        return json_bytes_reply(request, self.match_impl(ctx, experiment, query, connection))
-
-    def match_impl(self, ctx, experiment, query, connection=None):
-        """Returns the encoded JSON of the `match` route (cached; `compare.match`) of a
-        `compare.MatchQuery`, computed on the analysis pool (`work.py`)."""
-        q = query
-        one = self._source.array(ctx, experiment, q.run, q.tag, q.step, q.layer, q.kind)
-        other = self._source.array(
-            ctx, experiment, q.other_run, q.other_tag, q.other_step, q.other_layer, q.other_kind
-        )
-        compare.check_match(one, other, q)
-        key = ("match", experiment, q, one[0].wall_time, other[0].wall_time)
-        return self._heavy(self._analysis_pool, key, lambda: compare.match(one, other), connection)
-
-    def _heavy(self, pool, key, compute, connection=None):
-        """The cached result of `key`, else `compute` run on `pool` (shared by identical
-        requests, cached when done even if its client left)."""
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
-        return pool.run(key, lambda: self.cache.get_or_compute(key, compute), connection)
-
-    @wrappers.Request.application
-    @_never_500
+    @never_500
     def _serve_projection(self, request):
         ctx, experiment = params.context(request)
         args = Args(request)
