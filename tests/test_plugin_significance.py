@@ -188,6 +188,23 @@ def test_ar_filters_match_yule_walker():
     assert not significance.ar_filters(white, 1000, 4).any()
 
 
+def test_follower_across_two_runs():
+    """What the brackets demo prints: the depth unit of one run, its q, and its
+    counterpart in the other run."""
+    x, walk = follower(0, 8, 200, "ar", 0.5)
+    rs = np.random.RandomState(7)
+    permutation = rs.permutation(UNITS)
+    other = -x[:, :, permutation] + 0.1 * x.std() * rs.randn(*x.shape)
+    result = significance.follower_across(x, other, walk, [200] * 8)
+    assert result["unit"] == 0 and result["lag"] == LAG and result["q"] < 0.01
+    twin = int(np.argsort(permutation)[0])
+    match = result["match"]
+    assert match["unit"] == twin and match["sign"] == -1 and match["similarity"] > 0.9
+    assert match["lag"] == LAG and match["q"] < 0.01 and match["r"] < -0.7
+    assert result["other_best"]["unit"] == twin
+    assert 0.9 < result["cka"] <= 1.0 + 1e-9
+
+
 def test_benjamini_hochberg_by_hand():
     p = np.array([0.01, 0.04, 0.03, 0.2, np.nan, 0.005])
     # sorted: 0.005, 0.01, 0.03, 0.04, 0.2 (m = 5) -> p * m / rank, then running min

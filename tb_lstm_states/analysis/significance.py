@@ -5,6 +5,9 @@
   the Benjamini-Hochberg q over units (the `units` route with `series=`).
 - `match_units`: a one-to-one pairing of the units of two arrays of the same probe
   batch that maximises the total |r|, and the linear CKA between them (`match`).
+- `follower_across`: both at once, for a story: the unit of one array that follows a
+  series most closely, its q, and its counterpart in another array (the brackets
+  demo's depth unit across its two runs).
 
 Why not a plain Pearson test: a unit and a series that are both strongly
 autocorrelated (an AR(0.97) unit against a random walk) have far fewer independent
@@ -381,4 +384,51 @@ def match_units(one, other, lengths) -> Dict:
         "similarity": similarity,
         "sign": sign,
         "cka": linear_cka(x, y) if x.shape[0] else None,
+    }
+
+
+def follower_across(one, other, series, lengths, max_lag: int = DEFAULT_MAX_LAG) -> Dict:
+    """The unit of `one` that follows `series` most closely, and its counterpart in
+    `other`: e.g. the depth unit of the brackets demo in two runs' cell states.
+
+    Args:
+      one, other: `[batch, time, units]` arrays recorded on one probe batch.
+      series: `[batch, time]`.
+      lengths: valid timesteps per sequence.
+      max_lag: lags -max_lag..max_lag are searched.
+
+    Returns:
+      `{unit, lag, r, q}` of the unit of `one` with the largest |r| at its best lag
+      (`lagged_significance`; q < 0.01: found); `match: {unit, similarity, sign, lag,
+      r, q}`, its paired unit in `other` (`match_units`) with that unit's own
+      significance (None if unpaired); `other_best: {unit, lag, r, q}`, the unit of
+      `other` with the largest |r|, which need not be the paired one (a network may
+      carry a signal in several units); and `cka`.
+    """
+    found = [lagged_significance(a, series, lengths, max_lag) for a in (one, other)]
+
+    def unit(result, i):
+        if i is None:
+            return None
+        return {
+            "unit": int(i),
+            **{k: None if result[k][i] != result[k][i] else float(result[k][i]) for k in "rq"},
+            "lag": None if result["lag"][i] != result["lag"][i] else int(result["lag"][i]),
+        }
+
+    def best(result):
+        scores = np.nan_to_num(np.abs(result["r"]), nan=-1.0)
+        return int(np.argmax(scores)) if scores.size and scores.max() >= 0 else None
+
+    pairs = match_units(one, other, lengths)
+    mine = best(found[0])
+    paired = None if mine is None else pairs["units"][mine]
+    match = unit(found[1], paired)
+    if match is not None:
+        match.update(similarity=pairs["similarity"][mine], sign=pairs["sign"][mine])
+    return {
+        **(unit(found[0], mine) or {"unit": None}),
+        "match": match,
+        "other_best": unit(found[1], best(found[1])),
+        "cka": pairs["cka"],
     }
