@@ -352,6 +352,32 @@ def test_search_cap(logdir, monkeypatch):
     assert sorted(places(body)) == sorted(p for p in PLACES[1:] if p[0] != 1)
 
 
+def test_search_refuses_too_many_kept_windows(logdir, monkeypatch):
+    client, _, _ = make_client(logdir[0])
+    monkeypatch.setattr(search, "MAX_KEPT", 21 * (2 * WINDOW - 1))
+    assert get(client, "search", **QUERY)[0] == 200  # top 20: 21 x 23 kept, the cap
+    code, body = get(client, "search", **QUERY, top=21)
+    assert code == 400
+    text = body.decode()
+    assert "top=21" in text and str(22 * 23) in text and "shorter window" in text
+
+
+def test_candidates_prune_to_what_they_keep():
+    """Many arrays: what is kept never exceeds 3 x keep, and the answer is unchanged."""
+    rs = np.random.RandomState(3)
+    arrays = {
+        key: search.window_distances(rs.randn(2, 40, 1), [40, 40], rs.randn(3, 1))
+        for key in range(30)
+    }
+    candidates = search.Candidates(3, 2, (4, 0, 10))
+    for key, distances in arrays.items():
+        candidates.add(key, distances)
+        assert sum(len(part[0]) for part in candidates._parts) <= 3 * candidates.keep
+    got = [(m["key"], m["sequence"], m["start"]) for m in candidates.matches()]
+    want = brute_matches(arrays, 3, 2, (4, 0, 10))
+    assert got == [(m["key"], m["sequence"], m["start"]) for m in want]
+
+
 # --- a real tensorboard -----------------------------------------------------------
 
 

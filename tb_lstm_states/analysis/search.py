@@ -18,8 +18,8 @@ then the nearest that overlaps no window already chosen in the same (step,
 sequence), and so on; the query window counts as chosen first and is not listed.
 Each chosen window rules out fewer than 2 x length others, so the first
 (top + 1) x (2 length - 1) windows by distance always hold the answer: only those are
-kept from each array (`Candidates`), which bounds the memory whatever the number of
-steps. Non-finite values count as zero.
+kept (`Candidates`, at most `MAX_KEPT`), which bounds the memory whatever the number
+of steps. Non-finite values count as zero.
 """
 
 import dataclasses
@@ -30,6 +30,10 @@ import numpy as np
 # Sequences are compared a block at a time: a block's float64 copy and spectrum stay
 # within a few times this many values.
 _BLOCK_VALUES = 1 << 20
+# The most candidate windows kept, (top + 1) x (2 length - 1): the `search` route
+# refuses more (400), which bounds the memory of `Candidates` to about 3 x 32 bytes
+# each (100 MiB) however many steps are searched.
+MAX_KEPT = 1 << 20
 
 
 def window_distances(values, lengths, query) -> np.ndarray:
@@ -117,6 +121,11 @@ class Candidates:
                 finite % starts,
             )
         )
+        if sum(len(part[0]) for part in self._parts) > 2 * self.keep:
+            # The nearest `keep` of all so far hold the answer as well as all do.
+            merged = [np.concatenate(column) for column in zip(*self._parts)]
+            nearest = np.argpartition(merged[0], self.keep - 1)[: self.keep]
+            self._parts = [tuple(column[nearest] for column in merged)]
 
     def matches(self) -> List[Dict[str, float]]:
         """`[{key, sequence, start, distance}]`, nearest first, at most `top`: greedy,

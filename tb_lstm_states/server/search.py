@@ -60,6 +60,13 @@ def parse_search(args: Args) -> SearchQuery:
         raise errors.InvalidArgumentError(
             "parameter 'top' must be at most %d, got %d" % (MAX_TOP, top)
         )
+    kept = (top + 1) * (2 * (stop - start) - 1)
+    if kept > search.MAX_KEPT:
+        raise errors.InvalidArgumentError(
+            "a window of %d timesteps and top=%d keep (top + 1) x (2 x window - 1) = %d "
+            "candidate windows, more than the %d one request may: ask for fewer matches "
+            "(top=) or a shorter window" % (stop - start, top, kept, search.MAX_KEPT)
+        )
     if units is not None and len(set(units)) != len(units):
         twice = sorted(u for u in set(units) if units.count(u) > 1)
         raise errors.InvalidArgumentError(
