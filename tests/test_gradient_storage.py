@@ -1,10 +1,12 @@
 """Gradients (issue 14) stored, read and served: the kinds `grad_hidden` and `grad_cell`,
-the memory horizon of the `units` route and the gradient reach of the overview.
+the memory horizon of the `units` route (from the forget means stored at write time)
+and the gradient reach of the overview.
 
 Records are built by hand (numpy) where the capture does not matter, and captured
 with `log(loss=)` for the round trip through a real TensorBoard on both load paths.
 """
 
+import glob
 import json
 import math
 import os
@@ -18,7 +20,7 @@ from test_plugin_v2 import get, get_json, npy, read_index, reference_binned, url
 
 import tb_lstm_states as tls
 from tb_lstm_states import statistics
-from tb_lstm_states.storage import format, gradients
+from tb_lstm_states.storage import convert, extras, format, gradients
 
 LONG_TIME = 3000  # past format.PYRAMID_MIN_TIME: the gradients get pyramids too
 
@@ -106,11 +108,20 @@ def test_read_states_returns_the_gradients_in_float32(logdir):
 
 
 def test_an_index_holds_the_kinds_its_record_has(tmp_path):
+    with tls.StateWriter(str(tmp_path / "gru")) as writer:
+        writer.add_states("t", make_states("gru", lengths=[7, 5, 0]), 0)
+    plain = read_index(tmp_path / "gru")
+    assert plain["version"] == 2 and "gradient_reach" not in plain  # readable by older readers
+    # An LSTM's forget gates carry their means: version 3, with or without gradients.
     states = make_states(lengths=[7, 5, 0])
     with tls.StateWriter(str(tmp_path / "plain")) as writer:
         writer.add_states("t", states, 0)
     plain = read_index(tmp_path / "plain")
-    assert plain["version"] == 2 and "gradient_reach" not in plain  # readable by older readers
+    assert plain["version"] == extras.VERSION == 3 and plain["gradient_reach"] is None
+    assert [sorted(e) for e in plain["arrays"] if "mean" in e] == [
+        ["chunk", "dtype", "kind", "layer", "mean", "offset", "shape"]
+    ] * 2
+    assert all(("mean" in e) == (e["kind"] == "forget") for e in plain["arrays"])
     with tls.StateWriter(str(tmp_path / "grads")) as writer:
         writer.add_states("t", with_grads(states), 0)
     index = read_index(tmp_path / "grads")
@@ -335,38 +346,138 @@ def mean_forget(layer, lengths):
 
 
 def test_memory_horizon_is_minus_one_over_log_of_the_mean_forget_gate(client, logdir):
-    root, _ = logdir
-    record = records(root, "run", "lstm")[1]
+    _, written = logdir
     for layer in range(2):
-        expected = -1.0 / np.log(mean_forget(record.states.layers[layer], [7, 5, 0]))
+        # Of the float32 gates written, not of their float16 copies.
+        expected = -1.0 / np.log(mean_forget(written[("lstm", 1)].layers[layer], [7, 5, 0]))
         for kind in ("hidden", "forget", "cell", "grad_cell", "grad_hidden"):
             units = get_json(client, "units", run="run", tag="lstm", step=1, layer=layer, kind=kind)
-            np.testing.assert_allclose(units["memory_horizon"], expected, rtol=2e-3)
+            np.testing.assert_allclose(units["memory_horizon"], expected, rtol=1e-12)
     gru = get_json(client, "units", run="run", tag="gru", step=0, layer=0, kind="hidden")
     assert gru["memory_horizon"] is None
 
 
-@pytest.mark.parametrize("dtype, bias", [("float16", 2.0), ("float32", 4.6)])
-def test_memory_horizon_of_a_captured_lstm(tmp_path, dtype, bias):
-    """Against the captured forget gates: float16 storage rounds them (relative 2.4e-4,
-    amplified 1 / (1 - mean) in the horizon), so long horizons are logged in float32."""
+def test_the_forget_means_are_of_the_captured_gates_over_valid_positions(tmp_path):
+    states = make_states(lengths=[7, 5, 0])
+    states.layers[1].gates["forget"][1, 5:] = np.nan  # past the length: not counted
+    with tls.StateWriter(str(tmp_path)) as writer:
+        writer.add_states("t", states, 0)
+    (path,) = glob.glob(str(tmp_path / "plugins" / "lstm_states" / "*"))
+    import safetensors.numpy
+
+    tensors = safetensors.numpy.load_file(path)  # plain safetensors
+    for layer in range(2):
+        mean = tensors["%d/forget/mean" % layer]
+        assert mean.dtype == np.float64 and mean.shape == (4,)
+        np.testing.assert_allclose(mean, mean_forget(states.layers[layer], [7, 5, 0]), rtol=1e-14)
+
+
+@pytest.mark.parametrize("block", [1 << 20, 20, 3])
+def test_valid_mean_in_tiles_of_numpy_and_torch(monkeypatch, block):
+    """Whole sequences together, rows of one sequence, one row: the same float64 sums."""
     torch = pytest.importorskip("torch")
+    monkeypatch.setattr(extras, "_BLOCK_VALUES", block)
+    rs = np.random.RandomState(3)
+    array = rs.rand(5, 9, 4).astype(np.float32)
+    lengths = [9, 0, 4, 9, 1]
+    array[2, 4:] = np.nan
+    array[4, 1:] = np.inf
+    valid = np.arange(9)[None, :] < np.asarray(lengths)[:, None]
+    expected = np.asarray(array, np.float64)[valid].mean(axis=0)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    candidates = [array, array.astype(np.float64), torch.from_numpy(array)]
+    candidates += [torch.from_numpy(array).to(device) for device in devices]
+    for candidate in candidates:
+        got = extras.valid_mean(candidate, lengths)
+        assert got.dtype == np.dtype("<f8") and got.flags.c_contiguous
+        np.testing.assert_allclose(got, expected, rtol=1e-14)
+    # The accelerator path, on the host (as on a device without float64).
+    total = extras._device_sum(torch.from_numpy(array), lengths)
+    np.testing.assert_allclose(total / sum(lengths), expected, rtol=1e-14)
+    half = torch.from_numpy(array).to(torch.bfloat16)
+    np.testing.assert_allclose(
+        extras.valid_mean(half, lengths),
+        half.double().numpy()[valid].mean(axis=0),
+        rtol=1e-14,
+    )
+    assert np.isnan(extras.valid_mean(array, [0] * 5)).all()
+
+
+def test_a_record_without_means_falls_back_to_the_stored_gate(tmp_path, monkeypatch):
+    """As a writer before the means wrote it: version 2, the horizon from the gate as
+    stored (float16 here)."""
+    monkeypatch.setattr(extras, "forget_means", lambda *args: {})
+    states = make_states(lengths=[7, 5, 0])
+    with tls.StateWriter(str(tmp_path / "run")) as writer:
+        writer.add_states("t", states, 0)
+    index = read_index(tmp_path / "run")
+    assert index["version"] == 2 and not any("mean" in e for e in index["arrays"])
+    served = make_client(tmp_path)[0]
+    (record,) = records(tmp_path, "run", "t").values()
+    for layer in range(2):
+        stored = record.states.layers[layer]
+        assert stored.gates["forget"].dtype == np.float16
+        units = get_json(served, "units", run="run", tag="t", step=0, layer=layer, kind="cell")
+        expected = -1.0 / np.log(mean_forget(stored, [7, 5, 0]))
+        np.testing.assert_allclose(units["memory_horizon"], expected, rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def long_memories(tmp_path_factory):
+    """An LSTM whose forget gates average 0.5 up to 0.9998 (a large forget bias),
+    captured on packed sequences and logged in float16 and float32; the captured
+    states; and the root of the logdir."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence
+
     torch.manual_seed(0)
     module = torch.nn.LSTM(3, 6, num_layers=2, batch_first=True, proj_size=2)
-    with torch.no_grad():  # forget gates of mean 0.5 up to sigmoid(bias)
-        for name in ("bias_ih_l0", "bias_ih_l1"):
-            getattr(module, name)[6:12] = torch.linspace(0.0, bias, 6)
-    inputs = torch.randn(4, 30, 3)
-    states = tls.capture(module, inputs)
-    with tls.StateWriter(str(tmp_path / "run")) as writer:
-        writer.log("t", module, inputs, 0, dtype=dtype)
-    served = make_client(tmp_path)[0]
-    for layer in range(2):
-        forget = states.layers[layer].gates["forget"].double()  # every position is valid
-        expected = (-1.0 / torch.log(forget.reshape(-1, 6).mean(0))).numpy()
-        units = get_json(served, "units", run="run", tag="t", step=0, layer=layer, kind="hidden")
-        assert units["units"] == 2 and len(units["memory_horizon"]) == 6  # the cell's units
-        np.testing.assert_allclose(units["memory_horizon"], expected, rtol=2e-3)
+    with torch.no_grad():
+        for name in ("bias_hh_l0", "bias_hh_l1"):
+            getattr(module, name)[6:12] = torch.linspace(0.0, 8.5, 6)
+    inputs = pack_padded_sequence(
+        torch.randn(4, 40, 3), torch.tensor([40, 31, 17, 5]), batch_first=True
+    )
+    root = tmp_path_factory.mktemp("memories")
+    with tls.StateWriter(str(root / "run")) as writer:
+        for dtype in ("float16", "float32"):
+            writer.log(dtype, module, inputs, 0, dtype=dtype)
+    return root, tls.capture(module, inputs)
+
+
+def captured_horizons(states):
+    """-1/ln(mean forget gate) of each layer, from the captured float32 gates."""
+    states = convert.to_numpy_states(states)
+    return [-1.0 / np.log(mean_forget(layer, states.lengths)) for layer in states.layers]
+
+
+def test_memory_horizon_of_a_captured_lstm_through_tensorboard(long_memories, load_fast):
+    """Against the captured gates whatever the stored dtype: float16 rounds a gate by
+    up to 2.4e-4, which the horizon of a mean of 0.999 amplifies to a few percent."""
+    root, states = long_memories
+    expected = captured_horizons(states)
+    means = [np.exp(-1.0 / horizons) for horizons in expected]
+    assert max(m.max() for m in means) > 0.9995 and min(m.min() for m in means) < 0.6
+    (record,) = records(root, "run", "float16").values()
+    from tb_lstm_states import analysis
+
+    lengths = record.states.lengths
+    off = [  # what the float16 gates as stored give: far off for long memories
+        np.abs(analysis.memory_horizon(layer.gates["forget"], lengths) / horizons - 1)
+        for layer, horizons in zip(record.states.layers, expected)
+    ]
+    assert np.nanmax(np.concatenate(off)) > 1e-2
+    with tensorboard_server(root, load_fast=load_fast) as base:
+        for tag in ("float16", "float32"):
+            wait_for_json(url_of(base, "steps", run="run", tag=tag), lambda body: len(body) == 1)
+            for layer in range(2):
+                for kind in ("hidden", "forget"):
+                    query = dict(run="run", tag=tag, step=0, layer=layer, kind=kind)
+                    status, _, body = http_get(url_of(base, "units", **query))
+                    assert status == 200, body
+                    units = json.loads(body)
+                    assert len(units["memory_horizon"]) == 6  # the cell's units
+                    np.testing.assert_allclose(units["memory_horizon"], expected[layer], rtol=2e-3)
 
 
 def test_memory_horizon_is_null_where_the_mean_is_zero_or_nearly_one():
@@ -387,10 +498,11 @@ def test_memory_horizon_is_null_where_the_mean_is_zero_or_nearly_one():
 # Hostile indexes.
 
 
-def hostile_client(tmp_path, mutate):
+def hostile_client(tmp_path, mutate, grads=True):
     source = tmp_path / "source"
+    states = make_states(lengths=[7, 5, 0])
     with tls.StateWriter(str(source)) as writer:
-        writer.add_states("t", with_grads(make_states(lengths=[7, 5, 0])), 0)
+        writer.add_states("t", with_grads(states) if grads else states, 0)
     index = read_index(source)
     mutate(index)
     os.makedirs(str(tmp_path / "logdir" / "run"))
@@ -428,6 +540,80 @@ def test_a_hostile_gradient_index_is_refused_never_500(tmp_path, name, mutate, w
     assert words in body, body
     overview = get_json(served, "overview", run="run", tag="t")
     assert overview["kinds"] == [None] and overview["gradient_reach"] == [None]
+
+
+def _forget_entry(index, layer=0):
+    return next(e for e in index["arrays"] if e.get("kind") == "forget" and e["layer"] == layer)
+
+
+def _move_mean(index, kind):
+    entry = next(e for e in index["arrays"] if e.get("kind") == kind and e["layer"] == 0)
+    entry["mean"] = _forget_entry(index).pop("mean")
+
+
+@pytest.mark.parametrize(
+    "name, mutate, words",
+    [
+        ("mean in version 2", lambda i: i.update(version=2), b"bad forget mean"),
+        ("mean on the input gate", lambda i: _move_mean(i, "input"), b"bad forget mean"),
+        ("mean on the cell", lambda i: _move_mean(i, "cell"), b"bad forget mean"),
+        ("mean a list", lambda i: _forget_entry(i).update(mean=[1, 2]), b"bad forget mean"),
+        ("mean dropped", lambda i: _forget_entry(i).pop("mean"), b"do not tile the file"),
+        (
+            "mean past the file",
+            lambda i: _forget_entry(i)["mean"].update(offset=i["file_bytes"]),
+            b"out of the file",
+        ),
+        (
+            "mean offset a string",
+            lambda i: _forget_entry(i)["mean"].update(offset="0"),
+            b"out of the file",
+        ),
+        (
+            "mean over the gate",
+            lambda i: _forget_entry(i)["mean"].update(offset=_forget_entry(i)["offset"]),
+            b"do not tile the file",
+        ),
+        (
+            "mean on a checksum slice not its own",
+            lambda i: _forget_entry(i)["mean"].update(chunk=0),
+            b"do not tile the file",
+        ),
+        (
+            "mean with a bool chunk",
+            lambda i: _forget_entry(i)["mean"].update(chunk=True),
+            b"bad checksum slice",
+        ),
+    ],
+)
+def test_a_hostile_forget_mean_is_refused_never_500(tmp_path, name, mutate, words):
+    served = hostile_client(tmp_path, mutate, grads=False)
+    for kind in ("forget", "hidden"):
+        for route in ("states", "units", "changes"):
+            status, _, body = get(
+                served, route, run="run", tag="t", step=0, layer=0, kind=kind, sequence=0
+            )
+            assert status == 404, (route, body)
+    status, _, body = get(served, "units", run="run", tag="t", step=0, layer=0, kind="forget")
+    assert words in body, body
+    assert get_json(served, "overview", run="run", tag="t")["kinds"] == [None]
+
+
+def test_a_damaged_forget_mean_answers_404_for_the_units_only(tmp_path):
+    with tls.StateWriter(str(tmp_path / "run")) as writer:
+        writer.add_states("t", make_states(lengths=[7, 5, 0]), 0)
+    mean = _forget_entry(read_index(tmp_path / "run"), layer=1)["mean"]
+    (path,) = glob.glob(str(tmp_path / "run" / "plugins" / "lstm_states" / "*"))
+    with open(path, "r+b") as f:
+        f.seek(mean["offset"] + 3)
+        byte = f.read(1)
+        f.seek(mean["offset"] + 3)
+        f.write(bytes([byte[0] ^ 0x10]))
+    served = make_client(tmp_path)[0]
+    status, _, body = get(served, "units", run="run", tag="t", step=0, layer=1, kind="hidden")
+    assert status == 404 and b"fails its checksum" in body, body
+    assert get_json(served, "units", run="run", tag="t", step=0, layer=0, kind="hidden")
+    assert get(served, "states", run="run", tag="t", step=0, layer=1, kind="forget")[0] == 200
 
 
 def test_a_null_or_missing_reach_is_read(tmp_path):

@@ -20,7 +20,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, types_pb2
 import tb_lstm_states as tls
 from tb_lstm_states import metadata, statistics
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import convert, event_file, format, plan, ranged
+from tb_lstm_states.storage import convert, event_file, extras, format, plan, ranged
 from tb_lstm_states.storage import writer as writer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,7 +115,7 @@ class Step:
         )
 
     def check_every_slice(self):
-        """Reads every array (and pyramid) through the index: each slice checked."""
+        """Reads every array (pyramid, mean) through the index: each slice checked."""
         for entry in self.index["arrays"]:
             ranged.read_array(self.read_range, self.index, self.crc_table, entry)
             if "pyramid" in entry:
@@ -129,6 +129,8 @@ class Step:
                         0,
                         entry["pyramid"]["blocks"],
                     )
+            if "mean" in entry:
+                ranged.read_mean(self.read_range, self.index, self.crc_table, entry)
         assert len(self.data) == self.index["file_bytes"]
 
 
@@ -226,13 +228,28 @@ def test_round_trip(tmp_path, case, dtype):
                 assert entry["pyramid"]["blocks"] == pyramid.shape[1]
             else:
                 assert "pyramid" not in entry
+            if kind == "forget":  # its mean over valid positions, of the caller's float32
+                valid = np.arange(time_steps)[None, :] < np.asarray(states.lengths)[:, None]
+                mean = step.tensors[extras.mean_name(layer)]
+                assert mean.dtype == np.float64 and "mean" in entry
+                np.testing.assert_allclose(
+                    mean, np.asarray(original, np.float64)[valid].mean(0), rtol=1e-13
+                )
+                via_index = ranged.read_mean(step.read_range, index, step.crc_table, entry)
+                assert via_index.tobytes() == mean.tobytes()
+            else:
+                assert "mean" not in entry
         step.check_every_slice()
         assert step.file_metadata["format"] == "tb_lstm_states"
-        assert step.file_metadata["version"] == "2"
+        # An LSTM's forget means are version 3, as the index.
+        version = 3 if states.kind == "lstm" else 2
+        assert step.file_metadata["version"] == str(version) and index["version"] == version
         # Every tensor of the file, and nothing else.
         expected = {format.array_name(*key) for key in arrays(states)} | {format.CRC_TENSOR}
         if time_steps >= format.PYRAMID_MIN_TIME:
             expected |= {format.pyramid_name(*key) for key in arrays(states)}
+        if states.kind == "lstm":
+            expected |= {extras.mean_name(layer) for layer in range(len(states.layers))}
         if step is first:
             expected |= {format.series_name(name) for name in series}
         assert set(step.tensors) == expected

@@ -7,7 +7,7 @@ the optional UMAP projection, which imports `umap` when first asked for.
 
 - `temporal`: how a state moves along a sequence (`changes`);
 - `units`: per-unit statistics, an order of units (`unit_statistics`) and memory
-  horizons from the forget gate (`memory_horizon`);
+  horizons from the forget gate or its stored mean (`memory_horizon`, `horizon_of_mean`);
 - `pca`: principal axes, by scikit-learn (`project_pca`);
 - `tsne`, `umap_layout`: layouts of each step continued from the step before
   (`warm`: the warm starts).
@@ -35,6 +35,7 @@ from tb_lstm_states.analysis.units import (
     MAX_CLUSTER_UNITS,
     cluster_order,
     dominant_periods,
+    horizon_of_mean,
     memory_horizon,
     saturated,
     unit_statistics,
@@ -51,6 +52,7 @@ __all__ = [
     "changes",
     "cluster_order",
     "dominant_periods",
+    "horizon_of_mean",
     "memory_horizon",
     "project",
     "project_pca",

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from tb_lstm_states.analysis import pca
-from tb_lstm_states.storage import gradients
+from tb_lstm_states.storage import extras, gradients
 
 # Saturation thresholds, as in `statistics.py`: sigmoid gates near 0 or 1, the cell
 # beyond atanh(0.95) (its tanh is saturated), anything else (tanh outputs) near +-1.
@@ -56,7 +56,8 @@ def memory_horizon(forget: np.ndarray, lengths) -> np.ndarray:
 
     A cell that keeps a fraction f of itself each timestep forgets as f**t =
     exp(-t / tau), tau = -1 / ln f. With f the unit's mean forget gate over every
-    valid position (all sequences, timesteps below their length), summed in float64.
+    valid position (all sequences, timesteps below their length), summed in float64
+    (`horizon_of_mean` of `extras.valid_mean`).
 
     Args:
       forget: `[batch, time, units]` forget gate activations (float16 or float32).
@@ -66,19 +67,14 @@ def memory_horizon(forget: np.ndarray, lengths) -> np.ndarray:
       `[units]` float64, NaN where there is no valid position, the mean is not
       above 0, or it is above `1 - 1e-7` (a memory longer than can be told).
     """
-    forget = np.asarray(forget)
-    batch, time, units = forget.shape
-    lengths = [min(max(int(n), 0), time) for n in lengths]
-    total = np.zeros(units)
-    rows = max(1, _BLOCK_VALUES // max(units, 1))
-    for b in range(batch):
-        for t0 in range(0, lengths[b], rows):
-            total += np.asarray(forget[b, t0 : min(t0 + rows, lengths[b])], np.float64).sum(axis=0)
-    positions = sum(lengths)
-    horizon = np.full(units, np.nan)
-    if not positions:
-        return horizon
-    mean = total / positions
+    return horizon_of_mean(extras.valid_mean(np.asarray(forget), lengths))
+
+
+def horizon_of_mean(mean: np.ndarray) -> np.ndarray:
+    """`memory_horizon` of each unit's mean forget gate f (`[units]`, any values, as a
+    logdir stores them): -1 / ln f, NaN where f is not in `(0, 1 - 1e-7]`."""
+    mean = np.asarray(mean, np.float64)
+    horizon = np.full(mean.shape, np.nan)
     usable = (mean > 0) & (mean <= _MAX_MEAN_FORGET)  # NaN is neither
     with np.errstate(divide="ignore", invalid="ignore"):
         horizon[usable] = -1.0 / np.log(mean[usable])

@@ -255,6 +255,18 @@ class ArrayFiles:
 
         return self._arrays.get_or_compute(key, load)
 
+    def mean(self, path: str, index: dict, entry: dict) -> np.ndarray:
+        """The forget mean of a forget gate's entry that has one (cached): `[units]`
+        float64, read-only."""
+        key = ("mean", *self._file_key(path, index), entry["mean"]["offset"])
+
+        def load():
+            with _array_reader(path, index) as reader:
+                table = self.crc_table(path, index, reader)
+                return ranged.read_mean(reader, index, table, entry)
+
+        return self._arrays.get_or_compute(key, load)
+
     def binned(
         self, path: str, index: dict, entry: dict, sequence: int, start: int, stop: int, bins: int
     ) -> np.ndarray:

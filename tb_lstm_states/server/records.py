@@ -157,6 +157,14 @@ class Record:
         """Whether binned views of the array can take whole blocks from a pyramid."""
         return False
 
+    def has_mean(self, handle) -> bool:
+        """Whether the array (a forget gate) has its mean stored (`storage/extras.py`)."""
+        return False
+
+    def mean(self, handle) -> np.ndarray:
+        """The stored mean of a forget gate that `has_mean`: `[units]` float64."""
+        raise NotImplementedError
+
     def read(
         self, handle, sequence: Optional[int] = None, start: int = 0, stop: Optional[int] = None
     ) -> np.ndarray:
@@ -199,6 +207,13 @@ class V2Record(Record):
 
     def has_pyramid(self, handle):
         return handle.get("pyramid") is not None
+
+    def has_mean(self, handle):
+        return handle.get("mean") is not None
+
+    def mean(self, handle):
+        with self.guard():
+            return self._files.mean(self._path, self.header, handle)
 
     def read(self, handle, sequence=None, start=0, stop=None):
         with self.guard():

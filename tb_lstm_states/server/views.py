@@ -176,11 +176,11 @@ def changes(
 
 
 def check_units(record: records.Record, handle: Any, layer: int, kind: str) -> None:
-    """Refuses an array (or series, or the forget gate of its memory horizons) larger
-    than the tab analyses."""
+    """Refuses an array (or series, or the forget gate of its memory horizons, unless
+    its mean is stored) larger than the tab analyses."""
     header = record.header
     for name, array in ((kind, handle), ("forget", _forget(record, layer))):
-        if array is not None:
+        if array is not None and (name == kind or not record.has_mean(array)):
             limits.check_values(
                 header["batch"] * record.time_of(array) * record.units_of(array),
                 "the unit statistics of layer %d %s" % (layer, name),
@@ -201,11 +201,15 @@ def _forget(record: records.Record, layer: int) -> Any:
 
 
 def memory_horizon(record: records.Record, layer: int) -> Optional[list]:
-    """Per unit of `layer`'s cell, -1/ln(mean forget gate) in timesteps
-    (`analysis.memory_horizon`), null where undefined; None for a GRU or RNN."""
+    """Per unit of `layer`'s cell, -1/ln(mean forget gate) in timesteps, null where
+    undefined; None for a GRU or RNN. The mean is the one stored at write time from
+    the captured gate (`storage/extras.py`) where the step has it, else that of the
+    stored gate (`analysis.memory_horizon`: older steps, version 1)."""
     handle = _forget(record, layer)
     if handle is None:
         return None
+    if record.has_mean(handle):
+        return floats(analysis.horizon_of_mean(record.mean(handle)))
     return floats(analysis.memory_horizon(record.read(handle), record.header["lengths"]))
 
 

@@ -2,6 +2,7 @@
 
 - `format`: names, constants and layout of version 2, the index (built and parsed);
 - `gradients`: the gradient arrays' kinds, index version and reach;
+- `extras`: the small tensors beside the arrays, min/max pyramids and forget means;
 - `ranged`: reading an array file, in checked byte ranges;
 - `jsonsafe`: JSON from a logdir, its size and nesting bounded; `errors`: what fails;
 - `writer`: `StateWriter`, with `plan` (a record checked) and `arrayfile` (written);

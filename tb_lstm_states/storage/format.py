@@ -16,6 +16,8 @@ For each (tag, step) a writer leaves two things in the run directory:
      `[batch, ceil(time / PYRAMID_BLOCK), 2, units]`, the minimum and maximum of each
      block of `PYRAMID_BLOCK` timesteps, in the array's dtype (so binned views of a
      long sequence never read all of it);
+   - `"<layer>/forget/mean"` (LSTM, from version 3): `F64` `[units]`, each unit's mean
+     forget gate over the valid positions, from the gate as captured (`extras.py`);
    - `"crc32c"`: `U32`, the CRC32C of every `CHUNK_BYTES` slice of each tensor above,
      tensor after tensor (each tensor's slices start at its own first byte).
 
@@ -48,7 +50,8 @@ read from a logdir is parsed by `jsonsafe.parse_json`, its size and nesting dept
 of a description and says that it was cut.
 
 This module holds the names, constants and layout of the format, builds the index and
-parses it (the gradient arrays' own rules: `gradients.py`); numpy and google-crc32c only.
+parses it (the gradient arrays' own rules: `gradients.py`; the pyramids and forget means:
+`extras.py`); numpy and google-crc32c only.
 """
 
 import hashlib
@@ -61,12 +64,17 @@ import google_crc32c
 import numpy as np
 
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import gradients, jsonsafe
+from tb_lstm_states.storage import extras, gradients, jsonsafe
 from tb_lstm_states.storage.errors import FormatError, NewerVersionError
+from tb_lstm_states.storage.extras import PYRAMID_BLOCK as PYRAMID_BLOCK
+from tb_lstm_states.storage.extras import PYRAMID_MIN_TIME as PYRAMID_MIN_TIME
+from tb_lstm_states.storage.extras import compute_pyramid as compute_pyramid
+from tb_lstm_states.storage.extras import pyramid_blocks as pyramid_blocks
+from tb_lstm_states.storage.extras import pyramid_name as pyramid_name
 
 FORMAT_NAME = "tb_lstm_states"
 # The newest index version this package reads. It writes version 2, or version 3
-# (`gradients.VERSION`) for a record holding gradient arrays.
+# (`gradients.VERSION`) for a record holding gradient arrays or forget means (LSTM).
 FORMAT_VERSION = 3
 
 # Array files live in <run>/PLUGIN_DIRECTORY..., as TensorBoard's own plugins' assets.
@@ -74,12 +82,10 @@ PLUGIN_DIRECTORY = ("plugins", "lstm_states")
 FILE_SUFFIX = ".safetensors"
 
 CHUNK_BYTES = 1 << 16
-PYRAMID_BLOCK = 64
-PYRAMID_MIN_TIME = 2048
 CRC_TENSOR = "crc32c"
 
 DTYPES: Dict[str, np.dtype] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
-_SAFETENSORS_DTYPES = {"float16": "F16", "float32": "F32", "uint32": "U32"}
+_SAFETENSORS_DTYPES = {"float16": "F16", "float32": "F32", "float64": "F64", "uint32": "U32"}
 
 # The overview's per-array statistics: the first five of sampled sequences
 # (`statistics.COLUMNS`), the extremes over every position of the stored array
@@ -129,11 +135,6 @@ def series_name(name: str) -> str:
     return "series/" + name
 
 
-def pyramid_name(layer: int, kind: str) -> str:
-    """The tensor name of a state array's min/max pyramid."""
-    return "%d/%s/minmax" % (layer, kind)
-
-
 def array_file_name(tag: str, step: int, unique: str) -> str:
     """The name of a step's array file: readable, unique, and a single safe path part.
 
@@ -179,33 +180,6 @@ def is_safe_file_name(name) -> bool:
     return isinstance(name, str) and _FILE_NAME.fullmatch(name) is not None
 
 
-def pyramid_blocks(time: int) -> int:
-    """How many pyramid blocks a sequence of `time` timesteps has (0: no pyramid)."""
-    return -(-time // PYRAMID_BLOCK) if time >= PYRAMID_MIN_TIME else 0
-
-
-def compute_pyramid(array: np.ndarray) -> np.ndarray:
-    """The min/max pyramid of a `[batch, time, units]` array: `[batch, blocks, 2, units]`.
-
-    The last block covers the remaining timesteps only. Computed in float32 a
-    sequence at a time (numpy compares float16 values one by one; float16 to
-    float32 and back is exact), and returned in the array's dtype.
-    """
-    batch, time, units = array.shape
-    blocks = -(-time // PYRAMID_BLOCK)
-    whole = time // PYRAMID_BLOCK
-    out = np.empty((batch, blocks, 2, units), array.dtype)
-    for sequence in range(batch):
-        values = np.asarray(array[sequence], np.float32)
-        grouped = values[: whole * PYRAMID_BLOCK].reshape(whole, PYRAMID_BLOCK, units)
-        out[sequence, :whole, 0] = grouped.min(axis=1)
-        out[sequence, :whole, 1] = grouped.max(axis=1)
-        if whole < blocks:  # the last block, shorter
-            out[sequence, whole, 0] = values[whole * PYRAMID_BLOCK :].min(axis=0)
-            out[sequence, whole, 1] = values[whole * PYRAMID_BLOCK :].max(axis=0)
-    return out
-
-
 # ----------------------------------------------------------------------
 # Layout of an array file.
 
@@ -220,8 +194,7 @@ class Tensor:
         self.name = name
         self.dtype = dtype
         self.shape = [int(d) for d in shape]
-        itemsize = 4 if dtype in ("float32", "uint32") else 2
-        self.nbytes = itemsize * math.prod(self.shape)
+        self.nbytes = np.dtype(dtype).itemsize * math.prod(self.shape)
         self.chunks = -(-self.nbytes // CHUNK_BYTES)
         self.offset = 0
         self.chunk = 0
@@ -287,7 +260,8 @@ def build_index(
       has_tokens: whether the file's metadata holds tokens.
       arrays: for each data tensor that is a state array or series, in layout order,
         `{"layer", "kind"}` or `{"series"}`, with `"tensor"` its name and, for a state
-        array with a pyramid, `"pyramid"` the pyramid tensor's name.
+        array with a pyramid, `"pyramid"` the pyramid tensor's name (a forget gate
+        with a mean: `"mean"` the mean tensor's name).
       statistics: `[state arrays, len(STATISTICS_COLUMNS)]` float32, or None.
       gradient_reach: with gradient arrays, their `gradients.reach`.
     """
@@ -295,7 +269,7 @@ def build_index(
     entries = []
     for array in arrays:
         tensor = by_name[array["tensor"]]
-        entry = {k: v for k, v in array.items() if k not in ("tensor", "pyramid")}
+        entry = {k: v for k, v in array.items() if k not in ("tensor", "pyramid", "mean")}
         entry.update(
             dtype=tensor.dtype, shape=tensor.shape, offset=tensor.offset, chunk=tensor.chunk
         )
@@ -306,9 +280,12 @@ def build_index(
                 "chunk": pyramid.chunk,
                 "blocks": pyramid.shape[1],
             }
+        if array.get("mean"):
+            mean = by_name[array["mean"]]
+            entry["mean"] = {"offset": mean.offset, "chunk": mean.chunk}
         entries.append(entry)
     index: Dict[str, Any] = {
-        "version": gradients.index_version([a.get("kind", "") for a in arrays]),
+        "version": extras.index_version(arrays),
         "file": file_name,
         "file_bytes": layout.file_bytes,
         "header_bytes": len(layout.header),
@@ -518,6 +495,8 @@ def parse_index(data) -> dict:
                 "bad pyramid",
             )
             spans.append(_check_span(pyramid, nbytes // time * 2 * pyramid["blocks"], index))
+        if entry.get("mean") is not None:
+            spans.append(extras.check_mean(index, entry, _check_span, _require))
     # The tensors tile the file between the header and the checksum table, and their
     # slices the table: the sizes declared are exactly the bytes present.
     position, chunk = index["header_bytes"], 0

@@ -12,7 +12,8 @@ are logged to show.
 They are optional per record, so an index lists them only where present, and a
 record holding them is written as index version `VERSION` (3): a reader of version
 2 then asks for an upgrade instead of calling the record malformed, while records
-without gradients stay version 2, readable by every reader of version 2.
+without gradients stay version 2, readable by every reader of version 2 (but for an
+LSTM's, whose forget means are version 3 too: `extras.py`).
 
 The index of a record with gradients also holds its `gradient_reach` (`reach`),
 computed once at write time, so the overview of hundreds of steps never opens an

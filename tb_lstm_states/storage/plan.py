@@ -35,6 +35,8 @@ class Job:
       structure: the layout the index summary's plugin data carries.
       sources: the caller's arrays, until `samples` copies what the statistics need.
       samples, sample_lengths: the sequences the statistics are computed on.
+      means: `{layer entry: [units] float64}`, an LSTM's forget means, computed from
+        the caller's arrays (`extras.forget_means`).
     """
 
     tag: str
@@ -57,6 +59,7 @@ class Job:
     sources: List[Any]
     samples: List[Any] = dataclasses.field(default_factory=list)
     sample_lengths: Optional[np.ndarray] = None
+    means: Dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def plan(

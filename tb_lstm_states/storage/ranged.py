@@ -13,7 +13,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from tb_lstm_states.storage import errors, format, jsonsafe
+from tb_lstm_states.storage import errors, extras, format, jsonsafe
 
 
 def parse_file_header(data: bytes, index: dict) -> dict:
@@ -200,6 +200,16 @@ def read_pyramid(
         first + (stop_block - first_block) * row,
     )
     return np.frombuffer(data, dtype).reshape(stop_block - first_block, 2, units)
+
+
+def read_mean(read_range: ReadRange, index: dict, crc_table: np.ndarray, entry: dict) -> np.ndarray:
+    """The forget mean of an entry that has one (`extras.py`): `[units]` float64, checked."""
+    nbytes = extras.MEAN_DTYPE.itemsize * entry["shape"][2]
+    mean = entry["mean"]
+    data = read_checked(
+        read_range, index, crc_table, mean["offset"], mean["chunk"], nbytes, 0, nbytes
+    )
+    return np.frombuffer(data, extras.MEAN_DTYPE)
 
 
 def bin_edges(start: int, stop: int, bins: int) -> np.ndarray:

@@ -11,9 +11,10 @@ Each step becomes two things (`storage/format.py`): an array file,
 summary in this writer's event file, appended only once the array file is
 complete, so every index a reader finds points to a whole file.
 
-`add_states` checks the record (`plan.py`), copies the states to host numpy arrays
-at the stored dtype (the float16 cast is the copy; torch casts), copies the few
-sequences the statistics are computed on, queues the record and returns. One
+`add_states` checks the record (`plan.py`), sums an LSTM's forget gates in float64
+(their means, `extras.py`), copies the states to host numpy arrays at the stored
+dtype (the float16 cast is the copy; torch casts), copies the few sequences the
+statistics are computed on, queues the record and returns. One
 background thread computes the statistics and the min/max pyramids of long
 sequences, checksums each 64 KiB slice (CRC32C, in C) and writes the file with
 `os.writev` straight from the arrays (`arrayfile.py`), then appends the index. A
@@ -45,7 +46,16 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 
 from tb_lstm_states import distributed, metadata, statistics
 from tb_lstm_states import states as states_lib
-from tb_lstm_states.storage import arrayfile, convert, event_file, format, gradients, plan, remote
+from tb_lstm_states.storage import (
+    arrayfile,
+    convert,
+    event_file,
+    extras,
+    format,
+    gradients,
+    plan,
+    remote,
+)
 
 DEFAULT_MAX_QUEUE_BYTES = 256 << 20
 
@@ -229,6 +239,8 @@ class StateWriter:
         job = plan.plan(tag, step, states, series, tokens, description, dtype)
         self._reserve(job)
         try:
+            # From the captured gates, before the float16 cast rounds them.
+            job.means = extras.forget_means(job.kind, job.keys, job.arrays, job.lengths)
             job.arrays = [
                 convert.stored_copy(array, plan.stored_dtype(kind, dtype))
                 for (_, kind), array in zip(job.keys, job.arrays)
@@ -398,6 +410,7 @@ class StateWriter:
             except BaseException as e:
                 error = e
             job.arrays, job.series, job.samples = [], [], []  # freed now, not with the next job
+            job.means = {}
             with self._lock:
                 if error is not None:
                     self._errors.append((job, error))
@@ -427,16 +440,14 @@ class StateWriter:
             tensors.append(format.Tensor(name, "float32", values.shape))
             buffers.append(values)
             entries.append({"series": series_name, "tensor": name})
-        if format.pyramid_blocks(job.time):
-            for entry, array in zip(state_entries, job.arrays):
-                pyramid = format.compute_pyramid(array)
-                name = format.pyramid_name(entry["layer"], entry["kind"])
-                tensors.append(format.Tensor(name, array.dtype.name, pyramid.shape))
-                buffers.append(pyramid)
-                entry["pyramid"] = name
+        # Min/max pyramids of long sequences and forget means: entry[member] names them.
+        for entry, member, name, extra in extras.tensors(state_entries, job.arrays, job):
+            tensors.append(format.Tensor(name, extra.dtype.name, extra.shape))
+            buffers.append(extra)
+            entry[member] = name
         file_metadata = {
             "format": format.FORMAT_NAME,
-            "version": str(gradients.index_version([kind for _, kind in job.keys])),
+            "version": str(extras.index_version(entries)),
             "tokens": json.dumps(job.tokens, separators=(",", ":")),
         }
         layout = format.Layout(tensors, file_metadata)
