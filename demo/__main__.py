@@ -1,10 +1,12 @@
 """Trains the demo models and logs them into a logdir:  python -m demo --logdir runs/demo
 
-Four runs, two per task, each with loss and accuracy scalars (torch's SummaryWriter)
+Six runs, two per task, each with loss and accuracy scalars (torch's SummaryWriter)
 and the LSTM's states on a fixed probe batch at every epoch (tb_lstm_states):
 
     brackets/lr_0.01, brackets/lr_0.002   character-level LSTM on nested brackets
     prices/hidden_32, prices/hidden_8     LSTM forecasting prices with injected anomalies
+    memory/chrono, memory/forget_bias_1   LSTM recalling a token 50-99 steps back; its
+                                          states are logged with their gradients
 
 Then:  tensorboard --logdir runs/demo  and open the "LSTM States" tab.
 """
@@ -17,9 +19,10 @@ import shutil
 import sys
 import time
 
-from demo import brackets, prices
+from demo import brackets, memory, prices
 
-TASKS = ("brackets", "prices")
+MODULES = {"brackets": brackets, "prices": prices, "memory": memory}
+TASKS = tuple(MODULES)
 # Written into the logdir when every run is complete; `make demo` reuses a logdir that has it.
 COMPLETE = ".demo-complete"
 
@@ -34,8 +37,8 @@ def main(argv=None):
         "--epochs",
         type=int,
         default=None,
-        help="epochs per run (default: %d for brackets, %d for prices)"
-        % (brackets.EPOCHS, prices.EPOCHS),
+        help="epochs per run (default: %d for brackets, %d for prices, %d for memory)"
+        % (brackets.EPOCHS, prices.EPOCHS, memory.EPOCHS),
     )
     parser.add_argument(
         "--tasks", default=",".join(TASKS), help="comma-separated subset of %s" % ",".join(TASKS)
@@ -73,7 +76,7 @@ def main(argv=None):
     figures = {}
     started = time.perf_counter()
     for task in tasks:
-        module = brackets if task == "brackets" else prices
+        module = MODULES[task]
         epochs = args.epochs if args.epochs is not None else module.EPOCHS
         for name, value in module.RUNS:
             run_started = time.perf_counter()
@@ -102,6 +105,11 @@ def _summary_line(task, name, result):
             result["accuracy"],
             result["unit"],
             result["r"],
+        )
+    elif task == "memory":
+        detail = "held-out accuracy %.3f (chance %.3f)" % (
+            result["accuracy"],
+            1.0 / len(memory.VALUES),
         )
     else:
         detail = (

@@ -3,19 +3,22 @@
     python -m demo.story runs/demo
 
 reads the demo logdir with `tls.read_states` and prints, per run and epoch, the
-correlation of the best cell unit with the nesting depth (brackets), and the recall
+correlation of the best cell unit with the nesting depth (brackets), the recall
 and precision of the change track on the injected anomalies (prices), computed with
-the backend's own `analysis.changes`.
+the backend's own `analysis.changes`, and how far back the logged gradients reach,
+their early/late ratio, the units with a long memory horizon, and the held-out
+accuracy the run logged as a scalar (memory).
 """
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
 
 import tb_lstm_states as tls
-from demo import brackets, prices
+from demo import brackets, memory, prices
 
 
 def brackets_figures(logdir, run):
@@ -48,6 +51,37 @@ def prices_figures(logdir, run, kind="cell"):
     return figures
 
 
+def memory_figures(logdir, run):
+    """`{step: {"reach", "ratio", "long_memory_units"}}` for one memory run, from its
+    logged dL/dc_t and forget gates."""
+    _, _, positions, _ = memory.probe_batch()
+    marks = memory.capital_marks(positions)
+    figures = {}
+    for rec in tls.read_states(logdir, run=run, tag=memory.TAG):
+        if not np.array_equal(rec.series["capital"], marks):
+            raise AssertionError(
+                "%s step %d: the logged capital marks are not the probe's" % (run, rec.step)
+            )
+        grads = rec.states.layers[0].grads["cell"]
+        figures[rec.step] = {
+            "reach": memory.gradient_reach(grads),
+            "ratio": memory.early_late_ratio(grads),
+            "long_memory_units": memory.long_memory_units(rec.states.layers[0].gates["forget"]),
+        }
+    return figures
+
+
+def logged_scalars(logdir, run, tag):
+    """`{step: value}` of a scalar the run logged with its SummaryWriter."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(
+        os.path.join(logdir, run), size_guidance={event_accumulator.SCALARS: 0}
+    )
+    accumulator.Reload()
+    return {e.step: e.value for e in accumulator.Scalars(tag)}
+
+
 def story(logdir):
     """The final-epoch figures of every demo run, plus every epoch's."""
     result = {}
@@ -73,6 +107,24 @@ def story(logdir):
             "hidden_recall": hidden[last]["recall"],
             "recall_by_step": {s: round(f["recall"], 4) for s, f in sorted(per_step.items())},
         }
+    for name, _ in memory.RUNS:
+        run = "%s/%s" % (memory.TASK, name)
+        per_step = memory_figures(logdir, run)
+        if not per_step:  # a logdir from before the memory story, or --tasks without it
+            continue
+        accuracy = logged_scalars(logdir, run, memory.ACCURACY_TAG)
+        last = max(per_step)
+        result[run] = {
+            "final_step": last,
+            "steps": len(per_step),
+            **per_step[last],
+            "time_steps": memory.SEQUENCE_LENGTH,
+            "units": memory.HIDDEN_SIZE,
+            "accuracy": accuracy[last],
+            "chance": 1.0 / len(memory.VALUES),
+            "reach_by_step": {s: f["reach"] for s, f in sorted(per_step.items())},
+            "accuracy_by_step": {s: round(a, 4) for s, a in sorted(accuracy.items())},
+        }
     return result
 
 
@@ -88,7 +140,25 @@ def main(argv=None):
         print(json.dumps(figures, indent=2))
         return 0
     for run, f in figures.items():
-        if run.startswith(brackets.TASK):
+        if run.startswith(memory.TASK):
+            print(
+                "%-20s step %d: the gradient reaches %d of %d steps back, early/late ratio "
+                "%.1e; held-out accuracy %.3f (chance %.3f); %d of %d units have a memory "
+                "horizon of %d steps or more"
+                % (
+                    run,
+                    f["final_step"],
+                    f["reach"],
+                    f["time_steps"],
+                    f["ratio"],
+                    f["accuracy"],
+                    f["chance"],
+                    f["long_memory_units"],
+                    f["units"],
+                    memory.MIN_BACK,
+                )
+            )
+        elif run.startswith(brackets.TASK):
             print(
                 "%-20s step %d: cell unit %d follows the nesting depth, r = %+.3f"
                 % (run, f["final_step"], f["unit"], f["r"])
