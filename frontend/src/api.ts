@@ -11,6 +11,9 @@ export interface TagInfo {
   time: number;
   units: Record<string, number>;
   kinds: string[];
+  /** the gradient kinds (`grad_cell`, `grad_hidden`) a step of this tag holds when logged
+   * with a loss; which steps do: the overview's `kinds` */
+  gradient_kinds: string[];
   steps: number;
   first_step: number | null;
   last_step: number | null;
@@ -47,6 +50,14 @@ export interface Overview {
    * a backend that sends the `min` and `max` columns), else null */
   min: Float32Array | null;
   max: Float32Array | null;
+  /** the array kinds each step holds (null for a step, or all, when the backend does not say) */
+  kinds: (string[] | null)[] | null;
+  /** each step's gradient reach (timesteps, the last layer, over the probe), NaN where
+   * none; null when the backend sends none */
+  reach: Float32Array | null;
+  /** per gradient row ("layer|kind"): each step's largest |value| (its stored extremes),
+   * NaN where unknown */
+  gradMax: Record<string, Float32Array>;
 }
 
 export interface Changes {
@@ -64,6 +75,9 @@ export interface Units {
   period: Float32Array;
   correlation: Record<string, Float32Array>;
   cluster_order: number[] | null;
+  /** per unit, -1/ln(mean forget gate) in timesteps (NaN where undefined); null for a
+   * GRU or RNN, or a backend that sends none */
+  memory_horizon: Float32Array | null;
 }
 
 export interface Projection {
@@ -133,6 +147,7 @@ export function normaliseTag(raw: any): TagInfo {
     time: num(raw?.time),
     units,
     kinds,
+    gradient_kinds: Array.isArray(raw?.gradient_kinds) ? raw.gradient_kinds.map(String) : [],
     steps: num(raw?.steps),
     first_step: typeof raw?.first_step === "number" ? raw.first_step : null,
     last_step: typeof raw?.last_step === "number" ? raw.last_step : null,
@@ -252,7 +267,12 @@ export async function fetchSeries(run: string, tag: string, step: number, sequen
 }
 
 export async function fetchOverview(run: string, tag: string, layer: number, kind: string, signal?: AbortSignal): Promise<Overview> {
-  const raw = await getJson("overview", { run, tag }, signal);
+  return parseOverview(await getJson("overview", { run, tag }, signal), layer, kind);
+}
+
+/** The `overview` answer for one layer and kind: its statistics per step, what each step
+ * holds and (as the statistic "grad reach" too) each step's gradient reach. */
+export function parseOverview(raw: any, layer: number, kind: string): Overview {
   const steps: number[] = (raw?.steps ?? []).map((s: any) => num(typeof s === "object" ? s?.step : s));
   const columns: string[] = raw?.columns ?? [];
   const rows: any[] = raw?.rows ?? [];
@@ -268,7 +288,23 @@ export async function fetchOverview(run: string, tag: string, layer: number, kin
   stats["mean |c|"] = pick(layer, rowIndex(layer, "cell") >= 0 ? "cell" : "hidden", "mean_abs");
   stats["change"] = pick(layer, kind, "change");
   const has = (col: string) => columns.includes(col) && rowIndex(layer, kind) >= 0;
-  return { steps, stats, min: has("min") ? pick(layer, kind, "min") : null, max: has("max") ? pick(layer, kind, "max") : null };
+  const kinds = Array.isArray(raw?.kinds) ? steps.map((_, i) => (Array.isArray(raw.kinds[i]) ? raw.kinds[i].map(String) : null)) : null;
+  const reachRaw = raw?.gradient_reach;
+  const reach = Array.isArray(reachRaw) && reachRaw.some((v: any) => typeof v === "number")
+    ? Float32Array.from(steps.map((_, i) => num(reachRaw[i], NaN))) : null;
+  if (reach) stats["grad reach"] = reach;
+  const gradMax: Record<string, Float32Array> = {};
+  if (columns.includes("min") && columns.includes("max")) {
+    for (const r of rows) {
+      const l = Number(r?.[0] ?? r?.layer), k = String(r?.[1] ?? r?.kind);
+      if (!k.startsWith("grad_")) continue;
+      const lo = pick(l, k, "min"), hi = pick(l, k, "max");
+      gradMax[`${l}|${k}`] = lo.map((v, i) => Math.max(Math.abs(v), Math.abs(hi[i])));
+    }
+  }
+  return {
+    steps, stats, min: has("min") ? pick(layer, kind, "min") : null, max: has("max") ? pick(layer, kind, "max") : null, kinds, reach, gradMax,
+  };
 }
 
 export async function fetchChanges(q: StatesQuery & { threshold?: number }, signal?: AbortSignal): Promise<Changes> {
@@ -294,6 +330,7 @@ export async function fetchUnits(q: Omit<StatesQuery, "sequence">, signal?: Abor
     period: floats(raw?.period),
     correlation,
     cluster_order: Array.isArray(order) ? order.map(Number) : null,
+    memory_horizon: Array.isArray(raw?.memory_horizon) ? floats(raw.memory_horizon) : null,
   };
 }
 

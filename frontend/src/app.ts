@@ -15,6 +15,7 @@ import { Store } from "./store";
 import { STYLE, themeFor, watchTheme } from "./theme";
 import { GUTTER, RIGHT, TimeView } from "./timeplot";
 import { ChangesView } from "./views/changes";
+import { GradientsView } from "./views/gradients";
 import type { DrawContext } from "./views/context";
 import { OverviewCard } from "./views/overview";
 import { SeriesView } from "./views/series";
@@ -71,6 +72,12 @@ export class App {
   private readonly overview = new OverviewCard();
   private readonly anomalies = new AnomalyView();
   private readonly unitTable = new UnitTable();
+  private readonly gradients = new GradientsView({
+    data: this.data,
+    changed: () => this.invalidate(),
+    hover: (t) => this.pointer.setHover(t === null ? null : { t, unit: null, row: null, panel: null }),
+    setCursor: (t) => this.setCursor(t),
+  });
   private readonly pointer = new Pointer(this.store, this.scene, {
     setCursor: (t) => this.setCursor(t),
     setZoom: (t0, t1) => this.setZoom(t0, t1),
@@ -139,9 +146,10 @@ export class App {
 
   private layout(): void {
     const main = el("div", { class: "tls-main" },
-      el("div", { class: "tls-col" }, this.states.root, this.seriesView.root, this.unitsView.root, this.changesView.root, this.anomalies.root),
+      el("div", { class: "tls-col" }, this.states.root, this.gradients.root, this.seriesView.root, this.unitsView.root, this.changesView.root, this.anomalies.root),
       el("div", { class: "tls-col" }, this.trajectory.root, this.overview.root, this.unitTable.root),
     );
+    this.overview.root.append(this.gradients.hint); // a record without gradients: how to log them
     this.mainNodes = [this.controls.bar, this.controls.description, this.controls.play, this.status, main];
     for (const h of this.states.heatmaps) {
       this.pointer.wireHeatmap(h);
@@ -347,8 +355,10 @@ export class App {
     this.drawChanges();
     this.trajectory.draw(c, this.data.projection, this.data.projectionError, this.data.compareProjection());
     const other = store.state.compare;
-    this.overview.draw(store.state.run, this.data.overview, step, this.theme,
-      other ? { run: other, overview: other === store.state.run ? undefined : this.data.overviewOf(other) } : null);
+    const otherOverview = other ? (other === store.state.run ? undefined : this.data.overviewOf(other)) : null;
+    this.gradients.draw(c, this.data.overview, other === store.state.run ? this.data.overview : otherOverview);
+    this.overview.draw(store.state.run, this.overviewWithReach(c), step, this.theme,
+      other ? { run: other, overview: otherOverview ?? undefined } : null, this.reachNote());
     this.anomalies.draw(store, this.data, step);
     const orderStep = this.data.orderStep(store.state.run);
     const order = this.data.effectiveOrder();
@@ -361,6 +371,24 @@ export class App {
     if (this.stats.draws.length > 5000) this.stats.draws.splice(0, 1000);
   }
 
+  /** The overview, with each step's gradient reach of the selected sequence computed
+   * here from the gradients loaded when the backend sends no reach. */
+  private overviewWithReach(c: DrawContext): api.Overview | null {
+    const o = this.data.overview;
+    if (!o || o.reach) return o;
+    const reach = this.gradients.reachSeries(c, o.steps);
+    return reach ? { ...o, stats: { ...o.stats, "grad reach": reach } } : o;
+  }
+
+  /** What the overview's "grad reach" is of. */
+  private reachNote(): string {
+    const o = this.data.overview;
+    if (!o?.stats["grad reach"] && !this.gradients.root.dataset.reach) return "";
+    const g = this.store.info?.kind === "lstm" ? "‖∂L/∂c_t‖" : "‖∂L/∂h_t‖";
+    return `grad reach: timesteps back from the end over which ${g} stays at or above 1% of its largest · ` +
+      (o?.reach ? "the last layer's forward direction, the norm averaged over the probe" : `sequence #${this.store.state.sequence} of this layer, from the steps loaded here`);
+  }
+
   /** A `time` series (epoch seconds) labels every time axis with timestamps. */
   private setTimeLabels(series: api.Series | undefined): void {
     const time = series?.series["time"];
@@ -369,7 +397,7 @@ export class App {
       const span = Math.abs((time[Math.min(t1 - 1, time.length - 1)] ?? 0) - (time[t0] ?? 0));
       return t < time.length ? formatTimestamp(time[t], span) : String(t);
     } : null;
-    for (const p of [...this.states.heatmaps, this.unitsView.plot, this.seriesView.plot, this.seriesView.residual, this.changesView.plot]) p.timeLabel = label;
+    for (const p of [...this.states.heatmaps, this.gradients.heat, this.gradients.norm, this.unitsView.plot, this.seriesView.plot, this.seriesView.residual, this.changesView.plot]) p.timeLabel = label;
     const axis = label && time ? "utc " + formatTimestamp(time[0], 0) : "timestep";
     if (this.root.dataset.timeAxis !== axis) this.root.dataset.timeAxis = axis; // what the time axes show, for tests
   }
@@ -391,6 +419,7 @@ export class App {
     this.unitsView.plot.drawOverlay(view, this.theme);
     this.seriesView.plot.drawOverlay(view, this.theme);
     this.changesView.plot.drawOverlay(view, this.theme);
+    this.gradients.drawOverlays(view, this.theme);
     this.trajectory.projection.drawOverlay(hover?.t ?? this.store.state.cursor, this.theme);
     this.trajectory.projectionB.drawOverlay(this.store.state.compare ? hover?.t ?? this.store.state.cursor : null, this.theme);
   }

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { normaliseTag, parseProjection, routeUrl, statesUrl } from "../src/api";
+import { normaliseTag, parseOverview, parseProjection, routeUrl, statesUrl } from "../src/api";
 
 test("routes are relative to the plugin's base and escape every parameter", () => {
   assert.equal(routeUrl("runs"), "./runs");
@@ -43,4 +43,32 @@ test("projections of several sequences: one path per sequence and step", () => {
   assert.deepEqual(p.paths.get(0)!.map((a) => Array.from(a)), [[0, 1, 2, 3], [4, 5]]);
   assert.deepEqual(p.paths.get(5)!.map((a) => Array.from(a)), [[6, 7], [8, 9, 10, 11]]);
   assert.deepEqual(Array.from(p.points.get(5)!), [6, 7]);
+});
+
+test("the overview: what each step holds, each step's gradient reach (also a statistic) and the gradients' extremes", () => {
+  const raw = {
+    rows: [[0, "cell"], [0, "hidden"], [0, "grad_cell"], [0, "grad_hidden"]],
+    columns: ["mean_abs", "std", "saturated", "dead", "change", "min", "max"],
+    steps: [0, 1, 2],
+    values: [
+      [[1, 1, 0, 0, 0, -2, 2], [1, 1, 0, 0, 0, -1, 1], [0.1, 0.1, null, null, 0, -0.5, 0.25], [0.1, 0.1, null, null, 0, -0.1, 0.3]],
+      [[1, 1, 0, 0, 0, -2, 2], [1, 1, 0, 0, 0, -1, 1], null, null],
+      [[1, 1, 0, 0, 0, -2, 2], [1, 1, 0, 0, 0, -1, 1], [0.1, 0.1, null, null, 0, -3, 0.5], [0.1, 0.1, null, null, 0, -0.1, 0.3]],
+    ],
+    kinds: [["cell", "hidden", "grad_cell", "grad_hidden"], ["cell", "hidden"], ["cell", "hidden", "grad_cell", "grad_hidden"]],
+    gradient_reach: [12, null, 40],
+  };
+  const o = parseOverview(raw, 0, "cell");
+  assert.deepEqual(o.kinds, raw.kinds);
+  assert.deepEqual(Array.from(o.reach!), [12, NaN, 40]);
+  assert.deepEqual(Array.from(o.stats["grad reach"]), [12, NaN, 40]);
+  assert.deepEqual(Array.from(o.gradMax["0|grad_cell"]), [0.5, NaN, 3]);
+  assert.deepEqual(Array.from(o.gradMax["0|grad_hidden"]), [Math.fround(0.3), NaN, Math.fround(0.3)]);
+  // a backend without gradients: no kinds, no reach, no statistic
+  const old = parseOverview({ ...raw, kinds: undefined, gradient_reach: undefined }, 0, "cell");
+  assert.equal(old.kinds, null);
+  assert.equal(old.reach, null);
+  assert.equal("grad reach" in old.stats, false);
+  assert.deepEqual(normaliseTag({ kind: "lstm", gradient_kinds: ["grad_cell", "grad_hidden"] }).gradient_kinds, ["grad_cell", "grad_hidden"]);
+  assert.deepEqual(normaliseTag({ kind: "lstm" }).gradient_kinds, []);
 });
