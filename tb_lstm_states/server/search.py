@@ -68,10 +68,9 @@ def parse_search(args: Args) -> SearchQuery:
             "(top=) or a shorter window" % (stop - start, top, kept, search.MAX_KEPT)
         )
     if units is not None and len(set(units)) != len(units):
-        twice = sorted(u for u in set(units) if units.count(u) > 1)
-        raise errors.InvalidArgumentError(
-            "parameter 'units' lists unit %d more than once" % twice[0]
-        )
+        ordered = np.sort(np.asarray(units))
+        twice = int(ordered[1:][ordered[1:] == ordered[:-1]][0])
+        raise errors.InvalidArgumentError("parameter 'units' lists unit %d more than once" % twice)
     return SearchQuery(
         run,
         tag,
