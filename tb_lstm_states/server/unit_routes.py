@@ -119,11 +119,17 @@ class UnitRoutes:
         q = query
         query_side = self._source.array(ctx, experiment, q.run, q.tag, q.step, q.layer, q.kind)
         search.check_query(query_side[0], query_side[1], q)
-        if q.steps is None:
-            index = self._source.tag_index(ctx, experiment, q.run, q.tag, max_age=0.0)
-            steps = [d.step for d in index.data]
-        else:
-            steps = list(q.steps)
+        index = self._source.tag_index(ctx, experiment, q.run, q.tag, max_age=0.0)
+        logged = [d.step for d in index.data]
+        # Checked against the listing first: a long list of unknown steps costs one
+        # set difference, not a lookup each.
+        missing = sorted(set(q.steps or ()) - set(logged))
+        if missing:
+            raise errors.NotFoundError(
+                "run %r tag %r has no step %d (it has %d steps)"
+                % (q.run, q.tag, missing[0], len(logged))
+            )
+        steps = logged if q.steps is None else list(q.steps)
         if not steps:
             raise errors.NotFoundError("run %r tag %r has no steps" % (q.run, q.tag))
         found = list(
