@@ -658,3 +658,16 @@ def test_log_with_a_loss_round_trips_through_tensorboard(tmp_path, load_fast):
         overview = json.loads(http_get(base + PREFIX + "overview?run=run&tag=enc")[2])
         assert [("grad_cell" in kinds) for kinds in overview["kinds"]] == [False, True]
         assert overview["gradient_reach"][0] is None and overview["gradient_reach"][1] >= 1
+
+
+def test_a_projection_of_gradients_lays_out_the_steps_that_hold_them(client):
+    status, _, body = get(
+        client, "projection", run="run", tag="lstm", layer=0, kind="grad_cell", method="pca"
+    )
+    assert status == 200, body
+    assert sorted(json.loads(body)["steps"]) == [1, 2]  # step 0 was logged without a loss
+    status, _, body = get(
+        client, "projection", run="run", tag="lstm", layer=0, kind="grad_cell", method="pca",
+        steps="0",
+    )  # fmt: skip
+    assert status == 404 and b"holds no gradients" in body

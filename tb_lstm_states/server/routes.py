@@ -39,6 +39,7 @@ from tb_lstm_states.server import (
 )
 from tb_lstm_states.server.guard import never_500
 from tb_lstm_states.server.params import Args, encode, json_bytes_reply, json_reply
+from tb_lstm_states.storage import gradients as storage_gradients
 
 logger = tb_logging.get_logger()
 
@@ -432,14 +433,27 @@ class StatesPlugin(unit_routes.UnitRoutes, base_plugin.TBPlugin):
             chosen = [d.step for d in index.data]
         else:
             chosen = sorted(set(steps))
-        found = list(
-            self._request_pool.map(
-                lambda s: self._source.array(
-                    ctx, experiment, run, tag, s, layer, kind, read_ahead=False
-                ),
-                chosen,
-            )
-        )
+        optional = steps is None and storage_gradients.is_gradient(kind)
+
+        def fetch(step):
+            try:
+                return self._source.array(
+                    ctx, experiment, run, tag, step, layer, kind, read_ahead=False
+                )
+            except errors.NotFoundError:
+                if optional:
+                    return None  # a step logged without a loss; lay out those with one
+                raise
+
+        found = list(self._request_pool.map(fetch, chosen))
+        if optional:
+            chosen = [s for s, f in zip(chosen, found) if f is not None]
+            found = [f for f in found if f is not None]
+            if not found:
+                raise errors.NotFoundError(
+                    "run %r tag %r: no step holds %s; log with a loss "
+                    "(StateWriter.log(..., loss=...)) to store gradients" % (run, tag, kind)
+                )
         if sequences is not None:
             sequences = sorted(set(sequences))
         found = projection.within_caps(
