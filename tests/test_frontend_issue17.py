@@ -325,7 +325,8 @@ def test_unit_table_sorts_and_plots(page, server):
     header = frame.query_selector(".tls-table th[data-key='variance']")
     header.click()
     first = frame.eval_on_selector_all(
-        ".tls-table tbody tr", "rs => rs.map(r => Number(r.cells[1].textContent))"
+        ".tls-table tbody tr",
+        "rs => rs.map(r => Number(r.querySelector(\"td[data-key='variance']\").textContent))",
     )
     assert first == sorted(first) or first == sorted(first, reverse=True)
     unit = frame.get_attribute(".tls-table tbody tr:nth-child(5)", "data-unit")

@@ -2,6 +2,7 @@
 // The iframe's <base href="plugin/lstm_states/"> makes "./runs" reach them.
 
 import { decodeArray, NdArray, parseDtype, parseShape } from "./decode";
+import { Match, parseMatch, parseSearch, parseSignificance, SearchMatch, Significance } from "./matching";
 
 export interface TagInfo {
   kind: string; // lstm | gru | rnn
@@ -78,6 +79,8 @@ export interface Units {
   /** per unit, -1/ln(mean forget gate) in timesteps (NaN where undefined); null for a
    * GRU or RNN, or a backend that sends none */
   memory_horizon: Float32Array | null;
+  /** each unit's significance against the series asked for (null without one) */
+  significance: Significance | null;
 }
 
 export interface Projection {
@@ -317,8 +320,9 @@ export async function fetchChanges(q: StatesQuery & { threshold?: number }, sign
   };
 }
 
-export async function fetchUnits(q: Omit<StatesQuery, "sequence">, signal?: AbortSignal): Promise<Units> {
-  const raw = await getJson("units", { run: q.run, tag: q.tag, step: q.step, layer: q.layer, kind: q.kind }, signal);
+/** The per-unit scores of an array; with `series`, each unit's significance against it too. */
+export async function fetchUnits(q: Omit<StatesQuery, "sequence"> & { series?: string }, signal?: AbortSignal): Promise<Units> {
+  const raw = await getJson("units", { run: q.run, tag: q.tag, step: q.step, layer: q.layer, kind: q.kind, series: q.series }, signal);
   const correlation: Record<string, Float32Array> = {};
   for (const [k, v] of Object.entries(raw?.correlation ?? {})) correlation[k] = floats(v);
   const order = raw?.cluster_order ?? raw?.order ?? null;
@@ -331,6 +335,7 @@ export async function fetchUnits(q: Omit<StatesQuery, "sequence">, signal?: Abor
     correlation,
     cluster_order: Array.isArray(order) ? order.map(Number) : null,
     memory_horizon: Array.isArray(raw?.memory_horizon) ? floats(raw.memory_horizon) : null,
+    significance: parseSignificance(raw?.significance),
   };
 }
 
@@ -381,4 +386,34 @@ export function parseProjection(raw: any): Projection {
     steps, sequences, points, paths, bounds, methodUsed: String(raw?.method_used ?? raw?.method ?? ""),
     explained: Array.isArray(raw?.explained_variance) ? raw.explained_variance.map(Number) : null,
   };
+}
+
+/** The arrays the `match` route pairs: one array's units with another's of the same probe. */
+export interface MatchQuery {
+  run: string; tag: string; step: number; layer: number; kind: string;
+  other_run: string; other_tag: string; other_step: number;
+}
+
+/** Pairs each unit of one array with the other's (one-to-one by |r|), with the CKA. */
+export async function fetchMatch(q: MatchQuery, signal?: AbortSignal): Promise<Match> {
+  return parseMatch(await getJson("match", { ...q }, signal));
+}
+
+/** A window of states to look for: units (all when absent) of timesteps [start, stop). */
+export interface SearchQuery {
+  run: string; tag: string; step: number; layer: number; kind: string;
+  sequence: number; start: number; stop: number;
+  units?: number[];
+  /** the steps searched (every logged step when absent) */
+  steps?: number[];
+  top?: number;
+}
+
+/** The windows nearest the query window (the query and overlaps of better ones left out). */
+export async function fetchSearch(q: SearchQuery, signal?: AbortSignal): Promise<SearchMatch[]> {
+  const raw = await getJson("search", {
+    run: q.run, tag: q.tag, step: q.step, layer: q.layer, kind: q.kind, sequence: q.sequence, start: q.start, stop: q.stop,
+    units: q.units?.length ? q.units.join(",") : null, steps: q.steps?.length ? q.steps.join(",") : null, top: q.top,
+  }, signal);
+  return parseSearch(raw);
 }

@@ -12,6 +12,7 @@ import { Player } from "./playback";
 import { Pointer } from "./pointer";
 import { Scene } from "./scene";
 import { Store } from "./store";
+import type { ViewState } from "./hashstate";
 import { STYLE, themeFor, watchTheme } from "./theme";
 import { GUTTER, RIGHT, TimeView } from "./timeplot";
 import { ChangesView } from "./views/changes";
@@ -28,6 +29,8 @@ import type { LinePlot } from "./lines";
 import { formatTimestamp, isTimeSeries } from "./seriesaxes";
 import { AnomalyView } from "./views/anomalies";
 import { UnitTable } from "./views/unittable";
+import { IdentityView } from "./views/identity";
+import { SearchView } from "./views/search";
 
 const POLL_MS = 5000;
 
@@ -72,6 +75,8 @@ export class App {
   private readonly overview = new OverviewCard();
   private readonly anomalies = new AnomalyView();
   private readonly unitTable = new UnitTable();
+  private readonly identity = new IdentityView();
+  private readonly search = new SearchView();
   private readonly gradients = new GradientsView({
     data: this.data,
     changed: () => this.invalidate(),
@@ -81,7 +86,11 @@ export class App {
   private readonly pointer = new Pointer(this.store, this.scene, {
     setCursor: (t) => this.setCursor(t),
     setZoom: (t0, t1) => this.setZoom(t0, t1),
-    pickUnit: (unit, panel) => this.pickUnit(unit, panel === this.states.heatB),
+    pickUnit: (unit, panel) => {
+      // the compare panel's rows may be aligned to this run's units: plot the partner
+      const u = panel === this.states.heatB ? this.scene.comparedUnit(unit) : unit;
+      if (u !== null) this.pickUnit(u, panel === this.states.heatB);
+    },
     legendClick: (plot, label) => this.legendClick(plot, label),
     time: () => this.scene.shown?.view.time ?? this.store.info?.time ?? 1,
     redraw: () => this.invalidate(),
@@ -147,7 +156,7 @@ export class App {
   private layout(): void {
     const main = el("div", { class: "tls-main" },
       el("div", { class: "tls-col" }, this.states.root, this.gradients.root, this.seriesView.root, this.unitsView.root, this.changesView.root, this.anomalies.root),
-      el("div", { class: "tls-col" }, this.trajectory.root, this.overview.root, this.unitTable.root),
+      el("div", { class: "tls-col" }, this.trajectory.root, this.overview.root, this.unitTable.root, this.search.root, this.identity.root),
     );
     this.overview.root.append(this.gradients.hint); // a record without gradients: how to log them
     this.mainNodes = [this.controls.bar, this.controls.description, this.controls.play, this.status, main];
@@ -170,6 +179,15 @@ export class App {
     this.states.onTokenHover = (t) => this.pointer.setHover(t === null ? null : { t, unit: null, row: null, panel: null });
     this.overview.sparklines.onPick = (step) => this.player.goToStep(step);
     this.unitTable.onPick = (unit) => this.pickUnit(unit, false);
+    this.unitTable.onSeries = (name) => this.setState({ sigSeries: name });
+    this.identity.onTrack = (unit) => this.setState({ ident: unit });
+    this.identity.onStep = (step) => this.player.goToStep(step);
+    this.search.onChanged = () => this.invalidate();
+    this.search.onJump = (step, sequence, start, stop) => {
+      Object.assign(this.store.state, { sequence, t0: start, t1: stop, cursor: null });
+      this.player.goToStep(step);
+      this.onSelection();
+    };
     this.anomalies.onThreshold = (v) => {
       this.store.state.threshold = v;
       this.store.saveHash();
@@ -237,6 +255,13 @@ export class App {
       this.store.saveHash();
     } else if (plot.hidden.has(label)) plot.hidden.delete(label);
     else plot.hidden.add(label);
+    this.invalidate();
+  }
+
+  /** Sets view state that needs no reload. */
+  private setState(patch: Partial<ViewState>): void {
+    Object.assign(this.store.state, patch);
+    this.store.saveHash();
     this.invalidate();
   }
 
@@ -360,10 +385,10 @@ export class App {
     this.overview.draw(store.state.run, this.overviewWithReach(c), step, this.theme,
       other ? { run: other, overview: otherOverview ?? undefined } : null, this.reachNote());
     this.anomalies.draw(store, this.data, step);
-    const orderStep = this.data.orderStep(store.state.run);
-    const order = this.data.effectiveOrder();
-    this.unitTable.draw(orderStep === null ? undefined : this.data.units(store.state.run, orderStep), orderStep ?? step,
-      new Set(store.state.units), order.startsWith("corr:") ? order : "variance");
+    this.unitTable.draw(store, this.data);
+    const shown = this.scene.shown?.view;
+    this.identity.draw(store, this.data, step, shown?.units ?? 0, this.identity.root.clientWidth - 22, this.theme);
+    this.search.draw(store, c.t0, c.t1, shown?.time ?? store.info.time, shown?.length);
     this.controls.syncStep();
     this.drawOverlays();
     if (!store.explicitUnits && store.state.units.length) store.saveHash();

@@ -183,8 +183,10 @@ export class Controls {
     const state = this.store.state;
     const auto = series.find((n) => n !== "time") ? "auto (|correlation| with a series)" : "auto (variance)";
     const orders: [string, string][] = [["auto", auto], ["index", "index"], ["variance", "variance"], ["cluster", "clustering"],
-      ...series.map((s) => ["corr:" + s, "|correlation| with " + s] as [string, string])];
+      ...series.map((s) => ["corr:" + s, "|correlation| with " + s] as [string, string]),
+      ...series.filter((s) => s !== "time").map((s) => ["sig:" + s, "significance (q) vs " + s] as [string, string])];
     if (state.order.startsWith("corr:") && !series.includes(state.order.slice(5))) orders.push([state.order, "|correlation| with " + state.order.slice(5)]);
+    if (state.order.startsWith("sig:") && !series.includes(state.order.slice(4))) orders.push([state.order, "significance (q) vs " + state.order.slice(4)]);
     setOptions(this.sel.order, orders, state.order);
     const colors: [string, string][] = [["time", "by timestep"], ["#sequence", "by sequence"],
       ...(tokens ? [["#token", "by token"] as [string, string]] : []),

@@ -6,6 +6,8 @@ import * as api from "./api";
 import { ByteCache } from "./cache";
 import { isLabelSeries } from "./seriesaxes";
 import { evenlySpaced, isPermutation, orderByScore } from "./layout";
+import { orderBySignificance } from "./matching";
+import { MatchLoader } from "./matchload";
 import { ProjectionSlot } from "./projload";
 import { extentOf } from "./scene";
 import type { Store } from "./store";
@@ -45,6 +47,8 @@ export class DataLoader {
   private identityOrder: number[] = [];
   /** the last series seen: shown while the next step's loads */
   lastSeries: api.Series | null = null;
+  /** the `match` route's answers (compare-runs alignment, a unit's identity across steps) */
+  readonly matches = new MatchLoader(() => this.hooks.changed());
 
   constructor(private store: Store, private hooks: DataHooks) {}
 
@@ -215,14 +219,28 @@ export class DataLoader {
     return steps.length ? steps[steps.length - 1] : null;
   }
 
-  /** The per-unit scores of a run at a step, or undefined while they load. */
-  units(run: string, step: number): api.Units | undefined {
+  /** The per-unit scores of a run at a step (with each unit's significance against
+   * `series`, when given), or undefined while they load. */
+  units(run: string, step: number, series?: string): api.Units | undefined {
     const s = this.store.state;
-    const q: UnitsQuery = { run, tag: s.tag, step, layer: s.layer, kind: s.kind };
+    const q: UnitsQuery & { series?: string } = { run, tag: s.tag, step, layer: s.layer, kind: s.kind, ...(series ? { series } : {}) };
     const hit = this.peekJson<api.Units>("units", q);
     if (hit) return hit;
-    this.loadJson("units", q, () => api.fetchUnits(q)).then(() => this.hooks.changed(), (e) => this.hooks.error(String(e?.message ?? e)));
+    const key = JSON.stringify(q);
+    if (series && this.unitErrors.has(key)) return undefined; // asked once: a series the step lacks stays unknown
+    this.loadJson("units", q, () => api.fetchUnits(q)).then(() => this.hooks.changed(), (e) => {
+      if (series && e?.name !== "AbortError") this.unitErrors.set(key, String(e?.message ?? e));
+      this.hooks.error(String(e?.message ?? e));
+    });
     return undefined;
+  }
+
+  private unitErrors = new Map<string, string>();
+
+  /** Why the scores with significance against `series` could not be loaded, if they could not. */
+  unitsError(run: string, step: number, series: string): string {
+    const s = this.store.state;
+    return this.unitErrors.get(JSON.stringify({ run, tag: s.tag, step, layer: s.layer, kind: s.kind, series })) ?? "";
   }
 
   /** The order of a run's `units` rows (the last known one while the scores load). */
@@ -239,7 +257,7 @@ export class DataLoader {
     const cacheKey = JSON.stringify([run, s.tag, step, s.layer, s.kind, units]) + order;
     const cached = this.orderCache.get(cacheKey);
     if (cached) return run === s.run ? (this.lastOrder = cached) : cached;
-    const hit = this.units(run, step);
+    const hit = this.units(run, step, order.startsWith("sig:") ? order.slice(4) : undefined);
     if (hit) {
       let result: number[] | null = null;
       if (order === "variance") result = orderByScore(hit.variance);
@@ -248,7 +266,7 @@ export class DataLoader {
         const c = hit.correlation[order.slice(5)];
         // Strongest first whatever the sign: a counter unit may run either way.
         result = c ? orderByScore(Array.from(c, Math.abs)) : null;
-      }
+      } else if (order.startsWith("sig:")) result = hit.significance ? orderBySignificance(hit.significance, units) : null;
       if (!isPermutation(result, units)) result = identity();
       this.orderCache.set(cacheKey, result);
       if (run === s.run) this.lastOrder = result;

@@ -23,12 +23,15 @@ export interface ViewState {
   loop: boolean;
   threshold: number; // robust z-score above which the change track flags a timestep
   residual: string; // "a-b" of two series names, "" automatic, "off" none
+  sigSeries: string; // the series of the unit table's significance columns, "" automatic
+  ident: number | null; // the unit tracked across steps (its matched unit at each step), null: none
 }
 
 export const DEFAULT_STATE: ViewState = {
   run: "", tag: "", layer: 0, kind: "cell", sequence: 0, step: null, order: "auto", units: [], unitsB: [], scale: "fixed",
   t0: null, t1: null, cursor: null, compare: "", compareStep: null, method: "pca",
   colorBy: "time", trajectory: "", speed: 8, loop: true, threshold: 3.5, residual: "",
+  sigSeries: "", ident: null,
 };
 
 export const SPEEDS = [1, 2, 4, 8, 15, 30, 60];
@@ -41,6 +44,7 @@ const SHORT: Record<keyof ViewState, string> = {
   run: "run", tag: "tag", layer: "layer", kind: "kind", sequence: "seq", step: "step", order: "order",
   units: "units", unitsB: "cunits", scale: "scale", t0: "t0", t1: "t1", cursor: "cursor", compare: "cmp", compareStep: "cstep",
   method: "proj", colorBy: "color", trajectory: "tseq", speed: "speed", loop: "loop", threshold: "thr", residual: "resid",
+  sigSeries: "sig", ident: "ident",
 };
 
 /** Serialises the fields that differ from the defaults, as URL query syntax. */
@@ -79,7 +83,7 @@ export function decodeState(text: string): ViewState {
   s.sequence = int(get("sequence"), 0) ?? 0;
   s.step = int(get("step"), -(2 ** 53));
   const order = get("order");
-  if (order && (["auto", "index", "variance", "cluster"].includes(order) || order.startsWith("corr:"))) s.order = order;
+  if (order && (["auto", "index", "variance", "cluster"].includes(order) || order.startsWith("corr:") || order.startsWith("sig:"))) s.order = order;
   const unitList = (text: string | null) =>
     text ? text.split(".").map((u) => int(u, 0, 1 << 24)).filter((u): u is number => u !== null).slice(0, 16) : [];
   s.units = unitList(get("units"));
@@ -89,6 +93,8 @@ export function decodeState(text: string): ViewState {
   if (get("threshold") && Number.isFinite(threshold) && threshold > 0 && threshold <= 100) s.threshold = threshold;
   const residual = get("residual");
   if (residual) s.residual = residual.slice(0, 200);
+  s.sigSeries = (get("sigSeries") ?? "").slice(0, 200);
+  s.ident = int(get("ident"), 0, 1 << 24);
   s.t0 = int(get("t0"), 0);
   s.t1 = int(get("t1"), 1);
   if (s.t0 === null || s.t1 === null || s.t1 <= s.t0) s.t0 = s.t1 = null;

@@ -24,6 +24,8 @@ export interface HeatmapFrame {
   length?: number; // valid timesteps; later ones are padding
   /** a window of a long sequence (binned or not): drawn from it instead of `data` */
   segment?: Segment | null;
+  /** the label of a unit's row (default: its index) */
+  labels?: (unit: number) => string;
 }
 
 export class Heatmap extends TimePlot {
@@ -145,7 +147,7 @@ export class Heatmap extends TimePlot {
     // labels stay inside the canvas: the first and last rows' are moved in, never cut
     const top = 6, bottom = this.base.height - 6;
     for (let r = 0; r < n; r += every) {
-      ctx.fillText(String(frame.order[r]), plot.x - 8, Math.min(bottom, Math.max(top, plot.y + (r + 0.5) * rowH)));
+      ctx.fillText(frame.labels ? frame.labels(frame.order[r]) : String(frame.order[r]), plot.x - 8, Math.min(bottom, Math.max(top, plot.y + (r + 0.5) * rowH)));
     }
     frame.order.forEach((u, r) => {
       const color = frame.selected.get(u);

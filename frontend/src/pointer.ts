@@ -201,13 +201,24 @@ export class Pointer {
     const t = hover.t;
     if (hover.unit !== null) {
       lines.push(`unit ${hover.unit} · timestep ${t}`);
+      const match = this.scene.alignment?.match;
       if (hover.panel === panels.compare) {
         const cq = this.store.compareQuery(this.store.currentStep()!);
+        const u = match ? match.units[hover.unit] : hover.unit;
+        if (match) lines[0] = u < 0 ? `${this.store.state.run}'s unit ${hover.unit} has no partner` : `unit ${u} · timestep ${t}`;
         lines.push(`${cq?.run ?? ""} step ${cq?.step ?? ""}`);
-        lines.push("value " + win.describeAt(other, t, hover.unit));
+        if (match && u >= 0) {
+          const flipped = match.sign[hover.unit] < 0;
+          lines.push(`paired with ${this.store.state.run}'s unit ${hover.unit} · |r| ${formatValue(match.similarity[hover.unit])}${flipped ? " · opposite sign: drawn flipped" : ""}`);
+        }
+        if (u >= 0) lines.push("value " + win.describeAt(other, t, u));
       } else if (hover.panel === panels.difference) {
-        const a = win.valueAt(shown, t, hover.unit), b = win.valueAt(other, t, hover.unit);
+        const a = win.valueAt(shown, t, hover.unit), b = win.valueAt(this.scene.alignment?.view ?? other, t, hover.unit);
         lines.push(`difference ${formatValue(a - b)}  (${formatValue(a)} − ${formatValue(b)})`);
+        if (match) {
+          const u = match.units[hover.unit];
+          lines.push(u < 0 ? "no partner in the compared run" : `right: its partner, unit ${u}${match.sign[hover.unit] < 0 ? ", flipped" : ""}`);
+        }
       } else {
         lines.push("value " + win.describeAt(shown, t, hover.unit));
       }

@@ -3,8 +3,9 @@
 // from the store and the loaded data once per frame; the views only read it.
 
 import type * as api from "./api";
-import { Domain, domainFor, finiteExtent, PALETTE, rangeDomain } from "./colors";
+import { Domain, domainFor, finiteExtent, PALETTE, rangeDomain, SIGMOID_KINDS } from "./colors";
 import type { DataLoader } from "./data";
+import { alignArray, Match } from "./matching";
 import type { Store } from "./store";
 import * as win from "./window";
 
@@ -13,6 +14,20 @@ export interface Shown {
   array: api.StatesArray;
   step: number;
   view: win.StatesView;
+}
+
+/** The compared run's array laid on the first run's units by matching (compare-runs of
+ * two different runs). */
+export interface Alignment {
+  /** the match this frame asks for (the steps on screen) */
+  query: api.MatchQuery;
+  /** the match drawn, null while none is loaded */
+  match: Match | null;
+  /** the steps of the match drawn: another pair's while this one loads (playback) */
+  matchedAt: [number, number] | null;
+  /** the compared array on the first run's units, null while no match is loaded */
+  view: win.StatesView | null;
+  error: string;
 }
 
 export class Scene {
@@ -28,6 +43,9 @@ export class Scene {
   /** unit -> line colour, in the order the units were picked */
   selected = new Map<number, string>();
   selectedB = new Map<number, string>();
+  /** compare-runs of another run: its rows aligned to this run's matched units */
+  alignment: Alignment | null = null;
+  private aligned: { b: api.StatesArray; match: Match; view: win.StatesView } | null = null;
   private diff: { a: api.StatesArray; b: api.StatesArray; result: ReturnType<typeof win.difference> } | null = null;
 
   constructor(private store: Store, private data: DataLoader) {}
@@ -46,7 +64,43 @@ export class Scene {
       if (c.array) this.shownCompare = { key: c.key, array: c.array, step: cq.step, view: win.viewOf(c.array, store.timeOf(cq.run)) };
       else if (this.shownCompare && !sameSelection(this.shownCompare.key, c.key)) this.shownCompare = null;
     } else this.shownCompare = null;
+    this.alignment = this.align();
     this.updateOrderAndDomain();
+  }
+
+  /** The compared run's array aligned to this run's units, when another run is compared. */
+  private align(): Alignment | null {
+    const s = this.store.state, a = this.shown, b = this.shownCompare;
+    if (!s.compare || s.compare === s.run || !a || !b) return null;
+    const query: api.MatchQuery = {
+      run: s.run, tag: s.tag, step: a.step, layer: s.layer, kind: s.kind, other_run: s.compare, other_tag: s.tag, other_step: b.step,
+    };
+    const ia = this.store.runs[s.run]?.[s.tag], ib = this.store.runs[s.compare]?.[s.tag];
+    if (ia && ib && (ia.batch !== ib.batch || ia.time !== ib.time)) {
+      // the backend would refuse: said here without asking
+      const error = `the probes differ: ${ia.batch} x ${ia.time} and ${ib.batch} x ${ib.time} (sequences x timesteps)`;
+      return { query, match: null, matchedAt: null, view: null, error };
+    }
+    const matches = this.data.matches;
+    // while playing, no new matching is asked for: the last one loaded is shown (and said)
+    const exact = matches.get(query, !this.store.playing);
+    const drawn = exact ? { q: query, match: exact } : matches.latestOf(query);
+    const error = exact ? "" : matches.error(query);
+    // not matchable: b is drawn in its own order and nothing is subtracted
+    if (error || !drawn || drawn.match.units.length !== a.view.units) return { query, match: null, matchedAt: null, view: null, error };
+    if (this.aligned?.b !== b.array || this.aligned.match !== drawn.match) {
+      const centre = SIGMOID_KINDS.has(s.kind) ? 0.5 : 0;
+      const array = alignArray(b.array, drawn.match, centre);
+      this.aligned = { b: b.array, match: drawn.match, view: win.viewOf(array, this.store.timeOf(s.compare)) };
+    }
+    return { query, match: drawn.match, matchedAt: [drawn.q.step, drawn.q.other_step], view: this.aligned.view, error };
+  }
+
+  /** The compared run's unit drawn in row `unit` of the compare panel (null: unpaired). */
+  comparedUnit(unit: number): number | null {
+    const m = this.alignment?.match;
+    if (!m) return unit; // rows in the compared run's own order
+    return m.units[unit] >= 0 ? m.units[unit] : null;
   }
 
   private updateOrderAndDomain(): void {
@@ -67,7 +121,9 @@ export class Scene {
     if (b && s.compare) {
       this.orderB = this.data.unitOrder(s.compare, b.view.units);
       [this.domainB, this.scaleNoteB] = this.domainOf(s.compare, b);
-      if (!this.store.explicitUnits) s.unitsB = this.orderB.slice(0, top);
+      const m = this.alignment?.match;
+      // aligned: the partners of this run's plotted units, so that the lines compare like with like
+      if (!this.store.explicitUnits) s.unitsB = m ? s.units.map((u) => m.units[u]).filter((u) => u >= 0) : this.orderB.slice(0, top);
       s.unitsB = s.unitsB.filter((u) => u < b.view.units);
       this.selectedB = new Map(s.unitsB.map((u, i) => [u, PALETTE[(s.units.length + i) % PALETTE.length]]));
     } else this.selectedB = new Map();
@@ -96,12 +152,13 @@ export class Scene {
     return shown ? extentOf(shown.array) : null;
   }
 
-  /** Left minus right, when both panels hold the same shape. */
+  /** Left minus right, when both panels hold the same shape: another run's rows only
+   * once aligned to this run's matched units (unrelated units are never subtracted). */
   difference(): ReturnType<typeof win.difference> {
-    const a = this.shown, b = this.store.state.compare ? this.shownCompare : null;
+    const a = this.shown, b = this.store.state.compare ? this.alignment ? this.alignment.view : this.shownCompare?.view : null;
     if (!a || !b) return null;
     if (this.diff?.a !== a.array || this.diff?.b !== b.array) {
-      this.diff = { a: a.array, b: b.array, result: win.difference(a.view, b.view) };
+      this.diff = { a: a.array, b: b.array, result: win.difference(a.view, b) };
     }
     return this.diff.result;
   }

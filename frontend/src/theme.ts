@@ -80,8 +80,8 @@ html, body { margin:0; background:var(--bg); color:var(--fg); }
 .tls-stack canvas.tls-overlay { position:absolute; left:0; top:0; pointer-events:none; }
 .tls-panels { display:flex; gap:10px; }
 .tls-panels > div { flex:1; min-width:0; }
-.tls-paneltop { display:flex; align-items:center; gap:8px; margin-left:56px; min-height:26px; }
-.tls-paneltop .tls-paneltitle { margin:0; flex:1; }
+.tls-paneltop { display:flex; flex-wrap:wrap; align-items:center; gap:0 8px; margin-left:56px; min-height:26px; }
+.tls-paneltop .tls-paneltitle { margin:0; flex:1 1 100%; }
 .tls-heatscroll { max-height:75vh; overflow-y:auto; overflow-x:hidden; }
 .tls-scalenote { margin:2px 0 0 56px; }
 .tls-table { width:100%; border-collapse:collapse; font-size:12px; font-variant-numeric:tabular-nums; }
@@ -111,5 +111,16 @@ html, body { margin:0; background:var(--bg); color:var(--fg); }
 .tls-empty { max-width:640px; margin:48px auto; }
 .tls-empty pre { background:var(--panel); border:1px solid var(--border); border-radius:6px; padding:12px; overflow:auto; font:12px/1.5 ui-monospace, Menlo, monospace; }
 .tls-hint { color:var(--muted); font-size:12px; }
+.tls-matchnote { margin:2px 0 0 56px; }
+.tls-units { font-size:11px; }
+.tls-units th, .tls-units td { padding:1px 3px; }
+.tls-table td.tls-mark { font-weight:700; color:var(--accent); }
+.tls-sigpick { display:flex; gap:6px; align-items:center; margin:0 0 4px; font-size:12px; color:var(--muted); }
+.tls-identity canvas { display:block; cursor:pointer; margin:4px 0; }
+.tls-searchbar { display:flex; flex-wrap:wrap; gap:4px 10px; align-items:center; margin-bottom:4px; font-size:12px; color:var(--muted); }
+.tls-searchbar label { display:flex; gap:4px; align-items:center; }
+.tls-searchcard .tls-tablewrap { max-height:260px; }
+.tls-table tr.tls-query td { color:var(--muted); }
+.tls button[disabled] { opacity:.55; cursor:default; }
 @media (max-width: 900px) { .tls-main { grid-template-columns:1fr; } }
 `;

@@ -44,3 +44,9 @@ test("our key lives beside TensorBoard's hash keys", () => {
   assert.equal(ours, "run=x&step=3");
   assert.equal(joinHash(hash, ""), "#lstm_states&tagFilter=a");
 });
+
+test("significance orders, the significance series and the tracked unit round-trip", () => {
+  const state = { ...DEFAULT_STATE, order: "sig:price", sigSeries: "depth", ident: 7 };
+  assert.deepEqual(decodeState(encodeState(state)), state);
+  assert.equal(decodeState("ident=-3").ident, null);
+});

@@ -1,9 +1,12 @@
 // The states card: the heatmap of the step on screen, in compare mode beside the other
 // run's (or step's) heatmap and their difference, with the colour bar and the tokens.
 
+import { SIGMOID_KINDS } from "../colors";
 import { el, setText } from "../dom";
 import { Heatmap, HeatmapFrame, Legend } from "../heatmap";
 import { formatValue } from "../layout";
+import { alignmentSummary, matchLabel } from "../matching";
+import type { Alignment } from "../scene";
 import { TokenStrip } from "../tokens";
 import * as win from "../window";
 import type { DrawContext } from "./context";
@@ -22,6 +25,8 @@ export class StatesView {
   readonly legendB = new Legend();
   readonly legendD = new Legend();
   private scaleNote = el("div", { class: "tls-hint tls-scalenote" });
+  /** how the compared run's rows were matched, when they were */
+  private matchNote = el("div", { class: "tls-hint tls-matchnote" });
   /** resets every zoom (time and y) */
   readonly reset = el("button", { class: "tls-reset", title: "reset zoom (double-click a plot)", "aria-label": "reset zoom" }, "Reset zoom");
   readonly tokens = new TokenStrip();
@@ -41,7 +46,7 @@ export class StatesView {
     this.panels.append(el("div", {}, this.topA, el("div", { class: "tls-heatscroll" }, this.heat.root)), this.panelB, this.panelD);
     this.root = el("div", { class: "tls-card" },
       el("h3", {}, "States", this.title, el("span", { style: "flex:1" }), this.legend.view.canvas, this.reset),
-      this.panels, this.tokens.root, this.scaleNote,
+      this.panels, this.tokens.root, this.scaleNote, this.matchNote,
       el("div", { class: "tls-hint" }, "Hover for values · click a row to plot that unit · drag to zoom into a time range · wheel to zoom · shift+drag to pan · double-click to zoom out"),
     );
   }
@@ -110,20 +115,48 @@ export class StatesView {
       const bUnits = b ? b.view.units : 0;
       const bOrder = b && scene.orderB.length === bUnits ? scene.orderB : Array.from({ length: bUnits }, (_, i) => i);
       this.legendB.draw(scene.domainB, theme, "value", scene.dataExtent(true));
-      this.heatB.draw(b && !missing ? {
-        data: b.array.data, units: bUnits, order: bOrder, domain: scene.domainB, lut: c.lut, selected: scene.selectedB,
-        centre: (scene.domainB.lo + scene.domainB.hi) / 2, length: b.view.length, segment: b.view.segment,
-      } : null, theme, missing ? `${state.compare} has no step ${target!.wanted}: nothing to compare` : "loading…");
+      const al = scene.alignment;
+      const centreB = (scene.domainB.lo + scene.domainB.hi) / 2;
+      if (al?.match && al.view && b && !missing && !al.error) {
+        const m = al.match;
+        // rows of the first run's order, each showing its partner (row labels: the partner's index)
+        const selected = new Map<number, string>();
+        for (let u = 0; u < m.units.length; u++) {
+          const color = scene.selectedB.get(m.units[u]);
+          if (color) selected.set(u, color);
+        }
+        setText(this.titleB, `${target!.run} · step ${b.step} · matched to ${state.run}'s units` +
+          (Number.isFinite(m.cka) ? ` · CKA ${m.cka.toFixed(3)}` : ""));
+        this.heatB.draw({
+          data: al.view.array.data, units: al.view.units, order: scene.order, domain: scene.domainB, lut: c.lut, selected,
+          centre: centreB, length: b.view.length, segment: al.view.segment, labels: (u) => matchLabel(m, u),
+        }, theme);
+      } else {
+        // unmatched (another run not yet matched, or not matchable): its own order, never subtracted
+        this.heatB.draw(b && !missing && (!al || !!al.error) ? {
+          data: b.array.data, units: bUnits, order: bOrder, domain: scene.domainB, lut: c.lut, selected: scene.selectedB,
+          centre: centreB, length: b.view.length, segment: b.view.segment,
+        } : null, theme, missing ? `${state.compare} has no step ${target!.wanted}: nothing to compare` :
+          al?.error ? "could not match the units: " + al.error.slice(0, 160) : al && b ? "matching the units…" : "loading…");
+      }
       if (difference && frame && !missing) {
         const { data: d, max: m, segment } = difference;
-        setText(this.titleD, `difference (left − right) · max |Δ| ${formatValue(m)}`);
+        // on the panels' own scale unless the difference is wider: a near-zero difference looks near zero
+        const half = Math.max(m, (scene.domain.hi - scene.domain.lo) / 2);
+        setText(this.titleD, (al ? "difference (left − matched right)" : "difference (left − right)") +
+          ` · max |Δ| ${formatValue(m)}` + (half > m ? " · left's scale" : ""));
         this.heatD.layout(panelW, heatH);
         this.heatD.setRange(t0, t1);
-        const domainD = { lo: -m || -1, hi: m || 1 };
+        const domainD = { lo: -half || -1, hi: half || 1 };
         this.legendD.draw(domainD, theme, "Δ");
         this.heatD.draw({ ...frame, data: d, segment, domain: domainD, centre: 0 }, theme);
       }
     }
+
+    // a title cut by a narrow panel is whole on hover
+    for (const t of [this.titleB, this.titleD]) if (t.title !== t.textContent) t.title = t.textContent ?? "";
+    setText(this.matchNote, compare ? alignmentNote(scene.alignment, state.run, state.compare, state.kind) : "");
+    this.matchNote.style.display = this.matchNote.textContent ? "" : "none";
 
     // tokens tinted by the first selected unit (the hovered one while hovering)
     const tintUnit = c.hoverUnit ?? state.units[0] ?? null;
@@ -135,4 +168,24 @@ export class StatesView {
       (t) => this.onTokenHover(t));
     this.tokens.root.style.marginLeft = "56px";
   }
+}
+
+/** The legend of an aligned compare panel: how its rows were matched, flipped, left out. */
+export function alignmentNote(al: Alignment | null, run: string, other: string, kind: string): string {
+  if (!al) return "";
+  if (!al.match) return al.error ? `${other}'s units could not be matched to ${run}'s (${al.error.slice(0, 200)}): its rows are in its own order and nothing is subtracted` : "";
+  const m = al.match, n = m.units.length;
+  const { flipped, unmatched, meanSimilarity } = alignmentSummary(m);
+  const flip = SIGMOID_KINDS.has(kind) ? "as 1 − value" : "sign-flipped";
+  const parts = [
+    `Right panel: ${other}'s units paired one-to-one with ${run}'s rows (largest total |r|); row label: ${other}'s unit, “−”: ` +
+      `opposite sign, drawn ${flip} so matched rows look alike`,
+    `${flipped} of ${n} rows flipped · mean |r| ${Number.isFinite(meanSimilarity) ? meanSimilarity.toFixed(2) : "–"}` +
+      ` · CKA ${Number.isFinite(m.cka) ? m.cka.toFixed(3) : "–"} (linear; 1: the same up to a rotation and a scale)`,
+  ];
+  if (unmatched) parts.push(`${unmatched} row${unmatched === 1 ? "" : "s"} unmatched (${other} has fewer units): left empty (grey)`);
+  if (m.otherUnits !== null && m.otherUnits > n) parts.push(`${m.otherUnits - n} of ${other}'s ${m.otherUnits} units have no partner and are not shown`);
+  const [sa, sb] = al.matchedAt ?? [al.query.step, al.query.other_step];
+  if (sa !== al.query.step || sb !== al.query.other_step) parts.push(`rows matched at steps ${sa} / ${sb} (this step's matching loads once playback stops)`);
+  return parts.join(" · ");
 }
