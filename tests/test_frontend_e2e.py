@@ -288,6 +288,8 @@ def test_zoom_order_and_anomaly_jump(page, server, artifacts_dir):
     )
     wait_until(lambda: "cursor%%3D%d" % JUMP in page.evaluate("location.hash"))
     # drag across the heatmap: zoom into that time range; double-click: back out
+    # (the click above may have scrolled the tab: the heatmap is brought back into view)
+    frame.query_selector(".tls-heatmap canvas.tls-base").scroll_into_view_if_needed()
     box = frame.query_selector(".tls-heatmap canvas.tls-base").bounding_box()
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + plot_x + 0.25 * plot_w, y)
