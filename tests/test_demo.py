@@ -3,7 +3,7 @@
 A short run (one epoch) checks that every run and tag is readable offline
 (`read_states`), that the scalars are there, that the memory runs' gradients
 already differ in reach, and that a real TensorBoard lists it all through the
-plugin. `test_full_demo_tells_its_story` trains the full demo (about 45 s on 2
+plugin. `test_full_demo_tells_its_story` trains the full demo (about 40 s on 2
 cores) and checks its story: the depth unit, the anomaly recall, and the memory
 runs' gradient ratios and accuracy. `benchmarks/demo_story.py` prints the first
 two and the training time.
@@ -266,7 +266,7 @@ def test_tensorboard_lists_the_demo(demo_logdir):
 
 
 def test_full_demo_tells_its_story(tmp_path):
-    """The whole demo, default epochs (about 45 s on 2 cores): the story is real.
+    """The whole demo, default epochs (about 40 s on 2 cores): the story is real.
 
     Measured from the logged records: a cell unit follows the nesting depth with
     |r| >= 0.9 in the final epoch (lr 0.01 run); the change track flags most (>= 75%)
