@@ -47,7 +47,8 @@ test: venv lint check-bundle
 # Trains the demo into $(LOGDIR) unless a complete one is there (an interrupted one is
 # redone), then serves it. EPOCHS= changes the epochs per run, PORT= the port.
 demo: venv
-	@if [ -f $(LOGDIR)/.demo-complete ] && [ -z "$(EPOCHS)" ]; then \
+	@if [ -f $(LOGDIR)/.demo-complete ] && [ -z "$(EPOCHS)" ] && \
+	  [ "$$(cat $(LOGDIR)/.demo-complete)" = "$$($(PY) -c 'from demo.__main__ import TASKS; print(",".join(TASKS))')" ]; then \
 	  echo "Reusing the demo runs in $(LOGDIR) (delete it to train again)"; \
 	else \
 	  $(PY) -m demo --logdir $(LOGDIR) --fresh $(if $(EPOCHS),--epochs $(EPOCHS)); \

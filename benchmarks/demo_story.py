@@ -10,7 +10,11 @@ measures from the logged records (`tls.read_states`, float16 as stored):
 - prices: the recall of the injected anomalies by the change track (the backend's
   `analysis.changes`, robust z-score > 3.5, a flag at most 3 steps after each onset)
   on the cell state. Must hold: recall >= 0.75 (most of them) for every prices run.
-- the training time of the whole demo. Target: under 180 s on 2 CPU cores; printed
+- brackets across runs: the depth unit's q against the depth series, and its matched
+  unit's in the other run. Must hold: q < 0.01 in both (issue 15).
+- memory: the gradient reach, the early/late gradient ratio and the held-out accuracy
+  of both runs. Must hold: the ratios are 10x apart and one run recalls (>= 0.9).
+- the training time of the whole demo. Target: under 60 s on 2 CPU cores; printed
   with the machine's load average, because a shared machine inflates it.
 
 Exits 1 when a must-hold fails. With `--screenshot`, also opens the demo in a real
@@ -29,7 +33,7 @@ sys.path.insert(0, REPO)
 
 MIN_ABS_R = 0.9
 MIN_RECALL = 0.75
-BUDGET_SECONDS = 180
+BUDGET_SECONDS = 60
 
 
 def main():
@@ -62,7 +66,25 @@ def main():
         failures = []
         print()
         for run, f in figures.items():
-            if run.startswith("brackets"):
+            if run == "depth_unit_across_runs":
+                print(story.depth_line(f))
+                match = f["match"] or {}
+                if not (f["q"] < 0.01 and match.get("q", 1.0) < 0.01):
+                    failures.append("the depth unit is not found with q < 0.01 in both runs")
+            elif run.startswith("memory"):
+                print(
+                    "%-18s final epoch %d: gradient reach %d steps, early/late ratio %.1e, "
+                    "held-out accuracy %.3f, %d units with a long memory"
+                    % (
+                        run,
+                        f["final_step"],
+                        f["reach"],
+                        f["ratio"],
+                        f["accuracy"],
+                        f["long_memory_units"],
+                    )
+                )
+            elif run.startswith("brackets"):
                 print(
                     "%-18s final epoch %d: cell unit %d vs nesting depth r = %+.3f   "
                     "|r| by epoch: %s"
@@ -95,6 +117,13 @@ def main():
                 )
                 if f["recall"] < MIN_RECALL:
                     failures.append("%s: recall %.2f < %.2f" % (run, f["recall"], MIN_RECALL))
+        memory_runs = [f for run, f in figures.items() if run.startswith("memory/")]
+        if len(memory_runs) == 2:
+            ratios = sorted(f["ratio"] for f in memory_runs)
+            if not ratios[1] >= 10 * ratios[0]:
+                failures.append("the memory runs' early/late ratios are not 10x apart")
+            if max(f["accuracy"] for f in memory_runs) < 0.9:
+                failures.append("no memory run recalls the capital (accuracy < 0.9)")
         if seconds is not None:
             print(
                 "demo training and logging: %.0f s (target %d s on 2 cores; "

@@ -5,9 +5,10 @@
 reads the demo logdir with `tls.read_states` and prints, per run and epoch, the
 correlation of the best cell unit with the nesting depth (brackets), the recall
 and precision of the change track on the injected anomalies (prices), computed with
-the backend's own `analysis.changes`, and how far back the logged gradients reach,
-their early/late ratio, the units with a long memory horizon, and the held-out
-accuracy the run logged as a scalar (memory).
+the backend's own `analysis.changes`, the depth unit's significance (lag, r, q against
+the depth series) in both bracket runs and its matched unit across them, and how far
+back the logged gradients reach, their early/late ratio, the units with a long memory
+horizon, and the held-out accuracy the run logged as a scalar (memory).
 """
 
 import argparse
@@ -34,6 +35,33 @@ def brackets_figures(logdir, run):
         unit, r = brackets.depth_correlation(rec.states.layers[0].cell, logged_depth)
         figures[rec.step] = {"unit": unit, "r": r}
     return figures
+
+
+def depth_unit_across_runs(logdir):
+    """The depth unit of the first brackets run at its last step, its significance
+    against the depth series, and its matched unit in the second run (issue 15).
+
+    Returns:
+      `significance.follower_across`'s result plus `runs` and `step`, or None when a
+      bracket run is missing.
+    """
+    from tb_lstm_states.analysis import significance
+
+    last = {}
+    for name, _ in brackets.RUNS:
+        run = "%s/%s" % (brackets.TASK, name)
+        records = list(tls.read_states(logdir, run=run, tag=brackets.TAG))
+        if not records:
+            return None
+        last[run] = max(records, key=lambda rec: rec.step)
+    (one_run, one), (other_run, other) = last.items()
+    found = significance.follower_across(
+        one.states.layers[0].cell,
+        other.states.layers[0].cell,
+        one.series["depth"],
+        one.states.lengths,
+    )
+    return {**found, "runs": [one_run, other_run], "step": one.step}
 
 
 def prices_figures(logdir, run, kind="cell"):
@@ -95,6 +123,9 @@ def story(logdir):
             **per_step[last],
             "abs_r_by_step": {s: round(abs(f["r"]), 4) for s, f in sorted(per_step.items())},
         }
+    depth = depth_unit_across_runs(logdir)
+    if depth is not None:
+        result["depth_unit_across_runs"] = depth
     for name, _ in prices.RUNS:
         run = "%s/%s" % (prices.TASK, name)
         per_step = prices_figures(logdir, run)
@@ -140,7 +171,9 @@ def main(argv=None):
         print(json.dumps(figures, indent=2))
         return 0
     for run, f in figures.items():
-        if run.startswith(memory.TASK):
+        if run == "depth_unit_across_runs":
+            print(depth_line(f))
+        elif run.startswith(memory.TASK):
             print(
                 "%-20s step %d: the gradient reaches %d of %d steps back, early/late ratio "
                 "%.1e; held-out accuracy %.3f (chance %.3f); %d of %d units have a memory "
@@ -178,6 +211,38 @@ def main(argv=None):
                 )
             )
     return 0
+
+
+def depth_line(f):
+    """The depth unit's significance in both bracket runs and its match, in words."""
+    match = f["match"] or {}
+
+    def q(value):
+        if value is None:
+            return "n/a"
+        return "< 1e-15" if value < 1e-15 else "= %.1e" % value
+
+    return (
+        "depth unit across runs, step %d: %s unit %d follows the depth at lag %d, r = %+.3f, "
+        "q %s; matched in %s to unit %s (|r| between them %.2f, sign %+d), which follows it "
+        "at lag %s, r = %+.3f, q %s; CKA of the two runs' cell states %.2f"
+        % (
+            f["step"],
+            f["runs"][0],
+            f["unit"],
+            f["lag"],
+            f["r"],
+            q(f["q"]),
+            f["runs"][1],
+            match.get("unit"),
+            match.get("similarity", float("nan")),
+            match.get("sign", 0),
+            match.get("lag"),
+            match.get("r", float("nan")),
+            q(match.get("q")),
+            f["cka"],
+        )
+    )
 
 
 if __name__ == "__main__":

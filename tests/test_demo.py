@@ -275,7 +275,8 @@ def test_full_demo_tells_its_story(tmp_path):
     whole sequence and that of the forget-bias-1 run does not (early/late ratios at
     least 10x apart, the must-hold; observed about 1e11x), and only the chrono run
     recalls the capital (held-out accuracy 0.9 or more against 1/8 by chance) and has
-    units with a memory horizon of 50 steps or more.
+    units with a memory horizon of 50 steps or more. The depth unit of the lr 0.01 run
+    has q < 0.01 against the depth, and so does its matched unit in the lr 0.002 run.
     """
     from demo import story
 
@@ -311,6 +312,11 @@ def test_full_demo_tells_its_story(tmp_path):
     assert forget_bias_1["accuracy"] <= 0.25, forget_bias_1
     assert chrono["long_memory_units"] >= 4, chrono
     assert forget_bias_1["long_memory_units"] == 0, forget_bias_1
+    # Issue 15: the depth unit is significant in both bracket runs and matched across.
+    across = figures["depth_unit_across_runs"]
+    assert across["q"] < 0.01 and abs(across["r"]) >= 0.9, across
+    assert across["match"] is not None and across["match"]["q"] < 0.01, across
+    assert abs(across["match"]["r"]) >= 0.8 and across["match"]["similarity"] >= 0.8, across
 
 
 QUICK_START = """
