@@ -9,6 +9,9 @@ them alike, and reports medians:
 - `cells`: the `nn.LSTMCell` loop a user would otherwise write, which gives the
   hidden and cell states only, no gates.
 
+A second table times `capture(..., loss=)` (states and dL/dh_t, dL/dc_t) against
+the module's forward plus backward, a training step's work.
+
 The goal (issue 13): capture takes no longer than max(3x forward, 5 ms) on every
 shape. The last column says whether it did; the exit status is 1 if any did not.
 
@@ -32,6 +35,22 @@ float32, medians of 15 interleaved rounds); two runs of the same code:
     32,256,256          100.40      229.59    293.83        2.29x      2.93x
     64,100,512          245.16      560.02    702.24        2.28x      2.86x
     1,1000,64             9.48       13.89     52.01        1.47x      5.49x
+
+With `loss=` (issue 14), against the module's forward plus backward, the goal is at
+most 3x on every shape. Measured on 2026-12-07 on the same 2-core AMD EPYC, quiet
+(2 threads, float32, medians of 15 interleaved rounds):
+
+    batch,time,hid   fwd+bwd ms  capture ms    cells ms  capture/f+b  cells/f+b
+    16,64,32               2.88        4.87       14.62        1.69x      5.07x
+    8,128,64               5.82        9.77       32.02        1.68x      5.51x
+    4,512,128             25.62       46.32      182.85        1.81x      7.14x
+    32,256,256           309.89      604.81      330.27        1.95x      1.07x
+    64,100,512           794.97     1578.31      926.49        1.99x      1.17x
+    1,1000,64             13.21       22.94      262.15        1.74x     19.85x
+
+(`cells`: an LSTMCell loop asked for dL/dh_t and dL/dc_t of every step, which gives
+no gates; at the large shapes its plain per-step matrix products cost about what
+the fused backward does.)
 
 Capture costs the kernel (about the forward) plus about as much matrix work again
 for the gates, so the large shapes come out above 2x; the small ones pay mostly
