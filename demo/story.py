@@ -123,9 +123,9 @@ def story(logdir):
             **per_step[last],
             "abs_r_by_step": {s: round(abs(f["r"]), 4) for s, f in sorted(per_step.items())},
         }
-    depth = depth_unit_across_runs(logdir)
-    if depth is not None:
-        result["depth_unit_across_runs"] = depth
+    across = depth_unit_across_runs(logdir)
+    if across is not None:
+        result[across["runs"][0]]["across_runs"] = across
     for name, _ in prices.RUNS:
         run = "%s/%s" % (prices.TASK, name)
         per_step = prices_figures(logdir, run)
@@ -171,9 +171,7 @@ def main(argv=None):
         print(json.dumps(figures, indent=2))
         return 0
     for run, f in figures.items():
-        if run == "depth_unit_across_runs":
-            print(depth_line(f))
-        elif run.startswith(memory.TASK):
+        if run.startswith(memory.TASK):
             print(
                 "%-20s step %d: the gradient reaches %d of %d steps back, early/late ratio "
                 "%.1e; held-out accuracy %.3f (chance %.3f); %d of %d units have a memory "
@@ -196,6 +194,8 @@ def main(argv=None):
                 "%-20s step %d: cell unit %d follows the nesting depth, r = %+.3f"
                 % (run, f["final_step"], f["unit"], f["r"])
             )
+            if "across_runs" in f:
+                print(depth_line(f["across_runs"]))
         else:
             print(
                 "%-20s step %d: change track (cell) finds %d/%d injected anomalies (recall %.2f, "

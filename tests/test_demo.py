@@ -313,7 +313,7 @@ def test_full_demo_tells_its_story(tmp_path):
     assert chrono["long_memory_units"] >= 4, chrono
     assert forget_bias_1["long_memory_units"] == 0, forget_bias_1
     # Issue 15: the depth unit is significant in both bracket runs and matched across.
-    across = figures["depth_unit_across_runs"]
+    across = figures["brackets/lr_0.01"]["across_runs"]
     assert across["q"] < 0.01 and abs(across["r"]) >= 0.9, across
     assert across["match"] is not None and across["match"]["q"] < 0.01, across
     assert abs(across["match"]["r"]) >= 0.8 and across["match"]["similarity"] >= 0.8, across
