@@ -10,6 +10,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from tb_lstm_states.analysis import libraries
+
 # t-SNE and UMAP run on at most this many principal components.
 NEIGHBOUR_DIMENSIONS = 50
 
@@ -77,6 +79,7 @@ def principal_axes(centered: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray
     variances = np.zeros(k)
     components = min(k, n, units)
     if n >= 2 and components > 0 and total > 0:
+        libraries.load()
         from sklearn.decomposition import PCA  # imported on first use: TensorBoard starts faster
 
         model = PCA(n_components=components, svd_solver="auto", random_state=0, copy=False)

@@ -27,6 +27,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from tb_lstm_states.analysis import libraries
+
 # Sequences are compared a block at a time: a block's float64 copy and spectrum stay
 # within a few times this many values.
 _BLOCK_VALUES = 1 << 20
@@ -49,6 +51,7 @@ def window_distances(values, lengths, query) -> np.ndarray:
       distance between timesteps `s..s + length - 1` of sequence b and the query; inf
       where the window leaves the sequence's valid length.
     """
+    libraries.load()
     from scipy import fft
 
     batch, time, units = values.shape

@@ -67,6 +67,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from tb_lstm_states.analysis import libraries
+
 DEFAULT_MAX_LAG = 20
 MAX_MAX_LAG = 1000
 # The largest AR order a unit is whitened with (BIC picks the order up to this).
@@ -101,6 +103,7 @@ def _within(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def _autocovariance(spectrum: np.ndarray, size: int, lags: int) -> np.ndarray:
     """`[lags + 1, k]` autocovariance sums pooled over sequences, from the spectrum of
     `[batch, time, k]` values zero-padded to `size`."""
+    libraries.load()
     from scipy import fft
 
     power = spectrum.real**2 + spectrum.imag**2
@@ -183,6 +186,7 @@ def lagged_within(
       (sequence, lag) window about its own means (NaN with fewer than 3 pairs or a
       constant side); n the pairs less one per sequence used (the means taken).
     """
+    libraries.load()
     from scipy import fft
 
     time = x.shape[1]
@@ -238,6 +242,7 @@ def _r_at_lags(x, y, lengths, lags_of_units: np.ndarray) -> np.ndarray:
 
 def _t_p(r: np.ndarray, n_eff: np.ndarray) -> np.ndarray:
     """Two-sided p of Pearson r on n_eff positions (t with n_eff - 2 degrees)."""
+    libraries.load()
     from scipy import stats
 
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -250,6 +255,7 @@ def _filtered_test(x, y, lengths, lags, coefficients, size, bartlett_lag):
     """`(best lag index, p before Sidak, lags searched)` of each column of x
     `[batch, time, k]` against y `[batch, time, 1]` (both `_within`), both filtered by
     that column's AR coefficients `[order, k]` (steps 2-4 of the module docstring)."""
+    libraries.load()
     from scipy import fft
 
     time, k = x.shape[1], x.shape[2]
@@ -277,6 +283,7 @@ def _block_significance(values, series, lengths, lags, max_order, bartlett_lag):
     """`(best lag index, r, p before Sidak of the BIC filter, of the AR(1) filter
     (NaN where the BIC order is at most 1), lags searched)` of a block of columns
     `[batch, time, k]` against a series (`_masked`, `[batch, time, 1]`)."""
+    libraries.load()
     from scipy import fft
 
     _, time, k = values.shape
@@ -406,6 +413,7 @@ def match_units(one, other, lengths) -> Dict:
       `units` (list: the other side's unit of each unit, or None), `similarity` (|r| of
       each pair, None if unpaired), `sign` (+-1, None if unpaired), `cka`.
     """
+    libraries.load()
     from scipy.optimize import linear_sum_assignment
 
     x = _centered(one, lengths)

@@ -14,7 +14,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from tb_lstm_states.analysis import pca, warm
+from tb_lstm_states.analysis import libraries, pca, warm
 
 
 def project_tsne(
@@ -86,6 +86,7 @@ def _neighbour_affinities(x: np.ndarray, perplexity: float):
     Returns:
       `(rows, cols, p)`: the edges and their joint probabilities (summing to 1).
     """
+    libraries.load()
     from scipy import sparse
 
     n = x.shape[0]

@@ -9,7 +9,7 @@ from typing import Any, Dict, Sequence
 
 import numpy as np
 
-from tb_lstm_states.analysis import pca, warm
+from tb_lstm_states.analysis import libraries, pca, warm
 
 
 def umap_available() -> bool:
@@ -42,6 +42,7 @@ def project_umap(
     """
     if any(len(p) < warm.MIN_NEIGHBOUR_POINTS for p in points):
         return dict(pca.project_pca(points), method_used="pca")
+    libraries.load()  # umap imports scipy and scikit-learn too
     import umap  # optional; slow to import, so only when asked for
 
     points = pca.reduced(points)

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from tb_lstm_states.analysis import pca
+from tb_lstm_states.analysis import libraries, pca
 from tb_lstm_states.storage import extras, gradients
 
 # Saturation thresholds, as in `statistics.py`: sigmoid gates near 0 or 1, the cell
@@ -155,6 +155,7 @@ def cluster_order(values: np.ndarray) -> np.ndarray:
     Returns:
       A permutation of `range(units)`.
     """
+    libraries.load()
     from scipy.cluster import hierarchy
     from scipy.spatial import distance
 

@@ -25,6 +25,7 @@ from tensorboard.util import tb_logging
 from werkzeug import wrappers
 
 from tb_lstm_states import analysis, cache, metadata
+from tb_lstm_states.analysis import libraries
 from tb_lstm_states.server import (
     arrays,
     descriptions,
@@ -126,6 +127,9 @@ class StatesPlugin(unit_routes.UnitRoutes, base_plugin.TBPlugin):
             work.DEFAULT_WORKERS if workers is None else int(workers)
         )
         self._descriptions = descriptions.Descriptions(self._analysis_pool)
+        # scipy and scikit-learn, imported now off the startup path, so that the tab's
+        # first requests neither wait for them nor import them concurrently.
+        threading.Thread(target=libraries.load, name="lstm_states-imports", daemon=True).start()
 
     def get_plugin_apps(self):
         return {
