@@ -343,6 +343,15 @@ def test_bad_losses_name_the_problem(loss, error, match):
         tls.capture(nn.LSTM(3, 4), torch.randn(5, 2, 3), loss=loss)
 
 
+def test_inference_mode_is_refused_and_no_grad_is_fine():
+    lstm, inputs = nn.LSTM(3, 4), torch.randn(5, 2, 3)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside that block"):
+        tls.capture(lstm, inputs, loss=lambda out: out.sum())
+    with torch.no_grad():
+        states = tls.capture(lstm, inputs, loss=lambda out: out.sum())
+    assert states.layers[0].grads["cell"].abs().sum() > 0
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_float32_gradients_match_cpu():
     config, module, padded, lengths, hx, _ = _build(

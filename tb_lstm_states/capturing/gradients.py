@@ -68,11 +68,19 @@ def run_layers(module, sequences, h0, c0, weights, run_kernel, loss, output_dtyp
     Raises:
       TypeError: `loss` is not callable or does not return a scalar tensor.
       ValueError: the loss does not depend on the output.
+      RuntimeError: called inside `torch.inference_mode()`.
     """
     if not callable(loss):
         raise TypeError(
             "loss must be a callable taking the module's output and returning a scalar "
             "tensor, got %s." % type(loss).__name__
+        )
+    if torch.is_inference_mode_enabled():
+        # enable_grad cannot lift inference mode: autograd would record nothing.
+        raise RuntimeError(
+            "capture(loss=...) needs autograd, but it was called inside "
+            "torch.inference_mode(): call it outside that block (inside torch.no_grad() "
+            "is fine)."
         )
     directions = 2 if module.bidirectional else 1
     if module.mode == "GRU":
