@@ -424,3 +424,26 @@ def test_dark_mode(page, server, artifacts_dir):
     shown(frame, 2)
     time.sleep(0.5)
     shot(frame, artifacts_dir, "dark")
+
+
+def test_the_gradient_and_its_row_order_are_kept_in_the_url(page, server):
+    frame = open_tab(
+        page, server, {"run": "a", "tag": "lstm", "grad": "grad_hidden", "grows": "index"}
+    )
+    data = wait_until(lambda: (lambda d: d if d.get("kind") else None)(card(frame)))
+    assert data["kind"] == "grad_hidden"
+    assert frame.eval_on_selector("select[aria-label='gradient']", "s => s.value") == "grad_hidden"
+    assert frame.eval_on_selector("select[aria-label='gradient rows']", "s => s.value") == "index"
+    assert "|∂L/∂h_t|" in frame.inner_text(".tls-grad h3")
+    frame.select_option("select[aria-label='gradient']", "grad_cell")
+    frame.select_option("select[aria-label='gradient rows']", "horizon")
+
+    def ours():
+        hash_text = urllib.parse.unquote(page.evaluate("() => location.hash"))
+        return hash_text if "grows=horizon" in hash_text else None
+
+    hash_text = wait_until(ours)
+    assert "grad=grad_cell" in hash_text
+    frame = open_tab(page, server, dict(urllib.parse.parse_qsl(hash_text.split("lstm=", 1)[1])))
+    wait_until(lambda: card(frame).get("kind") == "grad_cell")
+    assert frame.eval_on_selector("select[aria-label='gradient rows']", "s => s.value") == "horizon"

@@ -82,6 +82,8 @@ export class App {
     changed: () => this.invalidate(),
     hover: (t) => this.pointer.setHover(t === null ? null : { t, unit: null, row: null, panel: null }),
     setCursor: (t) => this.setCursor(t),
+    choice: () => this.store.state,
+    choose: (patch) => this.setState(patch),
   });
   private readonly pointer = new Pointer(this.store, this.scene, {
     setCursor: (t) => this.setCursor(t),

@@ -25,13 +25,15 @@ export interface ViewState {
   residual: string; // "a-b" of two series names, "" automatic, "off" none
   sigSeries: string; // the series of the unit table's significance columns, "" automatic
   ident: number | null; // the unit tracked across steps (its matched unit at each step), null: none
+  grad: string; // the gradient view's kind: "" the default (grad_cell for LSTM), grad_cell or grad_hidden
+  gradRows: string; // the gradient view's row order: states (as the states heatmap) | horizon | index
 }
 
 export const DEFAULT_STATE: ViewState = {
   run: "", tag: "", layer: 0, kind: "cell", sequence: 0, step: null, order: "auto", units: [], unitsB: [], scale: "fixed",
   t0: null, t1: null, cursor: null, compare: "", compareStep: null, method: "pca",
   colorBy: "time", trajectory: "", speed: 8, loop: true, threshold: 3.5, residual: "",
-  sigSeries: "", ident: null,
+  sigSeries: "", ident: null, grad: "", gradRows: "states",
 };
 
 export const SPEEDS = [1, 2, 4, 8, 15, 30, 60];
@@ -44,7 +46,7 @@ const SHORT: Record<keyof ViewState, string> = {
   run: "run", tag: "tag", layer: "layer", kind: "kind", sequence: "seq", step: "step", order: "order",
   units: "units", unitsB: "cunits", scale: "scale", t0: "t0", t1: "t1", cursor: "cursor", compare: "cmp", compareStep: "cstep",
   method: "proj", colorBy: "color", trajectory: "tseq", speed: "speed", loop: "loop", threshold: "thr", residual: "resid",
-  sigSeries: "sig", ident: "ident",
+  sigSeries: "sig", ident: "ident", grad: "grad", gradRows: "grows",
 };
 
 /** Serialises the fields that differ from the defaults, as URL query syntax. */
@@ -95,6 +97,10 @@ export function decodeState(text: string): ViewState {
   if (residual) s.residual = residual.slice(0, 200);
   s.sigSeries = (get("sigSeries") ?? "").slice(0, 200);
   s.ident = int(get("ident"), 0, 1 << 24);
+  const grad = get("grad");
+  if (grad === "grad_cell" || grad === "grad_hidden") s.grad = grad;
+  const gradRows = get("gradRows");
+  if (gradRows === "horizon" || gradRows === "index") s.gradRows = gradRows;
   s.t0 = int(get("t0"), 0);
   s.t1 = int(get("t1"), 1);
   if (s.t0 === null || s.t1 === null || s.t1 <= s.t0) s.t0 = s.t1 = null;

@@ -50,3 +50,12 @@ test("significance orders, the significance series and the tracked unit round-tr
   assert.deepEqual(decodeState(encodeState(state)), state);
   assert.equal(decodeState("ident=-3").ident, null);
 });
+
+test("the gradient view's kind and row order round-trip, and odd values fall back", () => {
+  const state = { ...DEFAULT_STATE, grad: "grad_hidden", gradRows: "horizon" };
+  assert.deepEqual(decodeState(encodeState(state)), state);
+  assert.equal(encodeState(DEFAULT_STATE), "");
+  const odd = decodeState("grad=%3Cb%3E&grows=sideways");
+  assert.equal(odd.grad, "");
+  assert.equal(odd.gradRows, "states");
+});

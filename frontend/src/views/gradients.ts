@@ -39,6 +39,10 @@ export interface GradientHost {
   hover(t: number | null): void;
   /** a click pins the time cursor */
   setCursor(t: number): void;
+  /** the gradient and row order chosen (kept in the URL): "" picks the default */
+  choice(): { grad: string; gradRows: string };
+  /** the user picked a gradient or a row order */
+  choose(patch: { grad?: string; gradRows?: string }): void;
 }
 
 interface Shown {
@@ -118,7 +122,10 @@ export class GradientsView {
   private lut = magnitudeLut(false);
   private lutDark = false;
   private helpKey = "";
-  private rowOrder: "states" | "horizon" | "index" = "states";
+  private get rowOrder(): "states" | "horizon" | "index" {
+    const v = this.host.choice().gradRows;
+    return v === "horizon" || v === "index" ? v : "states";
+  }
 
   constructor(private host: GradientHost) {
     this.body = el("div", {},
@@ -134,12 +141,8 @@ export class GradientsView {
         el("label", { class: "tls-sub" }, "gradient ", this.kindSelect), el("label", { class: "tls-sub" }, "rows ", this.orderSelect)),
       this.body);
     this.strip.view.canvas.style.marginLeft = "4px";
-    this.kindSelect.addEventListener("change", () => host.changed());
-    this.orderSelect.addEventListener("change", () => {
-      const v = this.orderSelect.value;
-      this.rowOrder = v === "horizon" || v === "index" ? v : "states";
-      host.changed();
-    });
+    this.kindSelect.addEventListener("change", () => host.choose({ grad: this.kindSelect.value }));
+    this.orderSelect.addEventListener("change", () => host.choose({ gradRows: this.orderSelect.value }));
     const heatCanvas = this.heat.base.canvas;
     heatCanvas.addEventListener("mousemove", (e) => this.hoverHeat(e.clientX, e.clientY));
     heatCanvas.addEventListener("mouseleave", () => this.leave());
@@ -234,7 +237,7 @@ export class GradientsView {
     }
     this.root.style.display = "";
     setOptions(this.kindSelect, available.map((k) => [k, k === GRAD_CELL ? "∂L/∂c_t (cell)" : "∂L/∂h_t (hidden)"] as [string, string]),
-      available.includes(this.kindSelect.value) ? this.kindSelect.value : defaultGradKind(available) ?? available[0]);
+      available.includes(this.host.choice().grad) ? this.host.choice().grad : defaultGradKind(available) ?? available[0]);
     this.kindSelect.parentElement!.style.display = available.length > 1 ? "" : "none";
     const kind = this.kindSelect.value;
     const symbol = kind === GRAD_CELL ? "c" : "h";
