@@ -5,14 +5,17 @@ like an XSS payload, tokens too); a second, on an empty logdir, checks the how-t
 Screenshots go to test-artifacts/.
 """
 
+import functools
 import io
 import os
 import re
 import time
 import urllib.parse
 
+import browser_pages
 import numpy as np
 import pytest
+from browser_pages import open_tab
 from conftest import http_get, tensorboard_server
 
 import tb_lstm_states as tls
@@ -93,37 +96,11 @@ def server(logdir):
 @pytest.fixture
 def page(browser):
     """A fresh page; fails the test on any console error, page error or dialog."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    problems = []
-    page.on(
-        "console",
-        lambda m: (
-            problems.append("console %s: %s" % (m.type, m.text)) if m.type == "error" else None
-        ),
-    )
-    page.on("pageerror", lambda e: problems.append("page error: %s" % e))
-
-    def on_dialog(dialog):
-        problems.append("dialog: %s" % dialog.message)
-        dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    page.problems = problems
-    yield page
-    context.close()
-    assert not problems, problems
+    with browser_pages.watched_page(browser, http_errors=False) as page:
+        yield page
 
 
-def open_tab(page, url, view=None):
-    """Opens TensorBoard on the tab (optionally with a view state in the hash); returns the frame."""
-    hash_ = "#lstm_states"
-    if view:
-        hash_ += "&lstm=" + urllib.parse.quote(urllib.parse.urlencode(view), safe="")
-    page.goto(url + "/" + hash_)
-    frame = page.wait_for_selector("iframe", timeout=30000).content_frame()
-    frame.wait_for_selector("body[data-ready='1']", timeout=30000)
-    return frame
+wait_until = functools.partial(browser_pages.wait_until, timeout=10.0)
 
 
 def step_label(frame):
@@ -134,16 +111,6 @@ def heatmap_pixels(frame, index=0):
     return frame.evaluate(
         "i => document.querySelectorAll('.tls-heatmap canvas.tls-base')[i].toDataURL()", index
     )
-
-
-def wait_until(predicate, timeout=10.0, interval=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met within %.1f s" % timeout)
 
 
 def shot(page, artifacts_dir, name):

@@ -18,8 +18,10 @@ import re
 import time
 import urllib.parse
 
+import browser_pages
 import numpy as np
 import pytest
+from browser_pages import open_tab, wait_until
 from conftest import tensorboard_server
 
 import tb_lstm_states as tls
@@ -116,49 +118,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    problems = []
-    page.on(
-        "response",
-        lambda r: problems.append("HTTP %d: %s" % (r.status, r.url)) if r.status >= 400 else None,
-    )
-    page.on(
-        "console",
-        lambda m: (
-            problems.append("console %s: %s" % (m.type, m.text)) if m.type == "error" else None
-        ),
-    )
-    page.on("pageerror", lambda e: problems.append("page error: %s" % e))
-
-    def on_dialog(dialog):
-        problems.append("dialog: %s" % dialog.message)
-        dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    page.problems = problems
-    yield page
-    context.close()
-    assert not problems, problems
-
-
-def open_tab(page, url, view=None):
-    fragment = urllib.parse.quote(urllib.parse.urlencode(view), safe="") if view else ""
-    page.goto("about:blank")  # another hash of the same page would not reload the tab
-    page.goto(url + "/#lstm_states" + ("&lstm=" + fragment if view else ""))
-    frame = page.wait_for_selector("iframe", timeout=30000).content_frame()
-    frame.wait_for_selector("body[data-ready='1']", timeout=30000)
-    return frame
-
-
-def wait_until(predicate, timeout=15.0, interval=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met within %.1f s" % timeout)
+    """A fresh page; fails the test on any console error, page error, dialog or HTTP error."""
+    with browser_pages.watched_page(browser, 1400, 1100) as page:
+        yield page
 
 
 def card(frame):

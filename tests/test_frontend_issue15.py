@@ -13,13 +13,14 @@ identity across steps rises where it starts following the walk. Every test fails
 console error, a page error, a dialog or an HTTP error.
 """
 
+import functools
 import os
 import re
-import time
-import urllib.parse
 
+import browser_pages
 import numpy as np
 import pytest
+from browser_pages import open_tab
 from conftest import tensorboard_server
 
 import tb_lstm_states as tls
@@ -107,50 +108,12 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1500, "height": 1100})
-    page = context.new_page()
-    problems = []
-    page.on(
-        "response",
-        lambda r: problems.append("HTTP %d: %s" % (r.status, r.url)) if r.status >= 400 else None,
-    )
-    page.on(
-        "console",
-        lambda m: (
-            problems.append("console %s: %s" % (m.type, m.text)) if m.type == "error" else None
-        ),
-    )
-    page.on("pageerror", lambda e: problems.append("page error: %s" % e))
-
-    def on_dialog(dialog):
-        problems.append("dialog: %s" % dialog.message)
-        dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    page.problems = problems
-    yield page
-    context.close()
-    assert not problems, problems
+    """A fresh page; fails the test on any console error, page error, dialog or HTTP error."""
+    with browser_pages.watched_page(browser, 1500, 1100) as page:
+        yield page
 
 
-def open_tab(page, url, view=None):
-    hash_ = "#lstm_states" + (
-        "&lstm=" + urllib.parse.quote(urllib.parse.urlencode(view), safe="") if view else ""
-    )
-    page.goto(url + "/" + hash_)
-    frame = page.wait_for_selector("iframe", timeout=30000).content_frame()
-    frame.wait_for_selector("body[data-ready='1']", timeout=30000)
-    return frame
-
-
-def wait_until(predicate, timeout=30.0, interval=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met within %.1f s" % timeout)
+wait_until = functools.partial(browser_pages.wait_until, timeout=30.0)
 
 
 def view_hash(frame):

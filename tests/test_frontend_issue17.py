@@ -9,10 +9,11 @@ Every test fails on any console error, page error or dialog.
 
 import re
 import time
-import urllib.parse
 
+import browser_pages
 import numpy as np
 import pytest
+from browser_pages import open_tab, wait_until
 from conftest import tensorboard_server
 
 import tb_lstm_states as tls
@@ -88,53 +89,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    problems = []
-    page.on(
-        "response",
-        lambda r: problems.append("HTTP %d: %s" % (r.status, r.url)) if r.status >= 400 else None,
-    )
-    page.on(
-        "console",
-        lambda m: (
-            problems.append("console %s: %s" % (m.type, m.text)) if m.type == "error" else None
-        ),
-    )
-    page.on("pageerror", lambda e: problems.append("page error: %s" % e))
-
-    def on_dialog(dialog):
-        problems.append("dialog: %s" % dialog.message)
-        dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    page.problems = problems
-    yield page
-    context.close()
-    assert not problems, problems
-
-
-def hash_for(view):
-    return "#lstm_states" + (
-        "&lstm=" + urllib.parse.quote(urllib.parse.urlencode(view), safe="") if view else ""
-    )
-
-
-def open_tab(page, url, view=None):
-    page.goto(url + "/" + hash_for(view))
-    frame = page.wait_for_selector("iframe", timeout=30000).content_frame()
-    frame.wait_for_selector("body[data-ready='1']", timeout=30000)
-    return frame
-
-
-def wait_until(predicate, timeout=15.0, interval=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met within %.1f s" % timeout)
+    """A fresh page; fails the test on any console error, page error, dialog or HTTP error."""
+    with browser_pages.watched_page(browser) as page:
+        yield page
 
 
 def step_label(frame):
@@ -194,7 +151,6 @@ def test_header_click_gives_the_keys_to_the_tab(page, server):
     wait_until(lambda: step_label(frame) == 4)
     assert re.search(r"step 4\b", frame.inner_text(".tls-steplabel"))
     # and on load, with no click at all, the keys work too
-    page.goto("about:blank")
     frame = open_tab(page, server, {"run": "a", "tag": "lstm", "step": "3"})
     page.keyboard.press("ArrowLeft")
     wait_until(lambda: step_label(frame) == 2)

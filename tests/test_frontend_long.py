@@ -7,12 +7,14 @@ fetch full resolution once a zoom holds no more timesteps than bins. Timings are
 measured and printed (and saved in test-artifacts/), never asserted.
 """
 
+import functools
 import json
 import os
 import re
 import time
 import urllib.parse
 
+import browser_pages
 import numpy as np
 import pytest
 from conftest import tensorboard_server
@@ -66,52 +68,34 @@ def server(tmp_path_factory):
 @pytest.fixture
 def page(browser):
     """A fresh page that records the `states` requests and their answers' headers;
-    fails the test on any console error or page error."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    problems, states = [], []
-    page.on(
-        "console",
-        lambda m: (
-            problems.append("console %s: %s" % (m.type, m.text)) if m.type == "error" else None
-        ),
-    )
-    page.on("pageerror", lambda e: problems.append("page error: %s" % e))
+    fails the test on any console error, page error or dialog."""
+    states, requested = [], []
+    with browser_pages.watched_page(browser, http_errors=False) as page:
 
-    def on_response(response):
-        if "/data/plugin/lstm_states/states?" in response.url:
-            query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(response.url).query))
-            states.append(
-                {
-                    "query": query,
-                    "status": response.status,
-                    "headers": response.headers,
-                    "t": time.time(),
-                }
-            )
+        def on_response(response):
+            if "/data/plugin/lstm_states/states?" in response.url:
+                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(response.url).query))
+                states.append(
+                    {
+                        "query": query,
+                        "status": response.status,
+                        "headers": response.headers,
+                        "t": time.time(),
+                    }
+                )
 
-    page.on("response", on_response)
-    requested = []
-    page.on(
-        "request",
-        lambda r: (
-            requested.append(r.url.split("?")[-1]) if "/lstm_states/states?" in r.url else None
-        ),
-    )
-    page.problems, page.states, page.requested = problems, states, requested
-    yield page
-    context.close()
-    assert not problems, problems
+        page.on("response", on_response)
+        page.on(
+            "request",
+            lambda r: (
+                requested.append(r.url.split("?")[-1]) if "/lstm_states/states?" in r.url else None
+            ),
+        )
+        page.states, page.requested = states, requested
+        yield page
 
 
-def wait_until(predicate, timeout=20.0, interval=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met within %.1f s" % timeout)
+wait_until = functools.partial(browser_pages.wait_until, timeout=20.0)
 
 
 def answered(page, start, stop, timeout=20.0):
