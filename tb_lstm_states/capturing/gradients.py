@@ -50,7 +50,7 @@ class LayerRun:
         self.extra_grad = extra_grad
 
 
-def run_layers(module, sequences, h0, c0, weights, run_kernel, loss, output_dtype):
+def run_layers(module, sequences, h0, c0, weights, run_layers_of, loss, output_dtype):
     """Runs every layer with autograd through the widened kernel and calls `loss`.
 
     Args:
@@ -58,7 +58,7 @@ def run_layers(module, sequences, h0, c0, weights, run_kernel, loss, output_dtyp
       sequences: the normalized input (`Sequences`).
       h0, c0: initial states `[layers * directions, batch, ...]` (c0 None but LSTM).
       weights: per layer, per direction, the weights in `_flat_weights` order.
-      run_kernel: `layers._run_kernel`, called with the widened input and weights.
+      run_layers_of: `layers._run_layers`, given how to widen each layer.
       loss: the user's callable, given what `module(inputs, hx)[0]` returns.
       output_dtype: the dtype the module's own output has.
 
@@ -83,34 +83,22 @@ def run_layers(module, sequences, h0, c0, weights, run_kernel, loss, output_dtyp
             "is fine)."
         )
     directions = 2 if module.bidirectional else 1
-    if module.mode == "GRU":
+    identity = module.mode == "GRU"
+    if identity:
         width = GATE_COUNT["GRU"] * module.hidden_size
     else:
         width = module.proj_size if module.proj_size > 0 else module.hidden_size
-    steps, batch = sequences.steps, sequences.batch
-    layer_input = sequences.padded
-    outputs, extras = [], []
+    extras = []
+
+    def widen(layer, layer_input):
+        steps, batch = layer_input.shape[:2]
+        extra = layer_input.new_zeros(steps, batch, directions * width, requires_grad=True)
+        extras.append(extra)
+        widened = [_widen(weights[layer][d], d, directions, identity) for d in range(directions)]
+        return torch.cat([layer_input, extra], dim=2), widened
+
     with torch.enable_grad():
-        for layer in range(module.num_layers):
-            extra = layer_input.new_zeros(steps, batch, directions * width, requires_grad=True)
-            widened = [
-                _widen(weights[layer][d], d, directions, module.mode == "GRU")
-                for d in range(directions)
-            ]
-            rows = slice(layer * directions, (layer + 1) * directions)
-            layer_c0 = c0[rows] if c0 is not None else None
-            output = run_kernel(
-                module,
-                sequences,
-                torch.cat([layer_input, extra], dim=2),
-                h0[rows],
-                layer_c0,
-                widened,
-                train=True,  # cuDNN has a backward only for training mode; dropout is 0
-            )
-            outputs.append(output)
-            extras.append(extra)
-            layer_input = output
+        outputs = run_layers_of(module, sequences, h0, c0, weights, widen)
         value = loss(_module_output(sequences, module, outputs[-1], output_dtype))
         _check_loss_value(value)
         grads = torch.autograd.grad(value, extras + outputs, allow_unused=True)

@@ -185,28 +185,13 @@ def _capture_layers(module, sequences, h0, c0, loss=None, output_dtype=None):
     runs = None
     if loss is not None:
         runs = gradients.run_layers(
-            module, sequences, h0, c0, weights, _run_kernel, loss, output_dtype
+            module, sequences, h0, c0, weights, _run_layers, loss, output_dtype
         )
         outputs = [run.output for run in runs]
-        inputs = [sequences.padded, *outputs[:-1]]
     else:
-        inputs, outputs = [], []
-        layer_input = sequences.padded
-        for layer in range(layers):
-            rows = slice(layer * directions, (layer + 1) * directions)
-            layer_c0 = c0[rows] if c0 is not None else None
-            output = _run_kernel(
-                module,
-                sequences,
-                layer_input,
-                h0[rows],
-                layer_c0,
-                weights[layer],
-                packed_data=sequences.packed_data if layer == 0 else None,
-            )
-            inputs.append(layer_input)
-            outputs.append(output)
-            layer_input = output
+        outputs = _run_layers(module, sequences, h0, c0, weights)
+    inputs = [sequences.padded, *outputs[:-1]]
+    valid = _valid_positions(sequences)
     # [layers * directions, ...] -> [layers, directions, ...]
     h0 = h0.view(layers, directions, *h0.shape[1:])
     c0 = c0.view(layers, directions, *c0.shape[1:]) if c0 is not None else None
@@ -224,7 +209,7 @@ def _capture_layers(module, sequences, h0, c0, loss=None, output_dtype=None):
         )
         for layer in range(layers):
             hidden = outputs[layer][..., d * hidden_out : (d + 1) * hidden_out]
-            _zero_past_lengths(sequences, cells_d[layer], gates_d[layer])
+            _zero_past_lengths(valid, cells_d[layer], gates_d[layer])
             grads = {}
             if runs is not None:
                 grads = gradients.layer_gradients(
@@ -235,12 +220,48 @@ def _capture_layers(module, sequences, h0, c0, loss=None, output_dtype=None):
                     cells_d[layer],
                     gates_d[layer],
                     d,
-                    _valid_positions(sequences),
+                    valid,
                 )
             states[layer][d] = _finish_layer(
                 sequences, hidden, cells_d[layer], gates_d[layer], grads
             )
     return [state for layer_states in states for state in layer_states]
+
+
+def _run_layers(module, sequences, h0, c0, weights, widen=None):
+    """Runs the module's own kernel layer by layer, each on the output of the one below.
+
+    Args:
+      weights: per layer, per direction, the weights in `_flat_weights` order.
+      widen: optional `(layer, layer_input) -> (kernel_input, layer_weights)`, what the
+        kernel runs on instead (`gradients.py` widens both); the kernel then runs in
+        training mode, the only one in which cuDNN has a backward (dropout is 0).
+
+    Returns:
+      Per layer, its output `[time, batch, directions * out]`, zero past each length.
+    """
+    directions = 2 if module.bidirectional else 1
+    outputs = []
+    layer_input = sequences.padded
+    for layer in range(module.num_layers):
+        rows = slice(layer * directions, (layer + 1) * directions)
+        kernel_input, layer_weights = layer_input, weights[layer]
+        packed_data = sequences.packed_data if layer == 0 else None
+        if widen is not None:
+            kernel_input, layer_weights = widen(layer, layer_input)
+            packed_data = None
+        layer_input = _run_kernel(
+            module,
+            sequences,
+            kernel_input,
+            h0[rows],
+            c0[rows] if c0 is not None else None,
+            layer_weights,
+            packed_data=packed_data,
+            train=widen is not None,
+        )
+        outputs.append(layer_input)
+    return outputs
 
 
 def _run_kernel(module, sequences, layer_input, h0, c0, weights, packed_data=None, train=False):
@@ -272,8 +293,7 @@ def _valid_positions(sequences):
     return (steps.unsqueeze(1) < sequences.lengths.unsqueeze(0)).unsqueeze(2)
 
 
-def _zero_past_lengths(sequences, cell, gates):
-    valid = _valid_positions(sequences)
+def _zero_past_lengths(valid, cell, gates):
     if valid is None:
         return
     # In place: these are capture's own buffers, not the user's.
