@@ -37,24 +37,22 @@ def brackets_figures(logdir, run):
     return figures
 
 
-def depth_unit_across_runs(logdir):
+def depth_unit_across_runs(logdir, last_steps):
     """The depth unit of the first brackets run at its last step, its significance
     against the depth series, and its matched unit in the second run (issue 15).
 
+    Args:
+      logdir: the demo logdir.
+      last_steps: `{run: step}` of the two brackets runs, the first run first.
+
     Returns:
-      `significance.follower_across`'s result plus `runs` and `step`, or None when a
-      bracket run is missing.
+      `significance.follower_across`'s result plus `runs` and `step`.
     """
     from tb_lstm_states.analysis import significance
 
-    last = {}
-    for name, _ in brackets.RUNS:
-        run = "%s/%s" % (brackets.TASK, name)
-        records = list(tls.read_states(logdir, run=run, tag=brackets.TAG))
-        if not records:
-            return None
-        last[run] = max(records, key=lambda rec: rec.step)
-    (one_run, one), (other_run, other) = last.items()
+    (one_run, one_step), (other_run, other_step) = last_steps.items()
+    (one,) = tls.read_states(logdir, run=one_run, tag=brackets.TAG, steps=one_step)
+    (other,) = tls.read_states(logdir, run=other_run, tag=brackets.TAG, steps=other_step)
     found = significance.follower_across(
         one.states.layers[0].cell,
         other.states.layers[0].cell,
@@ -123,9 +121,8 @@ def story(logdir):
             **per_step[last],
             "abs_r_by_step": {s: round(abs(f["r"]), 4) for s, f in sorted(per_step.items())},
         }
-    across = depth_unit_across_runs(logdir)
-    if across is not None:
-        result[across["runs"][0]]["across_runs"] = across
+    across = depth_unit_across_runs(logdir, {run: f["final_step"] for run, f in result.items()})
+    result[across["runs"][0]]["across_runs"] = across
     for name, _ in prices.RUNS:
         run = "%s/%s" % (prices.TASK, name)
         per_step = prices_figures(logdir, run)
