@@ -30,6 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import tb_lstm_states as tls
 from demo import common
+from tb_lstm_states.storage import gradients
 
 TASK = "memory"
 TAG = "recall_lstm"
@@ -62,10 +63,8 @@ HIDDEN_SIZE = 32
 CHRONO_SEED = 1
 
 # The early/late gradient ratio compares the first and the last EDGE_FRACTION of the
-# timesteps; the reach counts the steps back over which the mean gradient norm stays
-# at or above REACH_FRACTION of its largest value.
+# timesteps.
 EDGE_FRACTION = 0.1
-REACH_FRACTION = 0.01
 
 ACCURACY_TAG = "accuracy/test"
 
@@ -191,15 +190,12 @@ def early_late_ratio(grads):
 
 
 def gradient_reach(grads):
-    """How many timesteps back from the end the gradient reaches.
-
-    The norm over units at each timestep, averaged over the probe's sequences (all
-    full length), counted back from the last timestep: the number of steps over which
-    it stays at or above REACH_FRACTION of its largest value.
-    """
-    mean = gradient_norms(grads).mean(axis=0)[::-1]  # steps back from the end
-    below = np.flatnonzero(mean < REACH_FRACTION * mean.max())
-    return int(below[0]) if below.size else len(mean)
+    """How many timesteps back from the end the gradient of a full-length probe batch
+    reaches: the tab's own figure (`storage.gradients.reach`), the steps back over
+    which the norm over units, averaged over the sequences, stays at or above 1% of
+    its largest value."""
+    batch, time = np.shape(grads)[:2]
+    return gradients.reach(grads, [time] * batch)
 
 
 def long_memory_units(forget, steps=MIN_BACK):
